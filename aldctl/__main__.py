@@ -1,0 +1,3 @@
+from aldctl.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Device capabilities (``drivers.base``), the driver registry and concrete drivers."""

@@ -1,0 +1,267 @@
+"""Device capabilities: the small Protocols the engine programs against.
+
+The engine never sees a concrete driver. It sees a *valve bank*, a *flow controller*, a
+*temperature controller*, a *pressure gauge*, a *plasma source*, an *ozone generator* and a
+*thickness monitor*, each with ``connect``/``close``, reads, sets, ``safe_state`` and
+``health``. A driver for new hardware implements one of these and registers a factory in
+the ``aldctl.drivers`` entry-point group (see :mod:`drivers.registry`).
+
+Rules every driver keeps:
+
+* Every await on a device has a timeout; a device that does not answer raises
+  :class:`DeviceTimeout`, never hangs.
+* Errors are raised, never returned, and always name the device (``DeviceError.device``).
+* ``safe_state`` is idempotent and bounded in time; it is what runs on abort, on Ctrl-C and
+  when the process is told to terminate.
+* Units are fixed by the method names: seconds, degC, sccm, Torr, W, Angstrom, percent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------- errors
+
+
+class DeviceError(Exception):
+    """A device did not do what it was asked. ``device`` names it for the operator."""
+
+    def __init__(self, device: str, message: str) -> None:
+        super().__init__(f"{device}: {message}")
+        self.device = device
+        self.detail = message
+
+
+class CommunicationError(DeviceError):
+    """The link failed: bad frame, checksum or CRC, disconnect, unexpected reply."""
+
+
+class DeviceTimeout(DeviceError):
+    """The device did not answer in time (after the driver's retries)."""
+
+
+class DeviceFault(DeviceError):
+    """The device answered and reports a fault or refused the command."""
+
+
+# --------------------------------------------------------------------------- health
+
+
+@dataclass(slots=True)
+class Health:
+    """Link statistics a driver keeps; the safety watchdog and the operator read them."""
+
+    connected: bool = False
+    transactions: int = 0
+    consecutive_failures: int = 0
+    failures: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    garbage_bytes: int = 0
+    bad_frames: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+
+    def record_ok(self) -> None:
+        self.transactions += 1
+        self.consecutive_failures = 0
+
+    def record_failure(self, error: BaseException) -> None:
+        self.transactions += 1
+        self.failures += 1
+        self.consecutive_failures += 1
+        self.last_error = str(error)
+        if isinstance(error, DeviceTimeout):
+            self.timeouts += 1
+
+
+# --------------------------------------------------------------------------- readings
+
+
+@dataclass(frozen=True, slots=True)
+class FlowReading:
+    flow_sccm: float
+    setpoint_sccm: float
+    gas: str = ""
+    status: tuple[str, ...] = ()
+    """Device status flags, e.g. Alicat ``MOV`` (mass flow over range) or ``HLD``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemperatureReading:
+    pv_c: float | None
+    """Process value in degC; None when the sensor is broken."""
+    setpoint_c: float | None
+    """Working setpoint; None when the loop is off (standby)."""
+    output_pct: float
+    sensor_break: bool = False
+    ramping: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PressureReading:
+    pressure_torr: float | None
+    """None when the gauge reports under/over-range or a sensor error (see ``status``)."""
+    status: str = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class PlasmaReading:
+    rf_on: bool
+    setpoint_w: float
+    forward_w: float
+    reflected_w: float
+    fault: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OzoneReading:
+    on: bool
+    setpoint_pct: float
+    concentration_pct: float
+    """O3 in O2, weight percent."""
+    fault: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ThicknessReading:
+    thickness_a: float
+    rate_a_s: float
+    frequency_hz: float
+    crystal_life_pct: float
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@runtime_checkable
+class Device(Protocol):
+    """What every device offers."""
+
+    name: str
+
+    async def connect(self) -> None:
+        """Open the link and check the device answers (raises DeviceError otherwise)."""
+
+    async def close(self) -> None:
+        """Release the link; never raises."""
+
+    async def safe_state(self) -> None:
+        """Drive the device to its safe state: idempotent, time-bounded, best effort."""
+
+    def health(self) -> Health:
+        """Link statistics (no I/O)."""
+
+
+@runtime_checkable
+class ValveBank(Device, Protocol):
+    """Digital outputs driving pneumatic ALD valves, addressed by channel number."""
+
+    channels: Sequence[int]
+    hardware_pulse: bool
+    """True when :meth:`pulse` is timed by the module itself."""
+    watchdog: bool
+    """True when the module has its own watchdog that :meth:`heartbeat` feeds."""
+
+    async def set_valve(self, channel: int, is_open: bool) -> None: ...
+
+    async def read_valves(self) -> Mapping[int, bool]:
+        """Read back the outputs (what the module drives, not what was asked)."""
+        ...
+
+    async def pulse(self, channel: int, duration_s: float) -> None:
+        """Open ``channel`` for ``duration_s``, timed by the module; returns once commanded.
+
+        Only valid when :attr:`hardware_pulse` is true.
+        """
+        ...
+
+    async def heartbeat(self) -> None:
+        """Retrigger the module's watchdog (no-op where there is none)."""
+        ...
+
+
+@runtime_checkable
+class FlowController(Device, Protocol):
+    full_scale_sccm: float
+
+    async def set_flow(self, sccm: float) -> None: ...
+
+    async def read_flow(self) -> FlowReading: ...
+
+
+@runtime_checkable
+class TemperatureController(Device, Protocol):
+    async def set_temperature(self, setpoint_c: float | None) -> None:
+        """Set the (remote) setpoint; None switches the loop off (standby)."""
+        ...
+
+    async def set_ramp_rate(self, k_per_min: float | None) -> None:
+        """Setpoint ramp rate; None or 0 steps immediately."""
+        ...
+
+    async def read_temperature(self) -> TemperatureReading: ...
+
+
+@runtime_checkable
+class PressureGauge(Device, Protocol):
+    async def read_pressure(self) -> PressureReading: ...
+
+
+@runtime_checkable
+class PlasmaSource(Device, Protocol):
+    max_power_w: float
+
+    async def set_power(self, watts: float) -> None: ...
+
+    async def rf_on(self) -> None: ...
+
+    async def rf_off(self) -> None: ...
+
+    async def read_plasma(self) -> PlasmaReading: ...
+
+
+@runtime_checkable
+class OzoneGenerator(Device, Protocol):
+    async def set_ozone(self, on: bool, setpoint_pct: float) -> None: ...
+
+    async def read_ozone(self) -> OzoneReading: ...
+
+
+@runtime_checkable
+class ThicknessMonitor(Device, Protocol):
+    async def read_thickness(self) -> ThicknessReading: ...
+
+    async def zero(self) -> None:
+        """Zero the thickness (start of a film)."""
+        ...
+
+
+# --------------------------------------------------------------------------- factories
+
+
+@dataclass(slots=True)
+class DriverContext:
+    """What a driver factory gets besides its own options.
+
+    ``shared`` lets devices on one bus share one port and its lock: the first factory for a
+    bus URL creates the bus object and stores it under the URL; the others reuse it.
+    ``services`` carries objects a binding needs, e.g. the simulated reactor for the
+    in-process simulated drivers.
+    """
+
+    shared: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+class DriverFactory(Protocol):
+    """The object an ``aldctl.drivers`` entry point names."""
+
+    def __call__(self, name: str, options: Mapping[str, Any], ctx: DriverContext) -> Device:
+        """Build (not connect) the device ``name`` from its ``options`` in the tool config.
+
+        Raises ValueError with a message naming the bad option on invalid options.
+        """
+        ...

@@ -1,0 +1,336 @@
+"""Process library: published growth data (processes.yaml) plus the model parameters
+(library.yaml) that turn it into saturated growth per cycle as a function of temperature.
+
+Rules for GPC(T), documented once here and used by the planner and the simulator alike:
+
+* Inside the process window (or, when the data state none, inside the published data range
+  widened by ``_RANGE_MARGIN_K`` on both sides): linear interpolation between the published
+  points, flat beyond the first and the last point. A stated window with one value at each
+  end is therefore a plateau; data that rise, rise.
+* Below the window: condensation and incomplete ligand removal add growth, +1 % per kelvin.
+* Above the window: dehydroxylation/desorption lower the saturated growth, falling with a
+  100 K e-folding; thermal decomposition of the precursor (dose-dependent, not self-limited)
+  is the simulator's business and starts at :attr:`Process.decomposition_onset`.
+
+Supercycle processes carry one :class:`CycleKind` per subcycle, with per-subcycle growth
+derived from the published supercycle figures (see library.yaml for every fit) and an
+optional interaction table: a subcycle that follows a subcycle of another kind grows
+``interaction[(kind, previous)]`` times its own rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+_RANGE_MARGIN_K = 25.0
+_CONDENSATION_PER_K = 0.01
+_DESORPTION_EFOLD_K = 100.0
+_DECOMPOSITION_MARGIN_K = 25.0
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """What one cycle kind deposits."""
+
+    name: str
+    formula: str
+    density: float
+    """g/cm3."""
+    molar_mass: float
+    """g/mol per formula unit."""
+    cations: Mapping[str, float]
+
+    def mass_per_area(self, thickness_a: float) -> float:
+        """ng/cm2 deposited by ``thickness_a`` Angstrom of this phase."""
+        # 1 A = 1e-8 cm; g/cm3 * cm = g/cm2; *1e9 -> ng/cm2
+        return thickness_a * 1e-8 * self.density * 1e9
+
+    def cation_moles(self, thickness_a: float) -> dict[str, float]:
+        """mol/cm2 of each cation in ``thickness_a`` Angstrom of this phase."""
+        formula_units = thickness_a * 1e-8 * self.density / self.molar_mass
+        return {el: n * formula_units for el, n in self.cations.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class CycleKind:
+    """One repeating unit of a process: a full cycle, or one subcycle of a supercycle."""
+
+    name: str
+    chemicals: tuple[str, ...]
+    """Dose chemicals in the order the process doses them."""
+    phase: Phase
+    points: tuple[tuple[float, float], ...]
+    """(T degC, saturated growth A per cycle), sorted by T."""
+    assumed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One published figure, as a test oracle: simulated growth must reproduce it."""
+
+    t_c: float
+    value: float | None
+    per: str
+    """"cycle" (average per (sub)cycle) or "supercycle"."""
+    ratio: Mapping[str, int] | None = None
+    value_range: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    id: str
+    film: str
+    kind: str
+    cycles: Mapping[str, CycleKind]
+    window: tuple[float, float] | None
+    nominal_t: float
+    """The temperature the data were taken at (the middle of the data when several)."""
+    published: tuple[Published, ...]
+    interaction: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    sources: Mapping[str, float] = field(default_factory=dict)
+    substrate_limits: Mapping[str, float] = field(default_factory=dict)
+    hazards: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def is_supercycle(self) -> bool:
+        return len(self.cycles) > 1
+
+    @property
+    def chemicals(self) -> frozenset[str]:
+        return frozenset(c for k in self.cycles.values() for c in k.chemicals)
+
+    @property
+    def valid_range(self) -> tuple[float, float]:
+        """The window, or the published data range widened by 25 K each side."""
+        if self.window is not None:
+            return self.window
+        ts = [t for k in self.cycles.values() for t, _ in k.points]
+        return (min(ts) - _RANGE_MARGIN_K, max(ts) + _RANGE_MARGIN_K)
+
+    @property
+    def decomposition_onset(self) -> float:
+        """degC above which the precursor decomposes (CVD-like, dose-dependent growth)."""
+        return self.valid_range[1] + _DECOMPOSITION_MARGIN_K
+
+    def in_window(self, t_c: float) -> bool:
+        lo, hi = self.valid_range
+        return lo <= t_c <= hi
+
+    def gpc(self, t_c: float, kind: str | None = None) -> float:
+        """Saturated growth per cycle (A) of ``kind`` (default: the only kind) at ``t_c``."""
+        if kind is None:
+            if self.is_supercycle:
+                msg = f"{self.id} is a supercycle process: name the subcycle"
+                raise ValueError(msg)
+            kind = next(iter(self.cycles))
+        return _gpc_curve(self.cycles[kind].points, self.valid_range, t_c)
+
+    def sequence_growth(self, sequence: Sequence[str], t_c: float) -> list[float]:
+        """Saturated growth (A) of each subcycle of a repeating ``sequence`` of kinds.
+
+        The sequence is taken as periodic: its first subcycle follows its last, as it does
+        from the second supercycle on.
+        """
+        out: list[float] = []
+        n = len(sequence)
+        for i, kind in enumerate(sequence):
+            g = self.gpc(t_c, kind)
+            prev = sequence[i - 1] if n > 1 else kind
+            if prev != kind:
+                g *= self.interaction.get((kind, prev), 1.0)
+            out.append(g)
+        return out
+
+
+def _gpc_curve(
+    points: Sequence[tuple[float, float]], valid: tuple[float, float], t_c: float
+) -> float:
+    lo, hi = valid
+
+    def inside(t: float) -> float:
+        if t <= points[0][0]:
+            return points[0][1]
+        if t >= points[-1][0]:
+            return points[-1][1]
+        for (t0, g0), (t1, g1) in zip(points, points[1:], strict=False):
+            if t0 <= t <= t1:
+                return g0 + (g1 - g0) * (t - t0) / (t1 - t0)
+        raise AssertionError("unreachable: points are sorted")
+
+    if t_c < lo:
+        return inside(lo) * (1.0 + _CONDENSATION_PER_K * (lo - t_c))
+    if t_c > hi:
+        return inside(hi) * math.exp(-(t_c - hi) / _DESORPTION_EFOLD_K)
+    return inside(t_c)
+
+
+def _read(name: str) -> Any:
+    text = resources.files("sim.data").joinpath(name).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+@cache
+def phases() -> dict[str, Phase]:
+    raw = _read("library.yaml")["phases"]
+    return {
+        name: Phase(
+            name=name,
+            formula=str(p["formula"]),
+            density=float(p["density"]),
+            molar_mass=float(p["molar_mass"]),
+            cations={k: float(v) for k, v in p["cations"].items()},
+        )
+        for name, p in raw.items()
+    }
+
+
+def _points(raw: Iterable[Mapping[str, float]], key: str) -> tuple[tuple[float, float], ...]:
+    return tuple(sorted((float(p["T"]), float(p[key])) for p in raw))
+
+
+def _build(spec: Mapping[str, Any], params: Mapping[str, Any]) -> Process:
+    ph = phases()
+    pid = str(spec["id"])
+    published: list[Published] = []
+    cycles: dict[str, CycleKind] = {}
+    window = tuple(float(x) for x in spec["window"]) if "window" in spec else None
+    if "subcycles" in spec:
+        for kname, chems in spec["subcycles"].items():
+            kp = params["cycles"][kname]
+            cycles[kname] = CycleKind(
+                name=kname,
+                chemicals=tuple(chems),
+                phase=ph[kp["phase"]],
+                points=_points(kp["gpc"], "gpc"),
+            )
+        ratio_default = params.get("check_ratio")
+        data_ts = [float(p["T"]) for p in spec.get("gpc", ())]
+        t_nom = float(
+            spec.get("T", params.get("nominal_T", sum(data_ts) / max(len(data_ts), 1)))
+        )
+        for p in spec.get("gpc_vs_ratio", ()):
+            published.append(
+                Published(t_c=t_nom, value=float(p["value"]), per=p["per"], ratio=p["ratio"])
+            )
+        for p in spec.get("gpc", ()):
+            published.append(
+                Published(t_c=float(p["T"]), value=float(p["value"]), per="cycle",
+                          ratio=ratio_default)
+            )
+        if "gpc_value" in spec:
+            published.append(
+                Published(t_c=t_nom, value=float(spec["gpc_value"]), per="cycle",
+                          ratio=ratio_default)
+            )
+        if "gpc_range" in spec:
+            lo, hi = (float(x) for x in spec["gpc_range"])
+            for ratio in params["range_ratios"]:
+                published.append(
+                    Published(t_c=t_nom, value=None, per="cycle", ratio=ratio,
+                              value_range=(lo, hi))
+                )
+    else:
+        if "gpc" in spec:
+            pts = _points(spec["gpc"], "value")
+            assumed = False
+        else:
+            pts = _points(params["assumed_gpc"], "gpc")
+            assumed = True
+        cycles[pid] = CycleKind(
+            name=pid,
+            chemicals=tuple(spec["half_reactions"]),
+            phase=ph[params["phase"]],
+            points=pts,
+            assumed=assumed,
+        )
+        for t, v in pts if not assumed else ():
+            published.append(Published(t_c=t, value=v, per="cycle"))
+        t_nom = float(spec.get("T", sum(t for t, _ in pts) / len(pts)))
+    interaction: dict[tuple[str, str], float] = {}
+    for key, factor in params.get("interaction", {}).items():
+        kind, prev = key.split("|")
+        interaction[(kind, prev)] = float(factor)
+    limits = {k: float(v) for k, v in spec.get("substrate_limit", {}).items()}
+    return Process(
+        id=pid,
+        film=str(spec["film"]),
+        kind=str(spec["kind"]),
+        cycles=cycles,
+        window=(window[0], window[1]) if window else None,
+        nominal_t=t_nom,
+        published=tuple(published),
+        interaction=interaction,
+        sources={k: float(v["T"]) for k, v in spec.get("sources", {}).items()},
+        substrate_limits=limits,
+        hazards=tuple(spec.get("hazards", ())),
+        note=str(spec.get("note", "")),
+    )
+
+
+@cache
+def processes() -> dict[str, Process]:
+    """Every process in the library, by id."""
+    data = _read("processes.yaml")
+    params = _read("library.yaml")["processes"]
+    return {str(p["id"]): _build(p, params[p["id"]]) for p in data["processes"]}
+
+
+@cache
+def source_temperatures() -> dict[str, float]:
+    """Sublimation/evaporation temperatures the papers use, degC."""
+    return {k: float(v) for k, v in _read("processes.yaml")["source_temperatures"].items()}
+
+
+@cache
+def substrate_limits() -> dict[str, float]:
+    """Maximum temperature of each substrate the papers coat, degC (where they give one)."""
+    raw = _read("processes.yaml")["substrate_limits"]
+    return {k: float(v["max_T"]) for k, v in raw.items() if "max_T" in v}
+
+
+def find_cycle(chemicals: Iterable[str]) -> tuple[Process, str] | None:
+    """The process and cycle kind whose dose chemicals are exactly ``chemicals``.
+
+    Whole-cycle processes win over subcycles of supercycle processes, so TMA + H2O is
+    Al2O3-TMA-H2O, not the Al2O3 subcycle of LiAlOx.
+    """
+    want = frozenset(chemicals)
+    fallback: tuple[Process, str] | None = None
+    for proc in processes().values():
+        for kind in proc.cycles.values():
+            if frozenset(kind.chemicals) == want:
+                if not proc.is_supercycle:
+                    return proc, kind.name
+                if fallback is None:
+                    fallback = (proc, kind.name)
+    return fallback
+
+
+def find_supercycle(
+    subcycles: Mapping[str, Iterable[str]],
+) -> tuple[Process, dict[str, str]] | None:
+    """The supercycle process whose subcycles dose exactly these chemical sets.
+
+    Returns the process and a map from the caller's subcycle names to the library's.
+    """
+    want = {name: frozenset(chems) for name, chems in subcycles.items()}
+    for proc in processes().values():
+        if not proc.is_supercycle or len(proc.cycles) != len(want):
+            continue
+        mapping: dict[str, str] = {}
+        for name, chems in want.items():
+            for kind in proc.cycles.values():
+                if frozenset(kind.chemicals) == chems and kind.name not in mapping.values():
+                    mapping[name] = kind.name
+                    break
+        if len(mapping) == len(want):
+            return proc, mapping
+    return None
