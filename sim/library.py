@@ -20,6 +20,7 @@ optional interaction table: a subcycle that follows a subcycle of another kind g
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ def _gpc_curve(
             return points[0][1]
         if t >= points[-1][0]:
             return points[-1][1]
-        for (t0, g0), (t1, g1) in zip(points, points[1:], strict=False):
+        for (t0, g0), (t1, g1) in itertools.pairwise(points):
             if t0 <= t <= t1:
                 return g0 + (g1 - g0) * (t - t0) / (t1 - t0)
         raise AssertionError("unreachable: points are sorted")
@@ -213,29 +214,28 @@ def _build(spec: Mapping[str, Any], params: Mapping[str, Any]) -> Process:
             )
         ratio_default = params.get("check_ratio")
         data_ts = [float(p["T"]) for p in spec.get("gpc", ())]
-        t_nom = float(
-            spec.get("T", params.get("nominal_T", sum(data_ts) / max(len(data_ts), 1)))
-        )
+        t_nom = float(spec.get("T", params.get("nominal_T", sum(data_ts) / max(len(data_ts), 1))))
         for p in spec.get("gpc_vs_ratio", ()):
             published.append(
                 Published(t_c=t_nom, value=float(p["value"]), per=p["per"], ratio=p["ratio"])
             )
         for p in spec.get("gpc", ()):
             published.append(
-                Published(t_c=float(p["T"]), value=float(p["value"]), per="cycle",
-                          ratio=ratio_default)
+                Published(
+                    t_c=float(p["T"]), value=float(p["value"]), per="cycle", ratio=ratio_default
+                )
             )
         if "gpc_value" in spec:
             published.append(
-                Published(t_c=t_nom, value=float(spec["gpc_value"]), per="cycle",
-                          ratio=ratio_default)
+                Published(
+                    t_c=t_nom, value=float(spec["gpc_value"]), per="cycle", ratio=ratio_default
+                )
             )
         if "gpc_range" in spec:
             lo, hi = (float(x) for x in spec["gpc_range"])
             for ratio in params["range_ratios"]:
                 published.append(
-                    Published(t_c=t_nom, value=None, per="cycle", ratio=ratio,
-                              value_range=(lo, hi))
+                    Published(t_c=t_nom, value=None, per="cycle", ratio=ratio, value_range=(lo, hi))
                 )
     else:
         if "gpc" in spec:

@@ -1,0 +1,434 @@
+"""Tool configuration: which devices a reactor has and what each line, heater and MFC does.
+
+A tool config is YAML (``config/*.yaml``); this module turns it into a validated, immutable
+:class:`ToolConfig`. Recipes name chemicals and channels (``substrate``, ``carrier``,
+``source.TMA``), never valve numbers: this is where the names meet the hardware.
+
+With no ``--config``, aldctl uses the built-in simulated tool (``aldctl/data/sim-tool.yaml``)
+and provisions one line per chemical the recipe names (:func:`provision_lines`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from aldctl import units, yamlsrc
+from aldctl.diagnostics import Diagnostics, Location, did_you_mean
+from aldctl.units import Kind
+
+
+def _q(kind: Kind) -> BeforeValidator:
+    def conv(v: object) -> float:
+        if isinstance(v, float | int) and not isinstance(v, bool) and kind is Kind.FRACTION:
+            return float(v)
+        return units.parse_value(v, kind)
+
+    return BeforeValidator(conv)
+
+
+Seconds = Annotated[float, _q(Kind.TIME)]
+DegC = Annotated[float, _q(Kind.TEMPERATURE)]
+Kelvin = Annotated[float, _q(Kind.TEMPERATURE_DELTA)]
+Sccm = Annotated[float, _q(Kind.FLOW)]
+Torr = Annotated[float, _q(Kind.PRESSURE)]
+Watts = Annotated[float, _q(Kind.POWER)]
+Litres = Annotated[float, _q(Kind.VOLUME)]
+LitresPerSecond = Annotated[float, _q(Kind.PUMPING_SPEED)]
+Grams = Annotated[float, _q(Kind.MASS)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class ChannelRef(_Model):
+    """``device:channel``, e.g. ``valves:3``."""
+
+    device: str
+    channel: int
+
+    @classmethod
+    def parse(cls, text: object) -> ChannelRef:
+        if isinstance(text, ChannelRef):
+            return text
+        if isinstance(text, dict):
+            return cls.model_validate(text)
+        device, sep, chan = str(text).partition(":")
+        if not sep or not chan.strip().isdigit():
+            msg = f"'{text}' is not a 'device:channel' reference like 'valves:3'"
+            raise ValueError(msg)
+        return cls(device=device.strip(), channel=int(chan))
+
+    def __str__(self) -> str:
+        return f"{self.device}:{self.channel}"
+
+
+Channel = Annotated[ChannelRef, BeforeValidator(ChannelRef.parse)]
+
+
+class DeviceSpec(BaseModel):
+    """A device: its driver (an ``aldctl.drivers`` entry point) and the driver's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    driver: str
+    connect_timeout: Seconds = 5.0
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LineSpec(_Model):
+    chemical: str
+    valve: Channel
+    min_pulse: Seconds = 0.010
+    source_heater: str | None = None
+    """Device of the source heater (heated sources); channel name ``source.<line>``."""
+    line_heater: str | None = None
+    """Device of the delivery-line heater; channel name ``line.<line>``."""
+    source_max: DegC = 200.0
+    line_max: DegC = 200.0
+    source_mass: Grams = 25.0
+    hazards: tuple[str, ...] = ()
+
+
+class HeaterSpec(_Model):
+    device: str
+    max: DegC = 400.0
+    min: DegC = 0.0
+    ramp_max: Annotated[float, _q(Kind.TEMPERATURE_RATE)] | None = None
+    """K/min the heater can follow; faster ramps are refused at compile time."""
+
+
+class FlowSpec(_Model):
+    device: str
+    gas: str = "N2"
+    default: Sccm | None = None
+    max: Sccm = 200.0
+
+
+class GaugeSpec(_Model):
+    device: str
+    max: Torr = 10.0
+
+
+class PlasmaSpec(_Model):
+    device: str
+    max_power: Watts = 600.0
+    gases: tuple[str, ...] = ("O2", "N2", "H2", "Ar")
+    pressure_min: Torr = 0.005
+    pressure_max: Torr = 1.0
+    ignition_time: Seconds = 0.5
+    max_reflected: Watts = 30.0
+
+
+class OzoneSpec(_Model):
+    """The generator; O3 reaches the chamber through an ordinary line (chemical O3)."""
+
+    device: str
+    max: Annotated[float, _q(Kind.FRACTION)] = 15.0
+
+
+class QcmSpec(_Model):
+    device: str
+
+
+class ChamberSpec(_Model):
+    volume: Litres = 0.3
+    residence_time: Seconds = 0.8
+    """Chamber gas residence time tau = V/S at process pressure (measure it from a pulse decay)."""
+    purge_factor: float = Field(default=3.0, gt=0)
+    """A purge shorter than this many residence times gets a warning."""
+
+
+class LimitAction(StrEnum):
+    HOLD = "hold"
+    ABORT = "abort"
+    WARN = "warn"
+
+
+class LimitSpec(_Model):
+    max: float | None = None
+    min: float | None = None
+    action: LimitAction = LimitAction.ABORT
+    for_: Seconds = Field(default=0.0, alias="for")
+    """The value must stay out of band this long before the action fires."""
+
+
+class PressureLimit(_Model):
+    max: Torr = 5.0
+    action: LimitAction = LimitAction.ABORT
+    hold_above: Torr | None = None
+    """Hold (close dose valves, keep carrier) above this; abort above ``max``."""
+    for_: Seconds = Field(default=0.0, alias="for")
+
+
+class Limits(_Model):
+    pressure: PressureLimit = PressureLimit()
+    over_temperature: Kelvin = 15.0
+    """Abort when a heater runs this far above its setpoint."""
+    flow_deviation: Annotated[float, _q(Kind.FRACTION)] = 10.0
+    """Percent deviation of an MFC from its setpoint (after settling) that triggers a hold."""
+    flow_settle: Seconds = 3.0
+    reflected_power: Watts | None = None
+    hold_timeout: Seconds = 600.0
+    resume_after: Seconds = 5.0
+    """In band this long after a hold before the run resumes on its own."""
+
+
+class SafetySpec(_Model):
+    poll_interval: Seconds = 1.0
+    watchdog_polls: int = Field(default=3, ge=1)
+    heartbeat_interval: Seconds = 0.25
+    heaters_on_safe_state: Literal["hold", "off"] = "hold"
+    safe_state_timeout: Seconds = 5.0
+
+
+class AutoLines(_Model):
+    """How a tool provisions lines for the chemicals a recipe names (simulated tools)."""
+
+    valves: str
+    """Device the new lines' valves go on (next free channel)."""
+    heater: dict[str, Any] = {}
+    """Device spec template for each new source/line heater; ``component`` is filled in."""
+
+
+class ToolConfig(_Model):
+    name: str = "reactor"
+    description: str = ""
+    devices: dict[str, DeviceSpec]
+    lines: dict[str, LineSpec] = {}
+    auto_lines: AutoLines | None = None
+    """Provision a line for every chemical a recipe names (the built-in simulated tool)."""
+    pump_isolation: Channel | None = None
+    heaters: dict[str, HeaterSpec] = {}
+    flows: dict[str, FlowSpec] = {}
+    gauges: dict[str, GaugeSpec] = {}
+    plasma: PlasmaSpec | None = None
+    ozone: OzoneSpec | None = None
+    qcm: QcmSpec | None = None
+    chamber: ChamberSpec = ChamberSpec()
+    codose: tuple[tuple[str, str], ...] = ()
+    """Pairs of lines the hardware lets open together (e.g. a dopant co-dose)."""
+    limits: Limits = Limits()
+    safety: SafetySpec = SafetySpec()
+    simulator: dict[str, Any] = {}
+    """Options for the simulated reactor (only read by the simulated drivers)."""
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_not_empty(cls, v: dict[str, DeviceSpec]) -> dict[str, DeviceSpec]:
+        if not v:
+            msg = "a tool needs at least one device"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> ToolConfig:
+        known = set(self.devices)
+        problems: list[str] = []
+
+        def check(where: str, dev: str | None) -> None:
+            if dev is not None and dev not in known:
+                hint = did_you_mean(dev, known)
+                problems.append(
+                    f"{where}: no device '{dev}' in devices" + (f"; {hint}" if hint else "")
+                )
+
+        for name, line in self.lines.items():
+            check(f"lines.{name}.valve", line.valve.device)
+            check(f"lines.{name}.source_heater", line.source_heater)
+            check(f"lines.{name}.line_heater", line.line_heater)
+        for name, h in self.heaters.items():
+            check(f"heaters.{name}", h.device)
+        for name, f in self.flows.items():
+            check(f"flows.{name}", f.device)
+        for name, g in self.gauges.items():
+            check(f"gauges.{name}", g.device)
+        for what, spec in (("plasma", self.plasma), ("ozone", self.ozone), ("qcm", self.qcm)):
+            if spec is not None:
+                check(what, spec.device)
+        if self.pump_isolation is not None:
+            check("pump_isolation", self.pump_isolation.device)
+        if self.auto_lines is not None:
+            check("auto_lines.valves", self.auto_lines.valves)
+        used: dict[str, str] = {}
+        for name, line in self.lines.items():
+            key = str(line.valve)
+            if key in used:
+                problems.append(f"lines.{name}: valve {key} is already line {used[key]}'s")
+            used[key] = name
+        for a, b in self.codose:
+            for ln in (a, b):
+                if ln not in self.lines and self.auto_lines is None:
+                    problems.append(f"codose: no line '{ln}'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ------------------------------------------------------------------ derived views
+
+    def line_for_chemical(self, chemical: str) -> str | None:
+        for name, line in self.lines.items():
+            if line.chemical == chemical:
+                return name
+        return None
+
+    def temperature_channels(self) -> dict[str, tuple[float, float]]:
+        """Every settable temperature channel -> (min, max) degC."""
+        out = {name: (h.min, h.max) for name, h in self.heaters.items()}
+        for name, line in self.lines.items():
+            if line.source_heater:
+                out[f"source.{name}"] = (0.0, line.source_max)
+            if line.line_heater:
+                out[f"line.{name}"] = (0.0, line.line_max)
+        return out
+
+    def flow_channels(self) -> dict[str, tuple[float, float]]:
+        return {name: (0.0, f.max) for name, f in self.flows.items()}
+
+    def codose_allowed(self, a: str, b: str) -> bool:
+        return (a, b) in self.codose or (b, a) in self.codose
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _locate(tree: yamlsrc.Node | None, path: Iterable[int | str], file: str) -> Location:
+    node = tree
+    loc = tree.loc if tree is not None else Location(file, 1, 1)
+    for part in path:
+        if isinstance(node, yamlsrc.Map):
+            key = str(part)
+            if key == "for_":
+                key = "for"
+            child = node.get(key)
+            if child is None:
+                return node.loc if key not in node else node.key_loc(key)
+            loc = (
+                node.key_loc(key) if not isinstance(child, yamlsrc.Map | yamlsrc.Seq) else child.loc
+            )
+            if isinstance(child, yamlsrc.Scalar):
+                loc = child.loc
+            node = child
+        elif isinstance(node, yamlsrc.Seq) and isinstance(part, int) and part < len(node):
+            node = node.items[part]
+            loc = node.loc
+        else:
+            break
+    return loc
+
+
+def to_plain(node: yamlsrc.Node | None) -> Any:
+    if node is None:
+        return None
+    if isinstance(node, yamlsrc.Scalar):
+        return node.value
+    if isinstance(node, yamlsrc.Seq):
+        return [to_plain(n) for n in node.items]
+    return {str(k.value): to_plain(v) for k, v in node.entries}
+
+
+def validation_diagnostics(
+    exc: ValidationError, tree: yamlsrc.Node | None, file: str, diags: Diagnostics
+) -> None:
+    for err in exc.errors():
+        loc = _locate(tree, err["loc"], file)
+        path = ".".join(str(p) for p in err["loc"] if p != "for_") or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        hint = ""
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{err['loc'][-1]}'"
+            hint = "check the spelling; see the config reference in README.md"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{err['loc'][-1]}'"
+        diags.error(f"{path}: {msg}", loc, hint)
+
+
+def parse_tool(tree: yamlsrc.Node | None, file: str) -> ToolConfig:
+    diags = Diagnostics()
+    if not isinstance(tree, yamlsrc.Map):
+        where = tree.loc if tree is not None else Location(file, 1, 1)
+        diags.error("a tool config is a YAML mapping with at least 'devices:'", where)
+        diags.raise_if_errors()
+    try:
+        return ToolConfig.model_validate(to_plain(tree))
+    except ValidationError as exc:
+        validation_diagnostics(exc, tree, file, diags)
+    diags.raise_if_errors()
+    raise AssertionError("unreachable")
+
+
+def load_tool(path: Path) -> ToolConfig:
+    return parse_tool(yamlsrc.load_file(path), str(path))
+
+
+BUILTIN_NAME = "<built-in simulated tool>"
+
+
+def builtin_text() -> str:
+    return resources.files("aldctl.data").joinpath("sim-tool.yaml").read_text(encoding="utf-8")
+
+
+def load_builtin() -> ToolConfig:
+    return parse_tool(yamlsrc.parse_text(builtin_text(), BUILTIN_NAME), BUILTIN_NAME)
+
+
+def provision_lines(tool: ToolConfig, chemicals: Iterable[str]) -> ToolConfig:
+    """Add one line per dosed chemical the tool has no line for (``auto_lines`` tools only).
+
+    Heated chemicals (source above 30 degC) also get a source heater and a line heater,
+    devices named ``source.<line>`` and ``line.<line>`` built from the heater template.
+    """
+    auto = tool.auto_lines
+    if auto is None:
+        return tool
+    from sim import chemistry
+
+    lines = dict(tool.lines)
+    devices = dict(tool.devices)
+    valves = auto.valves
+    used = {line.valve.channel for line in lines.values() if line.valve.device == valves}
+    if tool.pump_isolation is not None and tool.pump_isolation.device == valves:
+        used.add(tool.pump_isolation.channel)
+    channel = 0
+    for chem_name in chemicals:
+        chem = chemistry.lookup(chem_name)
+        if chem is None or not chem.is_dose:
+            continue
+        if any(line.chemical == chem.name for line in lines.values()):
+            continue
+        while channel in used:
+            channel += 1
+        used.add(channel)
+        heated = chem.source_t_min is not None and chem.source_t_min > 30.0
+        if heated:
+            for role in ("source", "line"):
+                dev = f"{role}.{chem.name}"
+                devices[dev] = DeviceSpec.model_validate({**auto.heater, "component": dev})
+        lines[chem.name] = LineSpec(
+            chemical=chem.name,
+            valve=ChannelRef(device=valves, channel=channel),
+            source_heater=f"source.{chem.name}" if heated else None,
+            line_heater=f"line.{chem.name}" if heated else None,
+            hazards=chem.hazards,
+        )
+    return tool.model_copy(update={"lines": lines, "devices": devices})
+
+
+def plain_for_display(tool: ToolConfig) -> Mapping[str, Any]:
+    return tool.model_dump(mode="json", by_alias=True, exclude_defaults=False)

@@ -1,0 +1,115 @@
+"""Located diagnostics: every user error names ``file:line:col`` and, where we can, a hint.
+
+Loaders and checkers collect :class:`Diagnostic` objects in a :class:`Diagnostics` list and
+keep going, so one pass reports every problem; they raise :class:`UserError` at the end.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    file: str
+    line: int
+    """1-based."""
+    col: int
+    """1-based."""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    severity: Severity
+    message: str
+    location: Location | None = None
+    hint: str = ""
+
+    def format(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        # One line each, always: editors and CI annotators parse file:line:col: kind: text.
+        text = f"{where}{self.severity}: {self.message}{hint}"
+        return " ".join(text.split("\n"))
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class Diagnostics:
+    """An ordered collection of diagnostics that drops exact duplicates."""
+
+    def __init__(self) -> None:
+        self._items: list[Diagnostic] = []
+        self._seen: set[Diagnostic] = set()
+
+    def add(self, d: Diagnostic) -> None:
+        if d not in self._seen:
+            self._seen.add(d)
+            self._items.append(d)
+
+    def error(self, message: str, location: Location | None = None, hint: str = "") -> None:
+        self.add(Diagnostic(Severity.ERROR, message, location, hint))
+
+    def warning(self, message: str, location: Location | None = None, hint: str = "") -> None:
+        self.add(Diagnostic(Severity.WARNING, message, location, hint))
+
+    def extend(self, items: Iterable[Diagnostic]) -> None:
+        for d in items:
+            self.add(d)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self._items if d.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self._items if d.severity is Severity.WARNING]
+
+    def __iter__(self) -> Iterator[Diagnostic]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise UserError(list(self._items))
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as located one-liners, never as a traceback."""
+
+    def __init__(self, diagnostics: list[Diagnostic] | Diagnostic | str) -> None:
+        if isinstance(diagnostics, str):
+            diagnostics = [Diagnostic(Severity.ERROR, diagnostics)]
+        elif isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(d.format() for d in diagnostics))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A hint naming the closest choice, or listing the choices when none is close."""
+    options = sorted(set(choices))
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        folded = {c.casefold(): c for c in options}
+        if word.casefold() in folded:
+            close = [folded[word.casefold()]]
+    if close:
+        return f"did you mean '{close[0]}'?"
+    if len(options) <= 12:
+        return "expected one of: " + ", ".join(options)
+    return ""

@@ -1,0 +1,164 @@
+"""Quantities with units, parsed with pint and reduced to the canonical unit of their kind.
+
+Recipes and configs write ``15 ms``, ``20 sccm``, ``150 degC``, ``2 K``, ``0.5 Torr``,
+``300 W``, ``10 nm``, ``5 K/min``. Every value is checked against the dimension its field
+needs; the model then stores plain numbers in one unit per kind (the unit is in the field
+name: ``_s``, ``_c``, ``_sccm``, ``_torr``...).
+
+Temperatures need care: ``150 degC`` is a point on a scale (an offset unit), but a tolerance
+``within: 2 degC`` or a rate ``5 degC/min`` is a difference. pint would turn ``2 degC`` into
+275 K; for difference kinds we read degC/degF as their delta units.
+
+pint's registry costs ~0.1 s to build even from its cache, so it is built on first use and
+never on the ``aldctl --help`` path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+from functools import cache, lru_cache
+from typing import Any
+
+
+class Kind(Enum):
+    TIME = ("time", "s", "[time]", "15 ms")
+    TEMPERATURE = ("temperature", "degC", "[temperature]", "150 degC")
+    TEMPERATURE_DELTA = ("temperature difference", "K", "[temperature]", "2 K")
+    TEMPERATURE_RATE = ("temperature rate", "K/min", "[temperature]/[time]", "5 K/min")
+    FLOW = ("gas flow", "sccm", "[length]**3/[time]", "20 sccm")
+    PRESSURE = ("pressure", "Torr", "[mass]/[length]/[time]**2", "0.5 Torr")
+    POWER = ("power", "W", "[mass]*[length]**2/[time]**3", "300 W")
+    THICKNESS = ("thickness", "nm", "[length]", "10 nm")
+    VOLUME = ("volume", "L", "[length]**3", "0.3 L")
+    PUMPING_SPEED = ("pumping speed", "L/s", "[length]**3/[time]", "0.8 L/s")
+    MASS = ("mass", "g", "[mass]", "25 g")
+    AREA = ("area", "m**2", "[length]**2", "0.05 m**2")
+    FRACTION = ("fraction", "percent", "", "10 %")
+
+    def __init__(self, label: str, unit: str, dims: str, example: str) -> None:
+        self.label = label
+        self.unit = unit
+        self.dims = dims
+        self.example = example
+
+
+class UnitError(ValueError):
+    """A value with a missing, unknown or wrong-dimension unit."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+_NUMBER_UNIT = re.compile(
+    r"^\s*(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>.*?)\s*$"
+)
+_DELTA_KINDS = (Kind.TEMPERATURE_DELTA, Kind.TEMPERATURE_RATE)
+
+
+@cache
+def registry() -> Any:
+    import pint
+
+    ureg: Any
+    try:
+        ureg = pint.UnitRegistry(cache_folder=":auto:")
+    except OSError:  # read-only home: build without the disk cache
+        ureg = pint.UnitRegistry()
+    ureg.define("Torr = torr")
+    ureg.define("sccm = cm**3/min")
+    ureg.define("slm = L/min")
+    return ureg
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    number: float
+    unit: str
+
+
+def _split(text: str) -> _Parsed:
+    m = _NUMBER_UNIT.match(text)
+    if not m:
+        raise UnitError(f"'{text}' is not a number with a unit")
+    return _Parsed(float(m["num"]), m["unit"])
+
+
+@lru_cache(maxsize=4096)
+def parse(text: str, kind: Kind) -> float:
+    """``text`` (e.g. ``"15 ms"``) in the canonical unit of ``kind``. Raises UnitError."""
+    parsed = _split(text)
+    if not math.isfinite(parsed.number):
+        raise UnitError(f"'{text}' is not a finite number")
+    unit = parsed.unit
+    if not unit:
+        raise UnitError(
+            f"'{text}' has no unit; a {kind.label} needs one", f"write e.g. '{kind.example}'"
+        )
+    if kind in _DELTA_KINDS:
+        unit = re.sub(r"\bdeg(C|F)\b", r"delta_deg\1", unit)
+    ureg = registry()
+    import pint
+
+    try:
+        units = ureg.parse_units(unit)
+    except (
+        pint.UndefinedUnitError,
+        pint.DefinitionSyntaxError,
+        AttributeError,
+        TypeError,
+        ValueError,
+        AssertionError,
+    ) as exc:
+        raise UnitError(
+            f"unknown unit '{parsed.unit}' in '{text}'",
+            f"a {kind.label} is written like '{kind.example}'",
+        ) from exc
+    want = ureg.parse_units(kind.unit) if kind is not Kind.FRACTION else ureg.dimensionless
+    if units.dimensionality != want.dimensionality:
+        raise UnitError(
+            f"'{text}' is not a {kind.label}",
+            f"a {kind.label} is written like '{kind.example}'",
+        )
+    try:
+        q = ureg.Quantity(parsed.number, units)
+        value = float(q.to(kind.unit).magnitude)
+    except pint.PintError as exc:  # e.g. offset-unit arithmetic
+        raise UnitError(f"cannot read '{text}' as a {kind.label}: {exc}") from exc
+    return value
+
+
+def parse_value(value: object, kind: Kind) -> float:
+    """Like :func:`parse` but accepts the YAML scalar as loaded (str/int/float)."""
+    if isinstance(value, bool) or value is None:
+        raise UnitError(
+            f"expected a {kind.label} like '{kind.example}', got {value!r}",
+        )
+    if isinstance(value, int | float):
+        raise UnitError(
+            f"'{value}' has no unit; a {kind.label} needs one",
+            f"write e.g. '{kind.example}'",
+        )
+    return parse(str(value), kind)
+
+
+def format_duration(seconds: float) -> str:
+    """Human duration: ``2 h 47 min``, ``5.0 s``, ``15 ms``."""
+    if seconds == 0:
+        return "0 s"
+    if seconds < 1.0:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, s = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, m = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {m:02d} min"
+    days, h = divmod(hours, 24)
+    return f"{days} d {h} h"
