@@ -254,10 +254,64 @@ def tool_show(recipe: Path | None, config: Path | None) -> None:
     click.echo(yaml.safe_dump(cfg.plain_for_display(t), sort_keys=False), nl=False)
 
 
+@cli.group()
+def bench() -> None:
+    """Benchmarks: print measured figures (wall time, memory, timing errors)."""
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table()
+    for key in rows[0]:
+        t.add_column(key, justify="right")
+    for row in rows:
+        t.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(t)
+
+
+@bench.command("compile")
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("recipes/al2o3_tma_h2o.yaml"),
+    show_default=True,
+    help="A recipe with a 'cycles' parameter.",
+)
+@click.option(
+    "--cycles",
+    "-n",
+    multiple=True,
+    type=int,
+    default=(100, 1000, 10000),
+    show_default=True,
+    help="Cycle counts to compile.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_compile(recipe: Path, cycles: tuple[int, ...], as_json: bool) -> None:
+    """Compile and plan a recipe at several cycle counts: time and peak memory.
+
+    The schedule keeps one compiled body per cycle kind, so memory must not grow with
+    the cycle count.
+
+    \b
+    Examples:
+      aldctl bench compile
+      aldctl bench compile -n 10000 -n 100000 --json
+    """
+    from aldctl.bench import bench_compile as run
+
+    _print_rows(run(recipe, list(cycles)), as_json)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name="aldctl", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(EXIT_FAILED)

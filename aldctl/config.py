@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -40,15 +41,21 @@ def _q(kind: Kind) -> BeforeValidator:
     return BeforeValidator(conv)
 
 
-Seconds = Annotated[float, _q(Kind.TIME)]
-DegC = Annotated[float, _q(Kind.TEMPERATURE)]
-Kelvin = Annotated[float, _q(Kind.TEMPERATURE_DELTA)]
-Sccm = Annotated[float, _q(Kind.FLOW)]
-Torr = Annotated[float, _q(Kind.PRESSURE)]
-Watts = Annotated[float, _q(Kind.POWER)]
-Litres = Annotated[float, _q(Kind.VOLUME)]
-LitresPerSecond = Annotated[float, _q(Kind.PUMPING_SPEED)]
-Grams = Annotated[float, _q(Kind.MASS)]
+def _out(unit: str) -> PlainSerializer:
+    # Written back with its unit, so `aldctl tool show` output loads as a config again.
+    return PlainSerializer(lambda v: f"{v:g} {unit}", return_type=str, when_used="json")
+
+
+Seconds = Annotated[float, _q(Kind.TIME), _out("s")]
+DegC = Annotated[float, _q(Kind.TEMPERATURE), _out("degC")]
+Kelvin = Annotated[float, _q(Kind.TEMPERATURE_DELTA), _out("K")]
+KPerMin = Annotated[float, _q(Kind.TEMPERATURE_RATE), _out("K/min")]
+Sccm = Annotated[float, _q(Kind.FLOW), _out("sccm")]
+Torr = Annotated[float, _q(Kind.PRESSURE), _out("Torr")]
+Watts = Annotated[float, _q(Kind.POWER), _out("W")]
+Litres = Annotated[float, _q(Kind.VOLUME), _out("L")]
+Grams = Annotated[float, _q(Kind.MASS), _out("g")]
+Percent = Annotated[float, _q(Kind.FRACTION), _out("%")]
 
 
 class _Model(BaseModel):
@@ -110,7 +117,7 @@ class HeaterSpec(_Model):
     device: str
     max: DegC = 400.0
     min: DegC = 0.0
-    ramp_max: Annotated[float, _q(Kind.TEMPERATURE_RATE)] | None = None
+    ramp_max: KPerMin | None = None
     """K/min the heater can follow; faster ramps are refused at compile time."""
 
 
@@ -140,7 +147,7 @@ class OzoneSpec(_Model):
     """The generator; O3 reaches the chamber through an ordinary line (chemical O3)."""
 
     device: str
-    max: Annotated[float, _q(Kind.FRACTION)] = 15.0
+    max: Percent = 15.0
 
 
 class QcmSpec(_Model):
@@ -181,7 +188,7 @@ class Limits(_Model):
     pressure: PressureLimit = PressureLimit()
     over_temperature: Kelvin = 15.0
     """Abort when a heater runs this far above its setpoint."""
-    flow_deviation: Annotated[float, _q(Kind.FRACTION)] = 10.0
+    flow_deviation: Percent = 10.0
     """Percent deviation of an MFC from its setpoint (after settling) that triggers a hold."""
     flow_settle: Seconds = 3.0
     reflected_power: Watts | None = None

@@ -110,6 +110,6 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
             close = [folded[word.casefold()]]
     if close:
         return f"did you mean '{close[0]}'?"
-    if len(options) <= 12:
+    if 0 < len(options) <= 12:
         return "expected one of: " + ", ".join(options)
     return ""

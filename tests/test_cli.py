@@ -1,0 +1,140 @@
+"""The command line as a user meets it: validate, plan, tool show, help, version."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def test_every_shipped_recipe_validates(run_cli: Callable[..., Any]) -> None:
+    assert RECIPES
+    res = run_cli("validate", *map(str, RECIPES))
+    assert res.code == 0, res.err
+    for r in RECIPES:
+        assert f"{r}: ok" in res.out
+
+
+def test_plan_json(run_cli: Callable[..., Any]) -> None:
+    res = run_cli("plan", "recipes/al2o3_tma_h2o.yaml", "--set", "cycles=1000", "--json")
+    assert res.code == 0, res.err
+    plan = json.loads(res.out)
+    assert plan["checkpoints"] == 1000
+    assert plan["duration_is_lower_bound"] is True  # the setup waits for the substrate
+    # 1000 x (15 ms + 5 s + 15 ms + 5 s) plus 60 s of setup and 30 s of teardown.
+    assert plan["duration_s"] == pytest.approx(1000 * 10.03 + 60 + 30)
+    assert plan["valves"]["TMA"]["actuations"] == 1000
+    assert plan["valves"]["H2O"]["open_s"] == pytest.approx(15.0)
+    (loop,) = plan["loops"]
+    assert loop["process"] == "Al2O3-TMA-H2O"
+    # 150 degC lies between the 120 (1.05 A) and 180 degC (1.0 A) points.
+    assert loop["gpc_A"] == pytest.approx(1.025)
+    assert plan["thickness_nm"] == pytest.approx(102.5)
+    assert plan["chemicals"]["TMA"]["estimated_g"] > 0
+
+
+def test_plan_supercycle_composition(run_cli: Callable[..., Any]) -> None:
+    res = run_cli("plan", "recipes/litaox_1_6.yaml", "--json")
+    assert res.code == 0, res.err
+    plan = json.loads(res.out)
+    (loop,) = plan["loops"]
+    assert loop["kind"] == "supercycle"
+    assert loop["cycles"] == {"Ta2O5": 240, "Li2O": 40}
+    assert loop["subcycle_fraction"] == {
+        "Ta2O5": pytest.approx(6 / 7, abs=1e-4),
+        "Li2O": pytest.approx(1 / 7, abs=1e-4),
+    }
+    assert loop["gpc_A"] == pytest.approx(5.2)
+    assert plan["thickness_nm"] == pytest.approx(40 * 0.52)
+
+
+def test_plan_warns_outside_the_window(run_cli: Callable[..., Any]) -> None:
+    res = run_cli("plan", "recipes/al2o3_tma_h2o.yaml", "--set", "T=320 degC")
+    assert res.code == 0, res.err
+    assert "above the Al2O3-TMA-H2O window (80-250 degC)" in res.err
+
+
+def test_plan_warns_about_short_purges(run_cli: Callable[..., Any]) -> None:
+    res = run_cli("plan", "recipes/al2o3_tma_h2o.yaml", "--set", "purge=0.5 s")
+    assert res.code == 0
+    assert "warning: purge of 500 ms is 1.2 residence times" in res.err
+    assert "recipes/al2o3_tma_h2o.yaml:" in res.err
+
+
+def test_plan_human_output(run_cli: Callable[..., Any]) -> None:
+    res = run_cli("plan", "recipes/al2o3_tma_h2o.yaml")
+    assert res.code == 0
+    assert "duration >= 18 min 13 s" in res.out
+    assert "expected thickness 10.25 nm" in res.out
+
+
+def test_tool_show_provisions_lines(run_cli: Callable[..., Any]) -> None:
+    res = run_cli("tool", "show", "recipes/litaox_1_6.yaml")
+    assert res.code == 0, res.err
+    tool = yaml.safe_load(res.out)
+    assert set(tool["lines"]) == {"LiOtBu", "H2O", "TaOEt5"}
+    assert tool["lines"]["LiOtBu"]["source_heater"] == "source.LiOtBu"
+    assert tool["devices"]["source.LiOtBu"]["driver"] == "simulated-heater"
+
+
+def test_tool_show_output_is_a_valid_config(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+    res = run_cli("tool", "show", "recipes/al2o3_tma_h2o.yaml")
+    p = tmp_path / "tool.yaml"
+    p.write_text(res.out)
+    res2 = run_cli("validate", "recipes/al2o3_tma_h2o.yaml", "--config", str(p))
+    assert res2.code == 0, res2.err
+
+
+def test_bad_config_is_located(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+    p = tmp_path / "tool.yaml"
+    p.write_text(
+        "devices:\n  v: {driver: x}\nlines:\n  TMA: {chemical: TMA, valve: v:0, "
+        "min_pulse: 10 sccm}\nchamber: {volume: 1 L, tau: 1 s}\n"
+    )
+    res = run_cli("validate", "recipes/al2o3_tma_h2o.yaml", "--config", str(p))
+    assert res.code == 2
+    assert f"{p}:4:" in res.err
+    assert "is not a time" in res.err
+    assert f"{p}:5:" in res.err
+    assert "unknown key 'tau'" in res.err
+
+
+def test_version(run_cli: Callable[..., Any]) -> None:
+    from aldctl import __version__
+
+    res = run_cli("--version")
+    assert res.code == 0
+    assert __version__ in res.out
+
+
+@pytest.mark.parametrize("cmd", [[], ["validate"], ["plan"], ["tool", "show"]])
+def test_help_teaches_with_examples(run_cli: Callable[..., Any], cmd: list[str]) -> None:
+    res = run_cli(*cmd, "--help")
+    assert res.code == 0
+    assert "Usage: aldctl" in res.out
+    assert "aldctl " in res.out.split("Usage:", 1)[1]
+    if cmd:
+        assert "Examples:" in res.out
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys; sys.argv=['aldctl','--help']\n"
+        "from aldctl.cli import main\n"
+        "try:\n main()\nexcept SystemExit: pass\n"
+        "heavy=[m for m in ('pint','pydantic','pymodbus','textual','matplotlib','sim') "
+        "if m in sys.modules]\nprint('HEAVY', heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "HEAVY []" in out
