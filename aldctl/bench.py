@@ -19,11 +19,12 @@ def bench_compile(recipe: Path, cycles: list[int]) -> list[dict[str, Any]]:
     from aldctl.recipe.load import load_recipe
     from aldctl.recipe.plan import plan
     from aldctl.recipe.schedule import iter_units
+    from aldctl.session import provision_lines
 
     rows = []
     # Warm the unit registry and the YAML/pydantic machinery so the figures are the work's.
     rec0 = load_recipe(recipe, {"cycles": 1}).recipe
-    tool = cfg.provision_lines(cfg.load_builtin(), ["TMA", "H2O"])
+    tool = provision_lines(cfg.load_builtin(), ["TMA", "H2O"])
     compile_recipe(rec0, tool)
     for n in cycles:
         gc.collect()

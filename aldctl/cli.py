@@ -63,58 +63,14 @@ def set_option(f: F) -> F:
     )(f)
 
 
-def load_tool(config: Path | None, chemicals: list[str]) -> ToolConfig:
-    from aldctl import config as cfg
-
-    tool = cfg.load_builtin() if config is None else cfg.load_tool(config)
-    return cfg.provision_lines(tool, chemicals)
-
-
-def recipe_chemicals(recipe: Any) -> list[str]:
-    """Every dose chemical a recipe names (for provisioning the simulated tool's lines)."""
-    from aldctl.recipe import model as m
-
-    out: dict[str, None] = {}
-
-    def walk(steps: tuple[m.Step, ...]) -> None:
-        for st in steps:
-            if isinstance(st, m.Pulse | m.Expose):
-                for d in st.doses:
-                    out[d.chemical] = None
-            elif isinstance(st, m.Repeat | m.Every):
-                walk(st.steps)
-            elif isinstance(st, m.Include):
-                walk(st.recipe.setup)
-                walk(st.recipe.main)
-                for c in st.recipe.cycles.values():
-                    walk(c.steps)
-
-    walk(recipe.setup)
-    walk(recipe.main)
-    walk(recipe.teardown)
-    for c in recipe.cycles.values():
-        walk(c.steps)
-    return list(out)
-
-
 def prepare(
     recipe_path: Path, config: Path | None, sets: tuple[str, ...]
 ) -> tuple[Loaded, ToolConfig, Compiled]:
     """Load, provision and compile; raise UserError with every problem found."""
-    from aldctl.diagnostics import Diagnostics, UserError
-    from aldctl.recipe.compile import compile_recipe
-    from aldctl.recipe.load import load_recipe, parse_overrides
+    from aldctl.session import prepare as _prepare
 
-    loaded = load_recipe(recipe_path, parse_overrides(list(sets)))
-    tool = load_tool(config, recipe_chemicals(loaded.recipe))
-    try:
-        compiled = compile_recipe(loaded.recipe, tool)
-    except UserError as exc:
-        diags = Diagnostics()
-        diags.extend(loaded.diagnostics)
-        diags.extend(exc.diagnostics)
-        raise UserError(list(diags)) from None
-    return loaded, tool, compiled
+    p = _prepare(recipe_path, config, sets)
+    return p.loaded, p.tool, p.compiled
 
 
 # ---------------------------------------------------------------------- commands
@@ -221,6 +177,312 @@ def plan(recipe: Path, config: Path | None, sets: tuple[str, ...], as_json: bool
     render_plan(result)
 
 
+def data_dir_option(f: F) -> F:
+    return click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="ALDCTL_DATA_DIR",
+        help="Where the run journal lives (default: the user data directory, or $ALDCTL_DATA_DIR).",
+    )(f)
+
+
+def _execute_run(
+    req: Any,
+    journal: Any,
+    run_id: str,
+    realtime_detail: str,
+    as_json: bool,
+    quiet_warnings: list[Any],
+) -> None:
+    from rich.console import Console
+
+    from aldctl.engine.clock import run_real, run_virtual
+    from aldctl.engine.control import RunControl
+    from aldctl.engine.events import EventBus
+    from aldctl.runview import Keys, ProgressView, interactive_terminal, print_summary, summary_json
+    from aldctl.session import execute
+
+    console = Console(stderr=as_json)
+    bus = EventBus()
+    control = RunControl()
+    sched = req.prepared.compiled.schedule
+    if not as_json:
+        _echo_diagnostics(quiet_warnings)
+        mode = "real time" if req.realtime else "virtual time"
+        console.print(
+            f"run [bold]{run_id}[/]: {sched.recipe} on {sched.tool} ({mode}; {realtime_detail})"
+        )
+
+    async def main() -> Any:
+        keys = Keys(control, console, interactive_terminal() and not as_json)
+        keys.install()
+        try:
+            if as_json:
+                return await execute(req, journal, bus=bus, control=control)
+            view = ProgressView(
+                console, sched.units, sched.min_duration_ns / 1e9, req.start_unit, req.realtime
+            )
+            bus.listen(view.listener)
+            with view:
+                return await execute(req, journal, bus=bus, control=control)
+        finally:
+            keys.remove()
+
+    runner = run_real if req.realtime else run_virtual
+    try:
+        result = runner(main())
+    finally:
+        journal.close()
+    if as_json:
+        click.echo(json.dumps(summary_json(run_id, result), indent=2))
+    else:
+        print_summary(console, run_id, result)
+    if result.outcome != "complete":
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
+@set_option
+@click.option(
+    "--realtime",
+    is_flag=True,
+    help="Run on the wall clock (always so for real hardware). Without it the "
+    "built-in simulator runs in virtual time, thousands of times faster.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the simulated reactor's noise."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON summary object instead of progress and text.",
+)
+@data_dir_option
+def run(
+    recipe: Path,
+    config: Path | None,
+    sets: tuple[str, ...],
+    realtime: bool,
+    seed: int,
+    as_json: bool,
+    data_dir: Path | None,
+) -> None:
+    """Run a recipe.
+
+    Without --config it runs on the built-in simulated reactor in virtual time and
+    reports the simulated film. Every run is journaled (SQLite under the data
+    directory): `aldctl runs list` shows them, `aldctl resume RUN_ID` continues one
+    after a crash or an abort.
+
+    Ctrl-C opens a menu: pause at the next checkpoint, stop after this cycle, abort now.
+    Exit status: 0 complete, 1 stopped/aborted/failed, 2 invalid input.
+
+    \b
+    Examples:
+      aldctl run recipes/al2o3_tma_h2o.yaml
+      aldctl run recipes/al2o3_tma_h2o.yaml --set cycles=1000 --json
+      aldctl run recipes/al2o3_tma_h2o.yaml --config config/hil.yaml --realtime
+    """
+    from aldctl.diagnostics import UserError
+    from aldctl.session import RunRequest, new_run, open_journal, prepare, realtime_setup
+
+    try:
+        prepared = prepare(recipe, config, sets)
+    except UserError as exc:
+        _fail(exc.diagnostics)
+    rt = realtime or not prepared.simulated
+    req = RunRequest(prepared=prepared, realtime=rt, seed=seed)
+    journal = open_journal(data_dir)
+    detail = realtime_setup(rt)
+    if rt and "not permitted" in detail and not as_json:
+        click.echo(f"warning: {detail}", err=True)
+    run_id = new_run(journal, req, detail)
+    _execute_run(req, journal, run_id, detail, as_json, prepared.warnings)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--realtime", is_flag=True, help="Run on the wall clock (as for `aldctl run`).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
+@data_dir_option
+def resume(run_id: str, realtime: bool, seed: int, as_json: bool, data_dir: Path | None) -> None:
+    """Continue a crashed, aborted or stopped run at its next cycle.
+
+    Setup runs again (temperatures, waits), setpoints that main had changed are restored,
+    then the run continues at the first unit the journal does not hold as done: no cycle
+    lost, none doubled. Refused for a completed run, one still running, or one whose
+    recipe, includes or tool config changed since it started.
+
+    \b
+    Examples:
+      aldctl runs list
+      aldctl resume 20261123-153012-ab12
+    """
+    from aldctl.diagnostics import UserError
+    from aldctl.session import RunRequest, check_resumable, open_journal, realtime_setup
+
+    journal = open_journal(data_dir)
+    try:
+        prepared, start, sim_state = check_resumable(journal, run_id)
+    except UserError as exc:
+        journal.close()
+        _fail(exc.diagnostics)
+    rt = realtime or not prepared.simulated
+    detail = realtime_setup(rt)
+    journal.attach(run_id, detail)
+    journal.event(0.0, "resume", f"resumed at unit {start} of {prepared.compiled.schedule.units}")
+    req = RunRequest(
+        prepared=prepared,
+        realtime=rt,
+        seed=seed,
+        resume_of=run_id,
+        start_unit=start,
+        sim_state=sim_state,
+    )
+    if not as_json:
+        click.echo(f"resuming run {run_id} at unit {start}", err=True)
+    _execute_run(req, journal, run_id, detail, as_json, [])
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect the run journal."""
+
+
+@runs.command("list")
+@click.option("-n", "limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@data_dir_option
+def runs_list(limit: int, as_json: bool, data_dir: Path | None) -> None:
+    """List recent runs, newest first.
+
+    \b
+    Examples:
+      aldctl runs list
+      aldctl runs list -n 100 --json
+    """
+    from aldctl.session import open_journal
+
+    journal = open_journal(data_dir)
+    rows = journal.runs(limit)
+    journal.close()
+    if as_json:
+        click.echo(json.dumps([_run_json(r) for r in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table()
+    for col in ("run", "recipe", "tool", "started", "outcome", "units", "process"):
+        t.add_column(col)
+    from aldctl.units import format_duration
+
+    for r in rows:
+        t.add_row(
+            r.id,
+            r.recipe_name,
+            r.tool,
+            r.started_at[:19].replace("T", " "),
+            r.outcome,
+            f"{r.units_done}/{r.units_total}",
+            format_duration(r.process_s),
+        )
+    Console().print(t)
+
+
+def _run_json(r: Any) -> dict[str, Any]:
+    return {
+        "run_id": r.id,
+        "recipe": r.recipe_name,
+        "recipe_path": r.recipe_path,
+        "tool": r.tool,
+        "user": r.user,
+        "host": r.host,
+        "clock": r.clock,
+        "realtime": r.realtime,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "units_done": r.units_done,
+        "units_total": r.units_total,
+        "process_s": r.process_s,
+        "params": r.params,
+        "overrides": r.overrides,
+        "summary": r.summary,
+    }
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@data_dir_option
+def runs_show(run_id: str, as_json: bool, data_dir: Path | None) -> None:
+    """Show one run: its record, events and pulse statistics.
+
+    \b
+    Examples:
+      aldctl runs show 20261123-153012-ab12
+      aldctl runs show 20261123-153012-ab12 --json
+    """
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import JournalError
+    from aldctl.session import open_journal
+
+    journal = open_journal(data_dir)
+    try:
+        r = journal.get(run_id)
+    except JournalError as exc:
+        journal.close()
+        _fail([UserError(str(exc)).diagnostics[0]])
+    events = list(journal.events(run_id))
+    pulses = journal.pulses(run_id)
+    journal.close()
+    per_line: dict[str, dict[str, Any]] = {}
+    for p in pulses:
+        d = per_line.setdefault(p.line, {"chemical": p.chemical, "pulses": 0, "areas": []})
+        d["pulses"] += 1
+        if p.area_torr_s is not None:
+            d["areas"].append(p.area_torr_s)
+    lines = {
+        k: {
+            "chemical": v["chemical"],
+            "pulses": v["pulses"],
+            "mean_area_torr_s": (sum(v["areas"]) / len(v["areas"])) if v["areas"] else None,
+        }
+        for k, v in per_line.items()
+    }
+    if as_json:
+        out = _run_json(r)
+        out["events"] = [{"t": t, "kind": k, "state": st, "message": m} for t, k, st, m in events]
+        out["lines"] = lines
+        click.echo(json.dumps(out, indent=2))
+        return
+    from aldctl.units import format_duration
+
+    click.echo(f"run {r.id}: {r.recipe_name} ({r.recipe_path}) on {r.tool}")
+    click.echo(f"  by {r.user}@{r.host}, {r.clock} clock ({r.realtime}), started {r.started_at}")
+    click.echo(f"  outcome: {r.outcome} {('- ' + r.reason) if r.reason else ''}")
+    click.echo(
+        f"  units {r.units_done}/{r.units_total}, process time {format_duration(r.process_s)}"
+    )
+    if r.params:
+        click.echo("  params: " + ", ".join(f"{k}={v}" for k, v in r.params.items()))
+    for line, d in lines.items():
+        area = d["mean_area_torr_s"]
+        click.echo(
+            f"  {line}: {d['pulses']} pulses"
+            + (f", mean pressure response {area:.3g} Torr s" if area is not None else "")
+        )
+    click.echo("  events:")
+    for t, kind, _, msg in events[-30:]:
+        click.echo(f"    {t:10.1f} s  {kind:<14} {msg}")
+
+
 @cli.group()
 def tool() -> None:
     """Inspect tool configurations."""
@@ -245,6 +507,7 @@ def tool_show(recipe: Path | None, config: Path | None) -> None:
     from aldctl import config as cfg
     from aldctl.diagnostics import UserError
     from aldctl.recipe.load import load_recipe
+    from aldctl.session import load_tool, recipe_chemicals
 
     try:
         chems = recipe_chemicals(load_recipe(recipe).recipe) if recipe else []

@@ -5,7 +5,7 @@ A tool config is YAML (``config/*.yaml``); this module turns it into a validated
 ``source.TMA``), never valve numbers: this is where the names meet the hardware.
 
 With no ``--config``, aldctl uses the built-in simulated tool (``aldctl/data/sim-tool.yaml``)
-and provisions one line per chemical the recipe names (:func:`provision_lines`).
+and provisions one line per chemical the recipe names (:func:`aldctl.session.provision_lines`).
 """
 
 from __future__ import annotations
@@ -393,48 +393,6 @@ def builtin_text() -> str:
 
 def load_builtin() -> ToolConfig:
     return parse_tool(yamlsrc.parse_text(builtin_text(), BUILTIN_NAME), BUILTIN_NAME)
-
-
-def provision_lines(tool: ToolConfig, chemicals: Iterable[str]) -> ToolConfig:
-    """Add one line per dosed chemical the tool has no line for (``auto_lines`` tools only).
-
-    Heated chemicals (source above 30 degC) also get a source heater and a line heater,
-    devices named ``source.<line>`` and ``line.<line>`` built from the heater template.
-    """
-    auto = tool.auto_lines
-    if auto is None:
-        return tool
-    from sim import chemistry
-
-    lines = dict(tool.lines)
-    devices = dict(tool.devices)
-    valves = auto.valves
-    used = {line.valve.channel for line in lines.values() if line.valve.device == valves}
-    if tool.pump_isolation is not None and tool.pump_isolation.device == valves:
-        used.add(tool.pump_isolation.channel)
-    channel = 0
-    for chem_name in chemicals:
-        chem = chemistry.lookup(chem_name)
-        if chem is None or not chem.is_dose:
-            continue
-        if any(line.chemical == chem.name for line in lines.values()):
-            continue
-        while channel in used:
-            channel += 1
-        used.add(channel)
-        heated = chem.source_t_min is not None and chem.source_t_min > 30.0
-        if heated:
-            for role in ("source", "line"):
-                dev = f"{role}.{chem.name}"
-                devices[dev] = DeviceSpec.model_validate({**auto.heater, "component": dev})
-        lines[chem.name] = LineSpec(
-            chemical=chem.name,
-            valve=ChannelRef(device=valves, channel=channel),
-            source_heater=f"source.{chem.name}" if heated else None,
-            line_heater=f"line.{chem.name}" if heated else None,
-            hazards=chem.hazards,
-        )
-    return tool.model_copy(update={"lines": lines, "devices": devices})
 
 
 def plain_for_display(tool: ToolConfig) -> Mapping[str, Any]:

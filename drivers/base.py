@@ -265,3 +265,18 @@ class DriverFactory(Protocol):
         Raises ValueError with a message naming the bad option on invalid options.
         """
         ...
+
+
+@runtime_checkable
+class SimulationHandle(Protocol):
+    """Offered by simulated tools (``DriverContext.shared["simulation"]``): the simulated
+    reactor's ground truth, and its persistence across a crash and resume (a real reactor
+    keeps its film; a simulated one must be told to)."""
+
+    def summary(self) -> dict[str, Any]:
+        """Ground truth so far: at least ``thickness_nm``; JSON-serialisable."""
+        ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, state: bytes) -> None: ...

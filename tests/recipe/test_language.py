@@ -19,9 +19,9 @@ FIX = ROOT / "tests" / "recipes"
 
 
 def tool_for(recipe: m.Recipe) -> cfg.ToolConfig:
-    from aldctl.cli import recipe_chemicals
+    from aldctl.session import provision_lines, recipe_chemicals
 
-    return cfg.provision_lines(cfg.load_builtin(), recipe_chemicals(recipe))
+    return provision_lines(cfg.load_builtin(), recipe_chemicals(recipe))
 
 
 def compile_text(tmp_path: Path, text: str, **overrides: object) -> s.Schedule:

@@ -102,9 +102,9 @@ def _load(doc: dict[str, Any]) -> tuple[m.Recipe, s.Schedule]:
         p = Path(d) / "r.yaml"
         p.write_text(yaml.safe_dump(doc, sort_keys=False))
         rec = load_recipe(p).recipe
-    from aldctl.cli import recipe_chemicals
+    from aldctl.session import provision_lines, recipe_chemicals
 
-    tool = cfg.provision_lines(cfg.load_builtin(), recipe_chemicals(rec))
+    tool = provision_lines(cfg.load_builtin(), recipe_chemicals(rec))
     return rec, compile_recipe(rec, tool).schedule
 
 

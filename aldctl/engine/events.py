@@ -1,0 +1,153 @@
+"""Typed run events and the bus that delivers them.
+
+Two kinds of consumers:
+
+* listeners (the journal, the CLI progress bar) are called inline, in order, for every
+  event: nothing is dropped. A listener that raises stops the run (the journal must not
+  silently lose records).
+* subscribers (telemetry, the operator console) each get a bounded queue; when a slow
+  subscriber's queue is full the oldest event is dropped and counted, so a stuck front end
+  never slows the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    HELD = "held"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+    COMPLETE = "complete"
+    FAULTED = "faulted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.STOPPED, State.ABORTED, State.COMPLETE, State.FAULTED)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    t: float
+    state: State
+    previous: State
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStarted:
+    t: float
+    index: int
+    total: int
+    label: str
+    cycle: str | None
+    rep: int
+    passes: int
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnitDone:
+    t: float
+    index: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    t: float
+    label: str
+    phase: str
+    """"setup", "main" or "teardown"."""
+
+
+@dataclass(frozen=True, slots=True)
+class PulseDone:
+    t: float
+    line: str
+    chemical: str
+    unit: int | None
+    open_error_s: float
+    width_error_s: float
+    hardware: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    t: float
+    severity: str
+    """"warning", "hold" or "abort"."""
+    source: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    t: float
+    values: dict[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    t: float
+    text: str
+
+
+Event = StateChanged | UnitStarted | UnitDone | StepStarted | PulseDone | Alarm | Sample | Message
+
+
+@dataclass
+class Subscription:
+    queue: asyncio.Queue[Event]
+    dropped: int = 0
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+
+@dataclass
+class EventBus:
+    listeners: list[Callable[[Event], None]] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+    def listen(self, fn: Callable[[Event], None]) -> None:
+        self.listeners.append(fn)
+
+    def subscribe(self, maxsize: int = 1000) -> Subscription:
+        sub = Subscription(asyncio.Queue(maxsize=maxsize))
+        self.subscriptions.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self.subscriptions:
+            self.subscriptions.remove(sub)
+
+    def publish(self, event: Event) -> None:
+        for fn in self.listeners:
+            fn(event)
+        for sub in self.subscriptions:
+            if sub.queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):  # a consumer raced us
+                    sub.queue.get_nowait()
+                sub.dropped += 1
+            sub.queue.put_nowait(event)
+
+    def dropped(self) -> int:
+        return sum(s.dropped for s in self.subscriptions)
+
+
+def describe(event: Any) -> str:
+    return type(event).__name__

@@ -1,0 +1,748 @@
+"""The runner: executes a compiled Schedule against a live Tool, on an injected clock.
+
+Structure (one asyncio task each, all owned by :meth:`Runner.run`):
+
+* the **executor** walks setup, the units of main and teardown, sleeping to absolute
+  deadlines (``anchor + offset``) so no error accumulates over thousands of cycles. It
+  checks pause and stop at checkpoints (unit boundaries) only;
+* the **supervisor** (``run`` itself) waits for the executor or an interrupt. An abort or
+  a hold cancels the executor mid-action; the supervisor then closes the dose valves at
+  once (abort: the whole safe state), and after a hold that cleared, restarts the
+  interrupted unit from its beginning (a half-done ALD cycle is repeated, never counted
+  twice: only completed units are journaled);
+* the **safety monitor** and the **valve heartbeat** run beside them (``safety.py``);
+* the **pulse monitor** samples the chamber gauge after each dose and records the pressure
+  response (area above baseline) with the pulse, and warns when a line's response falls
+  far below its level at the start of the run (empty or cold source, valve not opening).
+
+Every valve action records commanded and achieved times. Valve banks that time pulses in
+hardware get the whole pulse in one command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aldctl.engine.clock import Clock
+from aldctl.engine.control import RunControl
+from aldctl.engine.devices import Tool
+from aldctl.engine.events import (
+    Alarm,
+    Event,
+    EventBus,
+    Message,
+    PulseDone,
+    State,
+    StateChanged,
+    StepStarted,
+    UnitDone,
+    UnitStarted,
+)
+from aldctl.engine.journal import Journal, PulseRecord
+from aldctl.engine.safety import Safety, close_dose_valves, safe_state
+from aldctl.recipe import schedule as s
+from aldctl.recipe.schedule import NS, Action, ActionKind
+from drivers.base import DeviceError, FlowReading, PressureReading, TemperatureReading
+
+COMMIT_MARGIN_S = 0.005
+"""Checkpoints commit this long before a unit's end when its actions are done, so the
+commit never delays the next unit's first pulse."""
+
+
+class RunAborted(Exception):
+    pass
+
+
+@dataclass
+class RunOptions:
+    start_unit: int = 0
+    """First unit of main to run (resume)."""
+    restore: tuple[Action, ...] = ()
+    """Setpoints to re-apply before setup (resume: what main had set before the checkpoint)."""
+    hardware_pulses: bool = True
+    pulse_monitor: bool = True
+    pulse_sample_s: float = 0.1
+    pulse_window_s: float = 1.5
+    source_drop_fraction: float = 0.3
+
+
+@dataclass
+class TimingStats:
+    open_errors: list[float] = field(default_factory=list)
+    width_errors: list[float] = field(default_factory=list)
+    limit: int = 1_000_000
+
+    def add(self, open_err: float, width_err: float) -> None:
+        if len(self.open_errors) < self.limit:
+            self.open_errors.append(open_err)
+            self.width_errors.append(width_err)
+
+    @staticmethod
+    def _summary(xs: list[float]) -> dict[str, float]:
+        if not xs:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        v = sorted(abs(x) * 1e3 for x in xs)
+        n = len(v)
+        return {"p50": v[n // 2], "p99": v[min(n - 1, int(n * 0.99))], "max": v[-1]}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pulses": len(self.open_errors),
+            "open_error_ms": self._summary(self.open_errors),
+            "width_error_ms": self._summary(self.width_errors),
+            # The headline: absolute error of the delivered pulse width.
+            **self._summary(self.width_errors),
+        }
+
+
+@dataclass
+class RunResult:
+    outcome: str
+    """"complete", "stopped", "aborted" or "failed"."""
+    reason: str
+    units_done: int
+    units_total: int
+    cycles_completed: int
+    process_s: float
+    wall_s: float
+    pulse_timing: dict[str, Any]
+    warnings: list[str]
+    simulation: dict[str, Any] | None
+    safe_state_errors: dict[str, str]
+    events_dropped: int = 0
+
+
+@dataclass
+class _Pending:
+    line: str
+    chemical: str
+    unit: int | None
+    cmd_open: float
+    ack_open: float
+    duration: float
+
+
+class PulseMonitor:
+    """Integrates the chamber pressure response of each pulse; watches for fading doses."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+        self.queue: asyncio.Queue[tuple[PulseRecord, float]] = asyncio.Queue()
+        self.reference: dict[str, list[float]] = {}
+        self.low_streak: dict[str, int] = {}
+        self.warned: set[str] = set()
+
+    async def run(self) -> None:
+        gauge = self.r.tool.gauge
+        opts = self.r.options
+        while True:
+            rec, t_open_clock = await self.queue.get()
+            area: float | None = None
+            if gauge is not None and opts.pulse_monitor:
+                end = (
+                    t_open_clock + (rec.commanded_close - rec.commanded_open) + opts.pulse_window_s
+                )
+                pts: list[tuple[float, float]] = []
+                t = max(t_open_clock, self.r.clock.now())
+                while t <= end:
+                    await self.r.clock.sleep_until(t)
+                    try:
+                        async with asyncio.timeout(1.0):
+                            pr = await gauge.read_pressure()
+                    except (DeviceError, TimeoutError, OSError):
+                        pr = None
+                    if isinstance(pr, PressureReading) and pr.pressure_torr is not None:
+                        pts.append((self.r.clock.now(), pr.pressure_torr))
+                    t += opts.pulse_sample_s
+                if len(pts) >= 3:
+                    base = min(p for _, p in pts)
+                    area = sum(
+                        (t1 - t0) * ((p0 + p1) / 2 - base)
+                        for (t0, p0), (t1, p1) in itertools.pairwise(pts)
+                    )
+            self.r.record_pulse(rec, area)
+            if area is not None:
+                self._check(rec.line, rec.chemical, area)
+
+    def _check(self, line: str, chemical: str, area: float) -> None:
+        ref = self.reference.setdefault(line, [])
+        if len(ref) < 5:
+            ref.append(area)
+            return
+        median = sorted(ref)[len(ref) // 2]
+        if median <= 0:
+            return
+        if area < self.r.options.source_drop_fraction * median:
+            self.low_streak[line] = self.low_streak.get(line, 0) + 1
+        else:
+            self.low_streak[line] = 0
+        if self.low_streak[line] >= 3 and line not in self.warned:
+            self.warned.add(line)
+            self.r.warn(
+                line,
+                f"{chemical} pulses now raise the chamber pressure {area / median:.0%} of what "
+                "they did at the start of the run: source empty or cold, or the valve is not "
+                "opening",
+            )
+
+    def drain(self) -> None:
+        while not self.queue.empty():
+            rec, _ = self.queue.get_nowait()
+            self.r.record_pulse(rec, None)
+
+
+class Runner:
+    def __init__(
+        self,
+        schedule: s.Schedule,
+        tool: Tool,
+        clock: Clock,
+        *,
+        journal: Journal | None = None,
+        bus: EventBus | None = None,
+        control: RunControl | None = None,
+        options: RunOptions | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.tool = tool
+        self.clock = clock
+        self.journal = journal
+        self.bus = bus or EventBus()
+        self.control = control or RunControl()
+        self.options = options or RunOptions()
+        self.safety = Safety(tool, self.control, clock, self.bus, journal)
+        self.monitor = PulseMonitor(self)
+        self.timing = TimingStats()
+        self.warnings: list[str] = []
+        self.setpoints: dict[tuple[ActionKind, str], Action] = {}
+        self.ramp_rates: dict[str, float | None] = {}
+        self.pending: dict[str, _Pending] = {}
+        self.events_cache: dict[int, list[tuple[int, int, str, Action]]] = {}
+        self.anchor = 0.0
+        self.t0 = 0.0
+        self.units_done = self.options.start_unit
+        self.cycles_completed = 0
+        self.current: s.Unit | None = None
+        self.in_setup = True
+        self.in_teardown = False
+        self.bus.listen(self._journal_listener)
+        self.control.on_command = self._command_logged
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def now(self) -> float:
+        """Process time of this session, seconds."""
+        return self.clock.now() - self.t0
+
+    def _journal_listener(self, ev: Event) -> None:
+        if self.journal is None:
+            return
+        if isinstance(ev, StateChanged):
+            self.journal.event(ev.t, "state", ev.reason or str(ev.state), state=str(ev.state))
+        elif isinstance(ev, Alarm):
+            self.journal.event(ev.t, f"alarm.{ev.severity}", f"{ev.source}: {ev.message}")
+        elif isinstance(ev, Message):
+            self.journal.event(ev.t, "message", ev.text)
+
+    def _command_logged(self, verb: str, who: str, result: str) -> None:
+        self.bus.publish(Message(self.now(), f"{who}: {verb} -> {result}"))
+
+    def _set_state(self, state: State, reason: str = "") -> None:
+        prev = self.control.state
+        self.control.state = state
+        self.bus.publish(StateChanged(self.now(), state, prev, reason))
+
+    def warn(self, source: str, message: str) -> None:
+        self.warnings.append(f"{source}: {message}")
+        self.bus.publish(Alarm(self.now(), "warning", source, message))
+
+    def record_pulse(self, rec: PulseRecord, area: float | None) -> None:
+        if self.journal is not None:
+            self.journal.pulse(
+                PulseRecord(
+                    rec.unit,
+                    rec.line,
+                    rec.chemical,
+                    rec.commanded_open - self.t0,
+                    rec.achieved_open - self.t0,
+                    rec.commanded_close - self.t0,
+                    rec.achieved_close - self.t0,
+                    rec.hardware,
+                    area,
+                )
+            )
+
+    # ------------------------------------------------------------------ supervisor
+
+    async def run(self) -> RunResult:
+        loop = asyncio.get_running_loop()
+        wall0 = time.perf_counter()
+        self.t0 = self.clock.now()
+        self.safety.t0 = self.t0
+        self._set_state(State.STARTING, "starting")
+        helpers = [
+            loop.create_task(self.safety.monitor(), name="safety-monitor"),
+            loop.create_task(self.safety.heartbeat(), name="valve-heartbeat"),
+            loop.create_task(self.monitor.run(), name="pulse-monitor"),
+        ]
+        outcome, reason = "complete", "recipe complete"
+        safe_errors: dict[str, str] = {}
+        try:
+            resume_at: int | None = None  # None: from setup
+            while True:
+                done = await self._attempt(resume_at)
+                if done:
+                    break
+                if self.control.abort_reason is not None:
+                    raise RunAborted(self.control.abort_reason)
+                await self._hold()
+                resume_at = None if self.in_setup else self.units_done
+            if self.control.stop_requested:
+                outcome, reason = "stopped", f"stopped by the operator after unit {self.units_done}"
+                self._set_state(State.STOPPED, reason)
+            else:
+                self._set_state(State.COMPLETE, reason)
+        except RunAborted as exc:
+            outcome, reason = "aborted", str(exc)
+            safe_errors = await self._abort(reason)
+        except DeviceError as exc:
+            outcome, reason = "aborted", f"device error: {exc}"
+            safe_errors = await self._abort(reason)
+        except asyncio.CancelledError:
+            # Cancelled from outside (Ctrl-C, SIGTERM): make safe, then let it propagate.
+            safe_errors = await self._abort("run cancelled (signal or shutdown)")
+            outcome, reason = "aborted", "run cancelled (signal or shutdown)"
+            self._finish(outcome, reason, wall0, safe_errors)
+            await self._stop_helpers(helpers)
+            raise
+        except Exception as exc:
+            outcome, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
+            safe_errors = await self._abort(reason, state=State.FAULTED)
+        await self._stop_helpers(helpers)
+        return self._finish(outcome, reason, wall0, safe_errors)
+
+    async def _stop_helpers(self, helpers: list[asyncio.Task[None]]) -> None:
+        for t in helpers:
+            t.cancel()
+        for t in helpers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.monitor.drain()
+
+    def _finish(
+        self, outcome: str, reason: str, wall0: float, safe_errors: dict[str, str]
+    ) -> RunResult:
+        sim = self.tool.simulation.summary() if self.tool.simulation is not None else None
+        result = RunResult(
+            outcome=outcome,
+            reason=reason,
+            units_done=self.units_done,
+            units_total=self.schedule.units,
+            cycles_completed=self.cycles_completed,
+            process_s=self.now(),
+            wall_s=time.perf_counter() - wall0,
+            pulse_timing=self.timing.summary(),
+            warnings=list(self.warnings),
+            simulation=sim,
+            safe_state_errors=safe_errors,
+            events_dropped=self.bus.dropped(),
+        )
+        if self.journal is not None:
+            summary = {
+                "cycles_completed": result.cycles_completed,
+                "pulse_timing": result.pulse_timing,
+                "warnings": result.warnings,
+                "wall_s": result.wall_s,
+            }
+            if sim is not None:
+                summary["simulation"] = sim
+            self.journal.finish(outcome, reason, self.now(), summary)
+        return result
+
+    async def _attempt(self, resume_at: int | None) -> bool:
+        """Run the executor until it finishes (True) or an interrupt arrives (False)."""
+        loop = asyncio.get_running_loop()
+        executor = loop.create_task(self._execute(resume_at), name="executor")
+        waiter = loop.create_task(self.control.interrupt.wait(), name="interrupt-wait")
+        try:
+            await asyncio.wait({executor, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+        if executor.done():
+            executor.result()
+            return True
+        executor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await executor
+        return False
+
+    async def _hold(self) -> None:
+        reason = self.control.hold_reason or "hold"
+        errors = await close_dose_valves(self.tool, self.tool.config.safety.safe_state_timeout)
+        self.pending.clear()
+        bad = {k: str(v) for k, v in errors.items() if v is not None}
+        if bad:
+            raise RunAborted(f"hold could not close valves: {bad}")
+        self._set_state(State.HELD, reason)
+        self.control.wake.clear()
+        while True:
+            await self.control.wake.wait()
+            self.control.wake.clear()
+            if self.control.abort_reason is not None:
+                raise RunAborted(self.control.abort_reason)
+            if self.control.hold_cleared:
+                break
+        self.control.release_hold()
+        self._set_state(State.RUNNING, f"resumed after hold ({reason})")
+
+    async def _abort(self, reason: str, state: State = State.ABORTED) -> dict[str, str]:
+        self._set_state(State.ABORTING, reason)
+        carrier = self.setpoints.get((ActionKind.SET_FLOW, "carrier"))
+        errors = await safe_state(self.tool, carrier_sccm=carrier.value if carrier else None)
+        bad = {k: str(v) for k, v in errors.items() if v is not None}
+        if bad:
+            self.bus.publish(
+                Alarm(
+                    self.now(),
+                    "abort",
+                    "safe state",
+                    "safe state incomplete: " + "; ".join(f"{k}: {v}" for k, v in bad.items()),
+                )
+            )
+        self._set_state(state, reason)
+        return bad
+
+    # ------------------------------------------------------------------ executor
+
+    async def _execute(self, resume_at: int | None) -> None:
+        self.anchor = self.clock.now()
+        if resume_at is None:
+            self.in_setup = True
+            if self.options.restore:
+                for a in self.options.restore:
+                    await self._action(a, self.clock.now(), None)
+            await self._body(self.schedule.setup, "setup", None)
+            self.in_setup = False
+            self._set_state(State.RUNNING, "setup done")
+            start = self.options.start_unit
+        else:
+            start = resume_at
+        for unit in s.iter_units(self.schedule.main, start):
+            if self.control.stop_requested and unit.position == 0:
+                break
+            if self.control.pause_requested:
+                await self._pause()
+                if self.control.stop_requested:
+                    break
+            self.current = unit
+            total = self.schedule.units
+            passes = unit.loop.repeat if unit.loop is not None else 1
+            self.bus.publish(
+                UnitStarted(
+                    self.now(),
+                    unit.index,
+                    total,
+                    unit.body.label,
+                    unit.cycle,
+                    unit.rep,
+                    passes,
+                    unit.body.min_ns / NS,
+                )
+            )
+            t_start = self.now()
+            committed = await self._body(unit.body, "main", unit)
+            if not committed:
+                self._checkpoint(unit, t_start)
+        if self.control.stop_requested and self.control.state is not State.STOPPING:
+            self._set_state(State.STOPPING, "stop requested: running teardown")
+        self.in_teardown = True
+        await self._body(self.schedule.teardown, "teardown", None)
+
+    async def _pause(self) -> None:
+        self._set_state(State.PAUSED, f"paused at checkpoint {self.units_done}")
+        while self.control.pause_requested and not self.control.stop_requested:
+            self.control.wake.clear()
+            await self.control.wake.wait()
+        self.anchor = self.clock.now()
+        if not self.control.stop_requested:
+            self._set_state(State.RUNNING, "resumed")
+
+    def _checkpoint(self, unit: s.Unit, t_start: float) -> None:
+        state = self.tool.simulation.snapshot() if self.tool.simulation is not None else None
+        if self.journal is not None:
+            self.journal.checkpoint(
+                unit.index,
+                unit.cycle or unit.body.label,
+                unit.rep,
+                unit.position,
+                t_start,
+                self.now(),
+                state,
+            )
+        self.units_done = unit.index + 1
+        if unit.loop is not None and unit.last_in_pass:
+            self.cycles_completed += 1
+        self.bus.publish(UnitDone(self.now(), unit.index, self.schedule.units))
+
+    def _events(self, phase: s.Timed) -> list[tuple[int, int, str, Action]]:
+        key = id(phase)
+        cached = self.events_cache.get(key)
+        if cached is not None:
+            return cached
+        evs: list[tuple[int, int, str, Action]] = []
+        for a in phase.actions:
+            if a.kind is ActionKind.PULSE:
+                bank, _ = self.tool.valves[a.target]
+                if self.options.hardware_pulses and bank.hardware_pulse:
+                    evs.append((a.offset_ns, 1, "hw", a))
+                else:
+                    evs.append((a.offset_ns, 1, "open", a))
+                    evs.append((a.offset_ns + a.duration_ns, 0, "close", a))
+            else:
+                evs.append((a.offset_ns, 2, "act", a))
+        evs.sort(key=lambda e: (e[0], e[1]))
+        self.events_cache[key] = evs
+        return evs
+
+    async def _body(self, body: s.Body, where: str, unit: s.Unit | None) -> bool:
+        """Run a body from ``self.anchor``; True when the checkpoint was already committed."""
+        committed = False
+        phases = body.phases
+        for i, phase in enumerate(phases):
+            if isinstance(phase, s.Await):
+                self.bus.publish(StepStarted(self.now(), phase.label, where))
+                await self._await(phase)
+                self.anchor = self.clock.now()
+                continue
+            anchor = self.anchor
+            spans = phase.spans
+            si = 0
+            for offset, _, kind, action in self._events(phase):
+                deadline = anchor + offset / NS
+                while si < len(spans) and spans[si].start_ns <= offset:
+                    self.bus.publish(StepStarted(self.now(), spans[si].label, where))
+                    si += 1
+                await self.clock.sleep_until(deadline)
+                if kind == "open":
+                    await self._open(action, deadline, unit)
+                elif kind == "close":
+                    await self._close(action, deadline)
+                elif kind == "hw":
+                    await self._hw_pulse(action, deadline, unit)
+                else:
+                    await self._action(action, deadline, unit)
+            end = anchor + phase.duration_ns / NS
+            last = i == len(phases) - 1
+            if last and unit is not None and end - self.clock.now() > 2 * COMMIT_MARGIN_S:
+                t_start = anchor - self.t0
+                await self.clock.sleep_until(end - COMMIT_MARGIN_S)
+                self._checkpoint(unit, t_start)
+                committed = True
+            while si < len(spans):
+                self.bus.publish(StepStarted(self.now(), spans[si].label, where))
+                si += 1
+            await self.clock.sleep_until(end)
+            self.anchor = end
+        return committed
+
+    async def _open(self, a: Action, deadline: float, unit: s.Unit | None) -> None:
+        why = self.safety.permit(a)
+        if why is not None:
+            self.control.hold(why, "permissive")
+            await asyncio.Event().wait()  # the supervisor cancels us and holds
+        bank, ch = self.tool.valves[a.target]
+        await bank.set_valve(ch, True)
+        ack = self.clock.now()
+        chem = self.tool.config.lines[a.target].chemical
+        self.pending[a.target] = _Pending(
+            a.target, chem, unit.index if unit else None, deadline, ack, a.duration_ns / NS
+        )
+
+    async def _close(self, a: Action, deadline: float) -> None:
+        bank, ch = self.tool.valves[a.target]
+        await bank.set_valve(ch, False)
+        ack = self.clock.now()
+        p = self.pending.pop(a.target, None)
+        if p is None:
+            return
+        open_err = p.ack_open - p.cmd_open
+        width_err = (ack - p.ack_open) - p.duration
+        self.timing.add(open_err, width_err)
+        rec = PulseRecord(p.unit, p.line, p.chemical, p.cmd_open, p.ack_open, deadline, ack, False)
+        self.monitor.queue.put_nowait((rec, p.cmd_open))
+        self.bus.publish(
+            PulseDone(self.now(), p.line, p.chemical, p.unit, open_err, width_err, False)
+        )
+
+    async def _hw_pulse(self, a: Action, deadline: float, unit: s.Unit | None) -> None:
+        why = self.safety.permit(a)
+        if why is not None:
+            self.control.hold(why, "permissive")
+            await asyncio.Event().wait()
+        bank, ch = self.tool.valves[a.target]
+        dur = a.duration_ns / NS
+        await bank.pulse(ch, dur)
+        ack = self.clock.now()
+        chem = self.tool.config.lines[a.target].chemical
+        self.timing.add(ack - deadline, 0.0)
+        rec = PulseRecord(
+            unit.index if unit else None,
+            a.target,
+            chem,
+            deadline,
+            ack,
+            deadline + dur,
+            ack + dur,
+            True,
+        )
+        self.monitor.queue.put_nowait((rec, deadline))
+        self.bus.publish(PulseDone(self.now(), a.target, chem, rec.unit, ack - deadline, 0.0, True))
+
+    async def _action(self, a: Action, deadline: float, unit: s.Unit | None) -> None:
+        tool = self.tool
+        k = a.kind
+        why = self.safety.permit(a)
+        if why is not None:
+            self.control.hold(why, "permissive")
+            await asyncio.Event().wait()
+        if k is ActionKind.SET_TEMPERATURE:
+            tc = tool.temperatures[a.target]
+            if self.ramp_rates.get(a.target, None) != a.rate:
+                await tc.set_ramp_rate(a.rate)
+                self.ramp_rates[a.target] = a.rate
+            await tc.set_temperature(a.value)
+        elif k is ActionKind.SET_FLOW:
+            await tool.flows[a.target].set_flow(a.value or 0.0)
+        elif k is ActionKind.PUMP_ISOLATION:
+            if tool.pump_isolation is None:
+                raise RunAborted("the schedule needs a pump isolation valve; the tool has none")
+            bank, ch = tool.pump_isolation
+            await bank.set_valve(ch, bool(a.value))
+        elif k is ActionKind.SET_OZONE:
+            if tool.ozone is None:
+                raise RunAborted("the schedule needs an ozone generator; the tool has none")
+            await tool.ozone.set_ozone(a.value is not None, a.value or 0.0)
+        elif k is ActionKind.RF_ON:
+            if tool.plasma is None:
+                raise RunAborted("the schedule needs a plasma source; the tool has none")
+            await tool.plasma.set_power(a.value or 0.0)
+            await tool.plasma.rf_on()
+        elif k is ActionKind.RF_OFF:
+            if tool.plasma is not None:
+                await tool.plasma.rf_off()
+        elif k is ActionKind.CHECK_PLASMA:
+            await self._check_plasma(a)
+        if k in (ActionKind.SET_TEMPERATURE, ActionKind.SET_FLOW, ActionKind.SET_OZONE):
+            self.setpoints[(k, a.target)] = a
+        self.safety.note_action(a, self.clock.now())
+
+    async def _check_plasma(self, a: Action) -> None:
+        plasma = self.tool.plasma
+        if plasma is None:
+            return
+        r = await plasma.read_plasma()
+        ps = self.tool.config.plasma
+        max_refl = ps.max_reflected if ps is not None else 30.0
+        want = a.value or 0.0
+        if r.forward_w < 0.8 * want or r.reflected_w > max_refl or r.fault:
+            detail = (
+                r.fault
+                or f"forward {r.forward_w:.0f} W of {want:g} W, reflected {r.reflected_w:.0f} W"
+            )
+            raise RunAborted(f"plasma did not ignite ({detail})")
+
+    # ------------------------------------------------------------------ wait_until
+
+    async def _read_channel(self, channel: str) -> float | None:
+        tool = self.tool
+        if channel == "pressure":
+            if tool.gauge is None:
+                return None
+            pr = await tool.gauge.read_pressure()
+            return pr.pressure_torr
+        if channel in tool.temperatures:
+            tr = await tool.temperatures[channel].read_temperature()
+            assert isinstance(tr, TemperatureReading)
+            return tr.pv_c
+        if channel in tool.flows:
+            fr = await tool.flows[channel].read_flow()
+            assert isinstance(fr, FlowReading)
+            return fr.flow_sccm
+        return None
+
+    async def _await(self, phase: s.Await) -> None:
+        start = self.clock.now()
+        interval = min(1.0, self.tool.config.safety.poll_interval)
+        since: dict[int, float | None] = dict.fromkeys(range(len(phase.conditions)))
+        t = start
+        while True:
+            now = self.clock.now()
+            ok = True
+            for i, c in enumerate(phase.conditions):
+                value = await self._read_channel(c.channel)
+                met = _condition_met(c, value)
+                if not met:
+                    since[i] = None
+                    ok = False
+                    continue
+                if since[i] is None:
+                    since[i] = now
+                held = now - (since[i] or now)
+                if held + 1e-9 < c.hold_ns / NS:
+                    ok = False
+            if ok:
+                self.bus.publish(
+                    Message(self.now(), f"{phase.label}: met after {now - start:.0f} s")
+                )
+                return
+            if now - start >= phase.timeout_ns / NS:
+                msg = f"{phase.label}: not met within {phase.timeout_ns / NS:g} s"
+                if phase.on_timeout == "continue":
+                    self.warn("wait_until", msg + "; continuing as the recipe says")
+                    return
+                raise RunAborted(msg)
+            t += interval
+            await self.clock.sleep_until(t)
+
+
+def _condition_met(c: s.Condition, value: float | None) -> bool:
+    if value is None:
+        return False
+    if c.relation == "within":
+        return c.setpoint is not None and abs(value - c.setpoint) <= c.value
+    if c.relation == "below":
+        return value < c.value
+    return value > c.value
+
+
+def restore_actions(schedule: s.Schedule, upto: int) -> tuple[Action, ...]:
+    """Setpoints main had commanded before checkpoint ``upto`` (for resume)."""
+    last: dict[tuple[ActionKind, str], Action] = {}
+    kinds = (ActionKind.SET_TEMPERATURE, ActionKind.SET_FLOW, ActionKind.SET_OZONE)
+
+    def fold(body: s.Body) -> None:
+        for phase in body.phases:
+            if isinstance(phase, s.Timed):
+                for a in phase.actions:
+                    if a.kind in kinds:
+                        last[(a.kind, a.target)] = Action(
+                            0, a.kind, a.target, a.value, rate=None, loc=a.loc
+                        )
+
+    seen_cycles: set[int] = set()
+    for unit in s.iter_units(schedule.main):
+        if unit.index >= upto:
+            break
+        if unit.loop is None:
+            fold(unit.body)
+        elif id(unit.body) not in seen_cycles:
+            seen_cycles.add(id(unit.body))
+            fold(unit.body)
+    return tuple(last.values())

@@ -1,0 +1,392 @@
+"""Safety: interlocks beside the runner, not inside it.
+
+* **Permissives** before each action (:meth:`Safety.permit`): no precursor dose while the
+  chamber pressure is above its hold limit; no plasma outside the source's pressure window.
+* **Continuous limits**, polled every ``safety.poll_interval``: over-pressure (hold above
+  ``hold_above``, abort above ``max``), over-temperature and thermocouple break (abort),
+  flow deviation after settling (hold), plasma reflected power (abort). A hold closes the
+  dose valves and keeps the carrier flowing; the run resumes by itself once every hold
+  limit has been back in band for ``limits.resume_after``, or aborts after
+  ``limits.hold_timeout``.
+* **Watchdog**: a device with no valid answer for ``safety.watchdog_polls`` polls in a row
+  aborts the run, naming the device.
+* **Heartbeat**: valve I/O modules with their own watchdog are retriggered every
+  ``safety.heartbeat_interval``, so the valves close by themselves if this process dies.
+* **Safe state** (:func:`safe_state`): dose valves closed, pump isolation open, RF and
+  ozone off, carrier flowing, heaters held or off as configured. Idempotent, every device
+  at once, bounded by ``safety.safe_state_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aldctl.config import LimitAction
+from aldctl.engine.clock import Clock, gather_bounded
+from aldctl.engine.control import CommandRefused, RunControl
+from aldctl.engine.devices import Tool
+from aldctl.engine.events import Alarm, EventBus, Sample, State
+from aldctl.engine.journal import Journal
+from aldctl.recipe.schedule import Action, ActionKind
+from drivers.base import (
+    Device,
+    DeviceError,
+    FlowReading,
+    PlasmaReading,
+    PressureReading,
+    TemperatureReading,
+)
+
+
+@dataclass
+class Readings:
+    """The latest valid reading of every polled channel."""
+
+    t: float = 0.0
+    pressure_torr: float | None = None
+    temps: dict[str, TemperatureReading] = field(default_factory=dict)
+    flows: dict[str, FlowReading] = field(default_factory=dict)
+    plasma: PlasmaReading | None = None
+
+
+@dataclass
+class _Band:
+    """A limit with a persistence time: out of band only counts after ``for_s``."""
+
+    since: float | None = None
+
+    def out(self, now: float, is_out: bool, for_s: float) -> bool:
+        if not is_out:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= for_s
+
+
+class Safety:
+    def __init__(
+        self, tool: Tool, control: RunControl, clock: Clock, bus: EventBus, journal: Journal | None
+    ) -> None:
+        self.tool = tool
+        self.cfg = tool.config
+        self.control = control
+        self.clock = clock
+        self.bus = bus
+        self.journal = journal
+        self.readings = Readings()
+        self.failures: dict[str, int] = {}
+        self.flow_changed: dict[str, float] = {}
+        self.flow_setpoints: dict[str, float] = {}
+        self.rf_on = False
+        self.bands: dict[str, _Band] = {}
+        self.in_band_since: float | None = None
+        self.held_since: float | None = None
+        self.warned: set[str] = set()
+        self.prev_pv: dict[str, float] = {}
+        self.t0 = clock.now()
+
+    # ------------------------------------------------------------------ runner hooks
+
+    def note_action(self, action: Action, t: float) -> None:
+        """The runner tells safety what it commanded (for settling times and RF state)."""
+        if action.kind is ActionKind.SET_FLOW:
+            self.flow_changed[action.target] = t
+            self.flow_setpoints[action.target] = action.value or 0.0
+        elif action.kind is ActionKind.RF_ON:
+            self.rf_on = True
+            self.flow_changed["__rf"] = t
+        elif action.kind is ActionKind.RF_OFF:
+            self.rf_on = False
+
+    def permit(self, action: Action) -> str | None:
+        """Why ``action`` must not run now, or None."""
+        p = self.readings.pressure_torr
+        lim = self.cfg.limits.pressure
+        hold_at = lim.hold_above if lim.hold_above is not None else lim.max
+        if action.kind is ActionKind.PULSE and p is not None and p > hold_at:
+            return (
+                f"no dose while the chamber pressure is {p:.3g} Torr, above the "
+                f"{hold_at:g} Torr hold limit"
+            )
+        if action.kind is ActionKind.RF_ON and self.cfg.plasma is not None and p is not None:
+            ps = self.cfg.plasma
+            if not ps.pressure_min <= p <= ps.pressure_max:
+                return (
+                    f"no plasma at {p:.3g} Torr: outside the source's window "
+                    f"{ps.pressure_min:g}-{ps.pressure_max:g} Torr"
+                )
+        return None
+
+    # ------------------------------------------------------------------ polling
+
+    def _t(self) -> float:
+        return self.clock.now() - self.t0
+
+    async def _read(self, name: str, fn: Callable[[], Awaitable[object]]) -> object | None:
+        """One guarded device read; failures count towards the watchdog."""
+        timeout = max(1.0, self.cfg.safety.poll_interval)
+        try:
+            async with asyncio.timeout(timeout):
+                value = await fn()
+        except (DeviceError, TimeoutError, OSError) as exc:
+            n = self.failures.get(name, 0) + 1
+            self.failures[name] = n
+            detail = exc.detail if isinstance(exc, DeviceError) else (str(exc) or "timeout")
+            if n >= self.cfg.safety.watchdog_polls:
+                self._abort(f"device '{name}' stopped answering ({n} polls in a row: {detail})")
+            else:
+                self._alarm(
+                    "warning",
+                    name,
+                    f"no valid answer ({detail}); {n} of "
+                    f"{self.cfg.safety.watchdog_polls} before the watchdog aborts",
+                )
+            return None
+        self.failures[name] = 0
+        return value
+
+    def _abort(self, message: str) -> None:
+        if self.control.abort_reason is None:
+            self._alarm("abort", "safety", message)
+        with contextlib.suppress(CommandRefused):  # already ending: nothing to abort
+            self.control.abort(message, who="safety")
+
+    def _alarm(self, severity: str, source: str, message: str) -> None:
+        self.bus.publish(Alarm(self._t(), severity, source, message))
+
+    def _device_of(self, dev: Device) -> str:
+        return self.tool.device_name(dev)
+
+    async def poll_once(self) -> Readings:
+        r = self.readings
+        values: dict[str, float | None] = {}
+        tool = self.tool
+        if tool.gauge is not None:
+            g = tool.gauge
+            pr = await self._read(self._device_of(g), g.read_pressure)
+            if isinstance(pr, PressureReading):
+                if pr.pressure_torr is None:
+                    self._sensor_fault(self._device_of(g), f"gauge reports {pr.status}")
+                r.pressure_torr = pr.pressure_torr
+                values["pressure"] = pr.pressure_torr
+        for ch, tc in tool.temperatures.items():
+            tr = await self._read(self._device_of(tc), tc.read_temperature)
+            if isinstance(tr, TemperatureReading):
+                r.temps[ch] = tr
+                values[f"T.{ch}"] = tr.pv_c
+        for ch, fc in tool.flows.items():
+            fr = await self._read(self._device_of(fc), fc.read_flow)
+            if isinstance(fr, FlowReading):
+                r.flows[ch] = fr
+                values[f"F.{ch}"] = fr.flow_sccm
+        if tool.plasma is not None:
+            pl = await self._read(self._device_of(tool.plasma), tool.plasma.read_plasma)
+            if isinstance(pl, PlasmaReading):
+                r.plasma = pl
+                values["rf.forward"] = pl.forward_w
+                values["rf.reflected"] = pl.reflected_w
+        for bank in tool.banks:
+            await self._read(self._device_of(bank), bank.read_valves)
+        r.t = self._t()
+        self.bus.publish(Sample(r.t, values))
+        if self.journal is not None:
+            for ch, v in values.items():
+                self.journal.sample(r.t, ch, v)
+        return r
+
+    def _sensor_fault(self, source: str, message: str) -> None:
+        n = self.failures.get(source, 0) + 1
+        self.failures[source] = n
+        if n >= self.cfg.safety.watchdog_polls:
+            self._abort(f"{source}: {message} ({n} polls in a row)")
+
+    def evaluate(self) -> None:
+        """Apply the limits to the latest readings: hold, abort, or release a hold."""
+        now = self._t()
+        lim = self.cfg.limits
+        r = self.readings
+        hold_reasons: list[tuple[str, str]] = []
+        p = r.pressure_torr
+        if p is not None:
+            if self.bands.setdefault("p.max", _Band()).out(
+                now, p > lim.pressure.max, lim.pressure.for_
+            ):
+                self._act(
+                    lim.pressure.action,
+                    "pressure",
+                    f"chamber pressure {p:.3g} Torr above the {lim.pressure.max:g} Torr limit",
+                )
+            if lim.pressure.hold_above is not None and p > lim.pressure.hold_above:
+                hold_reasons.append(
+                    (
+                        "pressure",
+                        f"chamber pressure {p:.3g} Torr above {lim.pressure.hold_above:g} Torr",
+                    )
+                )
+        temp_limits = self.cfg.temperature_channels()
+        for ch, tr in r.temps.items():
+            if tr.sensor_break or (tr.pv_c is None and tr.setpoint_c is not None):
+                self._sensor_fault(ch, "thermocouple break (sensor reads open)")
+                self._abort(f"thermocouple break on {ch}")
+                continue
+            if tr.pv_c is None:
+                continue
+            sp = tr.setpoint_c
+            hi = temp_limits.get(ch, (0.0, 1000.0))[1]
+            prev = self.prev_pv.get(ch)
+            self.prev_pv[ch] = tr.pv_c
+            # Above setpoint while cooling down after a lower setpoint is normal; above it
+            # and still climbing is a runaway (welded SSR, detached thermocouple).
+            rising = prev is not None and tr.pv_c > prev + 0.01
+            if sp is not None and tr.pv_c > sp + lim.over_temperature and rising:
+                self._abort(
+                    f"over-temperature on {ch}: {tr.pv_c:.1f} degC with setpoint "
+                    f"{sp:g} degC (limit +{lim.over_temperature:g} K)"
+                )
+            elif tr.pv_c > hi + lim.over_temperature:
+                self._abort(
+                    f"over-temperature on {ch}: {tr.pv_c:.1f} degC above its {hi:g} degC maximum"
+                )
+        for ch, fr in r.flows.items():
+            sp = self.flow_setpoints.get(ch, fr.setpoint_sccm)
+            changed = self.flow_changed.get(ch, -1e9)
+            if sp <= 0 or now + self.t0 - changed < lim.flow_settle:
+                continue
+            dev = abs(fr.flow_sccm - sp) / sp * 100.0
+            if dev > lim.flow_deviation:
+                hold_reasons.append(
+                    (
+                        ch,
+                        f"{ch} flow {fr.flow_sccm:.1f} sccm deviates "
+                        f"{dev:.0f} % from its {sp:g} sccm setpoint",
+                    )
+                )
+        if self.rf_on and r.plasma is not None:
+            max_refl = lim.reflected_power
+            if max_refl is None and self.cfg.plasma is not None:
+                max_refl = self.cfg.plasma.max_reflected
+            if max_refl is not None and r.plasma.reflected_w > max_refl:
+                self._abort(
+                    f"plasma reflected power {r.plasma.reflected_w:.0f} W above {max_refl:g} W"
+                )
+        self._holds(hold_reasons, now)
+
+    def _act(self, action: LimitAction, source: str, message: str) -> None:
+        if action is LimitAction.ABORT:
+            self._abort(message)
+        elif action is LimitAction.HOLD:
+            self._hold(source, message)
+        elif message not in self.warned:
+            self.warned.add(message)
+            self._alarm("warning", source, message)
+
+    def _hold(self, source: str, message: str) -> None:
+        if self.control.hold_reason is None and self.control.state in (
+            State.RUNNING,
+            State.PAUSING,
+            State.STARTING,
+        ):
+            self._alarm("hold", source, message)
+            self.control.hold(message, source)
+
+    def _holds(self, reasons: list[tuple[str, str]], now: float) -> None:
+        lim = self.cfg.limits
+        if reasons:
+            self.in_band_since = None
+            source, message = reasons[0]
+            self._hold(source, message)
+        if self.control.hold_reason is None:
+            self.held_since = None
+            return
+        if self.held_since is None:
+            self.held_since = now
+        if now - self.held_since > lim.hold_timeout:
+            self._abort(f"hold timed out after {lim.hold_timeout:g} s: {self.control.hold_reason}")
+            return
+        if not reasons:
+            if self.in_band_since is None:
+                self.in_band_since = now
+            if now - self.in_band_since >= lim.resume_after and not self.control.hold_cleared:
+                self.control.hold_cleared = True
+                self._alarm(
+                    "warning",
+                    self.control.hold_source,
+                    f"back in band for {lim.resume_after:g} s: resuming",
+                )
+                self.control.wake.set()
+
+    async def monitor(self) -> None:
+        """Poll and evaluate forever (cancelled by the runner)."""
+        interval = self.cfg.safety.poll_interval
+        next_t = self.clock.now()
+        while True:
+            await self.poll_once()
+            self.evaluate()
+            next_t += interval
+            now = self.clock.now()
+            if next_t < now:  # fell behind (slow devices): do not burst to catch up
+                next_t = now + interval
+            await self.clock.sleep_until(next_t)
+
+    async def heartbeat(self) -> None:
+        banks = [b for b in self.tool.banks if b.watchdog]
+        if not banks:
+            return
+        interval = self.cfg.safety.heartbeat_interval
+        next_t = self.clock.now()
+        while True:
+            for bank in banks:
+                await self._read(self._device_of(bank), bank.heartbeat)
+            next_t += interval
+            now = self.clock.now()
+            if next_t < now:
+                next_t = now + interval
+            await self.clock.sleep_until(next_t)
+
+
+async def close_dose_valves(tool: Tool, timeout_s: float) -> dict[str, BaseException | None]:
+    """Close every line's valve (all at once, bounded)."""
+    calls: dict[str, Callable[[], Awaitable[None]]] = {}
+    for line, (bank, ch) in tool.valves.items():
+        calls[f"valve {line}"] = _bind(bank.set_valve, ch, False)
+    return await gather_bounded(calls, timeout_s)
+
+
+def _bind(fn: Callable[..., Awaitable[None]], *args: object) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        await fn(*args)
+
+    return call
+
+
+async def safe_state(tool: Tool, *, carrier_sccm: float | None) -> dict[str, BaseException | None]:
+    """Drive the tool to its safe state. Returns device -> error (None when done)."""
+    cfg = tool.config
+    calls: dict[str, Callable[[], Awaitable[None]]] = {}
+    for line, (bank, ch) in tool.valves.items():
+        calls[f"valve {line}"] = _bind(bank.set_valve, ch, False)
+    if tool.pump_isolation is not None:
+        bank, ch = tool.pump_isolation
+        calls["pump isolation"] = _bind(bank.set_valve, ch, True)
+    if tool.plasma is not None:
+        calls["plasma"] = tool.plasma.safe_state
+    if tool.ozone is not None:
+        calls["ozone"] = tool.ozone.safe_state
+    carrier = tool.flows.get("carrier")
+    if carrier is not None:
+        flow = carrier_sccm
+        if flow is None or flow <= 0:
+            spec = cfg.flows.get("carrier")
+            flow = spec.default if spec is not None and spec.default else 20.0
+        calls["carrier"] = _bind(carrier.set_flow, flow)
+    for name, fc in tool.flows.items():
+        if name.startswith("plasma."):
+            calls[f"flow {name}"] = _bind(fc.set_flow, 0.0)
+    if cfg.safety.heaters_on_safe_state == "off":
+        for name, tc in tool.temperatures.items():
+            calls[f"heater {name}"] = _bind(tc.set_temperature, None)
+    return await gather_bounded(calls, cfg.safety.safe_state_timeout)

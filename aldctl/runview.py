@@ -1,0 +1,192 @@
+"""What ``aldctl run``/``resume`` show in a terminal: progress, alarms, Ctrl-C menu, summary.
+
+Ctrl-C does not kill a run. In a terminal it opens a one-line menu while the run goes on:
+``p`` pause at the next checkpoint, ``r`` resume, ``s`` stop after this cycle (and run
+teardown), ``a`` abort now (safe state), ``c`` carry on. A second Ctrl-C aborts. Without a
+terminal (scripts, CI) Ctrl-C and SIGTERM abort at once. Every path ends in the safe state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from aldctl.engine.control import CommandRefused, RunControl
+from aldctl.engine.events import Alarm, Event, StateChanged, StepStarted, UnitDone
+from aldctl.engine.runner import RunResult
+from aldctl.units import format_duration
+
+MENU = "Ctrl-C: [p]ause, [r]esume, [s]top after this cycle, [a]bort now, [c]arry on > "
+
+
+class ProgressView:
+    def __init__(
+        self, console: Console, total_units: int, planned_s: float, start_unit: int, realtime: bool
+    ) -> None:
+        self.console = console
+        self.total = total_units
+        self.planned = planned_s
+        self.realtime = realtime
+        self.wall0 = time.perf_counter()
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[state]:<9}"),
+            BarColumn(bar_width=30),
+            TextColumn("unit {task.completed}/{task.total}"),
+            TextColumn("{task.fields[step]}"),
+            TextColumn("[dim]{task.fields[eta]}"),
+            console=console,
+            transient=False,
+            refresh_per_second=8,
+        )
+        self.task = self.progress.add_task(
+            "run", total=total_units, completed=start_unit, state="starting", step="", eta=""
+        )
+        self.process_t = 0.0
+
+    def __enter__(self) -> ProgressView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _eta(self, t: float) -> str:
+        remaining = max(0.0, self.planned - t)
+        wall = time.perf_counter() - self.wall0
+        if self.realtime or t <= 0:
+            return f"ETA {format_duration(remaining)}"
+        rate = wall / t
+        return f"ETA {format_duration(remaining)} process, {format_duration(remaining * rate)} wall"
+
+    def listener(self, ev: Event) -> None:
+        if isinstance(ev, UnitDone):
+            self.process_t = ev.t
+            self.progress.update(self.task, completed=ev.index + 1, eta=self._eta(ev.t))
+        elif isinstance(ev, StepStarted):
+            self.progress.update(self.task, step=ev.label[:40])
+        elif isinstance(ev, StateChanged):
+            self.progress.update(self.task, state=str(ev.state))
+            if ev.reason and ev.state.value in ("held", "paused", "aborting", "stopping"):
+                self.progress.console.print(f"[yellow]{ev.state}: {ev.reason}")
+        elif isinstance(ev, Alarm):
+            color = "red" if ev.severity == "abort" else "yellow"
+            self.progress.console.print(f"[{color}]{ev.severity}: {ev.source}: {ev.message}")
+
+
+class Keys:
+    """Ctrl-C menu and SIGTERM handling inside the running loop."""
+
+    def __init__(self, control: RunControl, console: Console, interactive: bool) -> None:
+        self.control = control
+        self.console = console
+        self.interactive = interactive
+        self.menu_open = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_signal_handler(signal.SIGINT, self._sigint)
+        self.loop.add_signal_handler(signal.SIGTERM, self._sigterm)
+
+    def remove(self) -> None:
+        if self.loop is None:
+            return
+        self.loop.remove_signal_handler(signal.SIGINT)
+        self.loop.remove_signal_handler(signal.SIGTERM)
+        if self.menu_open:
+            self.loop.remove_reader(sys.stdin.fileno())
+
+    def _do(self, fn: Callable[[], str]) -> None:
+        try:
+            self.console.print(f"[cyan]{fn()}")
+        except CommandRefused as exc:
+            self.console.print(f"[yellow]{exc}")
+
+    def _sigterm(self) -> None:
+        self._do(lambda: self.control.abort("SIGTERM received", who="signal"))
+
+    def _sigint(self) -> None:
+        if not self.interactive or self.menu_open:
+            self._do(lambda: self.control.abort("Ctrl-C", who="operator"))
+            return
+        self.menu_open = True
+        self.console.print(MENU, end="")
+        assert self.loop is not None
+        self.loop.add_reader(sys.stdin.fileno(), self._key)
+
+    def _key(self) -> None:
+        line = sys.stdin.readline().strip().lower()[:1]
+        actions: dict[str, Callable[[], str]] = {
+            "p": self.control.pause,
+            "r": self.control.resume,
+            "s": self.control.stop,
+            "a": lambda: self.control.abort("operator abort (Ctrl-C menu)"),
+        }
+        if line in actions:
+            self._do(actions[line])
+        assert self.loop is not None
+        self.loop.remove_reader(sys.stdin.fileno())
+        self.menu_open = False
+
+
+def interactive_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def summary_json(run_id: str | None, result: RunResult) -> dict[str, Any]:
+    sim = result.simulation or {}
+    out: dict[str, Any] = {
+        "run_id": run_id,
+        "outcome": result.outcome,
+        "reason": result.reason,
+        "cycles_completed": result.cycles_completed,
+        "units_done": result.units_done,
+        "units_total": result.units_total,
+        "process_time_s": round(result.process_s, 6),
+        "process_s": round(result.process_s, 6),
+        "wall_time_s": round(result.wall_s, 4),
+        "wall_s": round(result.wall_s, 4),
+        "pulse_timing": result.pulse_timing,
+        "warnings": result.warnings,
+        "safe_state_errors": result.safe_state_errors,
+        "events_dropped": result.events_dropped,
+    }
+    if result.simulation is not None:
+        out["thickness_nm"] = sim.get("thickness_nm")
+        out["simulation"] = sim
+    return out
+
+
+def print_summary(console: Console, run_id: str | None, result: RunResult) -> None:
+    color = {"complete": "green", "stopped": "yellow"}.get(result.outcome, "red")
+    console.print(f"[bold {color}]{result.outcome}[/]: {result.reason}")
+    console.print(
+        f"run {run_id}: {result.cycles_completed} cycles ({result.units_done}/"
+        f"{result.units_total} units) in {format_duration(result.process_s)} process time, "
+        f"{format_duration(result.wall_s)} wall"
+    )
+    pt = result.pulse_timing
+    if pt.get("pulses"):
+        console.print(
+            f"pulse width error: p50 {pt['p50']:.3f} ms, p99 {pt['p99']:.3f} ms, "
+            f"max {pt['max']:.3f} ms over {pt['pulses']} pulses"
+        )
+    if result.simulation is not None:
+        sim = result.simulation
+        line = f"simulated thickness {sim.get('thickness_nm', 0.0):.2f} nm"
+        comp = sim.get("composition") or {}
+        if comp and len(comp) > 1:
+            line += " (" + ", ".join(f"{k} {v:.1%}" for k, v in comp.items()) + ")"
+        console.print(line)
+    for w in result.warnings:
+        console.print(f"[yellow]warning: {w}")
+    for dev, err in result.safe_state_errors.items():
+        console.print(f"[red]safe state incomplete: {dev}: {err}")

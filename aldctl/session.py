@@ -1,0 +1,318 @@
+"""A run session: everything between "run this recipe" and a finished, journaled run.
+
+Shared by the command line (``aldctl run``/``resume``) and, later, the operator console:
+prepare (load, provision, compile), open the journal, build and connect the tool, run the
+engine on the right clock, close everything. Resume checks that it is safe and meaningful
+to continue a journaled run before touching any device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aldctl import config as cfg
+from aldctl.diagnostics import Diagnostic, UserError
+from aldctl.engine.clock import RealClock, VirtualClock, release_realtime, request_realtime
+from aldctl.engine.control import RunControl
+from aldctl.engine.events import EventBus
+from aldctl.engine.journal import Journal, JournalError, RunMeta, sha256_text
+from aldctl.engine.runner import Runner, RunOptions, RunResult, restore_actions
+from aldctl.recipe.compile import Compiled, compile_recipe
+from aldctl.recipe.load import Loaded, load_recipe, parse_overrides
+from aldctl.recipe.model import Recipe
+from aldctl.tool import Tool, ToolError, build
+
+SIMULATED_PREFIX = "simulated-"
+
+
+def recipe_chemicals(recipe: Recipe) -> list[str]:
+    """Every dose chemical a recipe names (to provision the simulated tool's lines)."""
+    from aldctl.recipe import model as m
+
+    out: dict[str, None] = {}
+
+    def walk(steps: tuple[m.Step, ...]) -> None:
+        for st in steps:
+            if isinstance(st, m.Pulse | m.Expose):
+                for d in st.doses:
+                    out[d.chemical] = None
+            elif isinstance(st, m.Repeat | m.Every):
+                walk(st.steps)
+            elif isinstance(st, m.Include):
+                walk(st.recipe.setup)
+                walk(st.recipe.main)
+                for c in st.recipe.cycles.values():
+                    walk(c.steps)
+
+    walk(recipe.setup)
+    walk(recipe.main)
+    walk(recipe.teardown)
+    for c in recipe.cycles.values():
+        walk(c.steps)
+    return list(out)
+
+
+def provision_lines(tool: cfg.ToolConfig, chemicals: Iterable[str]) -> cfg.ToolConfig:
+    """Add one line per dosed chemical the tool has no line for (``auto_lines`` tools only).
+
+    Heated chemicals (source above 30 degC) also get a source heater and a line heater,
+    devices named ``source.<line>`` and ``line.<line>`` built from the heater template.
+    """
+    auto = tool.auto_lines
+    if auto is None:
+        return tool
+    from sim import chemistry
+
+    lines = dict(tool.lines)
+    devices = dict(tool.devices)
+    valves = auto.valves
+    used = {line.valve.channel for line in lines.values() if line.valve.device == valves}
+    if tool.pump_isolation is not None and tool.pump_isolation.device == valves:
+        used.add(tool.pump_isolation.channel)
+    channel = 0
+    for chem_name in chemicals:
+        chem = chemistry.lookup(chem_name)
+        if chem is None or not chem.is_dose:
+            continue
+        if any(line.chemical == chem.name for line in lines.values()):
+            continue
+        while channel in used:
+            channel += 1
+        used.add(channel)
+        heated = chem.source_t_min is not None and chem.source_t_min > 30.0
+        if heated:
+            for role in ("source", "line"):
+                dev = f"{role}.{chem.name}"
+                devices[dev] = cfg.DeviceSpec.model_validate({**auto.heater, "component": dev})
+        lines[chem.name] = cfg.LineSpec(
+            chemical=chem.name,
+            valve=cfg.ChannelRef(device=valves, channel=channel),
+            source_heater=f"source.{chem.name}" if heated else None,
+            line_heater=f"line.{chem.name}" if heated else None,
+            hazards=chem.hazards,
+        )
+    return tool.model_copy(update={"lines": lines, "devices": devices})
+
+
+def load_tool(config: Path | None, chemicals: list[str]) -> cfg.ToolConfig:
+    tool = cfg.load_builtin() if config is None else cfg.load_tool(config)
+    return provision_lines(tool, chemicals)
+
+
+@dataclass
+class Prepared:
+    loaded: Loaded
+    tool: cfg.ToolConfig
+    compiled: Compiled
+    overrides: dict[str, Any]
+    config_path: Path | None
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [*self.loaded.diagnostics, *self.compiled.diagnostics]
+
+    @property
+    def simulated(self) -> bool:
+        return all(d.driver.startswith(SIMULATED_PREFIX) for d in self.tool.devices.values())
+
+
+def prepare(
+    recipe_path: Path,
+    config: Path | None,
+    sets: list[str] | tuple[str, ...] = (),
+    overrides: dict[str, Any] | None = None,
+) -> Prepared:
+    """Load, provision and compile; raise UserError with every problem found."""
+    from aldctl.diagnostics import Diagnostics
+
+    ov = dict(overrides) if overrides is not None else parse_overrides(list(sets))
+    loaded = load_recipe(recipe_path, ov)
+    tool = load_tool(config, recipe_chemicals(loaded.recipe))
+    try:
+        compiled = compile_recipe(loaded.recipe, tool)
+    except UserError as exc:
+        diags = Diagnostics()
+        diags.extend(loaded.diagnostics)
+        diags.extend(exc.diagnostics)
+        raise UserError(list(diags)) from None
+    return Prepared(loaded, tool, compiled, ov, config)
+
+
+def open_journal(data_dir: Path | None) -> Journal:
+    from aldctl.engine.journal import default_data_dir
+
+    try:
+        return Journal(data_dir or default_data_dir())
+    except JournalError as exc:
+        raise UserError(str(exc)) from None
+
+
+@dataclass
+class RunRequest:
+    prepared: Prepared
+    realtime: bool
+    seed: int = 0
+    resume_of: str | None = None
+    start_unit: int = 0
+    sim_state: bytes | None = None
+
+
+def _includes(recipe: Recipe) -> dict[str, str]:
+    out = {}
+    for p in recipe.includes:
+        with contextlib.suppress(OSError):
+            out[str(p)] = sha256_text(p.read_text(encoding="utf-8"))
+    return out
+
+
+def new_run(journal: Journal, req: RunRequest, realtime_detail: str) -> str:
+    p = req.prepared
+    rec = p.loaded.recipe
+    config_text = None
+    if p.config_path is not None:
+        with contextlib.suppress(OSError):
+            config_text = p.config_path.read_text(encoding="utf-8")
+    return journal.new_run(
+        RunMeta(
+            recipe_path=str(rec.path.resolve()),
+            recipe_name=rec.name,
+            recipe_text=rec.text,
+            includes=_includes(rec),
+            overrides=p.overrides,
+            params=rec.param_values(),
+            config_path=str(p.config_path.resolve()) if p.config_path else None,
+            config_text=config_text,
+            tool=p.tool.name,
+            clock="real" if req.realtime else "virtual",
+            realtime=realtime_detail,
+            units_total=p.compiled.schedule.units,
+        )
+    )
+
+
+def check_resumable(journal: Journal, run_id: str) -> tuple[Prepared, int, bytes | None]:
+    """Everything a resume needs, or a UserError saying why the run cannot be resumed."""
+    try:
+        rec = journal.get(run_id)
+    except JournalError as exc:
+        raise UserError(str(exc)) from None
+    if rec.outcome == "complete":
+        raise UserError(
+            f"run {run_id} completed ({rec.units_done} of {rec.units_total} "
+            "units): there is nothing to resume"
+        )
+    if (
+        rec.outcome == "running"
+        and rec.host == socket.gethostname()
+        and rec.pid
+        and rec.pid != os.getpid()
+        and _alive(rec.pid)
+    ):
+        raise UserError(f"run {run_id} is still running in process {rec.pid} on this host")
+    path = Path(rec.recipe_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read the run's recipe {path}: {exc.strerror}") from None
+    if sha256_text(text) != rec.recipe_sha256:
+        raise UserError(
+            f"the recipe {path} changed since run {run_id} started; resuming would "
+            "run a different recipe (restore the file, or start a new run)"
+        )
+    for inc, digest in rec.includes.items():
+        try:
+            now = sha256_text(Path(inc).read_text(encoding="utf-8"))
+        except OSError:
+            now = ""
+        if now != digest:
+            raise UserError(f"the included recipe {inc} changed since run {run_id} started")
+    config = Path(rec.config_path) if rec.config_path else None
+    if config is not None:
+        try:
+            ctext = config.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot read the run's tool config {config}: {exc.strerror}") from None
+        if ctext != rec.config_text:
+            raise UserError(f"the tool config {config} changed since run {run_id} started")
+    prepared = prepare(path, config, overrides=rec.overrides)
+    done = journal.done_units(run_id)
+    if done != list(range(len(done))):
+        raise UserError(
+            f"run {run_id}'s journal has gaps in its checkpoints; refusing to guess where to resume"
+        )
+    if len(done) >= prepared.compiled.schedule.units and rec.outcome != "running":
+        raise UserError(f"run {run_id} already ran every unit of main ({len(done)})")
+    return prepared, len(done), journal.sim_state(run_id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def execute(
+    req: RunRequest,
+    journal: Journal | None,
+    *,
+    bus: EventBus | None = None,
+    control: RunControl | None = None,
+    on_tool: Callable[[Tool], None] | None = None,
+) -> RunResult:
+    """Build and connect the tool, run the engine, close the tool. Inside the event loop."""
+    p = req.prepared
+    clock = RealClock() if req.realtime else VirtualClock()
+    try:
+        tool = build(p.tool, seed=req.seed)
+    except UserError:
+        raise
+    if tool.simulation is not None and req.sim_state is not None:
+        tool.simulation.restore(req.sim_state)
+    try:
+        await tool.connect()
+    except ToolError as exc:
+        raise UserError(str(exc)) from None
+    if on_tool is not None:
+        on_tool(tool)
+    options = RunOptions(start_unit=req.start_unit)
+    if req.resume_of is not None:
+        options.restore = restore_actions(p.compiled.schedule, req.start_unit)
+    runner = Runner(
+        p.compiled.schedule, tool, clock, journal=journal, bus=bus, control=control, options=options
+    )
+    try:
+        return await runner.run()
+    finally:
+        await tool.close()
+        if req.realtime:
+            release_realtime()
+
+
+def realtime_setup(realtime: bool) -> str:
+    if not realtime:
+        return "virtual time"
+    status = request_realtime()
+    return status.detail
+
+
+__all__ = [
+    "Prepared",
+    "RunRequest",
+    "check_resumable",
+    "execute",
+    "new_run",
+    "open_journal",
+    "prepare",
+    "realtime_setup",
+    "recipe_chemicals",
+]

@@ -1,0 +1,137 @@
+"""Tool composition: a tool configuration becomes a live :class:`Tool` of connected devices.
+
+This is the one composition root: the only module that instantiates concrete drivers (found
+by name in the ``aldctl.drivers`` entry-point group). Everything above it sees capabilities
+(``drivers.base``) addressed by the recipe's names: lines, temperature channels, flow
+channels, the chamber gauge, the plasma source, the ozone generator, the QCM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aldctl.config import ToolConfig
+from aldctl.diagnostics import Diagnostic, Severity, UserError
+from aldctl.engine.devices import Tool, ToolError
+from drivers import registry
+from drivers.base import (
+    Device,
+    DriverContext,
+    FlowController,
+    OzoneGenerator,
+    PlasmaSource,
+    PressureGauge,
+    SimulationHandle,
+    TemperatureController,
+    ThicknessMonitor,
+    ValveBank,
+)
+
+__all__ = ["Tool", "ToolError", "build"]
+
+
+def _plain_tool(config: ToolConfig) -> dict[str, Any]:
+    """The parts of the config a simulated driver binding needs, as plain data."""
+    return {
+        "name": config.name,
+        "lines": {
+            name: {
+                "chemical": ln.chemical,
+                "valve": {"device": ln.valve.device, "channel": ln.valve.channel},
+                "source_heater": ln.source_heater,
+                "line_heater": ln.line_heater,
+                "source_mass_g": ln.source_mass,
+            }
+            for name, ln in config.lines.items()
+        },
+        "pump_isolation": (
+            {"device": config.pump_isolation.device, "channel": config.pump_isolation.channel}
+            if config.pump_isolation
+            else None
+        ),
+        "flows": {
+            name: {"device": f.device, "gas": f.gas, "max": f.max}
+            for name, f in config.flows.items()
+        },
+        "heaters": {name: {"device": h.device} for name, h in config.heaters.items()},
+        "plasma": config.plasma is not None,
+        "ozone": config.ozone is not None,
+        "simulator": dict(config.simulator),
+    }
+
+
+def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | None = None) -> Tool:
+    """Instantiate every device of ``config`` (not connected yet)."""
+    ctx = DriverContext(services={"tool": _plain_tool(config), "seed": seed, **(services or {})})
+    devices: dict[str, Device] = {}
+    problems: list[str] = []
+    for name, spec in config.devices.items():
+        try:
+            make = registry.factory(spec.driver)
+        except registry.UnknownDriver as exc:
+            problems.append(f"device '{name}': {exc}")
+            continue
+        try:
+            devices[name] = make(name, spec.options, ctx)
+        except ValueError as exc:
+            problems.append(f"device '{name}' ({spec.driver}): {exc}")
+    if problems:
+        raise UserError([Diagnostic(Severity.ERROR, p) for p in problems])
+
+    def need(dev_name: str, proto: type, what: str) -> Any:
+        dev = devices[dev_name]
+        if not isinstance(dev, proto):
+            problems.append(
+                f"{what}: device '{dev_name}' ({config.devices[dev_name].driver}) "
+                f"is not a {proto.__name__}"
+            )
+        return dev
+
+    valves: dict[str, tuple[ValveBank, int]] = {}
+    temps: dict[str, TemperatureController] = {}
+    for line, ln in config.lines.items():
+        valves[line] = (need(ln.valve.device, ValveBank, f"line {line}"), ln.valve.channel)
+        if ln.source_heater:
+            temps[f"source.{line}"] = need(
+                ln.source_heater, TemperatureController, f"line {line} source heater"
+            )
+        if ln.line_heater:
+            temps[f"line.{line}"] = need(
+                ln.line_heater, TemperatureController, f"line {line} line heater"
+            )
+    for name, h in config.heaters.items():
+        temps[name] = need(h.device, TemperatureController, f"heater {name}")
+    flows = {
+        name: need(f.device, FlowController, f"flow {name}") for name, f in config.flows.items()
+    }
+    gauge = None
+    if config.gauges:
+        first = next(iter(config.gauges.values()))
+        gauge = need(first.device, PressureGauge, "chamber gauge")
+    iso = None
+    if config.pump_isolation is not None:
+        iso = (
+            need(config.pump_isolation.device, ValveBank, "pump isolation"),
+            config.pump_isolation.channel,
+        )
+    plasma = need(config.plasma.device, PlasmaSource, "plasma") if config.plasma else None
+    ozone = need(config.ozone.device, OzoneGenerator, "ozone") if config.ozone else None
+    qcm = need(config.qcm.device, ThicknessMonitor, "qcm") if config.qcm else None
+    if problems:
+        raise UserError([Diagnostic(Severity.ERROR, p) for p in problems])
+    sim = ctx.shared.get("simulation")
+    return Tool(
+        config=config,
+        devices=devices,
+        valves=valves,
+        pump_isolation=iso,
+        temperatures=temps,
+        flows=flows,
+        gauge=gauge,
+        plasma=plasma,
+        ozone=ozone,
+        qcm=qcm,
+        simulation=sim if isinstance(sim, SimulationHandle) else None,
+        ctx=ctx,
+    )

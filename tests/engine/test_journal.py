@@ -1,0 +1,100 @@
+"""The run journal: SQLite on disk, atomic checkpoints, no doubled units."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from aldctl.engine.journal import Journal, JournalError, PulseRecord, RunMeta
+
+
+def meta(**kw: object) -> RunMeta:
+    base = {
+        "recipe_path": "/r.yaml",
+        "recipe_name": "r",
+        "recipe_text": "main: []\n",
+        "includes": {},
+        "overrides": {"cycles": 5},
+        "params": {"cycles": 5},
+        "config_path": None,
+        "config_text": None,
+        "tool": "sim",
+        "clock": "virtual",
+        "realtime": "virtual time",
+        "units_total": 5,
+    }
+    base.update(kw)
+    return RunMeta(**base)  # type: ignore[arg-type]
+
+
+def test_run_lifecycle(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    run = j.new_run(meta())
+    j.event(0.0, "state", "starting", state="starting")
+    for u in range(3):
+        j.pulse(
+            PulseRecord(
+                u, "TMA", "TMA", u * 10.0, u * 10.0, u * 10.0 + 0.015, u * 10.0 + 0.015, False, 0.01
+            )
+        )
+        j.sample(u * 10.0, "pressure", 0.3)
+        j.checkpoint(u, "A", u + 1, 0, u * 10.0, u * 10.0 + 10.0, b"state%d" % u)
+    j.finish("aborted", "test", 30.0, {"cycles_completed": 3})
+    rec = j.get(run)
+    assert (rec.outcome, rec.reason, rec.units_done, rec.units_total) == ("aborted", "test", 3, 5)
+    assert j.done_units(run) == [0, 1, 2]
+    assert j.sim_state(run) == b"state2"
+    assert len(j.pulses(run, "TMA")) == 3
+    assert rec.summary == {"cycles_completed": 3}
+    assert [r.id for r in j.runs()] == [run]
+    j.close()
+
+
+def test_doubled_checkpoint_is_refused_and_rolled_back(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    run = j.new_run(meta())
+    j.checkpoint(0, "A", 1, 0, 0.0, 10.0)
+    j.pulse(PulseRecord(1, "TMA", "TMA", 10, 10, 10.015, 10.015, False))
+    with pytest.raises(sqlite3.IntegrityError):
+        j.checkpoint(0, "A", 1, 0, 0.0, 10.0)
+    # The failed transaction wrote nothing: not the checkpoint, not the buffered pulse.
+    assert j.done_units(run) == [0]
+    assert j.pulses(run) == []
+    j.close()
+
+
+def test_resume_session_continues_process_time(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    run = j.new_run(meta())
+    j.checkpoint(0, "A", 1, 0, 0.0, 10.0)
+    j.event(10.0, "state", "aborted", state="aborted")
+    j.finish("aborted", "crash", 10.0, {})
+    j.close()
+    j2 = Journal(tmp_path)
+    rec = j2.attach(run, "virtual time")
+    assert rec.units_done == 1
+    assert j2.t_offset == 10.0
+    j2.checkpoint(1, "A", 2, 0, 0.0, 10.0)
+    rows = j2.db.execute(
+        "SELECT unit, t_start, t_end, session FROM checkpoints ORDER BY unit"
+    ).fetchall()
+    assert rows == [(0, 0.0, 10.0, 0), (1, 10.0, 20.0, 1)]
+    assert j2.get(run).outcome == "running"
+    j2.close()
+
+
+def test_unknown_run_suggests(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    run = j.new_run(meta())
+    with pytest.raises(JournalError, match="did you mean"):
+        j.get(run[:-2])
+    j.close()
+
+
+def test_unwritable_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(JournalError, match="cannot create the data directory"):
+        Journal(blocker / "sub")
