@@ -52,3 +52,35 @@ def bench_compile(recipe: Path, cycles: list[int]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def bench_clock(hops: int) -> list[dict[str, Any]]:
+    """Fast-forwarding event loops on the same workload: ``hops`` sleeps of 0.5 s."""
+    import asyncio
+
+    from aldctl.engine.clock import VirtualTimeLoop
+
+    async def work() -> float:
+        for _ in range(hops):
+            await asyncio.sleep(0.5)
+        return asyncio.get_running_loop().time()
+
+    rows: list[dict[str, Any]] = []
+    factories: list[tuple[str, Any]] = [("aldctl VirtualTimeLoop", VirtualTimeLoop)]
+    try:
+        import looptime
+
+        factories += [
+            (f"looptime noop_cycles={n}", lambda n=n: looptime.new_event_loop(noop_cycles=n))
+            for n in (42, 1)
+        ]
+    except ImportError:  # looptime is optional: only this comparison needs it
+        pass
+    for name, factory in factories:
+        t0 = time.perf_counter()
+        with asyncio.Runner(loop_factory=factory) as runner:
+            virtual = runner.run(work())
+        wall = time.perf_counter() - t0
+        rows.append({"loop": name, "hops": hops, "virtual_s": virtual, "wall_s": wall,
+                     "us_per_hop": wall / hops * 1e6})
+    return rows

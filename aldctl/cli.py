@@ -571,6 +571,22 @@ def bench_compile(recipe: Path, cycles: tuple[int, ...], as_json: bool) -> None:
     _print_rows(run(recipe, list(cycles)), as_json)
 
 
+@bench.command("clock")
+@click.option("--hops", type=int, default=20_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_clock(hops: int, as_json: bool) -> None:
+    """Virtual-time event loops: aldctl's own against looptime (when installed).
+
+    \b
+    Examples:
+      aldctl bench clock
+      pip install looptime && aldctl bench clock --hops 50000
+    """
+    from aldctl.bench import bench_clock as run
+
+    _print_rows(run(hops), as_json)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
