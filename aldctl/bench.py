@@ -81,6 +81,13 @@ def bench_clock(hops: int) -> list[dict[str, Any]]:
         with asyncio.Runner(loop_factory=factory) as runner:
             virtual = runner.run(work())
         wall = time.perf_counter() - t0
-        rows.append({"loop": name, "hops": hops, "virtual_s": virtual, "wall_s": wall,
-                     "us_per_hop": wall / hops * 1e6})
+        rows.append(
+            {
+                "loop": name,
+                "hops": hops,
+                "virtual_s": virtual,
+                "wall_s": wall,
+                "us_per_hop": wall / hops * 1e6,
+            }
+        )
     return rows

@@ -139,7 +139,8 @@ class PlasmaSpec(_Model):
     gases: tuple[str, ...] = ("O2", "N2", "H2", "Ar")
     pressure_min: Torr = 0.005
     pressure_max: Torr = 1.0
-    ignition_time: Seconds = 0.5
+    ignition_time: Seconds = 2.0
+    """Time after RF on by which the match has tuned: the ignition check runs then."""
     max_reflected: Watts = 30.0
 
 

@@ -69,9 +69,14 @@ def registry() -> Any:
         ureg = pint.UnitRegistry(cache_folder=":auto:")
     except OSError:  # read-only home: build without the disk cache
         ureg = pint.UnitRegistry()
-    ureg.define("Torr = torr")
-    ureg.define("sccm = cm**3/min")
-    ureg.define("slm = L/min")
+    # Newer pint releases define some of these; define only what is missing.
+    for name, definition in (
+        ("Torr", "Torr = torr"),
+        ("sccm", "sccm = cm**3/min"),
+        ("slm", "slm = L/min"),
+    ):
+        if name not in ureg:
+            ureg.define(definition)
     return ureg
 
 

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS runs (
     units_total INTEGER NOT NULL,
     process_s REAL NOT NULL DEFAULT 0,
     summary TEXT NOT NULL DEFAULT '{}',
-    sim_state BLOB
+    sim_state BLOB,
+    final_state BLOB
 );
 CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -202,6 +203,9 @@ class Journal:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(_SCHEMA)
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
+            if "final_state" not in cols:  # journals written before the column existed
+                self.db.execute("ALTER TABLE runs ADD COLUMN final_state BLOB")
             self.db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -391,7 +395,15 @@ class Journal:
             else:
                 self.db.execute("UPDATE runs SET process_s=? WHERE id=?", (t_end + o, run_id))
 
-    def finish(self, outcome: str, reason: str, t: float, summary: Mapping[str, Any]) -> None:
+    def finish(
+        self,
+        outcome: str,
+        reason: str,
+        t: float,
+        summary: Mapping[str, Any],
+        final_state: bytes | None = None,
+    ) -> None:
+        """Close the run; ``final_state`` is the simulated reactor as the run left it."""
         run_id = self._require()
         with self._txn():
             self._write_buffers()
@@ -407,6 +419,8 @@ class Journal:
                     run_id,
                 ),
             )
+            if final_state is not None:
+                self.db.execute("UPDATE runs SET final_state=? WHERE id=?", (final_state, run_id))
 
     class _Txn:
         def __init__(self, db: sqlite3.Connection) -> None:
@@ -493,7 +507,13 @@ class Journal:
         ]
 
     def sim_state(self, run_id: str) -> bytes | None:
+        """The simulated reactor at the last checkpoint (what a resume continues from)."""
         row = self.db.execute("SELECT sim_state FROM runs WHERE id=?", (run_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def final_state(self, run_id: str) -> bytes | None:
+        """The simulated reactor as the run left it (after teardown or safe state)."""
+        row = self.db.execute("SELECT final_state FROM runs WHERE id=?", (run_id,)).fetchone()
         return None if row is None else row[0]
 
     def events(self, run_id: str) -> Iterator[tuple[float, str, str | None, str]]:

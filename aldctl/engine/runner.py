@@ -47,8 +47,10 @@ from aldctl.engine.journal import Journal, PulseRecord
 from aldctl.engine.safety import Safety, close_dose_valves, safe_state
 from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, Action, ActionKind
-from drivers.base import DeviceError, FlowReading, PressureReading, TemperatureReading
+from drivers.base import DeviceError, FlowReading, PressureGauge, TemperatureReading
 
+PULSE_SAMPLE_TAU = (0.05, 0.3, 0.8, 1.6, 3.0)
+"""Gauge samples after a valve closes, in chamber residence times."""
 COMMIT_MARGIN_S = 0.005
 """Checkpoints commit this long before a unit's end when its actions are done, so the
 commit never delays the next unit's first pulse."""
@@ -66,8 +68,6 @@ class RunOptions:
     """Setpoints to re-apply before setup (resume: what main had set before the checkpoint)."""
     hardware_pulses: bool = True
     pulse_monitor: bool = True
-    pulse_sample_s: float = 0.1
-    pulse_window_s: float = 1.5
     source_drop_fraction: float = 0.3
 
 
@@ -140,34 +140,41 @@ class PulseMonitor:
     async def run(self) -> None:
         gauge = self.r.tool.gauge
         opts = self.r.options
+        tau = max(self.r.tool.config.chamber.residence_time, 1e-3)
         while True:
             rec, t_open_clock = await self.queue.get()
             area: float | None = None
             if gauge is not None and opts.pulse_monitor:
-                end = (
-                    t_open_clock + (rec.commanded_close - rec.commanded_open) + opts.pulse_window_s
-                )
+                width = rec.commanded_close - rec.commanded_open
+                # Baseline at the opening (the valve's dead time has not let gas in yet),
+                # then a few points down the decay, spaced on the residence time: enough
+                # for the area without reading the gauge at a high rate.
+                times = [t_open_clock] + [t_open_clock + width + f * tau for f in PULSE_SAMPLE_TAU]
                 pts: list[tuple[float, float]] = []
-                t = max(t_open_clock, self.r.clock.now())
-                while t <= end:
-                    await self.r.clock.sleep_until(t)
-                    try:
-                        async with asyncio.timeout(1.0):
-                            pr = await gauge.read_pressure()
-                    except (DeviceError, TimeoutError, OSError):
-                        pr = None
-                    if isinstance(pr, PressureReading) and pr.pressure_torr is not None:
-                        pts.append((self.r.clock.now(), pr.pressure_torr))
-                    t += opts.pulse_sample_s
+                for t in times:
+                    if t > self.r.clock.now():
+                        await self.r.clock.sleep_until(t)
+                    p = await self._read(gauge)
+                    if p is not None:
+                        pts.append((self.r.clock.now(), p))
                 if len(pts) >= 3:
-                    base = min(p for _, p in pts)
+                    base = pts[0][1]
                     area = sum(
                         (t1 - t0) * ((p0 + p1) / 2 - base)
                         for (t0, p0), (t1, p1) in itertools.pairwise(pts)
                     )
+                    area += max(0.0, pts[-1][1] - base) * tau  # the exponential tail
             self.r.record_pulse(rec, area)
             if area is not None:
                 self._check(rec.line, rec.chemical, area)
+
+    async def _read(self, gauge: PressureGauge) -> float | None:
+        try:
+            async with asyncio.timeout(1.0):
+                pr = await gauge.read_pressure()
+        except (DeviceError, TimeoutError, OSError):
+            return None
+        return pr.pressure_torr
 
     def _check(self, line: str, chemical: str, area: float) -> None:
         ref = self.reference.setdefault(line, [])
@@ -359,9 +366,12 @@ class Runner:
                 "warnings": result.warnings,
                 "wall_s": result.wall_s,
             }
+            final = None
             if sim is not None:
                 summary["simulation"] = sim
-            self.journal.finish(outcome, reason, self.now(), summary)
+                with contextlib.suppress(ValueError):  # predicate faults cannot be pickled
+                    final = self.tool.simulation.snapshot() if self.tool.simulation else None
+            self.journal.finish(outcome, reason, self.now(), summary, final)
         return result
 
     async def _attempt(self, resume_at: int | None) -> bool:
@@ -475,7 +485,10 @@ class Runner:
             self._set_state(State.RUNNING, "resumed")
 
     def _checkpoint(self, unit: s.Unit, t_start: float) -> None:
-        state = self.tool.simulation.snapshot() if self.tool.simulation is not None else None
+        state = None
+        if self.tool.simulation is not None and self.journal is not None:
+            with contextlib.suppress(ValueError):  # predicate faults cannot be pickled
+                state = self.tool.simulation.snapshot()
         if self.journal is not None:
             self.journal.checkpoint(
                 unit.index,
@@ -692,9 +705,10 @@ class Runner:
                     since[i] = None
                     ok = False
                     continue
-                if since[i] is None:
-                    since[i] = now
-                held = now - (since[i] or now)
+                first = since[i]
+                if first is None:
+                    first = since[i] = now
+                held = now - first
                 if held + 1e-9 < c.hold_ns / NS:
                     ok = False
             if ok:

@@ -40,6 +40,8 @@ from drivers.base import (
     TemperatureReading,
 )
 
+RUNAWAY_RISE_K = 2.0
+
 
 @dataclass
 class Readings:
@@ -86,8 +88,9 @@ class Safety:
         self.in_band_since: float | None = None
         self.held_since: float | None = None
         self.warned: set[str] = set()
-        self.prev_pv: dict[str, float] = {}
+        self.excess_pv: dict[str, float] = {}
         self.t0 = clock.now()
+        self._reading = ""
 
     # ------------------------------------------------------------------ runner hooks
 
@@ -127,27 +130,32 @@ class Safety:
         return self.clock.now() - self.t0
 
     async def _read(self, name: str, fn: Callable[[], Awaitable[object]]) -> object | None:
-        """One guarded device read; failures count towards the watchdog."""
-        timeout = max(1.0, self.cfg.safety.poll_interval)
+        """One device read; failures count towards the watchdog.
+
+        Drivers time out their own transactions; :meth:`poll_once` bounds the whole poll
+        as a second guard, so a single read needs no timeout of its own here.
+        """
+        self._reading = name
         try:
-            async with asyncio.timeout(timeout):
-                value = await fn()
-        except (DeviceError, TimeoutError, OSError) as exc:
-            n = self.failures.get(name, 0) + 1
-            self.failures[name] = n
-            detail = exc.detail if isinstance(exc, DeviceError) else (str(exc) or "timeout")
-            if n >= self.cfg.safety.watchdog_polls:
-                self._abort(f"device '{name}' stopped answering ({n} polls in a row: {detail})")
-            else:
-                self._alarm(
-                    "warning",
-                    name,
-                    f"no valid answer ({detail}); {n} of "
-                    f"{self.cfg.safety.watchdog_polls} before the watchdog aborts",
-                )
+            value = await fn()
+        except (DeviceError, OSError) as exc:
+            self._failed(name, exc.detail if isinstance(exc, DeviceError) else str(exc))
             return None
         self.failures[name] = 0
         return value
+
+    def _failed(self, name: str, detail: str) -> None:
+        n = self.failures.get(name, 0) + 1
+        self.failures[name] = n
+        if n >= self.cfg.safety.watchdog_polls:
+            self._abort(f"device '{name}' stopped answering ({n} polls in a row: {detail})")
+        else:
+            self._alarm(
+                "warning",
+                name,
+                f"no valid answer ({detail}); {n} of "
+                f"{self.cfg.safety.watchdog_polls} before the watchdog aborts",
+            )
 
     def _abort(self, message: str) -> None:
         if self.control.abort_reason is None:
@@ -162,6 +170,15 @@ class Safety:
         return self.tool.device_name(dev)
 
     async def poll_once(self) -> Readings:
+        guard = max(2.0, 2 * self.cfg.safety.poll_interval)
+        try:
+            async with asyncio.timeout(guard):
+                return await self._poll()
+        except TimeoutError:
+            self._failed(self._reading, f"no answer within {guard:g} s")
+            return self.readings
+
+    async def _poll(self) -> Readings:
         r = self.readings
         values: dict[str, float | None] = {}
         tool = self.tool
@@ -237,17 +254,20 @@ class Safety:
                 continue
             sp = tr.setpoint_c
             hi = temp_limits.get(ch, (0.0, 1000.0))[1]
-            prev = self.prev_pv.get(ch)
-            self.prev_pv[ch] = tr.pv_c
-            # Above setpoint while cooling down after a lower setpoint is normal; above it
-            # and still climbing is a runaway (welded SSR, detached thermocouple).
-            rising = prev is not None and tr.pv_c > prev + 0.01
-            if sp is not None and tr.pv_c > sp + lim.over_temperature and rising:
-                self._abort(
-                    f"over-temperature on {ch}: {tr.pv_c:.1f} degC with setpoint "
-                    f"{sp:g} degC (limit +{lim.over_temperature:g} K)"
-                )
-            elif tr.pv_c > hi + lim.over_temperature:
+            # Above setpoint while cooling down to a lower setpoint is normal; above it and
+            # still climbing (2 K since it crossed the limit) is a runaway: a welded SSR or
+            # a thermocouple that fell off the heater.
+            if sp is not None and tr.pv_c > sp + lim.over_temperature:
+                first = self.excess_pv.setdefault(ch, tr.pv_c)
+                if tr.pv_c > first + RUNAWAY_RISE_K:
+                    self._abort(
+                        f"over-temperature on {ch}: {tr.pv_c:.1f} degC and rising with "
+                        f"setpoint {sp:g} degC (limit +{lim.over_temperature:g} K)"
+                    )
+                    continue
+            else:
+                self.excess_pv.pop(ch, None)
+            if tr.pv_c > hi + lim.over_temperature:
                 self._abort(
                     f"over-temperature on {ch}: {tr.pv_c:.1f} degC above its {hi:g} degC maximum"
                 )
@@ -265,7 +285,10 @@ class Safety:
                         f"{dev:.0f} % from its {sp:g} sccm setpoint",
                     )
                 )
-        if self.rf_on and r.plasma is not None:
+        rf_age = now + self.t0 - self.flow_changed.get("__rf", -1e9)
+        ignition = self.cfg.plasma.ignition_time if self.cfg.plasma is not None else 0.0
+        # While the match tunes (until the ignition check) a high reflected power is normal.
+        if self.rf_on and r.plasma is not None and rf_age >= ignition:
             max_refl = lim.reflected_power
             if max_refl is None and self.cfg.plasma is not None:
                 max_refl = self.cfg.plasma.max_reflected

@@ -187,7 +187,7 @@ main: [{cycle: {name: P, repeat: 5}}]
     assert seq == [
         (0, ActionKind.SET_FLOW, 20.0),
         (2 * NS, ActionKind.RF_ON, 300.0),
-        (2 * NS + NS // 2, ActionKind.CHECK_PLASMA, 300.0),
+        (4 * NS, ActionKind.CHECK_PLASMA, 300.0),  # 2 s stabilize + 2 s ignition time
         (6 * NS, ActionKind.RF_OFF, None),
         (6 * NS, ActionKind.SET_FLOW, 0.0),
     ]

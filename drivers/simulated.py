@@ -1,0 +1,409 @@
+"""In-process simulated devices: the capability Protocols on top of :mod:`sim.reactor`.
+
+Every simulated device of a tool shares one :class:`SimulatedReactor` (kept in
+``DriverContext.shared["simulation"]``). Before each command or read, the reactor is
+advanced to the event loop's current time, so the same drivers work in virtual time (the
+engine's fast-forwarding loop: a five-hour recipe in seconds) and in real time.
+
+The simulator's communication faults act here as they would on a wire: a device marked
+silent makes every call time out (``DeviceTimeout`` after the driver timeout), a corrupt
+frame raises ``CommunicationError``, timing jitter delays the command.
+
+Device names in the simulator: lines by chemical, heaters ``substrate``, ``walls``,
+``source.<line>``, ``line.<line>``, MFCs ``carrier`` and ``plasma.<gas>``, ``chamber``
+(gauge), ``rf``, ``ozone``, ``qcm``, ``valves`` (the valve bank). Each tool device names
+its simulator component with the ``component`` option (default: the device's name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from drivers.base import (
+    CommunicationError,
+    DeviceError,
+    DeviceFault,
+    DeviceTimeout,
+    DriverContext,
+    FlowReading,
+    Health,
+    OzoneReading,
+    PlasmaReading,
+    PressureReading,
+    TemperatureReading,
+    ThicknessReading,
+)
+from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig
+from sim.reactor import Reactor, Snapshot, UnknownComponentError
+
+TIMEOUT_S = 0.5
+"""What a silent simulated device costs a caller before DeviceTimeout (as a real driver's
+transaction timeout would)."""
+
+
+class SimulatedReactor:
+    """The reactor behind a simulated tool; also the tool's :class:`SimulationHandle`."""
+
+    def __init__(self, tool: Mapping[str, Any], seed: int) -> None:
+        opts = dict(tool.get("simulator") or {})
+        lines: Mapping[str, Mapping[str, Any]] = tool.get("lines") or {}
+        self.line_of: dict[tuple[str, int], str] = {}
+        chems: list[str] = []
+        for name, ln in lines.items():
+            valve = ln["valve"]
+            self.line_of[(valve["device"], int(valve["channel"]))] = ln["chemical"]
+            chems.append(ln["chemical"])
+            if ln["chemical"] != name and name in chems:
+                msg = f"simulated tool: line {name!r} and another both carry {ln['chemical']}"
+                raise ValueError(msg)
+        iso = tool.get("pump_isolation")
+        self.pump_channel = (iso["device"], int(iso["channel"])) if iso else None
+        try:
+            cfg = ReactorConfig.from_mapping({"chemicals": chems, **opts})
+        except ValueError as exc:
+            msg = f"simulator options: {exc}"
+            raise ValueError(msg) from exc
+        feeds = [f["gas"] for n, f in (tool.get("flows") or {}).items() if n.startswith("plasma.")]
+        if tool.get("plasma") and feeds:
+            have = cfg.plasma.feed_gases if cfg.plasma is not None else ()
+            gases = tuple(dict.fromkeys([*have, *feeds]))
+            base = cfg.plasma if cfg.plasma is not None else PlasmaConfig()
+            cfg = dataclasses.replace(cfg, plasma=dataclasses.replace(base, feed_gases=gases))
+        if tool.get("ozone") and cfg.ozone is None:
+            cfg = dataclasses.replace(cfg, ozone=OzoneConfig())
+        self.config = cfg
+        self.reactor = Reactor(cfg, seed=seed)
+        self.origin: float | None = None
+
+    def sync(self) -> Reactor:
+        """Advance the reactor to the event loop's now and return it."""
+        now = asyncio.get_running_loop().time()
+        r = self.reactor
+        if self.origin is None:
+            self.origin = now - r.now_ns / 1e9
+        t_ns = round((now - self.origin) * 1e9)
+        if t_ns > r.now_ns:
+            r.advance_to(t_ns)
+        return r
+
+    # SimulationHandle ------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        t = self.reactor.truth()
+        return {
+            "thickness_nm": t.thickness_a / 10.0,
+            "ald_thickness_nm": t.ald_thickness_a / 10.0,
+            "cvd_thickness_nm": t.cvd_thickness_a / 10.0,
+            "composition": dict(t.composition),
+            "growth_by_kind_nm": {k: v / 10.0 for k, v in t.growth_by_kind_a.items()},
+            "cycles_by_kind": dict(t.cycles_by_kind),
+            "consumed_g": dict(t.consumed_g),
+            "source_mass_g": dict(t.source_mass_g),
+            "valve_actuations": dict(t.valve_actuations),
+            "saturation": {k: {"doses": v.doses, "min": v.min_fraction, "mean": v.mean_fraction}
+                           for k, v in t.saturation.items()},
+            "processes": list(t.processes),
+            "process_time_s": t.now_ns / 1e9,
+        }
+
+    def snapshot(self) -> bytes:
+        return self.reactor.snapshot().to_bytes()
+
+    def restore(self, state: bytes) -> None:
+        self.reactor.restore(Snapshot.from_bytes(state))
+        self.origin = None
+
+
+def _reactor(ctx: DriverContext) -> SimulatedReactor:
+    sim = ctx.shared.get("simulation")
+    if sim is None:
+        tool = ctx.services.get("tool")
+        if not isinstance(tool, Mapping):
+            msg = "simulated devices need the tool description in the driver context"
+            raise ValueError(msg)
+        sim = SimulatedReactor(tool, int(ctx.services.get("seed", 0)))
+        ctx.shared["simulation"] = sim
+    assert isinstance(sim, SimulatedReactor)
+    return sim
+
+
+class _SimDevice:
+    def __init__(self, name: str, component: str, sim: SimulatedReactor) -> None:
+        self.name = name
+        self.component = component
+        self.sim = sim
+        self._health = Health()
+
+    async def _link(self) -> Reactor:
+        """Apply the simulator's comm faults for this device, then sync the reactor."""
+        r = self.sim.sync()
+        fault = r.faults.comm(self.component)
+        if fault is not None:
+            jitter = fault.draw_jitter_ns()
+            if jitter > 0:
+                await asyncio.sleep(jitter / 1e9)
+                r = self.sim.sync()
+            if fault.disconnected:
+                err0: DeviceError = CommunicationError(self.name, "link down (disconnected)")
+                self._health.record_failure(err0)
+                raise err0
+            if fault.silent:
+                await asyncio.sleep(TIMEOUT_S)
+                self.sim.sync()
+                err: DeviceError = DeviceTimeout(self.name, f"no answer within {TIMEOUT_S:g} s")
+                self._health.record_failure(err)
+                raise err
+            if fault.corrupt():
+                self._health.bad_frames += 1
+                err = CommunicationError(self.name, "corrupt frame (checksum mismatch)")
+                self._health.record_failure(err)
+                raise err
+        self._health.record_ok()
+        return r
+
+    async def connect(self) -> None:
+        r = await self._link()
+        if self.component not in r.device_names():
+            msg = f"the simulated reactor has no component '{self.component}'"
+            raise DeviceFault(self.name, msg)
+        self._health.connected = True
+
+    async def close(self) -> None:
+        self._health.connected = False
+
+    def health(self) -> Health:
+        return self._health
+
+    def _fault(self, exc: Exception) -> DeviceError:
+        return DeviceFault(self.name, str(exc))
+
+
+class SimValveBank(_SimDevice):
+    hardware_pulse = False
+    watchdog = False
+
+    def __init__(self, name: str, component: str, sim: SimulatedReactor, channels: int) -> None:
+        super().__init__(name, component, sim)
+        self.channels: Sequence[int] = tuple(range(channels))
+
+    def _target(self, channel: int) -> str | None:
+        if self.sim.pump_channel == (self.name, channel):
+            return "__pump__"
+        return self.sim.line_of.get((self.name, channel))
+
+    async def set_valve(self, channel: int, is_open: bool) -> None:
+        r = await self._link()
+        target = self._target(channel)
+        if target == "__pump__":
+            r.set_pump_isolation(is_open)
+        elif target is not None:
+            try:
+                r.set_valve(target, is_open)
+            except UnknownComponentError as exc:
+                raise self._fault(exc) from None
+        elif channel not in self.channels:
+            raise DeviceFault(self.name, f"no channel {channel}")
+
+    async def read_valves(self) -> Mapping[int, bool]:
+        r = await self._link()
+        actual = r.read_valves()
+        out: dict[int, bool] = {}
+        for ch in self.channels:
+            target = self._target(ch)
+            if target == "__pump__":
+                out[ch] = bool(actual.get("pump", True))
+            elif target is not None:
+                out[ch] = bool(actual.get(target, False))
+            else:
+                out[ch] = False
+        return out
+
+    async def pulse(self, channel: int, duration_s: float) -> None:
+        raise DeviceFault(self.name, "simulated valves are software-timed (hardware_pulse False)")
+
+    async def heartbeat(self) -> None:
+        await self._link()
+
+    async def safe_state(self) -> None:
+        r = await self._link()
+        for line in self.sim.line_of.values():
+            r.set_valve(line, False)
+
+
+class SimHeater(_SimDevice):
+    _rate: float | None = None
+
+    async def set_temperature(self, setpoint_c: float | None) -> None:
+        r = await self._link()
+        r.set_heater(self.component, setpoint_c, self._rate)
+
+    async def set_ramp_rate(self, k_per_min: float | None) -> None:
+        await self._link()
+        self._rate = k_per_min or None
+
+    async def read_temperature(self) -> TemperatureReading:
+        r = await self._link()
+        try:
+            st = r.read_heater(self.component)
+        except UnknownComponentError as exc:
+            raise self._fault(exc) from None
+        return TemperatureReading(st.pv_c, st.setpoint_c, st.output_pct, st.sensor_break,
+                                  st.ramping)
+
+    async def safe_state(self) -> None:
+        await self._link()
+
+
+class SimMfc(_SimDevice):
+    def __init__(self, name: str, component: str, sim: SimulatedReactor,
+                 full_scale: float) -> None:
+        super().__init__(name, component, sim)
+        self.full_scale_sccm = full_scale
+
+    async def set_flow(self, sccm: float) -> None:
+        r = await self._link()
+        r.set_mfc(self.component, max(0.0, min(sccm, self.full_scale_sccm)))
+
+    async def read_flow(self) -> FlowReading:
+        r = await self._link()
+        st = r.read_mfc(self.component)
+        return FlowReading(st.flow_sccm, st.setpoint_sccm)
+
+    async def safe_state(self) -> None:
+        await self._link()
+
+
+class SimGauge(_SimDevice):
+    async def read_pressure(self) -> PressureReading:
+        r = await self._link()
+        p = r.read_pressure_torr(self.component)
+        return PressureReading(p, "ok" if p is not None else "sensor error")
+
+    async def safe_state(self) -> None:
+        await self._link()
+
+
+class SimPlasma(_SimDevice):
+    def __init__(self, name: str, component: str, sim: SimulatedReactor, max_w: float) -> None:
+        super().__init__(name, component, sim)
+        self.max_power_w = max_w
+        self._setpoint = 0.0
+        self._on = False
+
+    async def set_power(self, watts: float) -> None:
+        r = await self._link()
+        if watts > self.max_power_w:
+            raise DeviceFault(self.name, f"{watts:g} W is above the {self.max_power_w:g} W limit")
+        self._setpoint = watts
+        if self._on:
+            r.set_rf(True, watts)
+
+    async def rf_on(self) -> None:
+        r = await self._link()
+        self._on = True
+        r.set_rf(True, self._setpoint)
+
+    async def rf_off(self) -> None:
+        r = await self._link()
+        self._on = False
+        r.set_rf(False, self._setpoint)
+
+    async def read_plasma(self) -> PlasmaReading:
+        r = await self._link()
+        st = r.read_plasma()
+        return PlasmaReading(st.on, st.setpoint_w, st.forward_w, st.reflected_w)
+
+    async def safe_state(self) -> None:
+        await self.rf_off()
+
+
+class SimOzone(_SimDevice):
+    async def set_ozone(self, on: bool, setpoint_pct: float) -> None:
+        r = await self._link()
+        r.set_ozone(on, setpoint_pct)
+
+    async def read_ozone(self) -> OzoneReading:
+        r = await self._link()
+        st = r.read_ozone()
+        return OzoneReading(st.on, st.setpoint_pct, st.concentration_pct)
+
+    async def safe_state(self) -> None:
+        await self.set_ozone(False, 0.0)
+
+
+class SimQcm(_SimDevice):
+    async def read_thickness(self) -> ThicknessReading:
+        r = await self._link()
+        st = r.read_qcm()
+        if st.failed:
+            raise DeviceFault(self.name, "crystal failure")
+        return ThicknessReading(st.thickness_a, st.rate_a_s, st.frequency_hz,
+                                st.crystal_life_pct)
+
+    async def zero(self) -> None:
+        r = await self._link()
+        r.zero_qcm()
+
+    async def safe_state(self) -> None:
+        await self._link()
+
+
+def _component(name: str, options: Mapping[str, Any]) -> str:
+    comp = options.get("component", name)
+    if not isinstance(comp, str):
+        msg = "option 'component' must be a simulator component name"
+        raise ValueError(msg)
+    return comp
+
+
+def _no_extra(options: Mapping[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(options) - allowed)
+    if extra:
+        msg = f"unknown option(s) {', '.join(extra)}; simulated devices take {sorted(allowed)}"
+        raise ValueError(msg)
+
+
+def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimValveBank:
+    _no_extra(options, {"component", "channels"})
+    channels = options.get("channels", 16)
+    if not isinstance(channels, int) or channels < 1:
+        msg = "option 'channels' must be a positive whole number"
+        raise ValueError(msg)
+    return SimValveBank(name, _component(name, options), _reactor(ctx), channels)
+
+
+def make_heater(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimHeater:
+    _no_extra(options, {"component"})
+    return SimHeater(name, _component(name, options), _reactor(ctx))
+
+
+def make_mfc(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimMfc:
+    _no_extra(options, {"component", "full_scale_sccm"})
+    fs = float(options.get("full_scale_sccm", 200.0))
+    return SimMfc(name, _component(name, options), _reactor(ctx), fs)
+
+
+def make_gauge(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimGauge:
+    _no_extra(options, {"component"})
+    return SimGauge(name, _component(name, options), _reactor(ctx))
+
+
+def make_rf(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimPlasma:
+    _no_extra(options, {"component", "max_power_w"})
+    return SimPlasma(name, _component(name, options), _reactor(ctx),
+                     float(options.get("max_power_w", 600.0)))
+
+
+def make_ozone(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimOzone:
+    _no_extra(options, {"component"})
+    return SimOzone(name, _component(name, options), _reactor(ctx))
+
+
+def make_qcm(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimQcm:
+    _no_extra(options, {"component"})
+    return SimQcm(name, _component(name, options), _reactor(ctx))
+
+
+__all__ = ["SimulatedReactor"]
