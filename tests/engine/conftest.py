@@ -15,7 +15,7 @@ from aldctl.engine.control import RunControl
 from aldctl.engine.devices import Tool
 from aldctl.engine.events import Event, EventBus, StateChanged
 from aldctl.engine.journal import Journal
-from aldctl.engine.runner import RunOptions, Runner, RunResult
+from aldctl.engine.runner import Runner, RunOptions, RunResult
 from aldctl.session import prepare
 from aldctl.tool import build
 from drivers.simulated import SimulatedReactor
@@ -41,7 +41,7 @@ class Harness:
     def states(self) -> list[str]:
         return [str(e.state) for e in self.events if isinstance(e, StateChanged)]
 
-    async def until(self, pred: Callable[[Event], bool], timeout: float = 1e6) -> Event:
+    async def until(self, pred: Callable[[Event], bool], limit_s: float = 1e6) -> Event:
         """Wait (virtual time) for the first event matching ``pred`` from now on."""
         fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
 
@@ -51,7 +51,7 @@ class Harness:
 
         self.bus.listen(listener)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, limit_s)
         finally:
             self.bus.listeners.remove(listener)
 

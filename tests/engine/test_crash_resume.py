@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -56,7 +55,7 @@ def run_until(data: Path, target: int, sig: int, *extra: str) -> subprocess.Pope
     deadline = time.monotonic() + 120
     while checkpoints(data) < target:
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _, err = proc.communicate()
             pytest.fail(f"run ended before checkpoint {target}: {proc.returncode}\n{err}")
         if time.monotonic() > deadline:
             proc.kill()

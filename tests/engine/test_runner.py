@@ -49,7 +49,8 @@ def test_complete_run_is_journaled_once_per_unit(sim_run: Run) -> None:
     result, h = sim_run(AL2O3)
     assert result.outcome == "complete"
     assert (result.units_done, result.cycles_completed) == (10, 10)
-    assert h.journal is not None and h.run_id is not None
+    assert h.journal is not None
+    assert h.run_id is not None
     assert h.journal.done_units(h.run_id) == list(range(10))
     pulses = h.journal.pulses(h.run_id)
     assert [p.line for p in pulses] == ["TMA", "H2O"] * 10
@@ -152,7 +153,7 @@ main: [{cycle: {name: L, repeat: 5}}]
         await asyncio.sleep(0.02)
         seen["valves"] = h.sim.sync().read_valves()
 
-    result, h = sim_run(recipe, script=script)
+    result, _ = sim_run(recipe, script=script)
     assert result.outcome == "aborted"
     assert "test abort" in result.reason
     # The in-process driver has no round-trip time: the safe state closed it at once.
@@ -177,7 +178,8 @@ def test_hold_and_auto_resume_on_a_pressure_excursion(sim_run: Run) -> None:
     assert states[-1] == "complete"
     held = next(e for e in h.events if isinstance(e, StateChanged) and e.state is State.HELD)
     assert "pressure" in held.reason
-    assert h.journal is not None and h.run_id is not None
+    assert h.journal is not None
+    assert h.run_id is not None
     assert h.journal.done_units(h.run_id) == list(range(10))  # none lost, none doubled
 
 
@@ -267,9 +269,11 @@ def test_empty_source_warns_from_the_pulse_records(sim_run: Run) -> None:
     assert any("TMA pulses now raise the chamber pressure" in w for w in result.warnings)
     alarms = [e for e in h.events if isinstance(e, Alarm) and e.source == "TMA"]
     assert alarms
-    assert h.journal is not None and h.run_id is not None
+    assert h.journal is not None
+    assert h.run_id is not None
     areas = [p.area_torr_s for p in h.journal.pulses(h.run_id, "TMA")]
-    assert areas[5] is not None and areas[-1] is not None
+    assert areas[5] is not None
+    assert areas[-1] is not None
     assert areas[-1] < 0.3 * areas[5]
 
 
