@@ -9,7 +9,7 @@ channels, the chamber gauge, the plasma source, the ozone generator, the QCM.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aldctl.config import ToolConfig
 from aldctl.diagnostics import Diagnostic, Severity, UserError
@@ -28,7 +28,10 @@ from drivers.base import (
     ValveBank,
 )
 
-__all__ = ["Tool", "ToolError", "build"]
+if TYPE_CHECKING:
+    from drivers.simulated import SimulatedReactor
+
+__all__ = ["Tool", "ToolError", "build", "simulated_reactor"]
 
 
 def _plain_tool(config: ToolConfig) -> dict[str, Any]:
@@ -135,3 +138,10 @@ def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | No
         simulation=sim if isinstance(sim, SimulationHandle) else None,
         ctx=ctx,
     )
+
+
+def simulated_reactor(config: ToolConfig, seed: int = 0) -> SimulatedReactor:
+    """The simulated reactor a tool configuration describes (for ``aldctl simulate``)."""
+    from drivers.simulated import SimulatedReactor as _Sim
+
+    return _Sim(_plain_tool(config), seed)

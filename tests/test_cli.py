@@ -30,10 +30,10 @@ def test_plan_json(run_cli: Callable[..., Any]) -> None:
     plan = json.loads(res.out)
     assert plan["checkpoints"] == 1000
     assert plan["duration_is_lower_bound"] is True  # the setup waits for the substrate
-    # 1000 x (15 ms + 5 s + 15 ms + 5 s) plus 60 s of setup and 30 s of teardown.
-    assert plan["duration_s"] == pytest.approx(1000 * 10.03 + 60 + 30)
+    # 1000 x (15 ms + 5 s + 30 ms + 5 s) plus 60 s of setup and 30 s of teardown.
+    assert plan["duration_s"] == pytest.approx(1000 * 10.045 + 60 + 30)
     assert plan["valves"]["TMA"]["actuations"] == 1000
-    assert plan["valves"]["H2O"]["open_s"] == pytest.approx(15.0)
+    assert plan["valves"]["H2O"]["open_s"] == pytest.approx(30.0)
     (loop,) = plan["loops"]
     assert loop["process"] == "Al2O3-TMA-H2O"
     # 150 degC lies between the 120 (1.05 A) and 180 degC (1.0 A) points.
@@ -73,7 +73,7 @@ def test_plan_warns_about_short_purges(run_cli: Callable[..., Any]) -> None:
 def test_plan_human_output(run_cli: Callable[..., Any]) -> None:
     res = run_cli("plan", "recipes/al2o3_tma_h2o.yaml")
     assert res.code == 0
-    assert "duration >= 18 min 13 s" in res.out
+    assert "duration >= 18 min 14 s" in res.out
     assert "expected thickness 10.25 nm" in res.out
 
 

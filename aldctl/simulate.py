@@ -1,0 +1,188 @@
+"""``aldctl simulate``: a compiled schedule straight on the reactor model, no engine.
+
+The fastest way to ask "what film does this recipe grow": the schedule's actions are applied
+to :mod:`sim.reactor` at their offsets in virtual time, conditions (``wait_until``) are
+checked on the model every second, and the result is the simulated film: thickness, growth
+per cycle kind, composition, precursor drawn, and warnings when doses do not saturate or
+purges are too short (CVD). ``aldctl run`` does the same through the real engine (drivers,
+safety, journal); this command is the physics alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aldctl.recipe import schedule as s
+from aldctl.recipe.schedule import NS, ActionKind
+from aldctl.session import Prepared
+from aldctl.tool import simulated_reactor
+
+SATURATION_WARN = 0.9
+CVD_WARN_FRACTION = 0.02
+
+
+@dataclass
+class _Kind:
+    count: int = 0
+    growth_a: float = 0.0
+
+
+def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
+             trace_interval_s: float = 0.05) -> dict[str, Any]:
+    sched = prepared.compiled.schedule
+    tool = prepared.tool
+    sim = simulated_reactor(tool, seed)
+    r = sim.reactor
+    recorder = None
+    if trace is not None:
+        from sim.trace import TraceRecorder
+
+        recorder = TraceRecorder(r, round(trace_interval_s * NS), csv_path=trace)
+    warnings: list[str] = []
+    kinds: dict[str, _Kind] = {}
+    loops: dict[int, tuple[s.Loop, float, int]] = {}
+
+    def line_chem(line: str) -> str:
+        spec = tool.lines.get(line)
+        return spec.chemical if spec is not None else line
+
+    def apply(a: s.Action) -> None:
+        k = a.kind
+        if k is ActionKind.SET_TEMPERATURE:
+            r.set_heater(a.target, a.value, a.rate)
+        elif k is ActionKind.SET_FLOW:
+            r.set_mfc(a.target, a.value or 0.0)
+        elif k is ActionKind.PUMP_ISOLATION:
+            r.set_pump_isolation(bool(a.value))
+        elif k is ActionKind.SET_OZONE:
+            r.set_ozone(a.value is not None, a.value or 0.0)
+        elif k is ActionKind.RF_ON:
+            r.set_rf(True, a.value or 0.0)
+        elif k is ActionKind.RF_OFF:
+            r.set_rf(False, 0.0)
+        elif k is ActionKind.CHECK_PLASMA:
+            st = r.read_plasma()
+            if not st.ignited:
+                warnings.append(f"plasma did not ignite at {r.now_ns / NS:.1f} s "
+                                f"(forward {st.forward_w:.0f} W, reflected {st.reflected_w:.0f} W)")
+
+    def run_body(body: s.Body) -> bool:
+        """Apply one body; False when a wait_until with on_timeout: abort timed out."""
+        for phase in body.phases:
+            if isinstance(phase, s.Await):
+                if not wait(phase):
+                    return False
+                continue
+            t0 = r.now_ns
+            events: list[tuple[int, int, s.Action, bool]] = []
+            for a in phase.actions:
+                if a.kind is ActionKind.PULSE:
+                    events.append((a.offset_ns, 1, a, True))
+                    events.append((a.offset_ns + a.duration_ns, 0, a, False))
+                else:
+                    events.append((a.offset_ns, 2, a, True))
+            events.sort(key=lambda e: (e[0], e[1]))
+            for offset, _, a, opening in events:
+                r.advance_to(t0 + offset)
+                if a.kind is ActionKind.PULSE:
+                    r.set_valve(line_chem(a.target), opening)
+                else:
+                    apply(a)
+            r.advance_to(t0 + phase.duration_ns)
+        return True
+
+    def value(channel: str) -> float | None:
+        if channel == "pressure":
+            return r.read_pressure_torr()
+        if channel in tool.flows:
+            return r.read_mfc(channel).flow_sccm
+        return r.read_heater(channel).pv_c
+
+    def wait(phase: s.Await) -> bool:
+        start = r.now_ns
+        since: dict[int, int | None] = dict.fromkeys(range(len(phase.conditions)))
+        while True:
+            ok = True
+            for i, c in enumerate(phase.conditions):
+                v = value(c.channel)
+                met = v is not None and (
+                    (c.relation == "within" and c.setpoint is not None
+                     and abs(v - c.setpoint) <= c.value)
+                    or (c.relation == "below" and v < c.value)
+                    or (c.relation == "above" and v > c.value))
+                if not met:
+                    since[i] = None
+                    ok = False
+                    continue
+                first = since[i]
+                if first is None:
+                    first = since[i] = r.now_ns
+                if r.now_ns - first < c.hold_ns:
+                    ok = False
+            if ok:
+                return True
+            if r.now_ns - start >= phase.timeout_ns:
+                warnings.append(f"{phase.label}: not met within {phase.timeout_ns / NS:g} s"
+                                + ("" if phase.on_timeout == "continue" else "; stopped here"))
+                return phase.on_timeout == "continue"
+            r.advance_by(NS)
+
+    completed = run_body(sched.setup)
+    cycles = 0
+    if completed:
+        for unit in s.iter_units(sched.main):
+            before = r.truth().thickness_a
+            if not run_body(unit.body):
+                completed = False
+                break
+            grown = r.truth().thickness_a - before
+            if unit.cycle is not None and unit.loop is not None:
+                k = kinds.setdefault(unit.cycle, _Kind())
+                k.count += 1
+                k.growth_a += grown
+                lp = loops.get(id(unit.loop))
+                passes = (lp[2] if lp else 0) + (1 if unit.last_in_pass else 0)
+                loops[id(unit.loop)] = (unit.loop, (lp[1] if lp else 0.0) + grown, passes)
+                if unit.last_in_pass:
+                    cycles += 1
+        if completed:
+            run_body(sched.teardown)
+    if recorder is not None:
+        recorder.close()
+
+    t = r.truth()
+    for chem, sat in t.saturation.items():
+        if sat.doses and sat.min_fraction < SATURATION_WARN:
+            warnings.append(f"sub-saturation: {chem} doses reached {sat.min_fraction:.0%} of "
+                            f"saturation at worst ({sat.mean_fraction:.0%} on average): "
+                            "lengthen the pulse or warm the source")
+    if t.thickness_a > 0 and t.cvd_thickness_a > CVD_WARN_FRACTION * t.thickness_a:
+        warnings.append(
+            f"CVD overlap: {t.cvd_thickness_a / t.thickness_a:.1%} of the film grew with both "
+            f"reactants in the gas (residence time {t.residence_time_s:.2f} s): lengthen the "
+            "purges")
+    main_growth = sum(g for _, g, _ in loops.values())
+    main_passes = sum(p for _, _, p in loops.values())
+    return {
+        "recipe": sched.recipe,
+        "completed": completed,
+        "thickness_nm": t.thickness_a / 10.0,
+        "cycles": cycles,
+        "gpc_A": main_growth / main_passes if main_passes else None,
+        "subcycles": {
+            name: {"count": k.count, "growth_nm": k.growth_a / 10.0,
+                   "gpc_A": k.growth_a / k.count if k.count else None}
+            for name, k in kinds.items()
+        },
+        "composition": dict(t.composition),
+        "precursor_g": dict(t.consumed_g),
+        "process_time_s": t.now_ns / NS,
+        "ald_thickness_nm": t.ald_thickness_a / 10.0,
+        "cvd_thickness_nm": t.cvd_thickness_a / 10.0,
+        "saturation": {c: {"doses": v.doses, "min": v.min_fraction, "mean": v.mean_fraction}
+                       for c, v in t.saturation.items()},
+        "residence_time_s": t.residence_time_s,
+        "warnings": warnings,
+    }
