@@ -487,15 +487,31 @@ def runs_show(run_id: str, as_json: bool, data_dir: Path | None) -> None:
 @click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
 @config_option
 @set_option
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the simulated sensors' noise.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the simulated sensors' noise."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--trace", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the full trace (pressures, coverage, thickness...) to this CSV file.")
-@click.option("--trace-interval", type=float, default=0.05, show_default=True,
-              help="Trace sample interval, seconds of process time.")
-def simulate(recipe: Path, config: Path | None, sets: tuple[str, ...], seed: int, as_json: bool,
-             trace: Path | None, trace_interval: float) -> None:
+@click.option(
+    "--trace",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the full trace (pressures, coverage, thickness...) to this CSV file.",
+)
+@click.option(
+    "--trace-interval",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Trace sample interval, seconds of process time.",
+)
+def simulate(
+    recipe: Path,
+    config: Path | None,
+    sets: tuple[str, ...],
+    seed: int,
+    as_json: bool,
+    trace: Path | None,
+    trace_interval: float,
+) -> None:
     """Grow a recipe's film on the reactor model, without the engine.
 
     The compiled schedule is applied straight to the physics in virtual time: the answer
@@ -530,18 +546,24 @@ def simulate(recipe: Path, config: Path | None, sets: tuple[str, ...], seed: int
     _echo_diagnostics(prepared.warnings)
     from aldctl.units import format_duration
 
-    click.echo(f"{out['recipe']}: {out['thickness_nm']:.2f} nm in {out['cycles']} cycles, "
-               f"{format_duration(out['process_time_s'])} of process time")
+    click.echo(
+        f"{out['recipe']}: {out['thickness_nm']:.2f} nm in {out['cycles']} cycles, "
+        f"{format_duration(out['process_time_s'])} of process time"
+    )
     if out["gpc_A"] is not None:
         click.echo(f"  growth per cycle {out['gpc_A']:.3f} A")
     for name, k in out["subcycles"].items():
         if len(out["subcycles"]) > 1:
             click.echo(f"  {name}: {k['count']} x {k['gpc_A']:.3f} A = {k['growth_nm']:.2f} nm")
     if len(out["composition"]) > 1:
-        click.echo("  cation fraction: " + ", ".join(
-            f"{el} {v:.1%}" for el, v in out["composition"].items()))
-    click.echo("  precursor drawn: " + ", ".join(
-        f"{c} {g * 1000:.2f} mg" for c, g in out["precursor_g"].items()))
+        click.echo(
+            "  cation fraction: "
+            + ", ".join(f"{el} {v:.1%}" for el, v in out["composition"].items())
+        )
+    click.echo(
+        "  precursor drawn: "
+        + ", ".join(f"{c} {g * 1000:.2f} mg" for c, g in out["precursor_g"].items())
+    )
     if out["cvd_thickness_nm"] > 0.0005:
         click.echo(f"  of which CVD {out['cvd_thickness_nm']:.3f} nm")
     for w in out["warnings"]:

@@ -215,6 +215,12 @@ class AutoLines(_Model):
     """Device spec template for each new source/line heater; ``component`` is filled in."""
 
 
+class JournalSpec(_Model):
+    sample_interval: Seconds = 5.0
+    """How often the polled channels go into the run journal (the safety monitor polls
+    more often; every poll goes to the live displays)."""
+
+
 class ToolConfig(_Model):
     name: str = "reactor"
     description: str = ""
@@ -234,6 +240,7 @@ class ToolConfig(_Model):
     """Pairs of lines the hardware lets open together (e.g. a dopant co-dose)."""
     limits: Limits = Limits()
     safety: SafetySpec = SafetySpec()
+    journal: JournalSpec = JournalSpec()
     simulator: dict[str, Any] = {}
     """Options for the simulated reactor (only read by the simulated drivers)."""
 

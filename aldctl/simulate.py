@@ -29,8 +29,9 @@ class _Kind:
     growth_a: float = 0.0
 
 
-def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
-             trace_interval_s: float = 0.05) -> dict[str, Any]:
+def simulate(
+    prepared: Prepared, *, seed: int = 0, trace: Path | None = None, trace_interval_s: float = 0.05
+) -> dict[str, Any]:
     sched = prepared.compiled.schedule
     tool = prepared.tool
     sim = simulated_reactor(tool, seed)
@@ -65,8 +66,10 @@ def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
         elif k is ActionKind.CHECK_PLASMA:
             st = r.read_plasma()
             if not st.ignited:
-                warnings.append(f"plasma did not ignite at {r.now_ns / NS:.1f} s "
-                                f"(forward {st.forward_w:.0f} W, reflected {st.reflected_w:.0f} W)")
+                warnings.append(
+                    f"plasma did not ignite at {r.now_ns / NS:.1f} s "
+                    f"(forward {st.forward_w:.0f} W, reflected {st.reflected_w:.0f} W)"
+                )
 
     def run_body(body: s.Body) -> bool:
         """Apply one body; False when a wait_until with on_timeout: abort timed out."""
@@ -108,10 +111,14 @@ def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
             for i, c in enumerate(phase.conditions):
                 v = value(c.channel)
                 met = v is not None and (
-                    (c.relation == "within" and c.setpoint is not None
-                     and abs(v - c.setpoint) <= c.value)
+                    (
+                        c.relation == "within"
+                        and c.setpoint is not None
+                        and abs(v - c.setpoint) <= c.value
+                    )
                     or (c.relation == "below" and v < c.value)
-                    or (c.relation == "above" and v > c.value))
+                    or (c.relation == "above" and v > c.value)
+                )
                 if not met:
                     since[i] = None
                     ok = False
@@ -124,8 +131,10 @@ def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
             if ok:
                 return True
             if r.now_ns - start >= phase.timeout_ns:
-                warnings.append(f"{phase.label}: not met within {phase.timeout_ns / NS:g} s"
-                                + ("" if phase.on_timeout == "continue" else "; stopped here"))
+                warnings.append(
+                    f"{phase.label}: not met within {phase.timeout_ns / NS:g} s"
+                    + ("" if phase.on_timeout == "continue" else "; stopped here")
+                )
                 return phase.on_timeout == "continue"
             r.advance_by(NS)
 
@@ -155,14 +164,17 @@ def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
     t = r.truth()
     for chem, sat in t.saturation.items():
         if sat.doses and sat.min_fraction < SATURATION_WARN:
-            warnings.append(f"sub-saturation: {chem} doses reached {sat.min_fraction:.0%} of "
-                            f"saturation at worst ({sat.mean_fraction:.0%} on average): "
-                            "lengthen the pulse or warm the source")
+            warnings.append(
+                f"sub-saturation: {chem} doses reached {sat.min_fraction:.0%} of "
+                f"saturation at worst ({sat.mean_fraction:.0%} on average): "
+                "lengthen the pulse or warm the source"
+            )
     if t.thickness_a > 0 and t.cvd_thickness_a > CVD_WARN_FRACTION * t.thickness_a:
         warnings.append(
             f"CVD overlap: {t.cvd_thickness_a / t.thickness_a:.1%} of the film grew with both "
             f"reactants in the gas (residence time {t.residence_time_s:.2f} s): lengthen the "
-            "purges")
+            "purges"
+        )
     main_growth = sum(g for _, g, _ in loops.values())
     main_passes = sum(p for _, _, p in loops.values())
     return {
@@ -172,8 +184,11 @@ def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
         "cycles": cycles,
         "gpc_A": main_growth / main_passes if main_passes else None,
         "subcycles": {
-            name: {"count": k.count, "growth_nm": k.growth_a / 10.0,
-                   "gpc_A": k.growth_a / k.count if k.count else None}
+            name: {
+                "count": k.count,
+                "growth_nm": k.growth_a / 10.0,
+                "gpc_A": k.growth_a / k.count if k.count else None,
+            }
             for name, k in kinds.items()
         },
         "composition": dict(t.composition),
@@ -181,8 +196,10 @@ def simulate(prepared: Prepared, *, seed: int = 0, trace: Path | None = None,
         "process_time_s": t.now_ns / NS,
         "ald_thickness_nm": t.ald_thickness_a / 10.0,
         "cvd_thickness_nm": t.cvd_thickness_a / 10.0,
-        "saturation": {c: {"doses": v.doses, "min": v.min_fraction, "mean": v.mean_fraction}
-                       for c, v in t.saturation.items()},
+        "saturation": {
+            c: {"doses": v.doses, "min": v.min_fraction, "mean": v.mean_fraction}
+            for c, v in t.saturation.items()
+        },
         "residence_time_s": t.residence_time_s,
         "warnings": warnings,
     }

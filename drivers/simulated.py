@@ -102,14 +102,16 @@ class SimulatedReactor:
             "consumed_g": dict(t.consumed_g),
             "source_mass_g": dict(t.source_mass_g),
             "valve_actuations": dict(t.valve_actuations),
-            "saturation": {k: {"doses": v.doses, "min": v.min_fraction, "mean": v.mean_fraction}
-                           for k, v in t.saturation.items()},
+            "saturation": {
+                k: {"doses": v.doses, "min": v.min_fraction, "mean": v.mean_fraction}
+                for k, v in t.saturation.items()
+            },
             "processes": list(t.processes),
             "process_time_s": t.now_ns / 1e9,
         }
 
     def snapshot(self) -> bytes:
-        return self.reactor.snapshot().to_bytes()
+        return self.reactor.snapshot_bytes()
 
     def restore(self, state: bytes) -> None:
         self.reactor.restore(Snapshot.from_bytes(state))
@@ -249,16 +251,16 @@ class SimHeater(_SimDevice):
             st = r.read_heater(self.component)
         except UnknownComponentError as exc:
             raise self._fault(exc) from None
-        return TemperatureReading(st.pv_c, st.setpoint_c, st.output_pct, st.sensor_break,
-                                  st.ramping)
+        return TemperatureReading(
+            st.pv_c, st.setpoint_c, st.output_pct, st.sensor_break, st.ramping
+        )
 
     async def safe_state(self) -> None:
         await self._link()
 
 
 class SimMfc(_SimDevice):
-    def __init__(self, name: str, component: str, sim: SimulatedReactor,
-                 full_scale: float) -> None:
+    def __init__(self, name: str, component: str, sim: SimulatedReactor, full_scale: float) -> None:
         super().__init__(name, component, sim)
         self.full_scale_sccm = full_scale
 
@@ -339,8 +341,7 @@ class SimQcm(_SimDevice):
         st = r.read_qcm()
         if st.failed:
             raise DeviceFault(self.name, "crystal failure")
-        return ThicknessReading(st.thickness_a, st.rate_a_s, st.frequency_hz,
-                                st.crystal_life_pct)
+        return ThicknessReading(st.thickness_a, st.rate_a_s, st.frequency_hz, st.crystal_life_pct)
 
     async def zero(self) -> None:
         r = await self._link()
@@ -392,8 +393,9 @@ def make_gauge(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Sim
 
 def make_rf(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimPlasma:
     _no_extra(options, {"component", "max_power_w"})
-    return SimPlasma(name, _component(name, options), _reactor(ctx),
-                     float(options.get("max_power_w", 600.0)))
+    return SimPlasma(
+        name, _component(name, options), _reactor(ctx), float(options.get("max_power_w", 600.0))
+    )
 
 
 def make_ozone(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimOzone:

@@ -1,0 +1,458 @@
+"""Surface chemistry of a simulated reactor: which cycle kinds can grow, through which
+surface states, at what rate and with what mass and precursor cost.
+
+A cycle kind doses chemicals c_0 .. c_{n-1} in order (TMA, H2O; or LiOtBu, H2O, TMP, H2O).
+The surface is a vector of fractions over states: ``ready`` (the hydroxylated surface every
+kind starts from) and, per kind, the intermediate states after each prefix of its sequence
+("TMA", "LiOtBu>H2O", ...). Kinds that share a prefix share its state (a trie), so TMA
+followed by either H2O or O2 plasma is one "TMA" state. Half-reaction t converts its
+``from`` state into its ``to`` state (the last one back to ``ready``, closing one cycle of its
+kind) at the per-site rate of simulation.md 3.3, generalised to n steps:
+
+    dx_from/dt = -k_t x_from,   k_t = beta_t(T) (v/4) p_c / (kB T) / n_t
+
+with ``n_t`` the molecules the half-reaction consumes per m2 per cycle (1/n_t is the
+"site area"). For two steps this is exactly ``dtheta/dt = k_A (1 - theta) - k_B theta``.
+A closing half-reaction grows ``GPC_sat(T)`` (:meth:`library.Process.gpc`) per unit of
+converted fraction; every half-reaction adds its share of the cycle's areal mass (QCM).
+
+Parameters come from ``data/kinetics.yaml`` (every value marked sourced/derived/assumed
+there) and from the process library; nothing here duplicates the library's GPC(T) rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from sim import chemistry, library
+from sim.units import R_J, kelvin
+
+# libyaml's parser where available: much faster than the pure-Python one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True, slots=True)
+class ChemicalKinetics:
+    """Kinetic parameters of one chemical (see kinetics.yaml for the meaning of each)."""
+
+    name: str
+    role: chemistry.Role
+    molar_mass: float
+    """g/mol."""
+    beta: float
+    t_ref_c: float
+    ea_kj_mol: float
+    ligand_mass: float | None
+    """g/mol of the by-product of one ligand exchange (None: unknown)."""
+    ligands: float
+    released: float
+    """Ligands released in the precursor's own dose."""
+    per_metal: float
+    recombination: float
+    status: str
+
+    def beta_at(self, t_c: float) -> float:
+        """Sticking probability at ``t_c`` (Arrhenius around ``t_ref_c``)."""
+        if self.ea_kj_mol == 0.0:
+            return self.beta
+        inv = 1.0 / kelvin(t_c) - 1.0 / kelvin(self.t_ref_c)
+        return self.beta * math.exp(-self.ea_kj_mol * 1000.0 / R_J * inv)
+
+
+@dataclass(frozen=True, slots=True)
+class Decomposition:
+    """Thermal decomposition law shared by all precursors (kinetics.yaml ``decomposition``)."""
+
+    beta_scale: float
+    ea_kj_mol: float
+
+    def beta_at(self, t_c: float, onset_c: float) -> float:
+        """Decomposition probability per wall collision at ``t_c``; zero up to the onset."""
+        if t_c <= onset_c:
+            return 0.0
+        x = self.ea_kj_mol * 1000.0 / R_J * (1.0 / kelvin(onset_c) - 1.0 / kelvin(t_c))
+        return self.beta_scale * math.expm1(x)
+
+
+@dataclass(frozen=True, slots=True)
+class Nucleation:
+    """Growth scale of the first cycles on a substrate: ``1 + (factor-1) exp(-n/cycles)``."""
+
+    factor: float
+    cycles: float
+
+    def scale(self, n_cycles: float) -> float:
+        if self.factor == 1.0:
+            return 1.0
+        return 1.0 + (self.factor - 1.0) * math.exp(-n_cycles / self.cycles)
+
+
+def _read() -> Any:
+    text = resources.files("sim.data").joinpath("kinetics.yaml").read_text(encoding="utf-8")
+    return yaml.load(text, Loader=_LOADER)
+
+
+@cache
+def kinetics() -> dict[str, ChemicalKinetics]:
+    """Kinetic parameters of every catalogue chemical that can react (defaults filled in)."""
+    raw = _read()
+    defaults = raw["defaults"]
+    out: dict[str, ChemicalKinetics] = {}
+    for name, chem in chemistry.catalogue().items():
+        if chem.role is chemistry.Role.GAS:
+            continue
+        base = dict(defaults[chem.role.value])
+        spec = dict(raw["chemicals"].get(name, {}))
+        merged = {**base, **spec}
+        ligand = merged.get("ligand")
+        ligand_mass = float(ligand[1]) if ligand else None
+        ligands = float(ligand[2]) if ligand else 0.0
+        released = float(merged.get("released", ligands * merged.get("released_fraction", 0.5)))
+        out[name] = ChemicalKinetics(
+            name=name,
+            role=chem.role,
+            molar_mass=chem.molar_mass,
+            beta=float(merged["beta"]),
+            t_ref_c=float(merged.get("t_ref_c", 200.0)),
+            ea_kj_mol=float(merged.get("ea_kj_mol", 0.0)),
+            ligand_mass=ligand_mass,
+            ligands=ligands,
+            released=released,
+            per_metal=float(merged.get("per_metal", 1.0)),
+            recombination=float(merged.get("recombination", 0.0)),
+            status=str(merged.get("status", "assumed")),
+        )
+    return out
+
+
+@cache
+def decomposition() -> Decomposition:
+    d = _read()["defaults"]["decomposition"]
+    return Decomposition(beta_scale=float(d["beta_scale"]), ea_kj_mol=float(d["ea_kj_mol"]))
+
+
+@cache
+def substrates() -> dict[str, Nucleation]:
+    """Nucleation behaviour per substrate name."""
+    raw = _read()["substrates"]
+    return {
+        k: Nucleation(factor=float(v["factor"]), cycles=float(v["cycles"])) for k, v in raw.items()
+    }
+
+
+@cache
+def _process_overrides() -> dict[str, dict[str, Any]]:
+    return {str(k): dict(v) for k, v in _read()["processes"].items()}
+
+
+@cache
+def _qcm_mass_data() -> dict[str, tuple[float, float]]:
+    text = resources.files("sim.data").joinpath("processes.yaml").read_text(encoding="utf-8")
+    out: dict[str, tuple[float, float]] = {}
+    for p in yaml.load(text, Loader=_LOADER)["processes"]:
+        if "qcm_mass_per_cycle_ng_cm2" in p:
+            lo, hi = p["qcm_mass_per_cycle_ng_cm2"]
+            out[str(p["id"])] = (float(lo), float(hi))
+    return out
+
+
+# --------------------------------------------------------------------------- chemistry
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One cycle kind the reactor can grow."""
+
+    index: int
+    label: str
+    """Name used in :class:`Truth` (the library kind name; ``process:kind`` when ambiguous)."""
+    process: library.Process
+    cycle: library.CycleKind
+    first_state: int
+    """State reached by the kind's first half-reaction."""
+    areal_density: float
+    """g/cm3 used for the areal mass per cycle (QCM); the phase density unless data say."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One half-reaction: ``chemical`` turns state ``src`` into state ``dst``."""
+
+    index: int
+    chemical: str
+    src: int
+    dst: int
+    kind: int
+    """Owning kind (the first kind that put this step in the trie)."""
+    step: int
+    """Position in the owning kind's sequence."""
+    closes: int
+    """Index of the kind this step completes, or -1."""
+    opens: bool
+    """True for a kind's first step (from ``ready``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Temperature-dependent per-cycle numbers of a chemistry at one substrate temperature."""
+
+    t_c: float
+    gpc_a: tuple[float, ...]
+    """Saturated growth per kind, A per cycle."""
+    sites_mol_m2: tuple[float, ...]
+    """Per transition: molecules consumed per m2 per cycle, in mol."""
+    mass_ng_cm2: tuple[float, ...]
+    """Per transition: areal mass added per cycle (may be negative for ligand loss)."""
+    beta: tuple[float, ...]
+    """Per transition: sticking probability."""
+    decomposition_beta: Mapping[str, float]
+    """Per precursor: decomposition probability per collision (0 below the onset)."""
+
+
+class Chemistry:
+    """The surface chemistry of one reactor: its kinds, states and half-reactions.
+
+    Build it with :func:`select` from the chemicals the reactor can dose.
+    """
+
+    def __init__(self, kinds: list[tuple[library.Process, library.CycleKind]]) -> None:
+        labels: dict[str, int] = {}
+        for _, ck in kinds:
+            labels[ck.name] = labels.get(ck.name, 0) + 1
+        self.states: list[str] = ["ready"]
+        state_of: dict[tuple[str, ...], int] = {(): 0}
+        self.transitions: list[Transition] = []
+        self.kinds: list[Kind] = []
+        self.skipped: list[str] = []
+        closing: dict[tuple[str, ...], int] = {}
+        for proc, ck in kinds:
+            seq = ck.chemicals
+            # A sequence equal to, or a prefix of, one already present would be ambiguous.
+            clash = any(seq[: len(other)] == other or other[: len(seq)] == seq for other in closing)
+            if clash:
+                self.skipped.append(f"{proc.id}:{ck.name}")
+                continue
+            k_index = len(self.kinds)
+            label = ck.name if labels[ck.name] == 1 else f"{proc.id}:{ck.name}"
+            first_state = -1
+            for j, chem in enumerate(seq):
+                prefix = seq[:j]
+                nxt = seq[: j + 1]
+                src = state_of[prefix]
+                last = j == len(seq) - 1
+                if last:
+                    dst = 0
+                elif nxt in state_of:
+                    dst = state_of[nxt]
+                else:
+                    dst = len(self.states)
+                    state_of[nxt] = dst
+                    self.states.append(">".join(nxt))
+                if j == 0:
+                    first_state = dst
+                existing = [t for t in self.transitions if t.src == src and t.chemical == chem]
+                if existing and not last:
+                    continue  # shared prefix step, owned by the earlier kind
+                self.transitions.append(
+                    Transition(
+                        index=len(self.transitions),
+                        chemical=chem,
+                        src=src,
+                        dst=dst,
+                        kind=k_index,
+                        step=j,
+                        closes=k_index if last else -1,
+                        opens=j == 0,
+                    )
+                )
+            closing[seq] = k_index
+            density = ck.phase.density
+            qcm = _qcm_mass_data().get(proc.id)
+            if qcm is not None and _process_overrides().get(proc.id, {}).get("qcm_mass_from_data"):
+                mid = 0.5 * (qcm[0] + qcm[1])
+                density = mid / ck.phase.mass_per_area(proc.gpc(proc.nominal_t, ck.name)) * density
+            self.kinds.append(
+                Kind(
+                    index=k_index,
+                    label=label,
+                    process=proc,
+                    cycle=ck,
+                    first_state=first_state,
+                    areal_density=density,
+                )
+            )
+        self.chemicals: frozenset[str] = frozenset(t.chemical for t in self.transitions)
+        self._kin = kinetics()
+        # Decomposition: every precursor of a chosen kind, at its process's onset.
+        self.decomposition_onset_c: dict[str, float] = {}
+        self.decomposition_kind: dict[str, int] = {}
+        for k in self.kinds:
+            for chem in k.cycle.chemicals:
+                if self._kin[chem].role is not chemistry.Role.PRECURSOR:
+                    continue
+                onset = k.process.decomposition_onset
+                if (
+                    chem not in self.decomposition_onset_c
+                    or onset < self.decomposition_onset_c[chem]
+                ):
+                    self.decomposition_onset_c[chem] = onset
+                    self.decomposition_kind[chem] = k.index
+        self._rates_cache: dict[float, Rates] = {}
+
+    @property
+    def processes(self) -> list[library.Process]:
+        """The library processes the chosen kinds come from, in priority order."""
+        out: list[library.Process] = []
+        for k in self.kinds:
+            if k.process not in out:
+                out.append(k.process)
+        return out
+
+    def kind_by_label(self, label: str) -> Kind:
+        for k in self.kinds:
+            if k.label == label:
+                return k
+        msg = f"no cycle kind {label!r}; have {[k.label for k in self.kinds]}"
+        raise KeyError(msg)
+
+    def interaction(self, kind: int, previous: int) -> float:
+        """Growth factor of ``kind`` when the last completed cycle was ``previous``."""
+        if previous < 0 or previous == kind:
+            return 1.0
+        a, b = self.kinds[kind], self.kinds[previous]
+        if a.process is not b.process:
+            return 1.0
+        return a.process.interaction.get((a.cycle.name, b.cycle.name), 1.0)
+
+    def metal_thickness_a(self, kind: int) -> tuple[float, float]:
+        """(A of film, ng/cm2 of film) per mol/cm2 of the kind's first precursor's metal."""
+        k = self.kinds[kind]
+        phase = k.cycle.phase
+        nu = self._nu(phase, k.cycle.chemicals[0])
+        volume_cm3 = phase.molar_mass / nu / phase.density
+        return volume_cm3 * 1e8, phase.molar_mass / nu * 1e9 * k.areal_density / phase.density
+
+    @staticmethod
+    def _nu(phase: library.Phase, chem: str) -> float:
+        element = chemistry.get(chem).element
+        if element is None:
+            return 1.0
+        return phase.cations.get(element, 1.0)
+
+    def rates(self, t_c: float) -> Rates:
+        """Per-cycle numbers at substrate temperature ``t_c`` (cached to 0.01 K)."""
+        key = round(t_c, 2)
+        hit = self._rates_cache.get(key)
+        if hit is not None:
+            return hit
+        if len(self._rates_cache) > 256:
+            self._rates_cache.clear()
+        gpc = tuple(k.process.gpc(key, k.cycle.name) for k in self.kinds)
+        n_t: list[float] = [0.0] * len(self.transitions)
+        m_t: list[float] = [0.0] * len(self.transitions)
+        beta: list[float] = [0.0] * len(self.transitions)
+        for k in self.kinds:
+            phase = k.cycle.phase
+            m_loop = gpc[k.index] * 1e-8 * k.areal_density * 1e9  # ng/cm2 per cycle
+            fu_mol_cm2 = m_loop * 1e-9 / phase.molar_mass
+            own = [t for t in self.transitions if t.kind == k.index]
+            # steps of this kind in sequence order (shared first steps belong to the owner)
+            seq = k.cycle.chemicals
+            metal_mol_cm2 = 0.0
+            precursor_mass = 0.0
+            coreactant: list[tuple[Transition, float]] = []
+            for j, chem in enumerate(seq):
+                kin = self._kin[chem]
+                trans = next((t for t in own if t.step == j), None)
+                is_precursor = kin.role is chemistry.Role.PRECURSOR
+                if is_precursor:
+                    nu = self._nu(phase, chem)
+                    metal_mol_cm2 = fu_mol_cm2 * nu
+                    if kin.ligand_mass is not None:
+                        dm = metal_mol_cm2 * (kin.molar_mass - kin.released * kin.ligand_mass)
+                    else:
+                        dm = metal_mol_cm2 * phase.molar_mass / nu
+                    dm_ng = dm * 1e9
+                    precursor_mass += dm_ng
+                    if trans is not None:
+                        n_t[trans.index] = metal_mol_cm2 * 1e4
+                        m_t[trans.index] = dm_ng
+                        beta[trans.index] = kin.beta_at(key)
+                else:
+                    per = _process_overrides().get(k.process.id, {}).get("per_metal", {})
+                    per_metal = float(per.get(chem, kin.per_metal))
+                    n = max(metal_mol_cm2, fu_mol_cm2) * per_metal
+                    if trans is not None:
+                        n_t[trans.index] = n * 1e4
+                        beta[trans.index] = kin.beta_at(key)
+                        coreactant.append((trans, n))
+            rest = m_loop - precursor_mass
+            total_n = sum(n for _, n in coreactant)
+            for trans, n in coreactant:
+                m_t[trans.index] = rest * n / total_n if total_n > 0 else 0.0
+        dec = decomposition()
+        dec_beta = {
+            chem: dec.beta_at(key, onset) for chem, onset in self.decomposition_onset_c.items()
+        }
+        out = Rates(
+            t_c=key,
+            gpc_a=gpc,
+            sites_mol_m2=tuple(n_t),
+            mass_ng_cm2=tuple(m_t),
+            beta=tuple(beta),
+            decomposition_beta=dec_beta,
+        )
+        self._rates_cache[key] = out
+        return out
+
+
+def select(
+    available: Iterable[str], process: str | None = None, processes: Iterable[str] = ()
+) -> Chemistry:
+    """Choose the cycle kinds a reactor dosing ``available`` chemicals can grow.
+
+    Priority: the ``process`` override (and then ``processes``) in full; then every library
+    process whose chemicals are all available, most chemicals first (so LiOtBu + H2O next to
+    TaOEt5 is the Li2O subcycle of LiTaOx, and TMA + H2O next to LiOtBu is LiAlOx's Al2O3);
+    then single subcycles of supercycle processes whose chemicals are available, in library
+    order (as :func:`library.find_cycle`). A kind whose dose sequence equals or prefixes one
+    already chosen is skipped (listed in ``Chemistry.skipped``).
+    """
+    avail = frozenset(available)
+    lib = library.processes()
+    chosen: list[tuple[library.Process, library.CycleKind]] = []
+    seen: set[tuple[str, ...]] = set()
+
+    def add(proc: library.Process, ck: library.CycleKind) -> None:
+        if ck.chemicals in seen:
+            return
+        seen.add(ck.chemicals)
+        chosen.append((proc, ck))
+
+    forced = ([process] if process else []) + [p for p in processes if p != process]
+    for pid in forced:
+        if pid not in lib:
+            msg = f"unknown process {pid!r}; the library has {sorted(lib)}"
+            raise ValueError(msg)
+        for ck in lib[pid].cycles.values():
+            add(lib[pid], ck)
+    order = {pid: i for i, pid in enumerate(lib)}
+    full = [p for p in lib.values() if p.chemicals <= avail]
+    full.sort(key=lambda p: (-len(p.chemicals), p.is_supercycle, order[p.id]))
+    for proc in full:
+        for ck in proc.cycles.values():
+            add(proc, ck)
+    for proc in lib.values():
+        if not proc.is_supercycle:
+            continue
+        for ck in proc.cycles.values():
+            if frozenset(ck.chemicals) <= avail:
+                add(proc, ck)
+    return Chemistry(chosen)

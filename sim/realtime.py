@@ -1,0 +1,78 @@
+"""The reactor model on the wall clock: what the protocol emulators talk to.
+
+``aldctl sim serve`` runs one :class:`RealtimePlant` and many emulators (Modbus servers,
+pseudo-terminals). Each emulator calls :meth:`RealtimePlant.sync` before it reads or
+commands the reactor, which advances the model to "now" on the monotonic clock, so the
+physics runs at the speed of real time, exactly, between whatever requests arrive. The
+plant also records when each valve actually changed state (the emulated I/O module's own
+timestamps), which is how pulse timing over a real protocol is measured.
+
+This module is the one place in ``sim`` that reads a wall clock, and only to map it onto
+the model's virtual time; the model itself stays deterministic given the request times.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sim.reactor import Reactor
+
+
+@dataclass(frozen=True, slots=True)
+class ValveEdge:
+    """A valve output changed: ``t`` on the plant's clock (seconds), the line, open/closed."""
+
+    t: float
+    line: str
+    is_open: bool
+    source: str
+    """What moved it: "command", "pulse" (module-timed) or "watchdog"."""
+
+
+class RealtimePlant:
+    def __init__(
+        self, reactor: Reactor, clock: Callable[[], float] = time.monotonic, edge_log: int = 100_000
+    ) -> None:
+        self.reactor = reactor
+        self.clock = clock
+        self.origin = clock() - reactor.now_ns / 1e9
+        self.edges: deque[ValveEdge] = deque(maxlen=edge_log)
+        self._commanded: dict[str, bool] = {}
+
+    def now(self) -> float:
+        """Plant time in seconds (the reactor's virtual time follows it)."""
+        return self.clock() - self.origin
+
+    def sync(self) -> Reactor:
+        t_ns = round(self.now() * 1e9)
+        if t_ns > self.reactor.now_ns:
+            self.reactor.advance_to(t_ns)
+        return self.reactor
+
+    def set_valve(self, line: str, is_open: bool, source: str = "command") -> None:
+        """Command a line's valve now and log the edge (only when it changes)."""
+        r = self.sync()
+        if line == "__pump__":
+            r.set_pump_isolation(is_open)
+            return
+        r.set_valve(line, is_open)
+        if self._commanded.get(line) != is_open:
+            self.edges.append(ValveEdge(self.now(), line, is_open, source))
+        self._commanded[line] = is_open
+
+    def pulse_widths(self, line: str | None = None) -> list[tuple[str, float, float, str]]:
+        """(line, open time, width s, source) of every completed open->close pair logged."""
+        opened: dict[str, ValveEdge] = {}
+        out: list[tuple[str, float, float, str]] = []
+        for e in self.edges:
+            if line is not None and e.line != line:
+                continue
+            if e.is_open:
+                opened[e.line] = e
+            elif e.line in opened:
+                o = opened.pop(e.line)
+                out.append((e.line, o.t, e.t - o.t, o.source))
+        return out
