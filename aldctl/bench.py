@@ -91,3 +91,108 @@ def bench_clock(hops: int) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+REALTIME_RECIPE = """
+name: realtime timing benchmark
+params: {cycles: 150, pulse: 15 ms, purge: 100 ms}
+setup:
+  - set: {carrier: 20 sccm, substrate: 150 degC}
+cycles:
+  A:
+    - pulse: {TMA: $pulse}
+    - purge: $purge
+    - pulse: {H2O: $pulse}
+    - purge: $purge
+main:
+  - cycle: {name: A, repeat: $cycles}
+"""
+
+
+def _run_once(
+    recipe_text: str, sets: list[str], *, realtime: bool, journal_dir: Path | None, seed: int = 0
+) -> tuple[Any, Any, float]:
+    """Run a recipe on the built-in simulated tool; return (result, events, peak MB)."""
+    import resource
+    import tempfile
+
+    from aldctl.engine.clock import run_real, run_virtual
+    from aldctl.engine.events import EventBus
+    from aldctl.engine.journal import Journal
+    from aldctl.session import RunRequest, execute, new_run, prepare
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "recipe.yaml"
+        path.write_text(recipe_text)
+        prepared = prepare(path, None, sets)
+        req = RunRequest(prepared, realtime=realtime, seed=seed)
+        journal = Journal(journal_dir) if journal_dir is not None else None
+        if journal is not None:
+            new_run(journal, req, "benchmark")
+        bus = EventBus()
+        events: list[Any] = []
+        bus.listen(events.append)
+        gc.collect()
+        # tracemalloc would slow the run several times over: the peak is the process's
+        # maximum resident set, which includes the interpreter and every library.
+        runner = run_real if realtime else run_virtual
+        result = runner(execute(req, journal, bus=bus))
+        if journal is not None:
+            journal.close()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result, events, rss_mb
+
+
+def bench_engine(cycles: int) -> list[dict[str, Any]]:
+    """Virtual time through the whole engine with the journal on: wall time and memory."""
+    import tempfile
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "al2o3_tma_h2o.yaml"
+    text = recipe.read_text() if recipe.exists() else REALTIME_RECIPE
+    # The benchmark cycle of the issue: 15 ms / 5 s / 15 ms / 5 s.
+    sets = [f"cycles={cycles}", "tma_pulse=15 ms", "h2o_pulse=15 ms", "purge=5 s"]
+    with tempfile.TemporaryDirectory() as d:
+        result, _, peak_mb = _run_once(text, sets, realtime=False, journal_dir=Path(d))
+        db_mb = (Path(d) / "journal.sqlite").stat().st_size / 1e6
+    return [
+        {
+            "cycles": result.cycles_completed,
+            "outcome": result.outcome,
+            "process_h": result.process_s / 3600,
+            "wall_s": result.wall_s,
+            "speedup": result.process_s / result.wall_s if result.wall_s else 0.0,
+            "ms_per_cycle": result.wall_s / max(result.cycles_completed, 1) * 1e3,
+            "max_rss_mb": peak_mb,
+            "journal_mb": db_mb,
+            "pulses_journaled": result.pulse_timing["pulses"],
+        }
+    ]
+
+
+def bench_realtime(cycles: int) -> list[dict[str, Any]]:
+    """Real time, in-process simulator: pulse-width error and end-of-run drift."""
+    from aldctl.engine.clock import release_realtime, request_realtime
+    from aldctl.engine.events import State, StateChanged
+
+    status = request_realtime()
+    try:
+        result, events, _ = _run_once(
+            REALTIME_RECIPE, [f"cycles={cycles}"], realtime=True, journal_dir=None
+        )
+    finally:
+        release_realtime()
+    t_main = next(e.t for e in events if isinstance(e, StateChanged) and e.state is State.RUNNING)
+    t_end = next(e.t for e in events if isinstance(e, StateChanged) and e.state is State.COMPLETE)
+    planned = cycles * (0.015 + 0.1 + 0.015 + 0.1)
+    pt = result.pulse_timing
+    return [
+        {
+            "pulses": pt["pulses"],
+            "width_err_p50_ms": pt["width_error_ms"]["p50"],
+            "width_err_p99_ms": pt["width_error_ms"]["p99"],
+            "width_err_max_ms": pt["width_error_ms"]["max"],
+            "open_err_p99_ms": pt["open_error_ms"]["p99"],
+            "drift_ms": (t_end - t_main - planned) * 1e3,
+            "scheduler": status.detail,
+        }
+    ]

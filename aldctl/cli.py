@@ -618,11 +618,21 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
     t = Table()
-    for key in rows[0]:
-        t.add_column(key, justify="right")
-    for row in rows:
-        t.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+    if len(rows) <= 2:  # few rows, many figures: one figure per line reads better
+        t.add_column("figure")
+        for i in range(len(rows)):
+            t.add_column(f"run {i + 1}" if len(rows) > 1 else "value", justify="right")
+        for key in rows[0]:
+            t.add_row(key, *(fmt(r[key]) for r in rows))
+    else:
+        for key in rows[0]:
+            t.add_column(key, justify="right")
+        for row in rows:
+            t.add_row(*(fmt(v) for v in row.values()))
     Console().print(t)
 
 
@@ -674,6 +684,65 @@ def bench_clock(hops: int, as_json: bool) -> None:
     from aldctl.bench import bench_clock as run
 
     _print_rows(run(hops), as_json)
+
+
+@bench.command("engine")
+@click.option("--cycles", "-n", type=int, default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_engine(cycles: int, as_json: bool) -> None:
+    """The whole engine in virtual time, journal on: TMA/H2O 15 ms / 5 s / 15 ms / 5 s.
+
+    Prints wall time, speed-up over real time, peak memory and journal size.
+
+    \b
+    Examples:
+      aldctl bench engine
+      aldctl bench engine -n 10000
+    """
+    from aldctl.bench import bench_engine as run
+
+    _print_rows(run(cycles), as_json)
+
+
+@bench.command("realtime")
+@click.option(
+    "--cycles",
+    "-n",
+    type=int,
+    default=150,
+    show_default=True,
+    help="Cycles of 15 ms TMA / 100 ms / 15 ms H2O / 100 ms (two pulses each).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_realtime(cycles: int, as_json: bool) -> None:
+    """Pulse timing on the wall clock, in-process simulator: width error, drift.
+
+    Asks for SCHED_FIFO and says whether it got it.
+
+    \b
+    Examples:
+      aldctl bench realtime
+      aldctl bench realtime -n 100 --json
+    """
+    from aldctl.bench import bench_realtime as run
+
+    _print_rows(run(cycles), as_json)
+
+
+@bench.command("sim")
+@click.option("--cycles", "-n", multiple=True, type=int, default=(1000, 10000), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_sim(cycles: tuple[int, ...], as_json: bool) -> None:
+    """The reactor model alone: TMA/H2O 15 ms / 5 s / 15 ms / 5 s, wall time and memory.
+
+    \b
+    Examples:
+      aldctl bench sim
+      aldctl bench sim -n 100000
+    """
+    from sim.bench import run_benchmark
+
+    _print_rows([run_benchmark(n) for n in cycles], as_json)
 
 
 def main() -> None:

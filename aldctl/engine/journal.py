@@ -105,6 +105,10 @@ CREATE TABLE IF NOT EXISTS samples (
     value REAL
 );
 CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, channel, t);
+CREATE TABLE IF NOT EXISTS sim_states (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id),
+    state BLOB NOT NULL
+);
 """
 
 ACTIVE = "running"
@@ -387,13 +391,13 @@ class Journal:
                 "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?)",
                 (run_id, unit, label, rep, position, t_start + o, t_end + o, self._session),
             )
+            # The simulated reactor's state lives in its own small table, so that rewriting
+            # it each cycle does not also rewrite the run row with its recipe text. The run
+            # row's process time is brought up to date at the end (or read from here).
             if sim_state is not None:
                 self.db.execute(
-                    "UPDATE runs SET sim_state=?, process_s=? WHERE id=?",
-                    (sim_state, t_end + o, run_id),
+                    "INSERT OR REPLACE INTO sim_states VALUES (?, ?)", (run_id, sim_state)
                 )
-            else:
-                self.db.execute("UPDATE runs SET process_s=? WHERE id=?", (t_end + o, run_id))
 
     def finish(
         self,
@@ -458,9 +462,10 @@ class Journal:
         return self._record(row)
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord:
-        done = self.db.execute(
-            "SELECT COUNT(*) FROM checkpoints WHERE run_id=?", (row[0],)
-        ).fetchone()[0]
+        done, last_t = self.db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(t_end), 0) FROM checkpoints WHERE run_id=?",
+            (row[0],),
+        ).fetchone()
         return RunRecord(
             id=row[0],
             recipe_path=row[1],
@@ -484,7 +489,7 @@ class Journal:
             reason=row[19],
             units_total=row[20],
             units_done=int(done),
-            process_s=row[21],
+            process_s=max(float(row[21]), float(last_t)),
             summary=json.loads(row[22]),
         )
 
@@ -508,7 +513,7 @@ class Journal:
 
     def sim_state(self, run_id: str) -> bytes | None:
         """The simulated reactor at the last checkpoint (what a resume continues from)."""
-        row = self.db.execute("SELECT sim_state FROM runs WHERE id=?", (run_id,)).fetchone()
+        row = self.db.execute("SELECT state FROM sim_states WHERE run_id=?", (run_id,)).fetchone()
         return None if row is None else row[0]
 
     def final_state(self, run_id: str) -> bytes | None:

@@ -49,7 +49,7 @@ from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, Action, ActionKind
 from drivers.base import DeviceError, FlowReading, PressureGauge, TemperatureReading
 
-PULSE_SAMPLE_TAU = (0.05, 0.3, 0.8, 1.6, 3.0)
+PULSE_SAMPLE_TAU = (0.1, 0.6, 1.5, 3.0)
 """Gauge samples after a valve closes, in chamber residence times."""
 COMMIT_MARGIN_S = 0.005
 """Checkpoints commit this long before a unit's end when its actions are done, so the
@@ -146,19 +146,19 @@ class PulseMonitor:
             area: float | None = None
             if gauge is not None and opts.pulse_monitor:
                 width = rec.commanded_close - rec.commanded_open
-                # Baseline at the opening (the valve's dead time has not let gas in yet),
-                # then a few points down the decay, spaced on the residence time: enough
-                # for the area without reading the gauge at a high rate.
-                times = [t_open_clock] + [t_open_clock + width + f * tau for f in PULSE_SAMPLE_TAU]
-                pts: list[tuple[float, float]] = []
+                # Baseline: the chamber pressure the safety monitor read last (it is polled
+                # continuously); then a few points down the decay, spaced on the residence
+                # time: enough for the area without reading the gauge at a high rate.
+                base = self.r.safety.readings.pressure_torr
+                times = [t_open_clock + width + f * tau for f in PULSE_SAMPLE_TAU]
+                pts: list[tuple[float, float]] = [(t_open_clock, base)] if base is not None else []
                 for t in times:
                     if t > self.r.clock.now():
                         await self.r.clock.sleep_until(t)
                     p = await self._read(gauge)
                     if p is not None:
                         pts.append((self.r.clock.now(), p))
-                if len(pts) >= 3:
-                    base = pts[0][1]
+                if len(pts) >= 3 and base is not None:
                     area = sum(
                         (t1 - t0) * ((p0 + p1) / 2 - base)
                         for (t0, p0), (t1, p1) in itertools.pairwise(pts)
