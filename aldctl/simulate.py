@@ -40,7 +40,23 @@ def simulate(
     if trace is not None:
         from sim.trace import TraceRecorder
 
-        recorder = TraceRecorder(r, round(trace_interval_s * NS), csv_path=trace)
+        t0 = r.truth()
+        channels = [
+            "t_s",
+            "pressure_torr",
+            "m:pressure_torr",
+            *(f"p:{sp}" for sp in t0.partial_pressures_torr),
+            *(f"coverage:{st}" for st in t0.coverage),
+            *(f"valve:{ln}" for ln in r.lines),
+            *(f"T:{h}" for h in ("substrate", "walls") if h in r.heaters),
+            "thickness_a",
+            "ald_thickness_a",
+            "cvd_thickness_a",
+            "mass_ng_cm2",
+        ]
+        if r.has_qcm:
+            channels.append("m:qcm:thickness_a")
+        recorder = TraceRecorder(r, round(trace_interval_s * NS), channels, csv_path=trace)
     warnings: list[str] = []
     kinds: dict[str, _Kind] = {}
     loops: dict[int, tuple[s.Loop, float, int]] = {}
