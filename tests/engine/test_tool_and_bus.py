@@ -64,7 +64,7 @@ def test_device_that_fails_to_connect_is_named() -> None:
         tool = build(sim_tool(devices=devices))
         await tool.connect()
 
-    with pytest.raises(ToolError, match="device 'gauge' failed to connect: .*foreline"):
+    with pytest.raises(ToolError, match=r"device 'gauge' failed to connect: .*foreline"):
         run_virtual(main())
 
 
@@ -73,7 +73,7 @@ def test_wrong_capability_is_refused() -> None:
     heaters = dict(tool.heaters)
     heaters["substrate"] = cfg.HeaterSpec(device="carrier")
     with pytest.raises(
-        UserError, match="heater substrate: device 'carrier' .* is not a TemperatureController"
+        UserError, match=r"heater substrate: device 'carrier' .* is not a TemperatureController"
     ):
         build(tool.model_copy(update={"heaters": heaters}))
 
