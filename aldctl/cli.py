@@ -208,10 +208,8 @@ def _execute_run(
     sched = req.prepared.compiled.schedule
     if not as_json:
         _echo_diagnostics(quiet_warnings)
-        mode = "real time" if req.realtime else "virtual time"
-        console.print(
-            f"run [bold]{run_id}[/]: {sched.recipe} on {sched.tool} ({mode}; {realtime_detail})"
-        )
+        mode = f"real time; {realtime_detail}" if req.realtime else "virtual time"
+        console.print(f"run [bold]{run_id}[/]: {sched.recipe} on {sched.tool} ({mode})")
 
     async def main() -> Any:
         keys = Keys(control, console, interactive_terminal() and not as_json)
@@ -236,7 +234,7 @@ def _execute_run(
     if as_json:
         click.echo(json.dumps(summary_json(run_id, result), indent=2))
     else:
-        print_summary(console, run_id, result)
+        print_summary(console, run_id, result, req.realtime)
     if result.outcome != "complete":
         sys.exit(EXIT_FAILED)
 

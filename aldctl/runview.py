@@ -165,7 +165,9 @@ def summary_json(run_id: str | None, result: RunResult) -> dict[str, Any]:
     return out
 
 
-def print_summary(console: Console, run_id: str | None, result: RunResult) -> None:
+def print_summary(
+    console: Console, run_id: str | None, result: RunResult, realtime: bool = True
+) -> None:
     color = {"complete": "green", "stopped": "yellow"}.get(result.outcome, "red")
     console.print(f"[bold {color}]{result.outcome}[/]: {result.reason}")
     console.print(
@@ -182,6 +184,9 @@ def print_summary(console: Console, run_id: str | None, result: RunResult) -> No
     if result.simulation is not None:
         sim = result.simulation
         line = f"simulated thickness {sim.get('thickness_nm', 0.0):.2f} nm"
+        if result.cycles_completed:
+            gpc = sim.get("thickness_nm", 0.0) * 10 / result.cycles_completed
+            line += f", {gpc:.3f} A per cycle"
         comp = sim.get("composition") or {}
         if comp and len(comp) > 1:
             line += " (" + ", ".join(f"{k} {v:.1%}" for k, v in comp.items()) + ")"
