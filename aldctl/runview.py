@@ -176,11 +176,13 @@ def print_summary(
         f"{format_duration(result.wall_s)} wall"
     )
     pt = result.pulse_timing
-    if pt.get("pulses"):
+    if pt.get("pulses") and realtime:
         console.print(
             f"pulse width error: p50 {pt['p50']:.3f} ms, p99 {pt['p99']:.3f} ms, "
             f"max {pt['max']:.3f} ms over {pt['pulses']} pulses"
         )
+    elif pt.get("pulses"):
+        console.print(f"{pt['pulses']} pulses, timed exactly (virtual time)")
     if result.simulation is not None:
         sim = result.simulation
         line = f"simulated thickness {sim.get('thickness_nm', 0.0):.2f} nm"
