@@ -54,13 +54,16 @@ class RealtimePlant:
 
     def set_valve(self, line: str, is_open: bool, source: str = "command") -> None:
         """Command a line's valve now and log the edge (only when it changes)."""
+        # The request arrived now: stamp it before catching the model up, which can take
+        # milliseconds when reactants overlap.
+        t = self.now()
         r = self.sync()
         if line == "__pump__":
             r.set_pump_isolation(is_open)
             return
         r.set_valve(line, is_open)
         if self._commanded.get(line) != is_open:
-            self.edges.append(ValveEdge(self.now(), line, is_open, source))
+            self.edges.append(ValveEdge(t, line, is_open, source))
         self._commanded[line] = is_open
 
     def pulse_widths(self, line: str | None = None) -> list[tuple[str, float, float, str]]:

@@ -1,0 +1,173 @@
+"""Modbus TCP digital-output module driving pneumatic ALD valves (``ValveBank``).
+
+WAGO 750-352/362 fieldbus couplers with digital output terminals, ADAM-6050 and Moxa
+ioLogik E1211-style modules: coils are valve channels. Driver ``modbus-dio``.
+
+Options (``config/hil.yaml``):
+
+===================  ========  ==========================================================
+``host``             required  module address
+``port``             502       Modbus TCP port
+``unit``             1         unit id (WAGO couplers ignore it)
+``channels``         16        output channels 0..channels-1
+``watchdog``         0         host watchdog time in s (0: leave the module's watchdog
+                               alone); set at ``connect`` in 100 ms units, fed by
+                               ``heartbeat``
+``pulse_outputs``    false     the module times pulses itself (``pulse``)
+``readback_offset``  0x200     where outputs read back (WAGO: +0x200; ADAM/Moxa: 0)
+``pulse_register``   0x2000    first pulse-width register (one per channel)
+``timeout``          0.5       s per attempt
+``retries``          2         extra attempts for transient errors
+===================  ========  ==========================================================
+
+Register map (PDU addresses; WAGO 750-341/352 manual "MODBUS registers", protocols.md 4.1):
+
+* coils ``ch`` (FC05 write): the outputs; FC01 at ``readback_offset + ch``: read-back of
+  what the module drives (a WAGO coupler reads its *inputs* below 0x200).
+* holding 0x1000: watchdog time, 100 ms units [unit: verify on the target coupler];
+  0x1003: watchdog trigger, any change of value retriggers (the driver counts up);
+  0x1007: watchdog restart (write 1).
+* holding ``pulse_register + ch`` (FC06) [aldctl's pulse-output convention, after the Moxa
+  ioLogik pulse-output mode and what a PLC program would expose]: writing a width in ms
+  (1..65535) opens output ``ch`` at once and the module closes it after the width; writing
+  0 aborts. The I/O module times the pulse, so its width does not carry the host's or the
+  network's jitter.
+
+When the watchdog runs out the module sets every output to 0 and answers every request with
+exception 04 until it is restarted: the driver reports that as a ``DeviceFault`` saying
+so; ``connect`` restarts an expired watchdog (0x1007) before it arms it again.
+
+``safe_state`` writes 0 to every output in one FC15 request: the device-level safe state
+is all valves de-energised, pump isolation included (the engine drives the pump-isolation
+channel itself).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from drivers.base import DeviceFault, DriverContext, Health
+from drivers.modbus_link import ModbusFault, ModbusLink, ModbusUnit, Options
+
+__all__ = ["ModbusValveBank", "create"]
+
+WD_TIME = 0x1000
+WD_TRIGGER = 0x1003
+WD_RESTART = 0x1007
+SLAVE_DEVICE_FAILURE = 4
+EXPIRED_HINT = (
+    "the module's watchdog has run out and switched every output off; connect again to restart it"
+)
+
+
+class ModbusValveBank:
+    """A valve bank on a Modbus TCP I/O module (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        unit: ModbusUnit,
+        *,
+        channels: int,
+        watchdog_s: float,
+        pulse_outputs: bool,
+        readback_offset: int,
+        pulse_register: int,
+    ) -> None:
+        self.name = name
+        self._unit = unit
+        self.channels: Sequence[int] = tuple(range(channels))
+        self.hardware_pulse = pulse_outputs
+        self.watchdog = watchdog_s > 0
+        self.watchdog_s = watchdog_s
+        self.readback_offset = readback_offset
+        self.pulse_register = pulse_register
+        self._beat = 0
+
+    def health(self) -> Health:
+        return self._unit.health
+
+    async def connect(self) -> None:
+        await self._unit.connect()
+        if self.watchdog:
+            await self._arm_watchdog()
+        await self.read_valves()
+
+    async def close(self) -> None:
+        await self._unit.close()
+
+    async def _arm_watchdog(self) -> None:
+        ticks = max(1, min(0xFFFF, round(self.watchdog_s * 10)))
+        try:
+            await self._unit.write_register(WD_TIME, ticks)
+        except ModbusFault as exc:
+            if exc.code != SLAVE_DEVICE_FAILURE:
+                raise
+            # expired earlier (the host went away): restart it, outputs are all off by now
+            await self._unit.write_register(WD_RESTART, 1)
+            await self._unit.write_register(WD_TIME, ticks)
+        await self.heartbeat()
+
+    def _check_channel(self, channel: int) -> None:
+        if channel not in self.channels:
+            msg = f"no channel {channel} (have 0..{len(self.channels) - 1})"
+            raise DeviceFault(self.name, msg)
+
+    async def set_valve(self, channel: int, is_open: bool) -> None:
+        self._check_channel(channel)
+        await self._unit.write_coil(channel, is_open)
+
+    async def read_valves(self) -> Mapping[int, bool]:
+        bits = await self._unit.read_coils(self.readback_offset, len(self.channels))
+        return dict(zip(self.channels, bits, strict=True))
+
+    async def pulse(self, channel: int, duration_s: float) -> None:
+        if not self.hardware_pulse:
+            raise DeviceFault(self.name, "the module has no pulse outputs (pulse_outputs false)")
+        self._check_channel(channel)
+        if not math.isfinite(duration_s):
+            raise DeviceFault(self.name, f"pulse width {duration_s} s is not a number")
+        width_ms = round(duration_s * 1000)
+        if not 1 <= width_ms <= 0xFFFF:
+            msg = f"pulse width {duration_s:g} s is outside the module's 1 ms .. 65.535 s"
+            raise DeviceFault(self.name, msg)
+        await self._unit.write_register(self.pulse_register + channel, width_ms)
+
+    async def heartbeat(self) -> None:
+        if not self.watchdog:
+            return
+        self._beat = (self._beat + 1) & 0xFFFF
+        await self._unit.write_register(WD_TRIGGER, self._beat)
+
+    async def safe_state(self) -> None:
+        await self._unit.write_coils(0, [False] * len(self.channels))
+
+
+def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusValveBank:
+    """Factory for the ``modbus-dio`` entry point (options: see the module docstring)."""
+    opts = Options(options)
+    policy = opts.policy()
+    endpoint = opts.tcp_endpoint()
+    unit = opts.integer("unit", 1, 0, 255)
+    channels = opts.integer("channels", 16, 1, 256)
+    watchdog = opts.number("watchdog", 0.0, 0.0, 6553.5)
+    if 0 < watchdog < 0.1:
+        msg = "option 'watchdog' must be 0 (off) or at least 0.1 s (the module counts 100 ms)"
+        raise ValueError(msg)
+    pulse_outputs = opts.flag("pulse_outputs", False)
+    readback = opts.integer("readback_offset", 0x200, 0, 0xFFFF - channels + 1)
+    pulse_register = opts.integer("pulse_register", 0x2000, 0, 0xFFFF - channels + 1)
+    opts.done("modbus-dio")
+    link = ModbusLink.shared(ctx, endpoint)
+    hints = {SLAVE_DEVICE_FAILURE: EXPIRED_HINT} if watchdog else {}
+    return ModbusValveBank(
+        name,
+        ModbusUnit(name, link, unit, policy, Health(), hints=hints),
+        channels=channels,
+        watchdog_s=watchdog,
+        pulse_outputs=pulse_outputs,
+        readback_offset=readback,
+        pulse_register=pulse_register,
+    )
