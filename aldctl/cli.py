@@ -571,6 +571,77 @@ def simulate(
 
 
 @cli.group()
+def sim() -> None:
+    """The simulated reactor behind the real wire protocols (hardware in the loop)."""
+
+
+@sim.command("serve")
+@config_option
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where endpoints.json, status.json and edges.csv go (default: the "
+    "directory of the first serial port in the config).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND[:TARGET][@S][+DUR][,P=V]",
+    help="Inject a simulator fault, e.g. comm_timeout:chamber@30+10 or "
+    "pressure_spike@20,torr=0,leak_sccm=90. Repeatable.",
+)
+def sim_serve(
+    config: Path | None, state_dir: Path | None, seed: int, faults: tuple[str, ...]
+) -> None:
+    """Serve the simulated reactor over Modbus TCP/RTU and serial pseudo-terminals.
+
+    For every device of the tool configuration (default config/hil.yaml), the matching
+    emulator listens where the configuration says: Modbus TCP servers on their ports,
+    pseudo-terminals linked at the serial ports' paths. The physics runs in real time.
+    Then, in another terminal, run recipes against it with the real drivers. Stop with
+    Ctrl-C.
+
+    \b
+    Examples:
+      aldctl sim serve
+      aldctl run recipes/al2o3_tma_h2o.yaml --config config/hil.yaml   # other terminal
+      aldctl sim serve --fault comm_timeout:chamber@60+20
+    """
+    from aldctl import config as cfg
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.clock import run_real
+    from aldctl.simserve import FaultSpec, SimServer, serve_forever
+
+    path = config or Path("config/hil.yaml")
+    try:
+        tool = cfg.load_tool(path)
+        server = SimServer(
+            tool, seed=seed, state_dir=state_dir, faults=[FaultSpec.parse(f) for f in faults]
+        )
+        server.build()
+    except UserError as exc:
+        _fail(exc.diagnostics)
+
+    def ready(srv: SimServer) -> None:
+        click.echo(f"serving {tool.name} (simulated reactor, real time) from {path}:")
+        for s in srv.served:
+            click.echo(f"  {s.kind:<22} {s.where:<34} {', '.join(s.devices)}")
+        click.echo(
+            f"status: {srv.state_dir}/status.json, valve edges: "
+            f"{srv.state_dir}/edges.csv; Ctrl-C stops"
+        )
+
+    try:
+        run_real(serve_forever(server, ready))
+    except UserError as exc:
+        _fail(exc.diagnostics)
+    click.echo("stopped", err=True)
+
+
+@cli.group()
 def tool() -> None:
     """Inspect tool configurations."""
 

@@ -176,7 +176,12 @@ def print_summary(
         f"{format_duration(result.wall_s)} wall"
     )
     pt = result.pulse_timing
-    if pt.get("pulses") and realtime:
+    if pt.get("hardware_timed"):
+        console.print(
+            f"{pt['hardware_timed']} of {pt['pulses']} pulses timed by the valve "
+            f"module; command latency p99 {pt['open_error_ms']['p99']:.3f} ms"
+        )
+    elif pt.get("pulses") and realtime:
         console.print(
             f"pulse width error: p50 {pt['p50']:.3f} ms, p99 {pt['p99']:.3f} ms, "
             f"max {pt['max']:.3f} ms over {pt['pulses']} pulses"

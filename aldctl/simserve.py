@@ -1,0 +1,353 @@
+"""``aldctl sim serve``: the simulated reactor on the wall clock, behind real wire protocols.
+
+Reads a tool configuration that uses real drivers (``config/hil.yaml``) and, for every
+device in it, starts the matching emulator at the address the configuration gives: Modbus
+TCP servers on their ports, pseudo-terminals linked at the serial ports' paths (one per
+RS-485 bus, carrying every unit the configuration puts on it). All emulators share one
+reactor model advanced on the monotonic clock (:class:`sim.realtime.RealtimePlant`), so
+``aldctl run --config config/hil.yaml --realtime`` drives the real drivers against physics.
+
+Next to the endpoints it keeps three files in its state directory (default: the directory
+of the first serial port, else ``/tmp/aldctl-sim``):
+
+* ``endpoints.json``: what is served where (for tools and tests);
+* ``status.json``: the reactor's ground truth, rewritten five times a second and at exit
+  (thickness, composition, pressure, valve positions, temperatures);
+* ``edges.csv``: every valve edge as the emulated I/O module applied it (plant time,
+  line, open/closed, what moved it), which is how pulse timing over the wire is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from aldctl.config import ToolConfig
+from aldctl.diagnostics import UserError
+from aldctl.tool import simulated_reactor
+
+DEFAULT_DIR = Path("/tmp/aldctl-sim")
+STATUS_INTERVAL_S = 0.2
+
+
+class Emulator(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Served:
+    kind: str
+    where: str
+    devices: list[str]
+    emulator: Emulator
+
+
+@dataclass
+class FaultSpec:
+    kind: str
+    target: str | None
+    at_s: float
+    duration_s: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        """``KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]``.
+
+        E.g. ``comm_timeout:chamber@30+10`` (the gauge goes silent 30 s after start, for
+        10 s) or ``pressure_spike@20,torr=0,leak_sccm=90``.
+        """
+        head, *pairs = text.split(",")
+        body, _, rest = head.partition("@")
+        kind, _, target = body.partition(":")
+        at, _, dur = rest.partition("+")
+        try:
+            params = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in pairs)}
+            return cls(
+                kind.strip(),
+                target.strip() or None,
+                float(at or 0.0),
+                float(dur) if dur else None,
+                params,
+            )
+        except ValueError:
+            msg = f"--fault {text!r}: expected KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]"
+            raise UserError(msg) from None
+
+
+@dataclass
+class SimServer:
+    tool: ToolConfig
+    seed: int = 0
+    state_dir: Path | None = None
+    faults: list[FaultSpec] = field(default_factory=list)
+    served: list[Served] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from sim.realtime import RealtimePlant
+
+        self.sim = simulated_reactor(self.tool, self.seed)
+        self.plant = RealtimePlant(self.sim.reactor)
+        if self.state_dir is None:
+            ports = [
+                str(d.options.get("port"))
+                for d in self.tool.devices.values()
+                if isinstance(d.options.get("port"), str)
+            ]
+            self.state_dir = Path(ports[0]).parent if ports else DEFAULT_DIR
+        self._status_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ roles
+
+    def _roles(self) -> dict[str, list[str]]:
+        """Device name -> the reactor components it stands for."""
+        roles: dict[str, list[str]] = {}
+        t = self.tool
+        for name, h in t.heaters.items():
+            roles.setdefault(h.device, []).append(name)
+        for ln in t.lines.values():
+            if ln.source_heater:
+                roles.setdefault(ln.source_heater, []).append(f"source.{ln.chemical}")
+            if ln.line_heater:
+                roles.setdefault(ln.line_heater, []).append(f"line.{ln.chemical}")
+        for name, f in t.flows.items():
+            roles.setdefault(f.device, []).append(name)
+        for g in t.gauges.values():
+            roles.setdefault(g.device, []).append("chamber")
+        if t.plasma is not None:
+            roles.setdefault(t.plasma.device, []).append("rf")
+        if t.ozone is not None:
+            roles.setdefault(t.ozone.device, []).append("ozone")
+        if t.qcm is not None:
+            roles.setdefault(t.qcm.device, []).append("qcm")
+        return roles
+
+    def _component(self, roles: dict[str, list[str]], device: str) -> str:
+        comps = roles.get(device, [])
+        if len(comps) != 1:
+            what = "no role" if not comps else f"several roles ({', '.join(comps)})"
+            msg = f"device '{device}' has {what} in the tool config: cannot emulate it"
+            raise UserError(msg)
+        return comps[0]
+
+    def build(self) -> None:
+        from sim.devices import aebus, alicat, mks, modbus_dio, modbus_rtu, pfeiffer, sqm160
+
+        roles = self._roles()
+        plant = self.plant
+        serial: dict[str, list[tuple[str, Any]]] = {}
+        for name, spec in self.tool.devices.items():
+            opts = spec.options
+            if spec.driver == "modbus-dio":
+                lines: dict[int, str] = {}
+                for ln in self.tool.lines.values():
+                    if ln.valve.device == name:
+                        lines[ln.valve.channel] = ln.chemical
+                iso = self.tool.pump_isolation
+                if iso is not None and iso.device == name:
+                    lines[iso.channel] = "__pump__"
+                host = str(opts.get("host", "127.0.0.1"))
+                port = int(opts.get("port", 502))
+                emu: Emulator = modbus_dio.ModbusDioModule(
+                    plant,
+                    lines,
+                    host=host,
+                    port=port,
+                    channels=int(opts.get("channels", 16)),
+                    component="valves",
+                    pulse_outputs=bool(opts.get("pulse_outputs", True)),
+                )
+                self.served.append(Served("Modbus TCP valve I/O", f"{host}:{port}", [name], emu))
+            elif spec.driver in modbus_rtu.UNIT_TYPES or spec.driver in (
+                "alicat",
+                "pfeiffer",
+                "mks9xx",
+                "aebus",
+                "sqm160",
+            ):
+                port_path = opts.get("port")
+                if not isinstance(port_path, str) or "://" in port_path:
+                    msg = (
+                        f"device '{name}': `aldctl sim serve` emulates serial devices on "
+                        f"pseudo-terminals and needs a path as their port, not {port_path!r}"
+                    )
+                    raise UserError(msg)
+                serial.setdefault(port_path, []).append((name, spec))
+            elif spec.driver.startswith("simulated-"):
+                msg = (
+                    f"device '{name}' uses the in-process driver {spec.driver}: serve a "
+                    "configuration with real drivers (config/hil.yaml)"
+                )
+                raise UserError(msg)
+            else:
+                msg = f"device '{name}': no emulator for driver '{spec.driver}'"
+                raise UserError(msg)
+        for path, devs in serial.items():
+            drivers = {spec.driver for _, spec in devs}
+            names = [n for n, _ in devs]
+            if drivers <= set(modbus_rtu.UNIT_TYPES):
+                units: list[Any] = []
+                for name, spec in devs:
+                    comp = self._component(roles, name)
+                    o = spec.options
+                    address = int(o["address"])
+                    if spec.driver == "eurotherm3200":
+                        units.append(
+                            modbus_rtu.Eurotherm3200(
+                                plant, address, comp, decimals=int(o.get("decimals", 1))
+                            )
+                        )
+                    elif spec.driver == "watlow-pm":
+                        order: Literal["big", "little"] = (
+                            "little" if o.get("word_order") == "little" else "big"
+                        )
+                        unit_t: Literal["C", "F"] = "F" if o.get("units") == "F" else "C"
+                        units.append(
+                            modbus_rtu.WatlowPM(
+                                plant, address, comp, word_order=order, units=unit_t
+                            )
+                        )
+                    else:
+                        units.append(modbus_rtu.OzoneGenerator(plant, address))
+                baud = int(devs[0][1].options.get("baudrate", 19200))
+                self.served.append(
+                    Served(
+                        "Modbus RTU bus",
+                        path,
+                        names,
+                        modbus_rtu.ModbusRtuBus(path, units, baudrate=baud),
+                    )
+                )
+                continue
+            if len(drivers) != 1:
+                msg = f"serial port {path} mixes protocols ({', '.join(sorted(drivers))})"
+                raise UserError(msg)
+            driver = drivers.pop()
+            if driver == "alicat":
+                au = [(str(s.options["unit"]), self._component(roles, n)) for n, s in devs]
+                self.served.append(
+                    Served("Alicat MFC bus", path, names, alicat.AlicatBus(plant, path, au))
+                )
+                continue
+            iu = [(int(s.options.get("address", 1)), self._component(roles, n)) for n, s in devs]
+            factory: dict[str, tuple[str, Callable[..., Emulator]]] = {
+                "pfeiffer": ("Pfeiffer gauge", pfeiffer.PfeifferBus),
+                "mks9xx": ("MKS gauge", mks.MksBus),
+                "aebus": ("AE Bus RF generator", aebus.AeBus),
+                "sqm160": ("SQM-160 QCM", sqm160.Sqm160),
+            }
+            label, make = factory[driver]
+            if driver == "sqm160":
+                iu = [(1, c) for _, c in iu]
+            self.served.append(Served(label, path, names, make(plant, path, iu)))
+
+    # ------------------------------------------------------------------ running
+
+    async def start(self) -> None:
+        assert self.state_dir is not None
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        started: list[Served] = []
+        try:
+            for s in self.served:
+                await s.emulator.start()
+                started.append(s)
+        except OSError as exc:
+            for s in reversed(started):
+                await s.emulator.stop()
+            msg = f"cannot start the emulators: {exc}"
+            raise UserError(msg) from None
+        r = self.plant.sync()
+        for f in self.faults:
+            try:
+                r.faults.inject(
+                    f.kind,
+                    f.target,
+                    at_ns=r.now_ns + round(f.at_s * 1e9) if f.at_s else None,
+                    duration_ns=round(f.duration_s * 1e9) if f.duration_s else None,
+                    **f.params,
+                )
+            except (ValueError, KeyError) as exc:
+                await self.stop()
+                msg = f"--fault {f.kind}: {exc}"
+                raise UserError(msg) from None
+        (self.state_dir / "endpoints.json").write_text(json.dumps(self.endpoints(), indent=2))
+        (self.state_dir / "edges.csv").write_text("t_s,line,open,source\n")
+        self._write_status()
+        self._status_task = asyncio.get_running_loop().create_task(
+            self._status_loop(), name="sim-status"
+        )
+
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool.name,
+            "served": [{"kind": s.kind, "at": s.where, "devices": s.devices} for s in self.served],
+            "status": str(self.state_dir / "status.json") if self.state_dir else None,
+            "edges": str(self.state_dir / "edges.csv") if self.state_dir else None,
+        }
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL_S)
+            self._write_status()
+
+    def _write_status(self) -> None:
+        assert self.state_dir is not None
+        r = self.plant.sync()
+        t = r.truth()
+        status = {
+            "t_s": self.plant.now(),
+            "thickness_nm": t.thickness_a / 10.0,
+            "cvd_thickness_nm": t.cvd_thickness_a / 10.0,
+            "composition": t.composition,
+            "pressure_torr": t.pressure_torr,
+            "valves": r.read_valves(),
+            "temperatures_c": t.temperatures_c,
+            "valve_actuations": t.valve_actuations,
+            "consumed_g": t.consumed_g,
+        }
+        tmp = self.state_dir / "status.json.tmp"
+        tmp.write_text(json.dumps(status, indent=1))
+        tmp.replace(self.state_dir / "status.json")  # atomic: readers never see half a file
+        edges = self.plant.edges
+        if edges:
+            with (self.state_dir / "edges.csv").open("a", newline="") as f:
+                w = csv.writer(f)
+                while edges:
+                    e = edges.popleft()
+                    w.writerow([f"{e.t:.6f}", e.line, int(e.is_open), e.source])
+
+    async def stop(self) -> None:
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
+        with contextlib.suppress(OSError):
+            self._write_status()
+        for s in reversed(self.served):
+            with contextlib.suppress(Exception):
+                await s.emulator.stop()
+
+
+async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]) -> None:
+    """Start, report, and run until SIGINT/SIGTERM; always stop cleanly."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await server.start()
+        on_ready(server)
+        await done.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.stop()
