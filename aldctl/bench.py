@@ -196,3 +196,189 @@ def bench_realtime(cycles: int) -> list[dict[str, Any]]:
             "scheduler": status.detail,
         }
     ]
+
+
+def _start_server(config: Path, state_dir: Path, extra: list[str] | None = None) -> Any:
+    """`aldctl sim serve` in its own process; returns the Popen once endpoints are up."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aldctl",
+            "sim",
+            "serve",
+            "--config",
+            str(config),
+            "--dir",
+            str(state_dir),
+            *(extra or []),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (state_dir / "endpoints.json").exists():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            msg = f"aldctl sim serve exited: {err.strip()}"
+            raise RuntimeError(msg)
+        if time.monotonic() > deadline:
+            proc.kill()
+            msg = "aldctl sim serve did not start within 30 s"
+            raise RuntimeError(msg)
+        time.sleep(0.05)
+    return proc
+
+
+def _edges(state_dir: Path, line: str) -> list[tuple[float, float, str]]:
+    """(open time, width s, source) of every pulse of ``line`` the module applied."""
+    import csv
+
+    out: list[tuple[float, float, str]] = []
+    opened: tuple[float, str] | None = None
+    with (state_dir / "edges.csv").open() as f:
+        for row in csv.DictReader(f):
+            if row["line"] != line:
+                continue
+            t = float(row["t_s"])
+            if row["open"] == "1":
+                opened = (t, row["source"])
+            elif opened is not None:
+                out.append((opened[0], t - opened[0], opened[1]))
+                opened = None
+    return out
+
+
+def _stats_ms(xs: list[float]) -> dict[str, float]:
+    v = sorted(abs(x) * 1e3 for x in xs)
+    if not v:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {"p50": v[len(v) // 2], "p99": v[min(len(v) - 1, int(len(v) * 0.99))], "max": v[-1]}
+
+
+def bench_timing(
+    config: Path, pulses: int, width_s: float = 0.015, poll_hz: float = 10.0
+) -> list[dict[str, Any]]:
+    """15 ms pulses over the real Modbus TCP path while every other device is polled.
+
+    The emulators run in their own process (``aldctl sim serve``); this process runs the
+    real drivers. Widths are measured where they matter: at the emulated I/O module, which
+    logs when each coil actually changed (``edges.csv``).
+    """
+    import asyncio
+    import tempfile
+
+    from aldctl import config as cfg
+    from aldctl.engine.clock import RealClock, release_realtime, request_realtime, run_real
+    from aldctl.tool import build
+
+    tool_cfg = cfg.load_tool(config)
+    line = next(iter(tool_cfg.lines))
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        state = Path(d)
+        server = _start_server(config, state)
+        status = request_realtime()
+        try:
+
+            async def main() -> dict[str, Any]:
+                tool = build(tool_cfg)
+                await tool.connect()
+                clock = RealClock()
+                bank, ch = tool.valves[line]
+                polls = 0
+
+                async def poll() -> None:
+                    nonlocal polls
+                    period = 1.0 / poll_hz
+                    nxt = clock.now()
+                    readers = [tool.gauge.read_pressure] if tool.gauge else []
+                    readers += [t.read_temperature for t in tool.temperatures.values()]
+                    readers += [f.read_flow for f in tool.flows.values()]
+                    if tool.plasma is not None:
+                        readers.append(tool.plasma.read_plasma)
+                    if tool.qcm is not None:
+                        readers.append(tool.qcm.read_thickness)
+                    if tool.ozone is not None:
+                        readers.append(tool.ozone.read_ozone)
+                    while True:
+                        await asyncio.gather(*(r() for r in readers), return_exceptions=True)
+                        polls += 1
+                        nxt += period
+                        await clock.sleep_until(max(nxt, clock.now()))
+
+                async def heartbeat() -> None:
+                    # The module's own watchdog drops every valve without this (as it should).
+                    while True:
+                        await bank.heartbeat()
+                        await asyncio.sleep(tool_cfg.safety.heartbeat_interval)
+
+                loop = asyncio.get_running_loop()
+                poller = loop.create_task(poll(), name="bench-poll")
+                beat = loop.create_task(heartbeat(), name="bench-heartbeat")
+                latency: list[float] = []
+                t = clock.now() + 0.5
+                for _ in range(pulses):
+                    await clock.sleep_until(t)
+                    await bank.set_valve(ch, True)
+                    latency.append(clock.now() - t)
+                    await clock.sleep_until(t + width_s)
+                    await bank.set_valve(ch, False)
+                    t += 0.1
+                hw = bank.hardware_pulse
+                hw_latency: list[float] = []
+                if hw:
+                    t = clock.now() + 0.5
+                    for _ in range(pulses):
+                        await clock.sleep_until(t)
+                        await bank.pulse(ch, width_s)
+                        hw_latency.append(clock.now() - t)
+                        t += 0.1
+                await asyncio.sleep(0.5)
+                for task in (poller, beat):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await tool.close()
+                return {
+                    "latency": latency,
+                    "hw_latency": hw_latency,
+                    "polls": polls,
+                    "hw": hw,
+                    "sleep": clock.lateness.summary_ms(),
+                }
+
+            import contextlib
+
+            res = run_real(main())
+        finally:
+            release_realtime()
+            server.send_signal(2)
+            server.communicate(timeout=30)
+        edges = _edges(state, tool_cfg.lines[line].chemical)
+    sw = [w for _, w, src in edges if src == "command"]
+    hw = [w for _, w, src in edges if src == "pulse"]
+    for label, widths, lat in (
+        ("software-timed", sw, res["latency"]),
+        ("module-timed", hw, res["hw_latency"]),
+    ):
+        if not widths:
+            continue
+        err = _stats_ms([w - width_s for w in widths])
+        rows.append(
+            {
+                "pulses": label,
+                "n": len(widths),
+                "width_err_p50_ms": err["p50"],
+                "width_err_p99_ms": err["p99"],
+                "width_err_max_ms": err["max"],
+                "command_latency_p99_ms": _stats_ms(lat)["p99"],
+                "polls_at_10hz": res["polls"],
+                "scheduler": status.detail,
+            }
+        )
+    return rows

@@ -798,6 +798,27 @@ def bench_realtime(cycles: int, as_json: bool) -> None:
     _print_rows(run(cycles), as_json)
 
 
+@bench.command("timing")
+@config_option
+@click.option("--pulses", "-n", type=int, default=300, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_timing(config: Path | None, pulses: int, as_json: bool) -> None:
+    """15 ms pulses over the real Modbus TCP path, every other device polled at 10 Hz.
+
+    Starts `aldctl sim serve` in its own process, drives the valve module with the real
+    driver (software-timed pulses, then module-timed ones where the module can), and
+    measures the widths the emulated module actually applied.
+
+    \b
+    Examples:
+      aldctl bench timing --config config/hil.yaml
+      aldctl bench timing --config config/hil.yaml -n 1000 --json
+    """
+    from aldctl.bench import bench_timing as run
+
+    _print_rows(run(config or Path("config/hil.yaml"), pulses), as_json)
+
+
 @bench.command("sim")
 @click.option("--cycles", "-n", multiple=True, type=int, default=(1000, 10000), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
