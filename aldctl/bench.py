@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +297,9 @@ def bench_timing(
                     nonlocal polls
                     period = 1.0 / poll_hz
                     nxt = clock.now()
-                    readers = [tool.gauge.read_pressure] if tool.gauge else []
+                    readers: list[Callable[[], Awaitable[object]]] = (
+                        [tool.gauge.read_pressure] if tool.gauge else []
+                    )
                     readers += [t.read_temperature for t in tool.temperatures.values()]
                     readers += [f.read_flow for f in tool.flows.values()]
                     if tool.plasma is not None:
