@@ -339,6 +339,11 @@ class SimServer:
 
 async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]) -> None:
     """Start, report, and run until SIGINT/SIGTERM; always stop cleanly."""
+    from aldctl.engine.clock import release_realtime, request_realtime
+
+    # The emulators stand in for hardware with its own timing: schedule them like the
+    # controller, where Linux allows, so their edges are not late for want of a CPU.
+    request_realtime(priority=5)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -351,3 +356,4 @@ async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.stop()
+        release_realtime()

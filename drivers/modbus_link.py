@@ -40,6 +40,7 @@ Bad frames
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -60,6 +61,11 @@ from drivers.base import (
     Health,
 )
 from drivers.link import RetryPolicy, transact
+
+# pymodbus logs protocol oddities at ERROR level straight to the user's terminal (a reply
+# that arrives after its request was cancelled by an abort, say). This module turns every
+# such condition into a DeviceError or a Health counter, so the library's own log is noise.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 __all__ = [
     "EXCEPTION_MEANINGS",

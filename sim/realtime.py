@@ -52,11 +52,18 @@ class RealtimePlant:
             self.reactor.advance_to(t_ns)
         return self.reactor
 
-    def set_valve(self, line: str, is_open: bool, source: str = "command") -> None:
-        """Command a line's valve now and log the edge (only when it changes)."""
-        # The request arrived now: stamp it before catching the model up, which can take
-        # milliseconds when reactants overlap.
-        t = self.now()
+    def set_valve(
+        self, line: str, is_open: bool, source: str = "command", at: float | None = None
+    ) -> None:
+        """Command a line's valve and log the edge (only when it changes).
+
+        ``at`` (monotonic clock) is when the command reached the module, where an emulator
+        knows it: hardware switches its outputs as the frame arrives, so the edge is logged
+        then, not after the emulator got round to it.
+        """
+        # Stamp before catching the model up, which can take milliseconds when reactants
+        # overlap.
+        t = self.now() if at is None else at - self.origin
         r = self.sync()
         if line == "__pump__":
             r.set_pump_isolation(is_open)

@@ -41,6 +41,7 @@ from drivers.base import (
 )
 
 RUNAWAY_RISE_K = 2.0
+POLL_GUARD_S = 10.0
 IDLE_EVERY = 5
 
 
@@ -132,13 +133,17 @@ class Safety:
     def _t(self) -> float:
         return self.clock.now() - self.t0
 
-    async def _read(self, name: str, fn: Callable[[], Awaitable[object]]) -> object | None:
+    async def _read(
+        self, name: str, fn: Callable[[], Awaitable[object]], *, polled: bool = True
+    ) -> object | None:
         """One device read; failures count towards the watchdog.
 
         Drivers time out their own transactions; :meth:`poll_once` bounds the whole poll
-        as a second guard, so a single read needs no timeout of its own here.
+        as a second guard (and needs to know which device it was waiting for: ``polled``
+        reads record it; the heartbeat, running beside the poll, does not).
         """
-        self._reading = name
+        if polled:
+            self._reading = name
         try:
             value = await fn()
         except (DeviceError, OSError) as exc:
@@ -173,7 +178,9 @@ class Safety:
         return self.tool.device_name(dev)
 
     async def poll_once(self) -> Readings:
-        guard = max(2.0, 2 * self.cfg.safety.poll_interval)
+        # A backstop only: every driver bounds its own transactions (and their retries),
+        # which can together take a couple of seconds on a slow serial bus.
+        guard = max(POLL_GUARD_S, 3 * self.cfg.safety.poll_interval)
         try:
             async with asyncio.timeout(guard):
                 return await self._poll()
@@ -379,7 +386,7 @@ class Safety:
         next_t = self.clock.now()
         while True:
             for bank in banks:
-                await self._read(self._device_of(bank), bank.heartbeat)
+                await self._read(self._device_of(bank), bank.heartbeat, polled=False)
             next_t += interval
             now = self.clock.now()
             if next_t < now:

@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -105,6 +106,10 @@ WD_SAVE = 0x100B
 
 STOPPED, RUNNING, EXPIRED = 0, 1, 2
 PUMP = "__pump__"
+
+
+_PULSE_SPIN_S = 0.0015
+"""How long before a module-timed pulse ends the emulator stops sleeping and spins."""
 
 
 class ModbusDioModule:
@@ -159,6 +164,8 @@ class ModbusDioModule:
         self._wd_timer: asyncio.TimerHandle | None = None
         self._wd_stop_armed = False
         self._pulses: dict[int, tuple[asyncio.TimerHandle, float]] = {}
+        self.arrival: float | None = None
+        """When the request being applied reached the module (monotonic clock)."""
         self.requests = 0
         self._device = self._build_device()
         self._server: _Server | None = None
@@ -253,7 +260,8 @@ class ModbusDioModule:
         self.outputs[ch] = on
         line = self.lines.get(ch)
         if line is not None:
-            self.plant.set_valve(line, on, source=source)
+            at = self.arrival if source == "command" else None
+            self.plant.set_valve(line, on, source=source, at=at)
 
     def _write_register(self, address: int, word: int) -> ExcCodes | None:
         if self.pulse_outputs and 0 <= address - self.pulse_register < self.channels:
@@ -327,11 +335,16 @@ class ModbusDioModule:
     def _start_pulse(self, ch: int, width_ms: int) -> None:
         loop = asyncio.get_running_loop()
         self._cancel_pulse(ch)
+        end = time.monotonic() + width_ms / 1000  # before the write: it catches the physics up
         self._write_output(ch, True, "pulse")
-        handle = loop.call_later(width_ms / 1000, self._end_pulse, ch)
-        self._pulses[ch] = (handle, loop.time() + width_ms / 1000)
+        # A real module times the pulse in hardware: wake a little early and spin to the
+        # end, so the emulator's event-loop latency does not lengthen the pulse.
+        handle = loop.call_at(end - _PULSE_SPIN_S, self._end_pulse, ch, end)
+        self._pulses[ch] = (handle, end)
 
-    def _end_pulse(self, ch: int) -> None:
+    def _end_pulse(self, ch: int, end: float) -> None:
+        while time.monotonic() < end:
+            pass
         self._pulses.pop(ch, None)
         self._write_output(ch, False, "pulse")
 
@@ -446,12 +459,13 @@ class _Connection(ServerRequestHandler):
             return len(data)
         pdu, self.last_pdu = self.last_pdu, None
         if pdu is not None:
-            task = self.loop.create_task(self._serve(pdu, addr), name="modbus dio request")
+            arrival = time.monotonic()
+            task = self.loop.create_task(self._serve(pdu, addr, arrival), name="modbus dio request")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return used
 
-    async def _serve(self, pdu: ModbusPDU, addr: tuple[Any, ...] | None) -> None:
+    async def _serve(self, pdu: ModbusPDU, addr: tuple[Any, ...] | None, arrival: float) -> None:
         module = self.module
         async with self._order:
             module.requests += 1
@@ -462,13 +476,21 @@ class _Connection(ServerRequestHandler):
             if fault is not None and fault.silent:
                 return
             jitter = fault.draw_jitter_ns() / 1e9 if fault is not None else 0.0
-            await asyncio.sleep(module.latency_s + jitter)
+            module.arrival = arrival
+            if jitter:  # a timing-jitter fault delays the command itself
+                await asyncio.sleep(jitter)
+                module.arrival = time.monotonic()
+            # A coupler drives its outputs as the frame arrives and answers afterwards: apply
+            # first, then spend the response latency, so that the emulator's own timer jitter
+            # does not leak into the output edges it logs.
             refused = module.check(pdu)
             reply: ModbusPDU
             if refused is not None:
                 reply = ExceptionResponse(pdu.function_code, refused)
             else:
                 reply = await pdu.datastore_update(self.server.context, pdu.dev_id)
+            if module.latency_s:
+                await asyncio.sleep(module.latency_s)
             reply.transaction_id = pdu.transaction_id
             reply.dev_id = pdu.dev_id
             if fault is not None and fault.corrupt():
