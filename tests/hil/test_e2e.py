@@ -203,7 +203,7 @@ def test_gauge_that_stops_answering_aborts_the_run_naming_it(tmp_path: Path, ser
         str(tmp_path / "data"),
     )
     out, err = run.communicate(timeout=300)
-    assert run.returncode == 1
+    assert run.returncode == 1, err
     summary = json.loads(out)
     assert summary["outcome"] == "aborted"
     assert "device 'gauge' stopped answering" in summary["reason"]
