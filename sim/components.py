@@ -16,22 +16,103 @@
   the matched fraction with ``tune`` time constant.
 * Ozone generator: concentration first-order toward the setpoint (on) or zero (off).
 
-Measured values come from ``random.Random`` streams owned by the reactor, one per device.
+Measured values come from seeded :class:`NoiseRng` streams owned by the reactor, one per
+device (any object with the same ``random``/``gauss``/``choice`` methods will do, e.g. a
+``random.Random``: the trace recorder keeps its own).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from sim.config import GaugeConfig, HeaterConfig, MfcConfig, OzoneConfig, PlasmaConfig, QcmConfig
 from sim.units import NS_PER_MS, NS_PER_S
+
+_T = TypeVar("_T")
 
 _SETTLE_K = 0.002
 _SETTLE_RATE_K = 1e-4
 _RHO_Q_G_CM3 = 2.648
 _MU_Q_G_CM_S2 = 2.947e11
 UNLOADED_REFLECTED = 0.9
+
+
+# --------------------------------------------------------------------------- noise
+
+
+class Rng(Protocol):
+    """What a sensor model draws its noise from (``random.Random`` qualifies)."""
+
+    def random(self) -> float: ...
+
+    def gauss(self, mu: float = ..., sigma: float = ...) -> float: ...
+
+    def choice(self, seq: Sequence[_T]) -> _T: ...
+
+
+_M128 = (1 << 128) - 1
+_LEHMER_A = 0xDA942042E4DD58B5
+_TWO_M53 = 1.0 / (1 << 53)
+_TWO_PI = 2.0 * math.pi
+
+
+class NoiseRng:
+    """One device's seeded noise stream: a 128-bit multiplicative congruential (Lehmer)
+    generator with the 64-bit multiplier of the well-known "lehmer64" (reported to pass
+    TestU01's BigCrush on its high 64 bits); each draw keeps the top 53 bits.
+
+    The whole state is one odd 128-bit integer and the spare normal deviate, so a reactor
+    snapshot stays small. Seeded from a string key (BLAKE2b of it), so every device gets an
+    independent, reproducible stream: same key, same numbers, on any platform and Python.
+    :meth:`gauss` is ``random.Random.gauss``'s Box-Muller (one deviate cached).
+    """
+
+    __slots__ = ("_next_gauss", "_state")
+
+    def __init__(self, key: str) -> None:
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        self._state = int.from_bytes(digest, "little") | 1
+        self._next_gauss: float | None = None
+
+    def random(self) -> float:
+        """Uniform in [0, 1)."""
+        x = (self._state * _LEHMER_A) & _M128
+        self._state = x
+        return (x >> 75) * _TWO_M53
+
+    def gauss(self, mu: float = 0.0, sigma: float = 1.0) -> float:
+        """Normal deviate."""
+        z = self._next_gauss
+        if z is None:
+            x = (self._state * _LEHMER_A) & _M128
+            y = (x * _LEHMER_A) & _M128
+            self._state = y
+            angle = (x >> 75) * _TWO_M53 * _TWO_PI
+            radius = math.sqrt(-2.0 * math.log(1.0 - (y >> 75) * _TWO_M53))
+            z = math.cos(angle) * radius
+            self._next_gauss = math.sin(angle) * radius
+        else:
+            self._next_gauss = None
+        return mu + z * sigma
+
+    def choice(self, seq: Sequence[_T]) -> _T:
+        """A uniformly chosen element of a non-empty sequence."""
+        return seq[int(self.random() * len(seq))]
+
+    def getstate(self) -> tuple[int, float | None]:
+        return self._state, self._next_gauss
+
+    def setstate(self, state: tuple[int, float | None]) -> None:
+        self._state, self._next_gauss = state
+
+    @classmethod
+    def from_state(cls, state: tuple[int, float | None]) -> NoiseRng:
+        rng = cls.__new__(cls)
+        rng._state, rng._next_gauss = state
+        return rng
 
 
 def quantise(value: float, step: float) -> float:
@@ -164,7 +245,7 @@ class Mfc:
         self.t0 = t
         self.goal = goal
 
-    def measured(self, t: int, rng: random.Random, frozen_reading: float | None) -> float:
+    def measured(self, t: int, rng: Rng, frozen_reading: float | None) -> float:
         value = self.flow(t) if frozen_reading is None else frozen_reading
         noise = rng.gauss(0.0, self.cfg.noise_pct_fs * 0.01 * self.cfg.full_scale_sccm)
         return quantise(max(0.0, value + noise), self.cfg.resolution_sccm)
@@ -363,7 +444,7 @@ class Heater:
         self.target = setpoint_c
         self.wake(t)
 
-    def measured_pv(self, rng: random.Random) -> float | None:
+    def measured_pv(self, rng: Rng) -> float | None:
         if self.sensor_break:
             return None
         return quantise(self.t_c + rng.gauss(0.0, self.cfg.noise_k), self.cfg.resolution_k)
@@ -385,7 +466,7 @@ class Gauge:
         """Torr/s of drift while a drift fault is active."""
         self.drift_start = 0
 
-    def measured(self, t: int, rng: random.Random) -> float | None:
+    def measured(self, t: int, rng: Rng) -> float | None:
         drift = self.offset + self.drift_rate * (t - self.drift_start) / NS_PER_S
         value = self.lagged_torr + drift + rng.gauss(0.0, self.cfg.noise_torr)
         if value > 1.1 * self.cfg.full_scale_torr:

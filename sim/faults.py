@@ -289,6 +289,8 @@ class FaultInjector:
 
     def comm(self, device: str) -> CommFault | None:
         """The communication faults active on ``device`` (None when its link is healthy)."""
+        if not self._data.faults:  # the usual case, asked before every device transaction
+            return None
         faults = [f for f in self.active(target=device) if f.kind in COMM_KINDS]
         if not faults:
             return None
@@ -315,6 +317,8 @@ class FaultInjector:
     # -- reactor hooks
     def next_time_ns(self) -> int | None:
         """Earliest scheduled activation or automatic clearing."""
+        if not self._data.faults:
+            return None
         times: list[int] = []
         for f in self._data.faults:
             if f.state is FaultState.PENDING and f.at_ns is not None:
@@ -325,6 +329,8 @@ class FaultInjector:
 
     def due(self, now: int) -> None:
         """Activate/clear time-scheduled faults due at ``now``."""
+        if not self._data.faults:
+            return
         for f in list(self._data.faults):
             if f.state is FaultState.ACTIVE and f.clear_at_ns is not None and f.clear_at_ns <= now:
                 self._deactivate(f, now)
@@ -358,6 +364,8 @@ class FaultInjector:
         self._prune()
 
     def has_triggers(self) -> bool:
+        if not self._data.faults:
+            return False
         return any(
             f.state is FaultState.PENDING and (f.when is not None or f.after_actuations is not None)
             for f in self._data.faults
