@@ -1647,65 +1647,7 @@ class Reactor:
             nm_t = km_t = _NO_SCALE
         dt_s = dt_ns / NS_PER_S
         if rx:
-            kmax_by_species = [0.0] * nsp
-            for i in rx:
-                li = base[i] + back[i]
-                ebi = eb[i]
-                inflow = a[i] + (ebi if ebi > 0.0 else 0.0)
-                n_i = n[i]
-                n_ss = inflow / li if li > 0.0 else math.inf
-                # Largest amount within a step of length d: min(n_ss, n0 + inflow d) while
-                # the chamber fills. The limit shrinks as d grows, so refine once from the
-                # first answer (which is itself a valid step).
-                d = dt_s
-                for _ in range(2):
-                    n_eff = n_i + inflow * d
-                    if n_eff > n_ss:
-                        n_eff = n_ss if n_ss > n_i else n_i
-                    ssum = 0.0
-                    kmax = 0.0
-                    for t, st in sp_ts[i]:
-                        xs = x[st]
-                        if xs * nm_t[t] <= _SITE_NEGLIGIBLE * n_eff:
-                            continue
-                        kt = k0[t] * n_eff / nm_t[t]
-                        kmax = kt if kt > kmax else kmax
-                        ssum += k0[t] * xs * kt
-                    kmax_by_species[i] = kmax
-                    if ssum <= 0.0:
-                        break
-                    lim = _SURFACE_EPS * li / ssum if li > 0.0 else _SURFACE_EPS / kmax
-                    if lim >= d:
-                        break
-                    if d < dt_s and lim > 2.0 * d:
-                        # second pass: the amount bound used the shorter step; stay inside it
-                        lim = 2.0 * d
-                    d = lim
-                dt_s = d if d < dt_s else dt_s
-            # -- overlapping reactants (CVD): resolve their correlated decay
-            if len(rx) >= 2:
-                overlap = 0
-                kbig = 0.0
-                for i in rx:
-                    km = kmax_by_species[i]
-                    if km <= 0.0:
-                        continue
-                    conv = 0.0
-                    for _t, st in sp_ts[i]:
-                        conv += x[st] * km
-                    if conv * dt_s > _OVERLAP_CONV:
-                        overlap += 1
-                        kbig = km if km > kbig else kbig
-                if overlap >= 2:
-                    lim = _OVERLAP_K_DT / kbig
-                    for i in rx:
-                        li = base[i] + back[i]
-                        if kmax_by_species[i] > 0.0 and li > 0.0:
-                            n_ss = a[i] / li
-                            big = n[i] if n[i] > n_ss else n_ss
-                            if abs(n[i] - n_ss) > 0.1 * big and 1.0 / (3.0 * li) < lim:
-                                lim = 1.0 / (3.0 * li)
-                    dt_s = lim if lim < dt_s else dt_s
+            dt_s = self._surface_dt(rx, base, back, a, eb, dt_s, nm_t)
         new_dt = round(dt_s * NS_PER_S)
         if new_dt < dt_ns:
             floor = _MIN_STEP_NS if dt_ns > _MIN_STEP_NS else dt_ns
@@ -1864,6 +1806,88 @@ class Reactor:
             gauge.lagged_torr = p_per_mol * sum(n)
         s.now = t0 + dt_ns
 
+    def _surface_dt(
+        self,
+        rx: list[int],
+        base: Sequence[float],
+        back: Sequence[float],
+        a: Sequence[float],
+        eb: Sequence[float],
+        dt_s: float,
+        nm_t: Sequence[float],
+    ) -> float:
+        """The step (s, at most ``dt_s``) over which the surface sinks of the species ``rx``
+        may be held frozen: each one's loss rate changes by at most ``_SURFACE_EPS``, and two
+        reactants converting the surface at once (overlap, CVD) have their correlated decay
+        resolved. ``base``/``back``: loss rates; ``a`` constant and ``eb`` decaying inflows."""
+        s = self._s
+        n = s.n
+        x = s.x
+        k0 = self._rt.k0
+        sp_ts = self._sp_ts
+        kmax_by_species = [0.0] * len(n)
+        for i in rx:
+            li = base[i] + back[i]
+            ebi = eb[i]
+            inflow = a[i] + (ebi if ebi > 0.0 else 0.0)
+            n_i = n[i]
+            n_ss = inflow / li if li > 0.0 else math.inf
+            # Largest amount within a step of length d: min(n_ss, n0 + inflow d) while the
+            # chamber fills. The limit shrinks as d grows, so refine once from the first
+            # answer (which is itself a valid step); with no inflow the bound is n0 whatever
+            # the step and one pass settles it.
+            d = dt_s
+            for _ in range(2 if inflow > 0.0 else 1):
+                n_eff = n_i + inflow * d
+                if n_eff > n_ss:
+                    n_eff = n_ss if n_ss > n_i else n_i
+                ssum = 0.0
+                kmax = 0.0
+                for t, st in sp_ts[i]:
+                    xs = x[st]
+                    if xs * nm_t[t] <= _SITE_NEGLIGIBLE * n_eff:
+                        continue
+                    kt = k0[t] * n_eff / nm_t[t]
+                    kmax = kt if kt > kmax else kmax
+                    ssum += k0[t] * xs * kt
+                kmax_by_species[i] = kmax
+                if ssum <= 0.0:
+                    break
+                lim = _SURFACE_EPS * li / ssum if li > 0.0 else _SURFACE_EPS / kmax
+                if lim >= d:
+                    break
+                if d < dt_s and lim > 2.0 * d:
+                    # second pass: the amount bound used the shorter step; stay inside it
+                    lim = 2.0 * d
+                d = lim
+            dt_s = d if d < dt_s else dt_s
+        if len(rx) < 2:
+            return dt_s
+        # -- overlapping reactants (CVD): resolve their correlated decay
+        overlap = 0
+        kbig = 0.0
+        for i in rx:
+            km = kmax_by_species[i]
+            if km <= 0.0:
+                continue
+            conv = 0.0
+            for _t, st in sp_ts[i]:
+                conv += x[st] * km
+            if conv * dt_s > _OVERLAP_CONV:
+                overlap += 1
+                kbig = km if km > kbig else kbig
+        if overlap < 2:
+            return dt_s
+        lim = _OVERLAP_K_DT / kbig
+        for i in rx:
+            li = base[i] + back[i]
+            if kmax_by_species[i] > 0.0 and li > 0.0:
+                n_ss = a[i] / li
+                big = n[i] if n[i] > n_ss else n_ss
+                if abs(n[i] - n_ss) > 0.1 * big and 1.0 / (3.0 * li) < lim:
+                    lim = 1.0 / (3.0 * li)
+        return lim if lim < dt_s else dt_s
+
     def _integrate_fast(
         self,
         t0: int,
@@ -1916,75 +1940,7 @@ class Reactor:
             nm_t = km_t = _NO_SCALE
         dt_s = dt_ns / NS_PER_S
         if rx:
-            kmax_by_species = [0.0] * nsp
-            for i in rx:
-                li = base[i] + back[i]
-                inflow = a[i]
-                n_i = n[i]
-                if inflow == 0.0:
-                    # decaying: the amount bound is n_i whatever the step, one pass settles
-                    ssum = 0.0
-                    kmax = 0.0
-                    for t, st in sp_ts[i]:
-                        xs = x[st]
-                        if xs * nm_t[t] <= _SITE_NEGLIGIBLE * n_i:
-                            continue
-                        kt = k0[t] * n_i / nm_t[t]
-                        kmax = kt if kt > kmax else kmax
-                        ssum += k0[t] * xs * kt
-                    kmax_by_species[i] = kmax
-                    if ssum > 0.0:
-                        lim = _SURFACE_EPS * li / ssum if li > 0.0 else _SURFACE_EPS / kmax
-                        dt_s = lim if lim < dt_s else dt_s
-                    continue
-                n_ss = inflow / li if li > 0.0 else math.inf
-                d = dt_s
-                for _ in range(2):
-                    n_eff = n_i + inflow * d
-                    if n_eff > n_ss:
-                        n_eff = n_ss if n_ss > n_i else n_i
-                    ssum = 0.0
-                    kmax = 0.0
-                    for t, st in sp_ts[i]:
-                        xs = x[st]
-                        if xs * nm_t[t] <= _SITE_NEGLIGIBLE * n_eff:
-                            continue
-                        kt = k0[t] * n_eff / nm_t[t]
-                        kmax = kt if kt > kmax else kmax
-                        ssum += k0[t] * xs * kt
-                    kmax_by_species[i] = kmax
-                    if ssum <= 0.0:
-                        break
-                    lim = _SURFACE_EPS * li / ssum if li > 0.0 else _SURFACE_EPS / kmax
-                    if lim >= d:
-                        break
-                    if d < dt_s and lim > 2.0 * d:
-                        lim = 2.0 * d
-                    d = lim
-                dt_s = d if d < dt_s else dt_s
-            if len(rx) >= 2:
-                overlap = 0
-                kbig = 0.0
-                for i in rx:
-                    km = kmax_by_species[i]
-                    if km <= 0.0:
-                        continue
-                    conv = 0.0
-                    for _t, st in sp_ts[i]:
-                        conv += x[st] * km
-                    if conv * dt_s > _OVERLAP_CONV:
-                        overlap += 1
-                        kbig = km if km > kbig else kbig
-                if overlap >= 2:
-                    lim = _OVERLAP_K_DT / kbig
-                    for i in rx:
-                        li = base[i] + back[i]
-                        if kmax_by_species[i] > 0.0 and li > 0.0:
-                            n_ss = a[i] / li
-                            big = n[i] if n[i] > n_ss else n_ss
-                            if abs(n[i] - n_ss) > 0.1 * big and 1.0 / (3.0 * li) < lim:
-                                lim = 1.0 / (3.0 * li)
-                    dt_s = lim if lim < dt_s else dt_s
+            dt_s = self._surface_dt(rx, base, back, a, self._zeros, dt_s, nm_t)
         new_dt = round(dt_s * NS_PER_S)
         if new_dt < dt_ns:
             floor = _MIN_STEP_NS if dt_ns > _MIN_STEP_NS else dt_ns
