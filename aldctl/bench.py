@@ -274,8 +274,14 @@ def bench_timing(
     import tempfile
 
     from aldctl import config as cfg
-    from aldctl.engine.clock import RealClock, release_realtime, request_realtime, run_real
-    from aldctl.tool import build
+    from aldctl.engine.clock import (
+        RealClock,
+        collect_in_slack,
+        release_realtime,
+        request_realtime,
+        run_real,
+    )
+    from aldctl.tool import Tool, build
 
     tool_cfg = cfg.load_tool(config)
     line = next(iter(tool_cfg.lines))
@@ -290,6 +296,10 @@ def bench_timing(
                 tool = build(tool_cfg)
                 await tool.connect()
                 clock = RealClock()
+                with collect_in_slack():
+                    return await measure(tool, clock)
+
+            async def measure(tool: Tool, clock: RealClock) -> dict[str, Any]:
                 bank, ch = tool.valves[line]
                 polls = 0
 
@@ -312,7 +322,7 @@ def bench_timing(
                         await asyncio.gather(*(r() for r in readers), return_exceptions=True)
                         polls += 1
                         nxt += period
-                        await clock.sleep_until(max(nxt, clock.now()))
+                        await clock.sleep_until(max(nxt, clock.now()), precise=False)
 
                 async def heartbeat() -> None:
                     # The module's own watchdog drops every valve without this (as it should).
@@ -324,20 +334,22 @@ def bench_timing(
                 poller = loop.create_task(poll(), name="bench-poll")
                 beat = loop.create_task(heartbeat(), name="bench-heartbeat")
                 latency: list[float] = []
+                late: list[float] = []  # how late this process woke for an edge
                 t = clock.now() + 0.5
                 for _ in range(pulses):
-                    await clock.sleep_until(t)
+                    late.append(await clock.sleep_until(t) - t)
                     await bank.set_valve(ch, True)
                     latency.append(clock.now() - t)
-                    await clock.sleep_until(t + width_s)
+                    late.append(await clock.sleep_until(t + width_s) - (t + width_s))
                     await bank.set_valve(ch, False)
                     t += 0.1
                 hw = bank.hardware_pulse
                 hw_latency: list[float] = []
+                hw_late: list[float] = []
                 if hw:
                     t = clock.now() + 0.5
                     for _ in range(pulses):
-                        await clock.sleep_until(t)
+                        hw_late.append(await clock.sleep_until(t) - t)
                         await bank.pulse(ch, width_s)
                         hw_latency.append(clock.now() - t)
                         t += 0.1
@@ -350,6 +362,8 @@ def bench_timing(
                 return {
                     "latency": latency,
                     "hw_latency": hw_latency,
+                    "late": late,
+                    "hw_late": hw_late,
                     "polls": polls,
                     "hw": hw,
                     "sleep": clock.lateness.summary_ms(),
@@ -365,9 +379,9 @@ def bench_timing(
         edges = _edges(state, tool_cfg.lines[line].chemical)
     sw = [w for _, w, src in edges if src == "command"]
     hw = [w for _, w, src in edges if src == "pulse"]
-    for label, widths, lat in (
-        ("software-timed", sw, res["latency"]),
-        ("module-timed", hw, res["hw_latency"]),
+    for label, widths, lat, woke in (
+        ("software-timed", sw, res["latency"], res["late"]),
+        ("module-timed", hw, res["hw_latency"], res["hw_late"]),
     ):
         if not widths:
             continue
@@ -380,6 +394,10 @@ def bench_timing(
                 "width_err_p99_ms": err["p99"],
                 "width_err_max_ms": err["max"],
                 "command_latency_p99_ms": _stats_ms(lat)["p99"],
+                # the controller's share: how late it woke for the edges (the rest of the
+                # width error is the wire and the module)
+                "wake_late_p99_ms": _stats_ms(woke)["p99"],
+                "wake_late_max_ms": _stats_ms(woke)["max"],
                 "polls_at_10hz": res["polls"],
                 "scheduler": status.detail,
             }

@@ -18,7 +18,13 @@ from typing import Any
 
 from aldctl import config as cfg
 from aldctl.diagnostics import Diagnostic, UserError
-from aldctl.engine.clock import RealClock, VirtualClock, release_realtime, request_realtime
+from aldctl.engine.clock import (
+    RealClock,
+    VirtualClock,
+    collect_in_slack,
+    release_realtime,
+    request_realtime,
+)
 from aldctl.engine.control import RunControl
 from aldctl.engine.events import EventBus
 from aldctl.engine.journal import Journal, JournalError, RunMeta, sha256_text
@@ -291,7 +297,8 @@ async def execute(
         p.compiled.schedule, tool, clock, journal=journal, bus=bus, control=control, options=options
     )
     try:
-        return await runner.run()
+        with collect_in_slack() if req.realtime else contextlib.nullcontext():
+            return await runner.run()
     finally:
         await tool.close()
         if req.realtime:

@@ -22,16 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import gc
 import json
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aldctl.config import ToolConfig
 from aldctl.diagnostics import UserError
 from aldctl.tool import simulated_reactor
+
+if TYPE_CHECKING:
+    from sim.realtime import ValveEdge
 
 DEFAULT_DIR = Path("/tmp/aldctl-sim")
 STATUS_INTERVAL_S = 0.2
@@ -105,6 +109,7 @@ class SimServer:
             ]
             self.state_dir = Path(ports[0]).parent if ports else DEFAULT_DIR
         self._status_task: asyncio.Task[None] | None = None
+        self.collect_overdue: Callable[[], object] | None = None
 
     # ------------------------------------------------------------------ roles
 
@@ -297,10 +302,21 @@ class SimServer:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(STATUS_INTERVAL_S)
-            self._write_status()
+            # the model is read here; the files are written by a thread, off the loop that
+            # stamps valve commands as they arrive (a write took 0.3 ms, 1 ms at worst)
+            writing = asyncio.ensure_future(asyncio.to_thread(self._write_files, self._status()))
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                await writing  # stop() writes last: these edges must land before its own
+                raise
+            if self.collect_overdue is not None:
+                self.collect_overdue()
 
     def _write_status(self) -> None:
-        assert self.state_dir is not None
+        self._write_files(self._status())
+
+    def _status(self) -> tuple[dict[str, Any], list[ValveEdge]]:
         r = self.plant.sync()
         t = r.truth()
         status = {
@@ -314,15 +330,20 @@ class SimServer:
             "valve_actuations": t.valve_actuations,
             "consumed_g": t.consumed_g,
         }
+        edges = self.plant.edges
+        taken = [edges.popleft() for _ in range(len(edges))]
+        return status, taken
+
+    def _write_files(self, status_edges: tuple[dict[str, Any], list[ValveEdge]]) -> None:
+        assert self.state_dir is not None
+        status, edges = status_edges
         tmp = self.state_dir / "status.json.tmp"
         tmp.write_text(json.dumps(status, indent=1))
         tmp.replace(self.state_dir / "status.json")  # atomic: readers never see half a file
-        edges = self.plant.edges
         if edges:
             with (self.state_dir / "edges.csv").open("a", newline="") as f:
                 w = csv.writer(f)
-                while edges:
-                    e = edges.popleft()
+                for e in edges:
                     w.writerow([f"{e.t:.6f}", e.line, int(e.is_open), e.source])
 
     async def stop(self) -> None:
@@ -339,7 +360,13 @@ class SimServer:
 
 async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]) -> None:
     """Start, report, and run until SIGINT/SIGTERM; always stop cleanly."""
-    from aldctl.engine.clock import release_realtime, request_realtime
+    from aldctl.engine.clock import (
+        GC_OVERDUE,
+        collect_if_due,
+        freeze_heap,
+        release_realtime,
+        request_realtime,
+    )
 
     # The emulators stand in for hardware with its own timing: schedule them like the
     # controller, where Linux allows, so their edges are not late for want of a CPU.
@@ -350,9 +377,17 @@ async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]
         loop.add_signal_handler(sig, done.set)
     try:
         await server.start()
+        # Like the hardware it stands in for, the server should not pause at random: its
+        # garbage is collected just after a valve edge (the next one is at least a pulse
+        # away), or by the status writer once it piles up with no edges.
+        freeze_heap()
+        gc.disable()
+        server.plant.on_edge = collect_if_due
+        server.collect_overdue = lambda: collect_if_due(GC_OVERDUE // 10)
         on_ready(server)
         await done.wait()
     finally:
+        gc.enable()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.stop()

@@ -40,6 +40,9 @@ class RealtimePlant:
         self.clock = clock
         self.origin = clock() - reactor.now_ns / 1e9
         self.edges: deque[ValveEdge] = deque(maxlen=edge_log)
+        self.on_edge: Callable[[], object] | None = None
+        """Called after each valve edge is logged: the moment when the next edge is
+        furthest away (a server collects its garbage there)."""
         self._commanded: dict[str, bool] = {}
 
     def now(self) -> float:
@@ -69,9 +72,12 @@ class RealtimePlant:
             r.set_pump_isolation(is_open)
             return
         r.set_valve(line, is_open)
-        if self._commanded.get(line) != is_open:
-            self.edges.append(ValveEdge(t, line, is_open, source))
+        was = self._commanded.get(line)
         self._commanded[line] = is_open
+        if was != is_open:
+            self.edges.append(ValveEdge(t, line, is_open, source))
+            if self.on_edge is not None:
+                self.on_edge()
 
     def pulse_widths(self, line: str | None = None) -> list[tuple[str, float, float, str]]:
         """(line, open time, width s, source) of every completed open->close pair logged."""

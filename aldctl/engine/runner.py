@@ -157,7 +157,7 @@ class PulseMonitor:
                 pts: list[tuple[float, float]] = [(t_open_clock, base)] if base is not None else []
                 for t in times:
                     if t > self.r.clock.now():
-                        await self.r.clock.sleep_until(t)
+                        await self.r.clock.sleep_until(t, precise=False)
                     p = await self._read(gauge)
                     if p is not None:
                         pts.append((self.r.clock.now(), p))
@@ -558,7 +558,7 @@ class Runner:
             last = i == len(phases) - 1
             if last and unit is not None and end - self.clock.now() > 2 * COMMIT_MARGIN_S:
                 t_start = anchor - self.t0
-                await self.clock.sleep_until(end - COMMIT_MARGIN_S)
+                await self.clock.sleep_until(end - COMMIT_MARGIN_S, precise=False)
                 self._checkpoint(unit, t_start)
                 committed = True
             while si < len(spans):
@@ -729,7 +729,7 @@ class Runner:
                     return
                 raise RunAborted(msg)
             t += interval
-            await self.clock.sleep_until(t)
+            await self.clock.sleep_until(t, precise=False)
 
 
 def _condition_met(c: s.Condition, value: float | None) -> bool:

@@ -376,7 +376,7 @@ class Safety:
             now = self.clock.now()
             if next_t < now:  # fell behind (slow devices): do not burst to catch up
                 next_t = now + interval
-            await self.clock.sleep_until(next_t)
+            await self.clock.sleep_until(next_t, precise=False)
 
     async def heartbeat(self) -> None:
         banks = [b for b in self.tool.banks if b.watchdog]
@@ -391,7 +391,7 @@ class Safety:
             now = self.clock.now()
             if next_t < now:
                 next_t = now + interval
-            await self.clock.sleep_until(next_t)
+            await self.clock.sleep_until(next_t, precise=False)
 
 
 async def close_dose_valves(tool: Tool, timeout_s: float) -> dict[str, BaseException | None]:

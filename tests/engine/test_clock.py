@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
-from aldctl.engine.clock import RealClock, VirtualClock, gather_bounded, run_real, run_virtual
+from aldctl.engine.clock import (
+    RealClock,
+    VirtualClock,
+    collect_in_slack,
+    gather_bounded,
+    run_real,
+    run_virtual,
+)
 
 
 def test_virtual_time_runs_hours_in_no_time() -> None:
@@ -72,3 +80,53 @@ def test_gather_bounded_names_the_slow_call() -> None:
     assert res["fast"] is None
     assert isinstance(res["stuck"], TimeoutError)
     assert isinstance(res["bad"], OSError)
+
+
+def _cycles(n: int) -> None:
+    """Garbage only the cycle collector can free (tracked allocations it counts)."""
+    for _ in range(n):
+        a: list[object] = []
+        a.append(a)
+
+
+def test_garbage_is_collected_only_where_no_edge_is_near() -> None:
+    """In a real-time run the collector never runs on its own, nor in the 20 ms before any
+    task's precise deadline: a 1-2 ms collection there made the valve edge that late."""
+
+    async def main() -> tuple[list[int], bool]:
+        clock = RealClock()
+        seen: list[int] = []
+        with collect_in_slack():
+            assert not gc.isenabled()
+            _cycles(5_000)
+            await clock.sleep_until(clock.now() + 0.005)  # an edge 5 ms away: no time
+            seen.append(clock.collections)
+            edge = asyncio.create_task(clock.sleep_until(clock.now() + 0.010))
+            await asyncio.sleep(0)  # the other task is now sleeping toward its edge
+            await clock.sleep_until(clock.now() + 0.100)  # far for us, not for the edge
+            seen.append(clock.collections)
+            await edge
+            _cycles(5_000)
+            await clock.sleep_until(clock.now() + 0.100)  # nothing near: collect
+            seen.append(clock.collections)
+            _cycles(100)
+            await clock.sleep_until(clock.now() + 0.100)  # too little garbage to bother
+            seen.append(clock.collections)
+        return seen, gc.isenabled()
+
+    seen, enabled_after = run_real(main())
+    assert seen == [0, 0, 1, 1]
+    assert enabled_after
+
+
+def test_background_sleeps_neither_spin_nor_count_as_edges() -> None:
+    async def main() -> tuple[int, float]:
+        clock = RealClock()
+        cpu = time.process_time()
+        for _ in range(20):
+            await clock.sleep_until(clock.now() + 0.010, precise=False)
+        return len(clock.lateness.samples), time.process_time() - cpu
+
+    samples, cpu_s = run_real(main())
+    assert samples == 0
+    assert cpu_s < 0.03  # spinning the last 3 ms of each would burn at least 0.06 s
