@@ -1664,7 +1664,6 @@ class Reactor:
         p_per_mol = rt.p_per_mol
         g_beta = self._gauge_beta
         xb = g_beta * dt
-        eg = math.exp(-xb) if g_beta > 0 else 0.0
         g_const = 0.0
         g_decay = 0.0
         integ = [0.0] * nsp
@@ -1773,15 +1772,38 @@ class Reactor:
                     )
             else:
                 g_const += 0.5 * (n0 + n1)
-        # -- surface
+        self._finish_step(t0, dt_ns, act, a, ract, integ, surf, nm_t, km_t, draw, g_const, g_decay)
+
+    def _finish_step(
+        self,
+        t0: int,
+        dt_ns: int,
+        act: list[int],
+        a: Sequence[float],
+        ract: list[int],
+        integ: list[float],
+        surf: list[float],
+        nm_t: list[float],
+        km_t: list[float],
+        draw: list[tuple[_Line, float, float]],
+        g_const: float,
+        g_decay: float,
+    ) -> None:
+        """What follows the gas update in either integrator: the surface takes its share of
+        the exposure ``integ``, reactants decompose, sources lose what they delivered,
+        traces below the floor count as pumped, the gauge lags, the clock moves."""
+        s = self._s
+        rt = self._rt
+        n = s.n
+        dt = dt_ns / NS_PER_S
+        p_per_mol = rt.p_per_mol
         if ract:
             self._surface(ract, integ, surf, nm_t, km_t)
-        # -- decomposition growth
+        kdec = rt.kdec
         for i, k in self._dec_species:
             kd = kdec[i]
             if kd > 0.0 and integ[i] > 0.0:
                 self._decompose(k, kd * integ[i])
-        # -- sources
         for ln, c, p_src in draw:
             if ln.is_ozone:
                 continue
@@ -1790,15 +1812,17 @@ class Reactor:
             ln.consumed_g += grams
             left = ln.mass_g - grams
             ln.mass_g = left if left > 0.0 else 0.0
-        # -- floors
+        pumped = s.pumped
         for i in act:
             ni = n[i]
             if 0.0 < ni < _FLOOR_MOL and a[i] == 0.0:
                 pumped[i] += ni
                 n[i] = 0.0
-        # -- gauge lag
+                self._q_act = None  # the quiet path's species list lost one
         gauge = s.gauge
+        g_beta = self._gauge_beta
         if g_beta > 0:
+            eg = math.exp(-g_beta * dt)
             gauge.lagged_torr = gauge.lagged_torr * eg + p_per_mol * (
                 g_const * (1.0 - eg) + g_decay
             )
@@ -1956,7 +1980,6 @@ class Reactor:
         p_per_mol = rt.p_per_mol
         g_beta = self._gauge_beta
         xb = g_beta * dt
-        eg = math.exp(-xb) if g_beta > 0 else 0.0
         g_const = 0.0
         g_decay = 0.0
         integ = [0.0] * nsp
@@ -2061,34 +2084,7 @@ class Reactor:
                     )
             else:
                 g_const += 0.5 * (n0 + n1)
-        if ract:
-            self._surface(ract, integ, surf, nm_t, km_t)
-        for i, k in self._dec_species:
-            kd = kdec[i]
-            if kd > 0.0 and integ[i] > 0.0:
-                self._decompose(k, kd * integ[i])
-        for ln, c, p_src in draw:
-            if ln.is_ozone:
-                continue
-            mol = c * (p_src * dt - p_per_mol * integ[ln.species])
-            grams = mol * ln.chem.molar_mass
-            ln.consumed_g += grams
-            left = ln.mass_g - grams
-            ln.mass_g = left if left > 0.0 else 0.0
-        for i in act:
-            ni = n[i]
-            if 0.0 < ni < _FLOOR_MOL and a[i] == 0.0:
-                pumped[i] += ni
-                n[i] = 0.0
-                self._q_act = None
-        gauge = s.gauge
-        if g_beta > 0:
-            gauge.lagged_torr = gauge.lagged_torr * eg + p_per_mol * (
-                g_const * (1.0 - eg) + g_decay
-            )
-        else:
-            gauge.lagged_torr = p_per_mol * sum(n)
-        s.now = t0 + dt_ns
+        self._finish_step(t0, dt_ns, act, a, ract, integ, surf, nm_t, km_t, draw, g_const, g_decay)
 
     def _site_scale(self, kinds_m: list[float]) -> tuple[list[float], list[float]]:
         """Per transition: molecules per unit fraction ``n_site * m`` and the kind's growth
