@@ -6,6 +6,7 @@ never at module import: ``aldctl --help`` must stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -39,6 +40,12 @@ def _fail(diags: list[Diagnostic]) -> NoReturn:
     _echo_diagnostics(diags)
     n = sum(1 for d in diags if d.severity == "error")
     click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
+    sys.exit(EXIT_INVALID)
+
+
+def _refuse(message: str) -> NoReturn:
+    """A one-line refusal (exit 2): the command cannot go ahead, nothing was touched."""
+    click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_INVALID)
 
 
@@ -229,12 +236,31 @@ def _execute_run(
     runner = run_real if req.realtime else run_virtual
     try:
         result = runner(main())
+    except BaseException as exc:
+        # Whatever ended the process here (devices that would not connect, an internal
+        # error), the run row must not stay "running" for ever.
+        from aldctl.diagnostics import UserError
+
+        why = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        journal.finish_if_open(f"failed before the run could start or finish: {why}")
+        raise
     finally:
         journal.close()
-    if as_json:
-        click.echo(json.dumps(summary_json(run_id, result), indent=2))
-    else:
-        print_summary(console, run_id, result, req.realtime)
+    try:
+        if as_json:
+            click.echo(json.dumps(summary_json(run_id, result), indent=2))
+        else:
+            print_summary(console, run_id, result, req.realtime)
+    except OSError:  # the terminal went away (SIGHUP): the journal has the record
+        pass
+    if result.journal_error is not None:
+        with contextlib.suppress(OSError):
+            click.echo(
+                f"error: {result.journal_error}; the run was aborted to the safe state "
+                "(`aldctl runs list` marks it failed once the journal can be written)",
+                err=True,
+            )
+        sys.exit(EXIT_FAILED)
     if result.outcome != "complete":
         sys.exit(EXIT_FAILED)
 
@@ -285,6 +311,7 @@ def run(
       aldctl run recipes/al2o3_tma_h2o.yaml --config config/hil.yaml --realtime
     """
     from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import JournalError
     from aldctl.session import RunRequest, new_run, open_journal, prepare, realtime_setup
 
     try:
@@ -294,10 +321,16 @@ def run(
     rt = realtime or not prepared.simulated
     req = RunRequest(prepared=prepared, realtime=rt, seed=seed)
     journal = open_journal(data_dir)
+    try:
+        run_id = new_run(journal, req, "real time" if rt else "virtual time")
+    except JournalError as exc:
+        journal.close()
+        _refuse(str(exc))
     detail = realtime_setup(rt)
+    journal.note_realtime(detail)
+    journal.note_realtime(detail)
     if rt and "not permitted" in detail and not as_json:
         click.echo(f"warning: {detail}", err=True)
-    run_id = new_run(journal, req, detail)
     _execute_run(req, journal, run_id, detail, as_json, prepared.warnings)
 
 
@@ -321,18 +354,36 @@ def resume(run_id: str, realtime: bool, seed: int, as_json: bool, data_dir: Path
       aldctl resume 20261123-153012-ab12
     """
     from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import JournalError
     from aldctl.session import RunRequest, check_resumable, open_journal, realtime_setup
 
     journal = open_journal(data_dir)
     try:
         prepared, start, sim_state = check_resumable(journal, run_id)
+    except JournalError as exc:  # owned by a live process
+        journal.close()
+        _refuse(str(exc))
     except UserError as exc:
         journal.close()
         _fail(exc.diagnostics)
+    run_id = journal.get(run_id).id
     rt = realtime or not prepared.simulated
+    try:
+        # The one atomic step: of two resumes started together exactly one gets here.
+        journal.attach(
+            run_id,
+            "real time" if rt else "virtual time",
+            expect_units=start,
+            tool_key=prepared.tool_key,
+        )
+        journal.event(
+            0.0, "resume", f"resumed at unit {start} of {prepared.compiled.schedule.units}"
+        )
+    except JournalError as exc:
+        journal.close()
+        _refuse(str(exc))
     detail = realtime_setup(rt)
-    journal.attach(run_id, detail)
-    journal.event(0.0, "resume", f"resumed at unit {start} of {prepared.compiled.schedule.units}")
+    journal.note_realtime(detail)
     req = RunRequest(
         prepared=prepared,
         realtime=rt,
@@ -365,7 +416,8 @@ def runs_list(limit: int, as_json: bool, data_dir: Path | None) -> None:
     """
     from aldctl.session import open_journal
 
-    journal = open_journal(data_dir)
+    journal = open_journal(data_dir, readonly=True)
+    _warn_damaged(journal)
     rows = journal.runs(limit)
     journal.close()
     if as_json:
@@ -390,6 +442,15 @@ def runs_list(limit: int, as_json: bool, data_dir: Path | None) -> None:
             format_duration(r.process_s),
         )
     Console().print(t)
+
+
+def _warn_damaged(journal: Any) -> None:
+    if journal.damaged is not None:
+        click.echo(
+            f"warning: the journal {journal.path} is damaged ({journal.damaged}): what is "
+            "shown may be incomplete, and no new run will be added to it",
+            err=True,
+        )
 
 
 def _run_json(r: Any) -> dict[str, Any]:
@@ -431,12 +492,14 @@ def runs_show(run_id: str, as_json: bool, data_dir: Path | None) -> None:
     from aldctl.engine.journal import JournalError
     from aldctl.session import open_journal
 
-    journal = open_journal(data_dir)
+    journal = open_journal(data_dir, readonly=True)
+    _warn_damaged(journal)
     try:
         r = journal.get(run_id)
     except JournalError as exc:
         journal.close()
         _fail([UserError(str(exc)).diagnostics[0]])
+    run_id = r.id
     events = list(journal.events(run_id))
     pulses = journal.pulses(run_id)
     journal.close()

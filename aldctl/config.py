@@ -194,8 +194,12 @@ class Limits(_Model):
     flow_settle: Seconds = 3.0
     reflected_power: Watts | None = None
     hold_timeout: Seconds = 600.0
+    """Abort when a unit has been held this long in total (over all its holds)."""
     resume_after: Seconds = 5.0
     """In band this long after a hold before the run resumes on its own."""
+    hold_retries: int = Field(default=3, ge=1)
+    """A unit that trips the same hold this many times in a row aborts (each resume after
+    a hold restarts the unit, so a dose that always trips it would be retried for ever)."""
 
 
 class SafetySpec(_Model):

@@ -3,12 +3,16 @@
 Ctrl-C does not kill a run. In a terminal it opens a one-line menu while the run goes on:
 ``p`` pause at the next checkpoint, ``r`` resume, ``s`` stop after this cycle (and run
 teardown), ``a`` abort now (safe state), ``c`` carry on. A second Ctrl-C aborts. Without a
-terminal (scripts, CI) Ctrl-C and SIGTERM abort at once. Every path ends in the safe state.
+terminal (scripts, CI) Ctrl-C aborts at once. SIGTERM, SIGHUP (the SSH session dropped),
+SIGQUIT and every other signal whose default would end the process abort the run to the
+safe state instead; after SIGHUP the terminal is gone and nothing more is printed to it.
+Every path ends in the safe state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -23,6 +27,25 @@ from aldctl.engine.control import CommandRefused, RunControl
 from aldctl.engine.events import Alarm, Event, StateChanged, StepStarted, UnitDone
 from aldctl.engine.runner import RunResult
 from aldctl.units import format_duration
+
+ABORT_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGTERM",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGXCPU",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGPWR",
+        "SIGIO",
+    )
+    if hasattr(signal, name)
+)
+"""Catchable signals whose default action ends the process: each aborts to the safe state."""
 
 MENU = "Ctrl-C: [p]ause, [r]esume, [s]top after this cycle, [a]bort now, [c]arry on > "
 
@@ -94,24 +117,36 @@ class Keys:
     def install(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.loop.add_signal_handler(signal.SIGINT, self._sigint)
-        self.loop.add_signal_handler(signal.SIGTERM, self._sigterm)
+        for sig in ABORT_SIGNALS:
+            self.loop.add_signal_handler(sig, self._abort_signal, sig)
+        # A full disk on a file-size limit must fail the write (and abort), not kill us.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     def remove(self) -> None:
         if self.loop is None:
             return
         self.loop.remove_signal_handler(signal.SIGINT)
-        self.loop.remove_signal_handler(signal.SIGTERM)
+        for sig in ABORT_SIGNALS:
+            self.loop.remove_signal_handler(sig)
         if self.menu_open:
-            self.loop.remove_reader(sys.stdin.fileno())
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(sys.stdin.fileno())
 
     def _do(self, fn: Callable[[], str]) -> None:
         try:
-            self.console.print(f"[cyan]{fn()}")
+            msg, style = fn(), "cyan"
         except CommandRefused as exc:
-            self.console.print(f"[yellow]{exc}")
+            msg, style = str(exc), "yellow"
+        with contextlib.suppress(OSError):  # a terminal that went away
+            self.console.print(f"[{style}]{msg}")
 
-    def _sigterm(self) -> None:
-        self._do(lambda: self.control.abort("SIGTERM received", who="signal"))
+    def _abort_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if sig == signal.SIGHUP:
+            # The terminal hung up: writing to it would fail (or block); go quiet.
+            self.console.quiet = True
+            self.interactive = False
+        self._do(lambda: self.control.abort(f"{name} received", who="signal"))
 
     def _sigint(self) -> None:
         if not self.interactive or self.menu_open:
@@ -158,6 +193,9 @@ def summary_json(run_id: str | None, result: RunResult) -> dict[str, Any]:
         "warnings": result.warnings,
         "safe_state_errors": result.safe_state_errors,
         "events_dropped": result.events_dropped,
+        "paused_s": round(result.paused_s, 3),
+        "held_s": round(result.held_s, 3),
+        "journal_error": result.journal_error,
     }
     if result.simulation is not None:
         out["thickness_nm"] = sim.get("thickness_nm")
@@ -202,3 +240,5 @@ def print_summary(
         console.print(f"[yellow]warning: {w}")
     for dev, err in result.safe_state_errors.items():
         console.print(f"[red]safe state incomplete: {dev}: {err}")
+    if result.journal_error is not None:
+        console.print(f"[red]journal: {result.journal_error}")

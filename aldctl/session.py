@@ -9,8 +9,6 @@ to continue a journaled run before touching any device.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from aldctl.engine.clock import (
 )
 from aldctl.engine.control import RunControl
 from aldctl.engine.events import EventBus
-from aldctl.engine.journal import Journal, JournalError, RunMeta, sha256_text
+from aldctl.engine.journal import Journal, JournalError, RunMeta, RunOwned, sha256_text
 from aldctl.engine.runner import Runner, RunOptions, RunResult, restore_actions
 from aldctl.recipe.compile import Compiled, compile_recipe
 from aldctl.recipe.load import Loaded, load_recipe, parse_overrides
@@ -127,6 +125,12 @@ class Prepared:
     def simulated(self) -> bool:
         return all(d.driver.startswith(SIMULATED_PREFIX) for d in self.tool.devices.values())
 
+    @property
+    def tool_key(self) -> str | None:
+        """The name a run locks its tool by; None for a simulated tool (each run has its
+        own reactor in its own process, so there is nothing shared to protect)."""
+        return None if self.simulated else f"tool:{self.tool.name}"
+
 
 def prepare(
     recipe_path: Path,
@@ -150,11 +154,11 @@ def prepare(
     return Prepared(loaded, tool, compiled, ov, config)
 
 
-def open_journal(data_dir: Path | None) -> Journal:
+def open_journal(data_dir: Path | None, *, readonly: bool = False) -> Journal:
     from aldctl.engine.journal import default_data_dir
 
     try:
-        return Journal(data_dir or default_data_dir())
+        return Journal(data_dir or default_data_dir(), readonly=readonly)
     except JournalError as exc:
         raise UserError(str(exc)) from None
 
@@ -178,6 +182,8 @@ def _includes(recipe: Recipe) -> dict[str, str]:
 
 
 def new_run(journal: Journal, req: RunRequest, realtime_detail: str) -> str:
+    """Record the run and take it (and its tool) atomically; RunOwned when a live run
+    drives the tool."""
     p = req.prepared
     rec = p.loaded.recipe
     config_text = None
@@ -198,29 +204,30 @@ def new_run(journal: Journal, req: RunRequest, realtime_detail: str) -> str:
             clock="real" if req.realtime else "virtual",
             realtime=realtime_detail,
             units_total=p.compiled.schedule.units,
-        )
+        ),
+        tool_key=p.tool_key,
     )
 
 
 def check_resumable(journal: Journal, run_id: str) -> tuple[Prepared, int, bytes | None]:
-    """Everything a resume needs, or a UserError saying why the run cannot be resumed."""
+    """Everything a resume needs, or a UserError saying why the run cannot be resumed.
+
+    Read-only: taking the run over is :meth:`Journal.attach`, one transaction that checks
+    again (owner dead, units unchanged) so that of two resumes exactly one drives the tool.
+    """
     try:
         rec = journal.get(run_id)
     except JournalError as exc:
         raise UserError(str(exc)) from None
+    run_id = rec.id
+    owner = journal.owner_of(run_id)
+    if owner is not None and owner.alive():
+        raise RunOwned(f"run {run_id} is being driven by {owner.describe()}")
     if rec.outcome == "complete":
         raise UserError(
             f"run {run_id} completed ({rec.units_done} of {rec.units_total} "
             "units): there is nothing to resume"
         )
-    if (
-        rec.outcome == "running"
-        and rec.host == socket.gethostname()
-        and rec.pid
-        and rec.pid != os.getpid()
-        and _alive(rec.pid)
-    ):
-        raise UserError(f"run {run_id} is still running in process {rec.pid} on this host")
     path = Path(rec.recipe_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -252,19 +259,11 @@ def check_resumable(journal: Journal, run_id: str) -> tuple[Prepared, int, bytes
         raise UserError(
             f"run {run_id}'s journal has gaps in its checkpoints; refusing to guess where to resume"
         )
-    if len(done) >= prepared.compiled.schedule.units and rec.outcome != "running":
+    # A run that died in teardown (failed) resumes to run setup and teardown again; one
+    # stopped or aborted there was ended on purpose.
+    if len(done) >= prepared.compiled.schedule.units and rec.outcome != "failed":
         raise UserError(f"run {run_id} already ran every unit of main ({len(done)})")
     return prepared, len(done), journal.sim_state(run_id)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def execute(
@@ -287,6 +286,8 @@ async def execute(
     try:
         await tool.connect()
     except ToolError as exc:
+        if journal is not None:
+            journal.finish_if_open(f"devices did not connect: {exc}")
         raise UserError(str(exc)) from None
     if on_tool is not None:
         on_tool(tool)

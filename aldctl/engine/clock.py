@@ -46,6 +46,12 @@ GC_OVERDUE = 200_000
 class Clock(Protocol):
     realtime: bool
 
+    def freeze(self) -> None:
+        """Stop time while the run is paused (virtual time only; a no-op on the wall)."""
+        ...
+
+    def thaw(self) -> None: ...
+
     def now(self) -> float:
         """Seconds on the engine's time base (the event loop's clock)."""
         ...
@@ -103,6 +109,12 @@ class RealClock:
 
     def now(self) -> float:
         return time.monotonic()
+
+    def freeze(self) -> None:
+        pass
+
+    def thaw(self) -> None:
+        pass
 
     async def sleep_until(self, deadline: float, *, precise: bool = True) -> float:
         # asyncio's loop clock is time.monotonic(), so deadlines from loop.time() and from
@@ -172,6 +184,16 @@ class VirtualClock:
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    def freeze(self) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, VirtualTimeLoop):
+            loop.frozen += 1
+
+    def thaw(self) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, VirtualTimeLoop) and loop.frozen > 0:
+            loop.frozen -= 1
+
     async def sleep_until(self, deadline: float, *, precise: bool = True) -> float:
         loop = asyncio.get_running_loop()
         delay = deadline - loop.time()
@@ -198,9 +220,11 @@ class _VirtualSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._real.select(0)
-        if ready:
+        if ready or timeout == 0:  # callbacks are ready: never block
             return ready
-        if timeout is None:  # nothing scheduled: only real I/O can wake us
+        if timeout is None or self._loop.frozen:
+            # Nothing scheduled, or time stands still (a paused run): only real I/O (a key,
+            # a signal, another thread's call_soon_threadsafe) can wake us.
             return self._real.select(None)
         if timeout > 0:
             self._loop.advance(timeout)
@@ -226,6 +250,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = start
+        self.frozen = 0
+        """While positive, idle waits block on real I/O and virtual time does not move."""
         super().__init__(selector=_VirtualSelector(self))
 
     def time(self) -> float:

@@ -75,6 +75,9 @@ class Tool:
             except OSError as exc:
                 msg = f"device '{name}' failed to connect: {exc}"
                 raise ToolError(msg) from exc
+            except Exception as exc:  # a driver bug is still that device failing
+                msg = f"device '{name}' failed to connect: {type(exc).__name__}: {exc}"
+                raise ToolError(msg) from exc
 
         errors: list[str] = []
         loop = asyncio.get_running_loop()
@@ -90,5 +93,5 @@ class Tool:
 
     async def close(self) -> None:
         for dev in self.devices.values():
-            with contextlib.suppress(TimeoutError, DeviceError, OSError):
+            with contextlib.suppress(Exception):  # closing is best effort, device by device
                 await asyncio.wait_for(dev.close(), 2.0)

@@ -120,8 +120,17 @@ class Subscription:
 
 @dataclass
 class EventBus:
+    """Synchronous listeners (journal, displays) and bounded subscriptions (drop-oldest).
+
+    A listener that raises never reaches the publisher: the run must not depend on a
+    display or a subscriber. Its error goes to ``on_error`` (the runner aborts when the
+    journal is the one failing) and is counted in ``listener_errors``.
+    """
+
     listeners: list[Callable[[Event], None]] = field(default_factory=list)
     subscriptions: list[Subscription] = field(default_factory=list)
+    on_error: Callable[[Callable[[Event], None], Exception], None] | None = None
+    listener_errors: int = 0
 
     def listen(self, fn: Callable[[Event], None]) -> None:
         self.listeners.append(fn)
@@ -137,7 +146,12 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         for fn in self.listeners:
-            fn(event)
+            try:
+                fn(event)
+            except Exception as exc:
+                self.listener_errors += 1
+                if self.on_error is not None:
+                    self.on_error(fn, exc)
         for sub in self.subscriptions:
             if sub.queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):  # a consumer raced us

@@ -11,12 +11,19 @@ Structure (one asyncio task each, all owned by :meth:`Runner.run`):
   interrupted unit from its beginning (a half-done ALD cycle is repeated, never counted
   twice: only completed units are journaled);
 * the **safety monitor** and the **valve heartbeat** run beside them (``safety.py``);
+* every long-lived task is **supervised**: if one ends while the run is still going (an
+  exception nobody expected, or a plain return), the run aborts to the safe state naming
+  the task and the exception. A limit that stopped being watched is never silent;
 * the **pulse monitor** samples the chamber gauge after each dose and records the pressure
   response (area above baseline) with the pulse, and warns when a line's response falls
   far below its level at the start of the run (empty or cold source, valve not opening).
 
 Every valve action records commanded and achieved times. Valve banks that time pulses in
 hardware get the whole pulse in one command.
+
+The safe state never depends on a side effect: on abort it is driven first (every device at
+once, bounded), and only then are the state change, the journal and the displays told. A
+journal that cannot be written aborts the run.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from aldctl.engine.events import (
     UnitDone,
     UnitStarted,
 )
-from aldctl.engine.journal import Journal, PulseRecord
+from aldctl.engine.journal import Journal, JournalError, PulseRecord
 from aldctl.engine.safety import Safety, close_dose_valves, safe_state
 from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, Action, ActionKind
@@ -118,6 +125,12 @@ class RunResult:
     simulation: dict[str, Any] | None
     safe_state_errors: dict[str, str]
     events_dropped: int = 0
+    journal_error: str | None = None
+    """Why the journal could not be written (the run was aborted for it), or None."""
+    paused_s: float = 0.0
+    """Wall seconds spent paused (not part of the process time in virtual time)."""
+    held_s: float = 0.0
+    """Process seconds spent held, over every unit."""
 
 
 @dataclass
@@ -175,7 +188,7 @@ class PulseMonitor:
         try:
             async with asyncio.timeout(1.0):
                 pr = await gauge.read_pressure()
-        except (DeviceError, TimeoutError, OSError):
+        except Exception:  # the safety monitor counts the gauge's failures; here: no point
             return None
         return pr.pressure_torr
 
@@ -240,7 +253,18 @@ class Runner:
         self.current: s.Unit | None = None
         self.in_setup = True
         self.in_teardown = False
+        self.journal_error: str | None = None
+        self.paused_s = 0.0
+        self.held_s = 0.0
+        """Process time spent held over the whole run."""
+        self.held_unit_s = 0.0
+        """Process time spent held in the current unit (earlier holds of it)."""
+        self.trips: tuple[str, int] | None = None
+        """(hold source, consecutive trips) of the unit being run."""
+        self.last_dose: str | None = None
+        self._ending = False
         self.bus.listen(self._journal_listener)
+        self.bus.on_error = self._listener_failed
         self.control.on_command = self._command_logged
 
     # ------------------------------------------------------------------ bookkeeping
@@ -250,7 +274,7 @@ class Runner:
         return self.clock.now() - self.t0
 
     def _journal_listener(self, ev: Event) -> None:
-        if self.journal is None:
+        if self.journal is None or self.journal_error is not None:
             return
         if isinstance(ev, StateChanged):
             self.journal.event(ev.t, "state", ev.reason or str(ev.state), state=str(ev.state))
@@ -258,6 +282,35 @@ class Runner:
             self.journal.event(ev.t, f"alarm.{ev.severity}", f"{ev.source}: {ev.message}")
         elif isinstance(ev, Message):
             self.journal.event(ev.t, "message", ev.text)
+
+    def _listener_failed(self, fn: Any, exc: Exception) -> None:
+        if getattr(fn, "__self__", None) is self and isinstance(exc, JournalError):
+            self._journal_failed(exc)
+        # Another listener (a display, a subscriber) failing is its own problem: the bus
+        # counts it and the run goes on.
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        """The journal cannot be written: abort (the safe state does not need it)."""
+        if self.journal_error is not None:
+            return
+        self.journal_error = str(exc)
+        with contextlib.suppress(Exception):
+            self.control.abort(f"journal cannot be written: {exc}", who="journal")
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """Supervision: a helper that ends while the run goes on takes the run down."""
+        if self._ending:
+            return
+        if task.cancelled():
+            why = "was cancelled"
+        elif task.exception() is not None:
+            exc = task.exception()
+            why = f"died: {type(exc).__name__}: {exc}"
+        else:
+            why = "returned"
+        reason = f"task '{task.get_name()}' {why}: its protections are gone, aborting"
+        with contextlib.suppress(Exception):
+            self.control.abort(reason, who="supervisor")
 
     def _command_logged(self, verb: str, who: str, result: str) -> None:
         self.bus.publish(Message(self.now(), f"{who}: {verb} -> {result}"))
@@ -297,9 +350,12 @@ class Runner:
         self._set_state(State.STARTING, "starting")
         helpers = [
             loop.create_task(self.safety.monitor(), name="safety-monitor"),
-            loop.create_task(self.safety.heartbeat(), name="valve-heartbeat"),
             loop.create_task(self.monitor.run(), name="pulse-monitor"),
         ]
+        if any(b.watchdog for b in self.tool.banks):
+            helpers.append(loop.create_task(self.safety.heartbeat(), name="valve-heartbeat"))
+        for t in helpers:
+            t.add_done_callback(self._task_ended)
         outcome, reason = "complete", "recipe complete"
         safe_errors: dict[str, str] = {}
         try:
@@ -312,6 +368,10 @@ class Runner:
                     raise RunAborted(self.control.abort_reason)
                 await self._hold()
                 resume_at = None if self.in_setup else self.units_done
+            if self.control.abort_reason is not None:
+                # Aborted as the executor finished (a helper died, the journal failed).
+                raise RunAborted(self.control.abort_reason)
+            self._flush_journal()
             if self.control.stop_requested:
                 outcome, reason = "stopped", f"stopped by the operator after unit {self.units_done}"
                 self._set_state(State.STOPPED, reason)
@@ -330,13 +390,31 @@ class Runner:
             self._finish(outcome, reason, wall0, safe_errors)
             await self._stop_helpers(helpers)
             raise
+        except JournalError as exc:
+            self._journal_failed(exc)
+            outcome, reason = "aborted", f"journal cannot be written: {exc}"
+            safe_errors = await self._abort(reason)
         except Exception as exc:
             outcome, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
             safe_errors = await self._abort(reason, state=State.FAULTED)
         await self._stop_helpers(helpers)
+        if self.journal_error is not None and outcome == "complete":
+            outcome, reason = "aborted", f"journal cannot be written: {self.journal_error}"
+            safe_errors = await self._abort(reason)
         return self._finish(outcome, reason, wall0, safe_errors)
 
+    def _flush_journal(self) -> None:
+        """Commit what is buffered before declaring the run complete (a full disk must be
+        found before the outcome is, not after)."""
+        if self.journal is not None and self.journal_error is None:
+            try:
+                self.journal.flush()
+            except JournalError as exc:
+                self._journal_failed(exc)
+                raise RunAborted(f"journal cannot be written: {exc}") from None
+
     async def _stop_helpers(self, helpers: list[asyncio.Task[None]]) -> None:
+        self._ending = True
         for t in helpers:
             t.cancel()
         for t in helpers:
@@ -361,20 +439,29 @@ class Runner:
             simulation=sim,
             safe_state_errors=safe_errors,
             events_dropped=self.bus.dropped(),
+            paused_s=self.paused_s,
+            held_s=self.held_s,
         )
-        if self.journal is not None:
+        if self.journal is not None and self.journal_error is None:
             summary = {
                 "cycles_completed": result.cycles_completed,
                 "pulse_timing": result.pulse_timing,
                 "warnings": result.warnings,
                 "wall_s": result.wall_s,
+                "paused_s": result.paused_s,
+                "held_s": result.held_s,
             }
             final = None
             if sim is not None:
                 summary["simulation"] = sim
                 with contextlib.suppress(ValueError):  # predicate faults cannot be pickled
                     final = self.tool.simulation.snapshot() if self.tool.simulation else None
-            self.journal.finish(outcome, reason, self.now(), summary, final)
+            try:
+                self.journal.finish(outcome, reason, self.now(), summary, final)
+            except JournalError as exc:
+                # Too late to abort: the run has ended and the tool is where it ended.
+                self.journal_error = str(exc)
+        result.journal_error = self.journal_error
         return result
 
     async def _attempt(self, resume_at: int | None) -> bool:
@@ -398,28 +485,59 @@ class Runner:
 
     async def _hold(self) -> None:
         reason = self.control.hold_reason or "hold"
+        source = self.control.hold_source or "hold"
         errors = await close_dose_valves(self.tool, self.tool.config.safety.safe_state_timeout)
         self.pending.clear()
         bad = {k: str(v) for k, v in errors.items() if v is not None}
         if bad:
             raise RunAborted(f"hold could not close valves: {bad}")
+        # A unit that trips the same hold every time it is retried would be re-dosed for
+        # ever (each retry restarts the unit): count the trips, and keep the held time of
+        # the unit across its holds so that hold_timeout means time, not time per hold.
+        n = self.trips[1] + 1 if self.trips is not None and self.trips[0] == source else 1
+        self.trips = (source, n)
+        limit = self.tool.config.limits.hold_retries
+        if n >= limit and not self.in_setup:
+            if source == "pressure" and self.last_dose is not None:
+                why = (
+                    f"dose of {self.last_dose} trips the pressure hold every time ({n} times "
+                    "in a row in this unit): pulse too long for this chamber?"
+                )
+            else:
+                why = f"the unit trips the {source} hold every time ({n} times in a row): {reason}"
+            raise RunAborted(why)
         self._set_state(State.HELD, reason)
+        t_held = self.clock.now()
+        self.safety.held_before_s = self.held_unit_s
         self.control.wake.clear()
-        while True:
-            await self.control.wake.wait()
-            self.control.wake.clear()
-            if self.control.abort_reason is not None:
-                raise RunAborted(self.control.abort_reason)
-            if self.control.hold_cleared:
-                break
+        try:
+            while True:
+                await self.control.wake.wait()
+                self.control.wake.clear()
+                if self.control.abort_reason is not None:
+                    raise RunAborted(self.control.abort_reason)
+                if self.control.hold_cleared:
+                    break
+        finally:
+            dt = self.clock.now() - t_held
+            self.held_s += dt
+            self.held_unit_s += dt
         self.control.release_hold()
-        self._set_state(State.RUNNING, f"resumed after hold ({reason})")
+        self._set_state(State.RUNNING, f"resumed after hold ({reason}; held {dt:.0f} s)")
 
     async def _abort(self, reason: str, state: State = State.ABORTED) -> dict[str, str]:
-        self._set_state(State.ABORTING, reason)
+        # The safe state first, and nothing before it that could fail: no event, no journal
+        # write, no display. Then tell everyone.
+        prev = self.control.state
+        self.control.state = State.ABORTING
         carrier = self.setpoints.get((ActionKind.SET_FLOW, "carrier"))
-        errors = await safe_state(self.tool, carrier_sccm=carrier.value if carrier else None)
-        bad = {k: str(v) for k, v in errors.items() if v is not None}
+        try:
+            errors = await safe_state(self.tool, carrier_sccm=carrier.value if carrier else None)
+            bad = {k: str(v) for k, v in errors.items() if v is not None}
+        except Exception as exc:  # safe_state bounds every device; this is a bug in it
+            bad = {"safe state": f"{type(exc).__name__}: {exc}"}
+        self.pending.clear()
+        self.bus.publish(StateChanged(self.now(), State.ABORTING, prev, reason))
         if bad:
             self.bus.publish(
                 Alarm(
@@ -480,29 +598,46 @@ class Runner:
 
     async def _pause(self) -> None:
         self._set_state(State.PAUSED, f"paused at checkpoint {self.units_done}")
-        while self.control.pause_requested and not self.control.stop_requested:
-            self.control.wake.clear()
-            await self.control.wake.wait()
+        wall = time.monotonic()
+        # In virtual time the reactor and the process clock stand still while paused (an
+        # idle virtual loop would otherwise race through days); in real time the pause is
+        # real process time, and recorded apart.
+        self.clock.freeze()
+        try:
+            while self.control.pause_requested and not self.control.stop_requested:
+                self.control.wake.clear()
+                await self.control.wake.wait()
+        finally:
+            self.clock.thaw()
+            paused = time.monotonic() - wall
+            self.paused_s += paused
         self.anchor = self.clock.now()
         if not self.control.stop_requested:
-            self._set_state(State.RUNNING, "resumed")
+            self._set_state(State.RUNNING, f"resumed after {paused:.0f} s paused")
 
     def _checkpoint(self, unit: s.Unit, t_start: float) -> None:
         state = None
         if self.tool.simulation is not None and self.journal is not None:
             with contextlib.suppress(ValueError):  # predicate faults cannot be pickled
                 state = self.tool.simulation.snapshot()
-        if self.journal is not None:
-            self.journal.checkpoint(
-                unit.index,
-                unit.cycle or unit.body.label,
-                unit.rep,
-                unit.position,
-                t_start,
-                self.now(),
-                state,
-            )
+        if self.journal is not None and self.journal_error is None:
+            try:
+                self.journal.checkpoint(
+                    unit.index,
+                    unit.cycle or unit.body.label,
+                    unit.rep,
+                    unit.position,
+                    t_start,
+                    self.now(),
+                    state,
+                )
+            except JournalError as exc:
+                self._journal_failed(exc)
+                raise RunAborted(f"journal cannot be written: {exc}") from None
         self.units_done = unit.index + 1
+        self.trips = None
+        self.held_unit_s = 0.0
+        self.safety.held_before_s = 0.0
         if unit.loop is not None and unit.last_in_pass:
             self.cycles_completed += 1
         self.bus.publish(UnitDone(self.now(), unit.index, self.schedule.units))
@@ -574,9 +709,10 @@ class Runner:
             self.control.hold(why, "permissive")
             await asyncio.Event().wait()  # the supervisor cancels us and holds
         bank, ch = self.tool.valves[a.target]
+        chem = self.tool.config.lines[a.target].chemical
+        self.last_dose = chem
         await bank.set_valve(ch, True)
         ack = self.clock.now()
-        chem = self.tool.config.lines[a.target].chemical
         self.pending[a.target] = _Pending(
             a.target, chem, unit.index if unit else None, deadline, ack, a.duration_ns / NS
         )
@@ -604,9 +740,10 @@ class Runner:
             await asyncio.Event().wait()
         bank, ch = self.tool.valves[a.target]
         dur = a.duration_ns / NS
+        chem = self.tool.config.lines[a.target].chemical
+        self.last_dose = chem
         await bank.pulse(ch, dur)
         ack = self.clock.now()
-        chem = self.tool.config.lines[a.target].chemical
         # The module times the width itself: only the command latency is known here (the
         # width is measured at the module: `aldctl bench timing`).
         self.timing.hardware += 1

@@ -10,6 +10,9 @@
   ``limits.hold_timeout``.
 * **Watchdog**: a device with no valid answer for ``safety.watchdog_polls`` polls in a row
   aborts the run, naming the device.
+* A driver that raises anything (not only :class:`DeviceError`) counts as that device
+  failing a poll; the monitor itself never dies of it (and if it dies of anything else,
+  the runner's supervisor aborts the run).
 * **Heartbeat**: valve I/O modules with their own watchdog are retriggered every
   ``safety.heartbeat_interval``, so the valves close by themselves if this process dies.
 * **Safe state** (:func:`safe_state`): dose valves closed, pump isolation open, RF and
@@ -89,6 +92,9 @@ class Safety:
         self.bands: dict[str, _Band] = {}
         self.in_band_since: float | None = None
         self.held_since: float | None = None
+        self.held_before_s = 0.0
+        """Time the current unit already spent held before this hold (set by the runner):
+        ``hold_timeout`` counts the unit's held time, not each hold's."""
         self.warned: set[str] = set()
         self.excess_pv: dict[str, float] = {}
         self.t0 = clock.now()
@@ -148,6 +154,11 @@ class Safety:
             value = await fn()
         except (DeviceError, OSError) as exc:
             self._failed(name, exc.detail if isinstance(exc, DeviceError) else str(exc))
+            return None
+        except Exception as exc:
+            # A driver bug (ValueError on a strange reply...) is that device failing: the
+            # watchdog logic applies, and the monitor goes on watching everything else.
+            self._failed(name, f"driver raised {type(exc).__name__}: {exc}")
             return None
         self.failures[name] = 0
         return value
@@ -350,8 +361,11 @@ class Safety:
             return
         if self.held_since is None:
             self.held_since = now
-        if now - self.held_since > lim.hold_timeout:
-            self._abort(f"hold timed out after {lim.hold_timeout:g} s: {self.control.hold_reason}")
+        if now - self.held_since + self.held_before_s > lim.hold_timeout:
+            self._abort(
+                f"hold timed out after {lim.hold_timeout:g} s (held in this unit, over all its "
+                f"holds): {self.control.hold_reason}"
+            )
             return
         if not reasons:
             if self.in_band_since is None:
@@ -379,9 +393,8 @@ class Safety:
             await self.clock.sleep_until(next_t, precise=False)
 
     async def heartbeat(self) -> None:
+        """Retrigger the valve modules' watchdogs (started only for tools that have one)."""
         banks = [b for b in self.tool.banks if b.watchdog]
-        if not banks:
-            return
         interval = self.cfg.safety.heartbeat_interval
         next_t = self.clock.now()
         while True:
