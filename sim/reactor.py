@@ -903,6 +903,10 @@ class Reactor:
         now = self._s.now
         return {ln.cfg.name: max(ln.valve.position(now), ln.leak) >= 0.5 for ln in self._s.lines}
 
+    def read_pump_isolation(self) -> bool:
+        """Whether the pump isolation valve is open (the chamber is pumped)."""
+        return bool(self._s.pump_open)
+
     def read_plasma(self) -> PlasmaState:
         """RF generator read-back."""
         return self._read_plasma(self._rng("rf"))

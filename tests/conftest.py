@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,3 +40,67 @@ def run_cli(
         return CliResult(code, cap.out, cap.err)
 
     return run
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--campaign",
+        action="store_true",
+        default=False,
+        help="Run the reliability campaigns in full (200 kills, 200 parallel resumes) "
+        "instead of the bounded CI size.",
+    )
+
+
+@pytest.fixture
+def campaign(request: pytest.FixtureRequest) -> bool:
+    """True under ``pytest --campaign``: campaigns run at full size."""
+    return bool(request.config.getoption("--campaign"))
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB filesystem (tmpfs), to fill up: a full disk, not a simulated one.
+
+    Needs root (CI runs as root); elsewhere the test is skipped, saying why.
+    """
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def fill_disk() -> Callable[[Path], Path]:
+    """``fill_disk(dir)`` writes a file there until its filesystem is full, and returns it
+    (delete it to free the space)."""
+    return _fill_disk
+
+
+def _fill_disk(where: Path) -> Path:
+    filler = where / "filler"
+    block = b"\0" * 65536
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError:
+            pass
+        try:
+            while True:
+                f.write(b"\0" * 512)
+        except OSError:
+            pass
+    return filler

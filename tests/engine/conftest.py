@@ -76,6 +76,7 @@ def sim_run(tmp_path: Path) -> Iterator[Callable[..., tuple[RunResult, Harness]]
         journal: bool = True,
         options: RunOptions | None = None,
         tool_changes: Callable[[Any], Any] | None = None,
+        data_dir: Path | None = None,
     ) -> tuple[RunResult, Harness]:
         if isinstance(recipe, str) and "\n" in recipe:
             path = tmp_path / "recipe.yaml"
@@ -84,7 +85,7 @@ def sim_run(tmp_path: Path) -> Iterator[Callable[..., tuple[RunResult, Harness]]
             path = Path(recipe)
         prepared = prepare(path, None, sets)
         tool_cfg = prepared.tool if tool_changes is None else tool_changes(prepared.tool)
-        jr = Journal(tmp_path / "data") if journal else None
+        jr = Journal(data_dir or tmp_path / "data") if journal else None
         run_id = None
         if jr is not None:
             from aldctl.session import RunRequest, new_run

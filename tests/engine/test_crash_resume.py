@@ -138,20 +138,29 @@ def test_kill_9_then_resume_loses_and_doubles_nothing(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "sig",
+    # SIGHUP (the SSH session dropped) and SIGQUIT killed the process on 39d1077 without the
+    # safe state, leaving the journal "running".
+    [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1],
+)
 def test_signal_aborts_into_the_safe_state(tmp_path: Path, sig: int) -> None:
     proc = run_until(tmp_path, 10, sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     summary = json.loads(out)
     assert summary["outcome"] == "aborted"
+    assert signal.Signals(sig).name in summary["reason"] or sig == signal.SIGINT
     assert "Traceback" not in err
     run_id = run_id_of(tmp_path)
     con = sqlite3.connect(tmp_path / "journal.sqlite")
     try:
-        state = con.execute("SELECT final_state FROM runs WHERE id=?", (run_id,)).fetchone()[0]
+        state, outcome = con.execute(
+            "SELECT final_state, outcome FROM runs WHERE id=?", (run_id,)
+        ).fetchone()
     finally:
         con.close()
+    assert outcome == "aborted"
     snap = Snapshot.from_bytes(state)
     reactor = Reactor(snap.config, seed=snap.seed)
     reactor.restore(snap)
