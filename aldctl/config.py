@@ -86,6 +86,41 @@ class ChannelRef(_Model):
 
 Channel = Annotated[ChannelRef, BeforeValidator(ChannelRef.parse)]
 
+FailPosition = Literal["closed", "open"]
+"""Where a valve goes de-energised: when its output drops (the I/O module's watchdog fired
+because the controller died, the module lost power, a cable was pulled)."""
+
+
+class ValveChannel(_Model):
+    """A valve on an output channel, with its de-energised position (``fails``)."""
+
+    valve: Channel
+    fails: FailPosition
+
+    @classmethod
+    def parse(cls, value: object) -> object:
+        if isinstance(value, str):
+            msg = (
+                f"state what the valve does when its output drops: {{valve: {value}, fails: "
+                "open}} for a normally-open valve, or fails: closed for a normally-closed one"
+            )
+            raise ValueError(msg)
+        return value
+
+    @property
+    def device(self) -> str:
+        return self.valve.device
+
+    @property
+    def channel(self) -> int:
+        return self.valve.channel
+
+    def __str__(self) -> str:
+        return str(self.valve)
+
+
+PumpValve = Annotated[ValveChannel, BeforeValidator(ValveChannel.parse)]
+
 
 class DeviceSpec(BaseModel):
     """A device: its driver (an ``aldctl.drivers`` entry point) and the driver's options."""
@@ -102,6 +137,9 @@ class DeviceSpec(BaseModel):
 class LineSpec(_Model):
     chemical: str
     valve: Channel
+    fails: FailPosition = "closed"
+    """De-energised position of the dose valve: ALD dose valves are normally closed (a line
+    that fails open is refused)."""
     min_pulse: Seconds = 0.010
     source_heater: str | None = None
     """Device of the source heater (heated sources); channel name ``source.<line>``."""
@@ -232,7 +270,12 @@ class ToolConfig(_Model):
     lines: dict[str, LineSpec] = {}
     auto_lines: AutoLines | None = None
     """Provision a line for every chemical a recipe names (the built-in simulated tool)."""
-    pump_isolation: Channel | None = None
+    pump_isolation: PumpValve | None = None
+    """The valve between chamber and pump: ``{valve: dev:ch, fails: open|closed}``."""
+    carrier_shutoff: PumpValve | None = None
+    """A valve that cuts the carrier into the chamber, on the pump isolation valve's module:
+    needed when the pump isolation valve fails closed (the engine opens it while the carrier
+    flows and in the safe state; the module's watchdog closes it with the pump valve)."""
     heaters: dict[str, HeaterSpec] = {}
     flows: dict[str, FlowSpec] = {}
     gauges: dict[str, GaugeSpec] = {}
@@ -283,14 +326,21 @@ class ToolConfig(_Model):
                 check(what, spec.device)
         if self.pump_isolation is not None:
             check("pump_isolation", self.pump_isolation.device)
+        if self.carrier_shutoff is not None:
+            check("carrier_shutoff", self.carrier_shutoff.device)
         if self.auto_lines is not None:
             check("auto_lines.valves", self.auto_lines.valves)
         used: dict[str, str] = {}
-        for name, line in self.lines.items():
-            key = str(line.valve)
+        outputs = [(f"lines.{n}", f"line {n}", ln.valve) for n, ln in self.lines.items()]
+        for what in ("pump_isolation", "carrier_shutoff"):
+            v = getattr(self, what)
+            if v is not None:
+                outputs.append((what, what, v.valve))
+        for where, label, ref in outputs:
+            key = str(ref)
             if key in used:
-                problems.append(f"lines.{name}: valve {key} is already line {used[key]}'s")
-            used[key] = name
+                problems.append(f"{where}: valve {key} is already {used[key]}'s")
+            used[key] = label
         for a, b in self.codose:
             for ln in (a, b):
                 if ln not in self.lines and self.auto_lines is None:
@@ -322,6 +372,44 @@ class ToolConfig(_Model):
 
     def codose_allowed(self, a: str, b: str) -> bool:
         return (a, b) in self.codose or (b, a) in self.codose
+
+    def fail_safe_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """Why the tool's de-energised state (every output dropped) would not be safe:
+        (config path, message, hint) for each problem.
+
+        When the controller dies, the valve module's watchdog drops every output; the MFCs,
+        on their own supplies, keep their setpoints. So a dose valve must fail closed, and
+        the chamber must stay pumped: a pump isolation valve that fails closed is safe only
+        if the carrier is cut by the same module (``carrier_shutoff``, failing closed).
+        """
+        out: list[tuple[tuple[str, ...], str, str]] = []
+        for name, line in self.lines.items():
+            if line.fails == "open":
+                out.append(
+                    (
+                        ("lines", name, "fails"),
+                        f"lines.{name}: the {line.chemical} dose valve fails open: it would "
+                        f"dose {line.chemical} whenever the controller or the I/O module dies",
+                        "ALD dose valves must be normally closed (fails: closed)",
+                    )
+                )
+        iso = self.pump_isolation
+        carrier = self.flows.get("carrier")
+        if iso is not None and iso.fails == "closed" and carrier is not None:
+            cut = self.carrier_shutoff
+            if cut is None or cut.fails != "closed" or cut.device != iso.device:
+                out.append(
+                    (
+                        ("pump_isolation", "fails"),
+                        f"pump_isolation: {iso.valve} fails closed while the carrier "
+                        f"(flows.carrier on '{carrier.device}') keeps flowing: when the "
+                        "controller dies the chamber is sealed and fills with carrier",
+                        "use a normally-open pump isolation valve (fails: open), or cut the "
+                        "carrier from the same module: carrier_shutoff: {valve: "
+                        f"{iso.device}:N, fails: closed}}",
+                    )
+                )
+        return out
 
 
 # ---------------------------------------------------------------------- loading
@@ -385,11 +473,15 @@ def parse_tool(tree: yamlsrc.Node | None, file: str) -> ToolConfig:
         diags.error("a tool config is a YAML mapping with at least 'devices:'", where)
         diags.raise_if_errors()
     try:
-        return ToolConfig.model_validate(to_plain(tree))
+        tool = ToolConfig.model_validate(to_plain(tree))
     except ValidationError as exc:
         validation_diagnostics(exc, tree, file, diags)
+        diags.raise_if_errors()
+        raise AssertionError("unreachable") from None
+    for path, msg, hint in tool.fail_safe_problems():
+        diags.error(msg, _locate(tree, path, file), hint)
     diags.raise_if_errors()
-    raise AssertionError("unreachable")
+    return tool
 
 
 def load_tool(path: Path) -> ToolConfig:

@@ -157,9 +157,15 @@ class SimServer:
                 for ln in self.tool.lines.values():
                     if ln.valve.device == name:
                         lines[ln.valve.channel] = ln.chemical
-                iso = self.tool.pump_isolation
-                if iso is not None and iso.device == name:
-                    lines[iso.channel] = "__pump__"
+                normally_open: list[int] = []
+                for label, ref in (
+                    ("__pump__", self.tool.pump_isolation),
+                    ("__carrier__", self.tool.carrier_shutoff),
+                ):
+                    if ref is not None and ref.device == name:
+                        lines[ref.channel] = label
+                        if ref.fails == "open":
+                            normally_open.append(ref.channel)
                 host = str(opts.get("host", "127.0.0.1"))
                 port = int(opts.get("port", 502))
                 emu: Emulator = modbus_dio.ModbusDioModule(
@@ -170,6 +176,7 @@ class SimServer:
                     channels=int(opts.get("channels", 16)),
                     component="valves",
                     pulse_outputs=bool(opts.get("pulse_outputs", True)),
+                    normally_open=normally_open,
                 )
                 self.served.append(Served("Modbus TCP valve I/O", f"{host}:{port}", [name], emu))
             elif spec.driver in modbus_rtu.UNIT_TYPES or spec.driver in (

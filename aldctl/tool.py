@@ -49,8 +49,21 @@ def _plain_tool(config: ToolConfig) -> dict[str, Any]:
             for name, ln in config.lines.items()
         },
         "pump_isolation": (
-            {"device": config.pump_isolation.device, "channel": config.pump_isolation.channel}
+            {
+                "device": config.pump_isolation.device,
+                "channel": config.pump_isolation.channel,
+                "fails": config.pump_isolation.fails,
+            }
             if config.pump_isolation
+            else None
+        ),
+        "carrier_shutoff": (
+            {
+                "device": config.carrier_shutoff.device,
+                "channel": config.carrier_shutoff.channel,
+                "fails": config.carrier_shutoff.fails,
+            }
+            if config.carrier_shutoff
             else None
         ),
         "flows": {
@@ -118,6 +131,12 @@ def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | No
             need(config.pump_isolation.device, ValveBank, "pump isolation"),
             config.pump_isolation.channel,
         )
+    cut = None
+    if config.carrier_shutoff is not None:
+        cut = (
+            need(config.carrier_shutoff.device, ValveBank, "carrier shut-off"),
+            config.carrier_shutoff.channel,
+        )
     plasma = need(config.plasma.device, PlasmaSource, "plasma") if config.plasma else None
     ozone = need(config.ozone.device, OzoneGenerator, "ozone") if config.ozone else None
     qcm = need(config.qcm.device, ThicknessMonitor, "qcm") if config.qcm else None
@@ -129,6 +148,7 @@ def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | No
         devices=devices,
         valves=valves,
         pump_isolation=iso,
+        carrier_shutoff=cut,
         temperatures=temps,
         flows=flows,
         gauge=gauge,

@@ -61,6 +61,11 @@ class SimulatedReactor:
                 raise ValueError(msg)
         iso = tool.get("pump_isolation")
         self.pump_channel = (iso["device"], int(iso["channel"])) if iso else None
+        # Outputs are modelled as wired: a normally-open valve closes when energised.
+        self.pump_fails_open = bool(iso and iso.get("fails") == "open")
+        cut = tool.get("carrier_shutoff")
+        self.carrier_channel = (cut["device"], int(cut["channel"])) if cut else None
+        self.carrier_fails_open = bool(cut and cut.get("fails") == "open")
         try:
             cfg = ReactorConfig.from_mapping({"chemicals": chems, **opts})
         except ValueError as exc:
@@ -193,13 +198,18 @@ class SimValveBank(_SimDevice):
     def _target(self, channel: int) -> str | None:
         if self.sim.pump_channel == (self.name, channel):
             return "__pump__"
+        if self.sim.carrier_channel == (self.name, channel):
+            return "__carrier__"
         return self.sim.line_of.get((self.name, channel))
 
     async def set_valve(self, channel: int, is_open: bool) -> None:
+        # ``is_open`` is the output (energised); for the dose lines that is "open".
         r = await self._link()
         target = self._target(channel)
         if target == "__pump__":
-            r.set_pump_isolation(is_open)
+            r.set_pump_isolation(is_open != self.sim.pump_fails_open)
+        elif target == "__carrier__":
+            r.set_carrier_shutoff(is_open != self.sim.carrier_fails_open)
         elif target is not None:
             try:
                 r.set_valve(target, is_open)
@@ -215,7 +225,9 @@ class SimValveBank(_SimDevice):
         for ch in self.channels:
             target = self._target(ch)
             if target == "__pump__":
-                out[ch] = bool(actual.get("pump", True))
+                out[ch] = r.read_pump_isolation() != self.sim.pump_fails_open
+            elif target == "__carrier__":
+                out[ch] = (not r.carrier_cut) != self.sim.carrier_fails_open
             elif target is not None:
                 out[ch] = bool(actual.get(target, False))
             else:

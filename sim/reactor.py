@@ -697,6 +697,10 @@ class Reactor:
         s.mfc_offset = [0.0] * len(mfc_cfgs)
         self._mfc_index = {m.name: i for i, m in enumerate(mfc_cfgs)}
         self._mfc_species = [self._sp_index[m.gas] for m in mfc_cfgs]
+        self.carrier_cut = False
+        """A carrier shut-off valve downstream of the carrier MFC is closed (the valve
+        module dropped its outputs): the MFC keeps its setpoint, nothing flows. Not part of
+        a snapshot: only the protocol emulators drive it."""
         self._h_sub = self._heater_index["substrate"]
         self._h_walls = self._heater_index["walls"]
         s.plasma = Plasma(config.plasma) if config.plasma is not None else None
@@ -817,6 +821,17 @@ class Reactor:
         else:
             v.schedule(now + round(v.close_dead_ns * self._slow(ln)), 0.0)
         self._changed()
+        self._after_command()
+
+    def set_carrier_shutoff(self, is_open: bool) -> None:
+        """Open or close a carrier shut-off valve between the carrier MFC and the chamber."""
+        if self.carrier_cut == (not is_open):
+            return
+        self.carrier_cut = not is_open
+        i = self._mfc("carrier")
+        self._s.mfcs[i].retarget(self._s.now, self._mfc_goal(i))
+        self._changed()
+        self._check_rates(force=True)
         self._after_command()
 
     def set_pump_isolation(self, is_open: bool) -> None:
@@ -2456,6 +2471,8 @@ class Reactor:
     def _mfc_goal(self, i: int) -> float:
         s = self._s
         m = s.mfcs[i]
+        if self.carrier_cut and i == self._mfc_index.get("carrier", -1):
+            return 0.0
         frozen = s.mfc_frozen[i]
         if frozen is not None:
             return frozen

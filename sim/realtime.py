@@ -71,6 +71,9 @@ class RealtimePlant:
         if line == "__pump__":
             r.set_pump_isolation(is_open)
             return
+        if line == "__carrier__":
+            r.set_carrier_shutoff(is_open)
+            return
         r.set_valve(line, is_open)
         was = self._commanded.get(line)
         self._commanded[line] = is_open

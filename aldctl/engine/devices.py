@@ -45,14 +45,35 @@ class Tool:
     qcm: ThicknessMonitor | None
     simulation: SimulationHandle | None = None
     ctx: DriverContext = field(default_factory=DriverContext)
+    carrier_shutoff: tuple[ValveBank, int] | None = None
+
+    def _energise(self, which: str, is_open: bool) -> tuple[ValveBank, int, bool] | None:
+        ref = getattr(self, which)
+        if ref is None:
+            return None
+        spec = getattr(self.config, which)
+        # A normally-open valve closes when its output is energised.
+        return ref[0], ref[1], is_open != (spec is not None and spec.fails == "open")
+
+    async def set_pump_isolation(self, is_open: bool) -> None:
+        """Open (pump) or close (stop-flow) the pump isolation valve, as wired."""
+        target = self._energise("pump_isolation", is_open)
+        if target is not None:
+            await target[0].set_valve(target[1], target[2])
+
+    async def set_carrier_shutoff(self, is_open: bool) -> None:
+        target = self._energise("carrier_shutoff", is_open)
+        if target is not None:
+            await target[0].set_valve(target[1], target[2])
 
     @property
     def banks(self) -> list[ValveBank]:
         out: dict[int, ValveBank] = {}
         for bank, _ in self.valves.values():
             out[id(bank)] = bank
-        if self.pump_isolation is not None:
-            out[id(self.pump_isolation[0])] = self.pump_isolation[0]
+        for ref in (self.pump_isolation, self.carrier_shutoff):
+            if ref is not None:
+                out[id(ref[0])] = ref[0]
         return list(out.values())
 
     def device_name(self, device: Device) -> str:

@@ -359,6 +359,10 @@ class Runner:
         outcome, reason = "complete", "recipe complete"
         safe_errors: dict[str, str] = {}
         try:
+            # Whatever the valves' wiring, the run starts pumped: a normally-closed pump
+            # isolation valve (and its carrier shut-off) stays closed until energised.
+            await self.tool.set_pump_isolation(True)
+            await self.tool.set_carrier_shutoff(True)
             resume_at: int | None = None  # None: from setup
             while True:
                 done = await self._attempt(resume_at)
@@ -775,12 +779,13 @@ class Runner:
                 self.ramp_rates[a.target] = a.rate
             await tc.set_temperature(a.value)
         elif k is ActionKind.SET_FLOW:
+            if a.target == "carrier" and (a.value or 0.0) > 0:
+                await tool.set_carrier_shutoff(True)
             await tool.flows[a.target].set_flow(a.value or 0.0)
         elif k is ActionKind.PUMP_ISOLATION:
             if tool.pump_isolation is None:
                 raise RunAborted("the schedule needs a pump isolation valve; the tool has none")
-            bank, ch = tool.pump_isolation
-            await bank.set_valve(ch, bool(a.value))
+            await tool.set_pump_isolation(bool(a.value))
         elif k is ActionKind.SET_OZONE:
             if tool.ozone is None:
                 raise RunAborted("the schedule needs an ozone generator; the tool has none")

@@ -429,8 +429,9 @@ async def safe_state(tool: Tool, *, carrier_sccm: float | None) -> dict[str, Bas
     for line, (bank, ch) in tool.valves.items():
         calls[f"valve {line}"] = _bind(bank.set_valve, ch, False)
     if tool.pump_isolation is not None:
-        bank, ch = tool.pump_isolation
-        calls["pump isolation"] = _bind(bank.set_valve, ch, True)
+        calls["pump isolation"] = _bind(tool.set_pump_isolation, True)
+    if tool.carrier_shutoff is not None:
+        calls["carrier shut-off"] = _bind(tool.set_carrier_shutoff, True)
     if tool.plasma is not None:
         calls["plasma"] = tool.plasma.safe_state
     if tool.ozone is not None:

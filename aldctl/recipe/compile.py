@@ -604,7 +604,7 @@ class _Compiler:
             self.d.error(
                 f"tool '{self.tool.name}' has no pump isolation valve for stop-flow exposure",
                 step.loc,
-                "add 'pump_isolation: device:channel' to the tool",
+                "add 'pump_isolation: {valve: device:channel, fails: open|closed}' to the tool",
             )
         b.act(0, ActionKind.PUMP_ISOLATION, "pump", 0.0, loc=step.loc)
         self.pulse(step.doses, b, step.loc)

@@ -23,6 +23,9 @@ pulse_register=0x2000)``. ``lines`` maps output channels to plant lines (channel
 drive nothing); ``port=0`` picks a free port (read :attr:`ModbusDioModule.port` after
 :meth:`~ModbusDioModule.start`; restarts keep it); ``component`` is the fault target;
 ``latency_s`` the module's response time (a WAGO 750-352 answers in about a millisecond);
+``normally_open`` the channels whose valve is open when its output is off (the tool
+config's ``fails: open``), so that a watchdog expiry leaves each valve where its spring
+puts it;
 ``readback_offset=0`` gives an ADAM/Moxa-style map where coils read back at their own
 address.
 
@@ -75,7 +78,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -106,6 +109,7 @@ WD_SAVE = 0x100B
 
 STOPPED, RUNNING, EXPIRED = 0, 1, 2
 PUMP = "__pump__"
+CARRIER = "__carrier__"
 
 
 _PULSE_SPIN_S = 0.0015
@@ -128,6 +132,7 @@ class ModbusDioModule:
         readback_offset: int = 0x200,
         pulse_outputs: bool = True,
         pulse_register: int = 0x2000,
+        normally_open: Collection[int] = (),
     ) -> None:
         if not 1 <= channels <= 256:
             msg = "channels must be 1..256"
@@ -138,7 +143,7 @@ class ModbusDioModule:
         if latency_s < 0:
             msg = "latency_s must be >= 0"
             raise ValueError(msg)
-        known = set(plant.reactor.lines) | {PUMP}
+        known = set(plant.reactor.lines) | {PUMP, CARRIER}
         for ch, line in lines.items():
             if not 0 <= ch < channels:
                 msg = f"channel {ch} is outside 0..{channels - 1}"
@@ -156,7 +161,12 @@ class ModbusDioModule:
         self.readback_offset = readback_offset
         self.pulse_outputs = pulse_outputs
         self.pulse_register = pulse_register
-        self.outputs = [self._plant_state(ch) for ch in range(channels)]
+        self.normally_open = frozenset(normally_open)
+        """Channels whose valve is open de-energised: when the watchdog drops the outputs
+        these open (a normally-open pump isolation valve), every other valve closes."""
+        self.outputs = [
+            self._plant_state(ch) != (ch in self.normally_open) for ch in range(channels)
+        ]
         self.wd_time = 0
         self.wd_status = STOPPED
         self._wd_trigger = 0
@@ -247,6 +257,8 @@ class ModbusDioModule:
         r = self.plant.sync()
         if line == PUMP:
             return math.isfinite(r.residence_time_s())  # infinite only in stop-flow
+        if line == CARRIER:
+            return not r.carrier_cut
         return r.read_valves()[line]
 
     def _inputs(self) -> list[bool]:
@@ -261,7 +273,8 @@ class ModbusDioModule:
         line = self.lines.get(ch)
         if line is not None:
             at = self.arrival if source == "command" else None
-            self.plant.set_valve(line, on, source=source, at=at)
+            # As wired: a normally-open valve closes when its output is energised.
+            self.plant.set_valve(line, on != (ch in self.normally_open), source=source, at=at)
 
     def _write_register(self, address: int, word: int) -> ExcCodes | None:
         if self.pulse_outputs and 0 <= address - self.pulse_register < self.channels:
