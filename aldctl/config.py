@@ -102,7 +102,7 @@ class ValveChannel(_Model):
         if isinstance(value, str):
             msg = (
                 f"state what the valve does when its output drops: {{valve: {value}, fails: "
-                "open}} for a normally-open valve, or fails: closed for a normally-closed one"
+                "open} for a normally-open valve, or fails: closed for a normally-closed one"
             )
             raise ValueError(msg)
         return value

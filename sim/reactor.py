@@ -831,6 +831,7 @@ class Reactor:
         i = self._mfc("carrier")
         self._s.mfcs[i].retarget(self._s.now, self._mfc_goal(i))
         self._changed()
+        self._fix_known = False  # the summed constant inflows change
         self._check_rates(force=True)
         self._after_command()
 

@@ -352,3 +352,23 @@ def seq_growth(r: Reactor) -> float:
     h0 = r.truth().thickness_a
     seq.run_cycle(r, ["TMA", "H2O"], 15 * MS, 5 * S)
     return r.truth().thickness_a - h0
+
+
+def test_carrier_shutoff_cuts_the_carrier_into_a_sealed_chamber() -> None:
+    """A closed carrier shut-off with the pump isolated: the chamber stops filling (the
+    summed steady inflows must be recomputed, not reused from before the cut)."""
+    from aldctl.config import load_builtin
+    from aldctl.tool import simulated_reactor
+
+    r = simulated_reactor(load_builtin()).reactor
+    r.advance_to(r.now_ns + 30_000_000_000)  # settled: the constant inflows are cached
+    p0 = r.truth().pressure_torr
+    r.set_pump_isolation(False)
+    r.set_carrier_shutoff(False)
+    r.advance_to(r.now_ns + 600_000_000_000)
+    assert r.read_mfc("carrier").flow_sccm == 0.0
+    assert r.read_mfc("carrier").setpoint_sccm > 0  # the MFC still wants to flow
+    assert r.truth().pressure_torr < p0 + 1.0
+    r.set_carrier_shutoff(True)
+    r.advance_to(r.now_ns + 10_000_000_000)
+    assert r.truth().pressure_torr > p0 + 5.0  # sealed, carrier back: it fills
