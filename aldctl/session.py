@@ -151,7 +151,84 @@ def prepare(
         diags.extend(loaded.diagnostics)
         diags.extend(exc.diagnostics)
         raise UserError(list(diags)) from None
+    peaks = predict_dose_peaks(compiled.schedule, tool)
+    if peaks:
+        compiled = Compiled(compiled.schedule, (*compiled.diagnostics, *peaks))
     return Prepared(loaded, tool, compiled, ov, config)
+
+
+PEAK_SETTLE_TAU = 3.0
+"""The chamber is watched this many residence times past the end of a dose for its peak."""
+
+
+def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
+    """Warn for every dose whose chamber pressure, on the tool's chamber model, peaks above
+    the hold limit: each such dose trips the hold, is retried, and trips it again.
+
+    Each distinct (line, pulse width) is dosed once on a fresh reactor model built from the
+    tool config (its chamber volume, pumping and carrier; sources at the library's
+    temperatures), from the carrier's steady state. Co-doses are checked one line at a time.
+    """
+    from aldctl.diagnostics import Severity
+    from aldctl.recipe import schedule as sch
+    from aldctl.recipe.schedule import NS, ActionKind
+    from aldctl.tool import simulated_reactor
+
+    lim = tool.limits.pressure
+    hold = lim.hold_above if lim.hold_above is not None else lim.max
+    bodies = [schedule.setup, schedule.teardown]
+    bodies += [block.body for block, _ in sch.walk_blocks(schedule.main)]
+    for loop, _ in sch.walk_loops(schedule.main):
+        for cycle in loop.cycles.values():
+            bodies += list(cycle.variants.values())
+    doses: dict[tuple[str, int], Any] = {}
+    for body in bodies:
+        for phase in body.phases:
+            for a in getattr(phase, "actions", ()):
+                if a.kind is ActionKind.PULSE:
+                    doses.setdefault((a.target, a.duration_ns), a)
+    if not doses:
+        return []
+    try:
+        reactor = simulated_reactor(tool).reactor
+    except (ValueError, KeyError):  # a chemical the model does not know: nothing to predict
+        return []
+    reactor.advance_to(reactor.now_ns + 30 * 10**9)  # carrier at steady state
+    base = reactor.snapshot()
+    tau = reactor.truth().residence_time_s
+    out: list[Diagnostic] = []
+    for (line, width_ns), action in doses.items():
+        chem = tool.lines[line].chemical if line in tool.lines else line
+        reactor.restore(base)
+        try:
+            reactor.set_valve(chem, True)
+        except (KeyError, ValueError):
+            continue
+        peak = reactor.truth().pressure_torr
+        t_end = reactor.now_ns + width_ns
+        step = max(width_ns // 20, 1_000_000)
+        while reactor.now_ns < t_end:
+            reactor.advance_to(min(t_end, reactor.now_ns + step))
+            peak = max(peak, reactor.truth().pressure_torr)
+        reactor.set_valve(chem, False)
+        settle = reactor.now_ns + round(PEAK_SETTLE_TAU * min(tau, 10.0) * NS)
+        while reactor.now_ns < settle:
+            reactor.advance_to(min(settle, reactor.now_ns + 20_000_000))
+            peak = max(peak, reactor.truth().pressure_torr)
+        if peak > hold:
+            out.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    f"a {width_ns / NS:g} s dose of {chem} peaks at {peak:.2g} Torr on this "
+                    f"chamber's model, above the {hold:g} Torr hold limit: every such dose "
+                    f"would trip the hold (the run aborts after "
+                    f"{tool.limits.hold_retries} trips in a row)",
+                    action.loc,
+                    "shorten the pulse, or raise limits.pressure.hold_above if the chamber "
+                    "takes it",
+                )
+            )
+    return out
 
 
 def open_journal(data_dir: Path | None, *, readonly: bool = False) -> Journal:

@@ -205,3 +205,16 @@ main: [{cycle: {name: A, repeat: $cycles}}]
     assert h.states().count("held") == 2  # the third trip aborts instead of holding again
     assert result.held_s > 0
     assert result.units_done == 0
+
+
+def test_validation_predicts_a_dose_that_peaks_above_the_hold_limit(
+    run_cli: Callable[..., Any],
+) -> None:
+    recipe = str(Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml")
+    long = run_cli("validate", recipe, "--set", "tma_pulse=3 s")
+    assert long.code == 0
+    assert "warning: a 3 s dose of TMA peaks at 4.3 Torr" in long.err
+    assert "above the 2 Torr hold limit" in long.err
+    assert "al2o3_tma_h2o.yaml:25:" in long.err  # at the pulse step
+    short = run_cli("validate", recipe)
+    assert "peaks at" not in short.err
