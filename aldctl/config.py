@@ -257,6 +257,15 @@ class AutoLines(_Model):
     """Device spec template for each new source/line heater; ``component`` is filled in."""
 
 
+class OperatorSpec(_Model):
+    """Who may command a run through its operator API (the socket under the data dir)."""
+
+    group: str | None = None
+    """Members of this Unix group may command runs of this tool (besides their owner)."""
+    watchers: Literal["owner", "group", "any"] = "owner"
+    """Who may connect to watch: the owner only, the group, or anyone on the host."""
+
+
 class JournalSpec(_Model):
     sample_interval: Seconds = 5.0
     """How often the polled channels go into the run journal (the safety monitor polls
@@ -288,6 +297,7 @@ class ToolConfig(_Model):
     limits: Limits = Limits()
     safety: SafetySpec = SafetySpec()
     journal: JournalSpec = JournalSpec()
+    operator: OperatorSpec = OperatorSpec()
     simulator: dict[str, Any] = {}
     """Options for the simulated reactor (only read by the simulated drivers)."""
 

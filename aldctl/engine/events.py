@@ -75,6 +75,16 @@ class StepStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class DoseStarted:
+    """A dose valve opened for ``duration_s`` (consoles highlight the line meanwhile)."""
+
+    t: float
+    line: str
+    chemical: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class PulseDone:
     t: float
     line: str
@@ -106,7 +116,17 @@ class Message:
     text: str
 
 
-Event = StateChanged | UnitStarted | UnitDone | StepStarted | PulseDone | Alarm | Sample | Message
+Event = (
+    StateChanged
+    | UnitStarted
+    | UnitDone
+    | StepStarted
+    | DoseStarted
+    | PulseDone
+    | Alarm
+    | Sample
+    | Message
+)
 
 
 @dataclass

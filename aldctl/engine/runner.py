@@ -40,6 +40,7 @@ from aldctl.engine.control import RunControl
 from aldctl.engine.devices import Tool
 from aldctl.engine.events import (
     Alarm,
+    DoseStarted,
     Event,
     EventBus,
     Message,
@@ -717,6 +718,7 @@ class Runner:
         self.last_dose = chem
         await bank.set_valve(ch, True)
         ack = self.clock.now()
+        self.bus.publish(DoseStarted(ack - self.t0, a.target, chem, a.duration_ns / NS))
         self.pending[a.target] = _Pending(
             a.target, chem, unit.index if unit else None, deadline, ack, a.duration_ns / NS
         )
@@ -748,6 +750,7 @@ class Runner:
         self.last_dose = chem
         await bank.pulse(ch, dur)
         ack = self.clock.now()
+        self.bus.publish(DoseStarted(ack - self.t0, a.target, chem, dur))
         # The module times the width itself: only the command latency is known here (the
         # width is measured at the module: `aldctl bench timing`).
         self.timing.hardware += 1
