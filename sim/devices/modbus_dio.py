@@ -36,15 +36,27 @@ coil 0x200..0x200+N-1  RW    outputs read-back (and mirror for writes)
 discrete 0..N-1        R     inputs: each valve's "open" limit switch (the plant's
                              valve position, past half stroke) [aldctl]
 input reg 0            R     the inputs packed in a word, channel 0 = bit 0 [aldctl]
-holding 0x1000         RW    watchdog time, 100 ms units (0 = off) [unit: verify]
-holding 0x1001-0x1002  RW    function-code masks (stored, not evaluated) [emulator]
-holding 0x1003         RW    watchdog trigger: any *change* of value retriggers; the
-                             first trigger with a time set starts the watchdog
-holding 0x1004         R     remaining watchdog time, 100 ms units [aldctl's reading]
+holding 0x1000         RW    watchdog time, 100 ms units (default 0x0064; 0 = off);
+                             refused (exception 03) unless the watchdog is stopped
+holding 0x1001         RW    function-code mask FC1..FC16 (bit n-1 = FC n), default
+                             0xFFFF: every request with a masked code retriggers a
+                             running watchdog; refused (03) unless stopped
+holding 0x1002         RW    the same for FC17..FC32 (stored only), default 0xFFFF
+holding 0x1003         RW    trigger: a write of a value different from the last one
+                             retriggers a running watchdog; a different non-zero value
+                             starts a stopped one and resets an expired one (the fault
+                             clears and process data is accepted again; the outputs
+                             stay as the expiry left them)
+holding 0x1004         RW    minimum remaining time since the watchdog started, 100 ms
+                             units (default 0xFFFF); 0 after an expiry, until written;
+                             writing sets it (0 refused with 03)
 holding 0x1005         RW    stop: write 0xAAAA then 0x5555
 holding 0x1006         R     watchdog status: 0 stopped, 1 running, 2 expired
-holding 0x1007         RW    restart: write 1 (clears an expiry; outputs stay off)
-holding 0x1008         RW    simple stop: write 0xAA55 or 0x55AA
+holding 0x1007         RW    restart: writing 1 restarts an expired watchdog (outputs
+                             stay off) or retriggers a running one; a stopped one stays
+                             stopped
+holding 0x1008         RW    simple stop: 0xAA55 or 0x55AA stops the watchdog and
+                             resets an expiry
 holding 0x1009, 0x100B RW    close sockets on timeout, save (stored only) [emulator]
 holding 0x100A         RW    alternative watchdog: only 0 accepted [not emulated]
 holding 0x2000+ch      RW    pulse output [aldctl, after the Moxa ioLogik pulse
@@ -53,10 +65,26 @@ holding 0x2000+ch      RW    pulse output [aldctl, after the Moxa ioLogik pulse
                              reads the remaining ms
 =====================  ====  ==========================================================
 
-The watchdog (protocols.md 4.1, WAGO 750-341 section 3.1.10): when it runs out, every output
-goes to 0 (each valve closes: ``source="watchdog"``) and the module answers *every* request
-with exception 04 (slave device failure) except the restart write to 0x1007, until it is
-restarted (or the module is powered off and on: a new instance).
+The watchdog follows the WAGO 750-352/040-000 (FC ETHERNET G3 XTR) manual, version 1.3.0,
+section 11.2.5 "Modbus Watchdog", tables 112-124 (pp. 173-176; the register set the
+750-352 coupler family shares, also worded so in the 750-882 manual 1.5.0, tables 132-135,
+p. 250). When it runs out, every output goes to 0 (each valve closes: ``source="watchdog"``),
+0x1004 reads 0 ("if this time value is 0, a fieldbus failure is assumed") and the module
+answers every process-data request with exception 04 (slave device failure) until the fault
+is reset by a new 0x1003 value, a 0x1007 restart or a 0x1008 simple stop (or the module is
+powered off and on: a new instance). The manual says "all following requests"; since it also
+resets the fault through 0x1003, the emulator keeps the watchdog registers themselves
+(0x1000..0x100B) reachable [emulator's reading]. The manual names no exception code for a
+write to 0x1000..0x1002 while the watchdog runs ("it is not possible to modify this
+value"); the emulator answers 03 [emulator's choice].
+
+Requests the module refuses before acting (Modbus Application Protocol v1.1b3, section 7
+"MODBUS Exception Responses" and the per-function state diagrams of section 6): a function
+code it does not implement answers ``fc | 0x80`` with code 01; a quantity outside the
+function's range (FC01/02 1..2000, FC03/04 1..125, FC15 1..1968, FC16 1..123), a byte count
+that does not match it, or an FC05 value other than 0x0000/0xFF00 answers code 03. The
+module implements FC 1, 2, 3, 4, 5, 6, 15 and 16 (a 750-352 also has FC 7, 11 and 23,
+which are not emulated).
 
 Communication faults (``reactor.faults.comm(component)``), checked on each request:
 ``silent`` drops it (no answer), ``disconnected`` drops the connection (new connections are
@@ -74,6 +102,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -105,6 +134,10 @@ WD_ALTERNATIVE = 0x100A
 WD_SAVE = 0x100B
 
 STOPPED, RUNNING, EXPIRED = 0, 1, 2
+WD_TIME_DEFAULT = 0x0064
+IMPLEMENTED = frozenset((1, 2, 3, 4, 5, 6, 15, 16))
+# Quantity ranges per function (Modbus Application Protocol v1.1b3, section 6).
+_QUANTITY = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}
 PUMP = "__pump__"
 
 
@@ -157,8 +190,10 @@ class ModbusDioModule:
         self.pulse_outputs = pulse_outputs
         self.pulse_register = pulse_register
         self.outputs = [self._plant_state(ch) for ch in range(channels)]
-        self.wd_time = 0
+        self.wd_time = WD_TIME_DEFAULT
         self.wd_status = STOPPED
+        self.wd_mask = [0xFFFF, 0xFFFF]
+        self.wd_min = 0xFFFF
         self._wd_trigger = 0
         self._wd_deadline = 0.0
         self._wd_timer: asyncio.TimerHandle | None = None
@@ -179,7 +214,7 @@ class ModbusDioModule:
         discrete = [SimData(0, values=[False] * n, datatype=DataType.BITS)]
         holding = [
             SimData(WD_TIME, count=WD_TRIGGER - WD_TIME + 1, datatype=DataType.REGISTERS),
-            SimData(WD_REMAINING, datatype=DataType.REGISTERS, readonly=True),
+            SimData(WD_REMAINING, datatype=DataType.REGISTERS),
             SimData(WD_STOP, datatype=DataType.REGISTERS),
             SimData(WD_STATUS, datatype=DataType.REGISTERS, readonly=True),
             SimData(WD_RESTART, count=WD_SAVE - WD_RESTART + 1, datatype=DataType.REGISTERS),
@@ -230,9 +265,17 @@ class ModbusDioModule:
 
     def _refresh(self, start: int, registers: list[int]) -> None:
         now = asyncio.get_running_loop().time()
-        remaining = max(0.0, self._wd_deadline - now) if self.wd_status == RUNNING else 0.0
-        registers[WD_REMAINING - start] = math.ceil(remaining * 10)
-        registers[WD_STATUS - start] = self.wd_status
+        words = {
+            WD_TIME: self.wd_time,
+            WD_MASK_LO: self.wd_mask[0],
+            WD_MASK_HI: self.wd_mask[1],
+            WD_TRIGGER: self._wd_trigger,
+            WD_REMAINING: self._min_remaining(),
+            WD_STATUS: self.wd_status,
+        }
+        for address, word in words.items():
+            if 0 <= address - start < len(registers):
+                registers[address - start] = word
         if self.pulse_outputs:
             for ch in range(self.channels):
                 pulse = self._pulses.get(ch)
@@ -273,22 +316,32 @@ class ModbusDioModule:
             else:
                 self._start_pulse(ch, word)
             return None
-        if address == WD_TIME:
-            self.wd_time = word
-            if word == 0:
-                self._stop_watchdog()
-            elif self.wd_status == RUNNING:
-                self._arm()
+        if address in (WD_TIME, WD_MASK_LO, WD_MASK_HI):
+            if self.wd_status != STOPPED:  # "not possible to modify ... while running"
+                return ExcCodes.ILLEGAL_VALUE
+            if address == WD_TIME:
+                self.wd_time = word
+            else:
+                self.wd_mask[address - WD_MASK_LO] = word
         elif address == WD_TRIGGER:
             if word != self._wd_trigger:
                 self._wd_trigger = word
-                if self.wd_time and self.wd_status != EXPIRED:
-                    self._arm()
+                if not self.wd_time:
+                    pass  # "cannot be triggered if the watchdog timer register is 0"
+                elif self.wd_status == RUNNING:
+                    self._retrigger()
+                elif word != 0:
+                    self._arm()  # starts it, or resets an expiry
+        elif address == WD_REMAINING:
+            if word == 0:
+                return ExcCodes.ILLEGAL_VALUE  # "0x0000 is not permissible"
+            self.wd_min = word
         elif address == WD_RESTART:
             if word != 1:
                 return ExcCodes.ILLEGAL_VALUE
-            self.wd_status = STOPPED
-            if self.wd_time:
+            if self.wd_status == RUNNING:
+                self._retrigger()
+            elif self.wd_status == EXPIRED and self.wd_time:
                 self._arm()
         elif address == WD_STOP:
             if word == 0xAAAA:
@@ -303,6 +356,7 @@ class ModbusDioModule:
             if word not in (0xAA55, 0x55AA):
                 return ExcCodes.ILLEGAL_VALUE
             self._stop_watchdog()
+            self.wd_status = STOPPED  # "if there is an existing watchdog fault, it is reset"
         elif address == WD_ALTERNATIVE:
             if word != 0:
                 return ExcCodes.ILLEGAL_VALUE
@@ -315,8 +369,35 @@ class ModbusDioModule:
         if self._wd_timer is not None:
             self._wd_timer.cancel()
         self._wd_deadline = loop.time() + self.wd_time / 10
-        self._wd_timer = loop.call_at(self._wd_deadline, self._expire)
+        self._wd_timer = loop.call_at(self._wd_deadline, self._timeout)
         self.wd_status = RUNNING
+
+    def _remaining_ticks(self) -> int:
+        # Rounded up: a running watchdog never reads 0, which means "a fault happened".
+        left = self._wd_deadline - asyncio.get_running_loop().time()
+        return max(1, min(0xFFFF, math.ceil(left * 10)))
+
+    def _min_remaining(self) -> int:
+        if self.wd_status == RUNNING:
+            return min(self.wd_min, self._remaining_ticks())
+        return self.wd_min
+
+    def _retrigger(self) -> None:
+        self.wd_min = self._min_remaining()
+        self._arm()
+
+    def note_request(self, function: int) -> None:
+        """A request the module accepted: retriggers a running watchdog if its function
+        code is in the mask (0x1001 for FC1..16, 0x1002 for FC17..32)."""
+        if self.wd_status != RUNNING or not 1 <= function <= 32:
+            return
+        word, bit = divmod(function - 1, 16)
+        if self.wd_mask[word] >> bit & 1:
+            self._retrigger()
+
+    def _timeout(self) -> None:
+        self.wd_min = 0
+        self._expire()
 
     def _stop_watchdog(self) -> None:
         if self._wd_timer is not None:
@@ -355,11 +436,14 @@ class ModbusDioModule:
 
     def check(self, pdu: ModbusPDU) -> ExcCodes | None:
         """What the module refuses before its datastore sees the request: everything but
-        the restart while the watchdog has expired, and bits outside the process image
+        the watchdog registers while the watchdog has expired, and bits outside the process image
         (pymodbus' bit blocks are only checked to 16-bit granularity)."""
         fc = pdu.function_code
-        if self.wd_status == EXPIRED and not (fc in (6, 16) and pdu.address == WD_RESTART):
-            return ExcCodes.DEVICE_FAILURE
+        if self.wd_status == EXPIRED:
+            n = len(pdu.registers) if fc == 16 else 1 if fc == 6 else pdu.count
+            in_block = pdu.address >= WD_TIME and pdu.address + n - 1 <= WD_SAVE
+            if not (fc in (3, 6, 16) and in_block):
+                return ExcCodes.DEVICE_FAILURE
         if fc in (1, 2, 5, 15):
             n = len(pdu.bits) if fc in (5, 15) else pdu.count
             first, last = pdu.address, pdu.address + n - 1
@@ -401,6 +485,33 @@ class ModbusDioModule:
     def link_fault(self) -> CommFault | None:
         """The communication faults the plant injects on this module right now."""
         return self.plant.sync().faults.comm(self.component)
+
+
+def frame_problem(pdu: bytes) -> ExcCodes | None:
+    """The exception a request PDU earns before any address is looked at (Modbus
+    Application Protocol v1.1b3, section 6 state diagrams and section 7): 01 for a function
+    the module does not implement, 03 for a quantity, byte count or coil value out of range."""
+    fc = pdu[0]
+    if fc not in IMPLEMENTED:
+        return ExcCodes.ILLEGAL_FUNCTION
+    body = pdu[1:]
+    if fc in (5, 6):
+        if len(body) != 4:
+            return ExcCodes.ILLEGAL_VALUE
+        value = int.from_bytes(body[2:4], "big")
+        return ExcCodes.ILLEGAL_VALUE if fc == 5 and value not in (0, 0xFF00) else None
+    if len(body) < 4:
+        return ExcCodes.ILLEGAL_VALUE
+    quantity = int.from_bytes(body[2:4], "big")
+    if not 1 <= quantity <= _QUANTITY[fc]:
+        return ExcCodes.ILLEGAL_VALUE
+    if fc in (15, 16):
+        need = (quantity + 7) // 8 if fc == 15 else 2 * quantity
+        if len(body) < 5 or body[4] != need or len(body) != 5 + need:
+            return ExcCodes.ILLEGAL_VALUE
+    elif len(body) != 4:
+        return ExcCodes.ILLEGAL_VALUE
+    return None
 
 
 def _put_bits(registers: list[int], start: int, address: int, bits: list[bool]) -> None:
@@ -446,20 +557,35 @@ class _Connection(ServerRequestHandler):
             task.cancel()
 
     def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-        try:
-            used = TransactionManager.callback_data(self, data, addr)
-        except ModbusIOException as exc:
-            reply = ExceptionResponse(
-                exc.fcode or 0,
-                exception_code=ExcCodes.ILLEGAL_FUNCTION,
-                device_id=exc.dev_id,
-                transaction=exc.transaction_id,
-            )
-            self.pdu_send(reply, addr=addr)
-            return len(data)
-        pdu, self.last_pdu = self.last_pdu, None
-        if pdu is not None:
-            arrival = time.monotonic()
+        # Frames are cut here from the MBAP header (so several in one segment are all
+        # served) and checked before pymodbus decodes them, which would answer a request
+        # it cannot decode with function code 0 (`80 01`).
+        arrival = time.monotonic()
+        used = 0
+        while len(data) - used >= 8:
+            tid, proto, length, unit = struct.unpack_from(">HHHB", data, used)
+            if proto != 0 or not 2 <= length <= 254:
+                self.close()  # not Modbus: a real coupler drops the connection
+                return len(data)
+            end = used + 6 + length
+            if len(data) < end:
+                break
+            frame = data[used:end]
+            used = end
+            refused = frame_problem(frame[7:])
+            if refused is None:
+                try:
+                    TransactionManager.callback_data(self, frame, addr)
+                except ModbusIOException:
+                    refused = ExcCodes.ILLEGAL_VALUE
+            pdu, self.last_pdu = self.last_pdu, None
+            if refused is not None or pdu is None:
+                reply = ExceptionResponse(
+                    frame[7], exception_code=refused or ExcCodes.ILLEGAL_VALUE, device_id=unit
+                )
+                reply.transaction_id = tid
+                self.pdu_send(reply, addr=addr)
+                continue
             task = self.loop.create_task(self._serve(pdu, addr, arrival), name="modbus dio request")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -488,6 +614,7 @@ class _Connection(ServerRequestHandler):
             if refused is not None:
                 reply = ExceptionResponse(pdu.function_code, refused)
             else:
+                module.note_request(pdu.function_code)
                 reply = await pdu.datastore_update(self.server.context, pdu.dev_id)
             if module.latency_s:
                 await asyncio.sleep(module.latency_s)
