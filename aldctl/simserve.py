@@ -212,10 +212,11 @@ class SimServer:
                             )
                         )
                     elif spec.driver == "watlow-pm":
+                        # the driver's defaults are the factory's: low word first, degF
                         order: Literal["big", "little"] = (
-                            "little" if o.get("word_order") == "little" else "big"
+                            "big" if o.get("word_order") == "big" else "little"
                         )
-                        unit_t: Literal["C", "F"] = "F" if o.get("units") == "F" else "C"
+                        unit_t: Literal["C", "F"] = "C" if o.get("units") == "C" else "F"
                         units.append(
                             modbus_rtu.WatlowPM(
                                 plant, address, comp, word_order=order, units=unit_t
