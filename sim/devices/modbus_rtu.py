@@ -715,9 +715,10 @@ class OzoneGenerator(RtuUnit):
     Constructor: ``OzoneGenerator(plant, unit, *, component="ozone")``.
 
     There is no public register map for the generators used on ALD tools (protocols.md 8);
-    this one is aldctl's: a generic "enable coil + analog setpoint + alarm" generator whose
-    concentration read-back is laid out like the BMT 964 ozone analyzer (IEEE floats, high
-    word first, at input registers 1 and 3; unit code at 25).
+    this one is aldctl's own, a generic "enable coil + analog setpoint + alarm" generator
+    (IEEE floats high word first in input registers), documented with ``drivers.ozone``.
+    It follows no vendor's manual (it is not the BMT 964 analyzer's map, which uses FC03
+    holding registers numbered from 1).
 
     ============  ====  =========================================================
     coil 0        RW    generator enable (high voltage on)
@@ -729,9 +730,9 @@ class OzoneGenerator(RtuUnit):
                         (default 300 = 30 s)
     input 0       R     status word: bit 0 on, 1 at setpoint (within the band),
                         2 low-concentration alarm, 3 high-concentration alarm
-    input 1-2     R     concentration, wt % O3 in O2, float (BMT 964 address 1)
-    input 3-4     R     measuring range (the generator's maximum), float (BMT 964: 3)
-    input 25      R     concentration unit code, 1 = wt % (BMT 964 address 25)
+    input 1-2     R     concentration, wt % O3 in O2, float
+    input 3-4     R     measuring range (the generator's maximum), float
+    input 25      R     concentration unit code, 1 = wt %
     ============  ====  =========================================================
 
     The alarms latch: once the alarm delay has passed, a concentration below (above) the
