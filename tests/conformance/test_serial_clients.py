@@ -129,6 +129,8 @@ async def test_alicat_commands_are_not_case_sensitive(mfcs: AlicatBus) -> None:
         setpoint = await asyncio.to_thread(s.read_until, b"\r")
     assert lower.split()[0] == upper.split()[0] == b"A"
     assert len(lower.split()) == len(upper.split())
-    assert version.startswith(b"B ") and b"10v20" in version
+    assert version.startswith(b"B ")
+    assert b"10v20" in version
     # ALS query (alicatlib's capture on 10v20): "<uid> <current> <requested> 12 SCCM"
-    assert setpoint.split()[0] == b"A" and setpoint.split()[-2:] == [b"12", b"SCCM"]
+    assert setpoint.split()[0] == b"A"
+    assert setpoint.split()[-2:] == [b"12", b"SCCM"]
