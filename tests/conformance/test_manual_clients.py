@@ -153,9 +153,7 @@ async def test_sqm160_version_and_thickness(qcm: Sqm160, plant: RealtimePlant) -
         s.write(sqm_packet("N1"))
         status, value = await sqm_read(s)
         assert status == "A"
-        assert float(value) * 1000 == pytest.approx(
-            plant.sync().read_qcm().thickness_a, abs=0.1
-        )
+        assert float(value) * 1000 == pytest.approx(plant.sync().read_qcm().thickness_a, abs=0.1)
         s.write(sqm_packet("Q"))  # not a command
         assert (await sqm_read(s))[0] == "C"
 
