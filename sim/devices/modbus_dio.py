@@ -102,6 +102,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import struct
 import time
 from collections.abc import Mapping
@@ -460,8 +461,15 @@ class ModbusDioModule:
         """Listen on ``host:port`` (plug the cable in)."""
         if self._server is not None:
             return
+        # pymodbus turns a failed bind into a logged traceback and a RuntimeError; bind a
+        # probe first so that a taken port is the plain OSError it is
+        _probe_bind(self.host, self.port)
         server = _Server(self)
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError:
+            _probe_bind(self.host, self.port)
+            raise
         self._server = server
         transport: Any = server.transport
         self.port = int(transport.sockets[0].getsockname()[1])
@@ -485,6 +493,15 @@ class ModbusDioModule:
     def link_fault(self) -> CommFault | None:
         """The communication faults the plant injects on this module right now."""
         return self.plant.sync().faults.comm(self.component)
+
+
+def _probe_bind(host: str, port: int) -> None:
+    """Raise the OSError a listener on ``host:port`` would meet (port 0 always binds)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's listener
+        probe.bind((host, port))
 
 
 def frame_problem(pdu: bytes) -> ExcCodes | None:
