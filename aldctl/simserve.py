@@ -34,6 +34,7 @@ import csv
 import gc
 import json
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,9 @@ class SimServer:
                     channels=int(opts.get("channels", 16)),
                     component="valves",
                     pulse_outputs=bool(opts.get("pulse_outputs", True)),
+                    # its own thread and loop: the physics and the other emulators never
+                    # delay its answers (its arrival stamps come from the kernel anyway)
+                    own_thread=True,
                 )
                 self._tcp[name] = emu
                 self.served.append(Served("Modbus TCP valve I/O", f"{host}:{port}", [name], emu))
@@ -459,6 +463,10 @@ async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]
     # The emulators stand in for hardware with its own timing: schedule them like the
     # controller, where Linux allows, so their edges are not late for want of a CPU.
     request_realtime(priority=5)
+    # The valve module answers from its own thread; with the default 5 ms switch interval
+    # it could wait that long for the interpreter while the physics computes.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -479,4 +487,5 @@ async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.stop()
+        sys.setswitchinterval(switch)
         release_realtime()

@@ -101,25 +101,28 @@ task, which is also where the link faults and the latency act.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 import struct
+import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusIOException
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.framer import FramerSocket
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
-from pymodbus.transaction import TransactionManager
+from pymodbus.simulator.simcore import SimCore
 
 from sim.faults import CommFault
 from sim.realtime import RealtimePlant
 
 __all__ = ["ModbusDioModule"]
+
+T = TypeVar("T")
 
 WD_TIME = 0x1000
 WD_MASK_LO = 0x1001
@@ -162,6 +165,7 @@ class ModbusDioModule:
         readback_offset: int = 0x200,
         pulse_outputs: bool = True,
         pulse_register: int = 0x2000,
+        own_thread: bool = False,
     ) -> None:
         if not 1 <= channels <= 256:
             msg = "channels must be 1..256"
@@ -203,8 +207,16 @@ class ModbusDioModule:
         self.arrival: float | None = None
         """When the request being applied reached the module (monotonic clock)."""
         self.requests = 0
+        self.kernel_stamps = 0
+        """Requests whose arrival time came from the kernel (SO_TIMESTAMPNS)."""
+        self.own_thread = own_thread
         self._device = self._build_device()
-        self._server: _Server | None = None
+        self._core = SimCore(self._device)
+        self._wire: _Wire | None = None
+        self._main: asyncio.AbstractEventLoop | None = None
+        """The loop that owns the plant, when the module runs on its own thread."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     # -- the datastore -----------------------------------------------------------------
     def _build_device(self) -> SimDevice:
@@ -242,14 +254,16 @@ class ModbusDioModule:
                     self._write_output(self._channel(address + i), bool(on), "command")
             elif function == 1:
                 base = self.readback_offset if address >= self.readback_offset else 0
-                bits = self.outputs if base or not self.readback_offset else self._inputs()
+                own = base or not self.readback_offset
+                bits = self.outputs if own else await self._read_inputs()
                 _put_bits(registers, start, base, bits)
             return None
         if function == 2:
-            _put_bits(registers, start, 0, self._inputs())
+            _put_bits(registers, start, 0, await self._read_inputs())
             return None
         if function == 4:
-            registers[0 - start] = sum(1 << ch for ch, on in enumerate(self._inputs()) if on)
+            inputs = await self._read_inputs()
+            registers[0 - start] = sum(1 << ch for ch, on in enumerate(inputs) if on)
             return None
         if values is not None:
             for i, word in enumerate(values):
@@ -296,7 +310,19 @@ class ModbusDioModule:
     def _inputs(self) -> list[bool]:
         return [self._plant_state(ch) for ch in range(self.channels)]
 
-    def _write_output(self, ch: int, on: bool, source: str) -> None:
+    async def _read_inputs(self) -> list[bool]:
+        """The limit switches: the model is the main loop's, so a module on its own thread
+        asks that loop (inputs are polled, never on the timing path)."""
+        if self._main is None:
+            return self._inputs()
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(self._inputs_async(), self._main)
+        )
+
+    async def _inputs_async(self) -> list[bool]:
+        return self._inputs()
+
+    def _write_output(self, ch: int, on: bool, source: str, at: float | None = None) -> None:
         if source != "pulse":
             self._cancel_pulse(ch)
         if self.outputs[ch] == on:
@@ -304,8 +330,17 @@ class ModbusDioModule:
         self.outputs[ch] = on
         line = self.lines.get(ch)
         if line is not None:
-            at = self.arrival if source == "command" else None
-            self.plant.set_valve(line, on, source=source, at=at)
+            # stamped here, by the module: a command when its frame arrived, a pulse end or
+            # an expiry when the module switched (the model may hear of it a little later)
+            if at is None:
+                at = self.arrival if source == "command" and self.arrival else time.monotonic()
+            if self._main is None:
+                self.plant.set_valve(line, on, source=source, at=at)
+            else:
+                self._main.call_soon_threadsafe(self._set_plant_valve, line, on, source, at)
+
+    def _set_plant_valve(self, line: str, on: bool, source: str, at: float) -> None:
+        self.plant.set_valve(line, on, source=source, at=at)
 
     def _write_register(self, address: int, word: int) -> ExcCodes | None:
         if self.pulse_outputs and 0 <= address - self.pulse_register < self.channels:
@@ -417,8 +452,10 @@ class ModbusDioModule:
     def _start_pulse(self, ch: int, width_ms: int) -> None:
         loop = asyncio.get_running_loop()
         self._cancel_pulse(ch)
-        end = time.monotonic() + width_ms / 1000  # before the write: it catches the physics up
-        self._write_output(ch, True, "pulse")
+        # timed from the frame's arrival, as a module switching its output on receipt would
+        start = self.arrival or time.monotonic()
+        end = start + width_ms / 1000
+        self._write_output(ch, True, "pulse", at=start)
         # A real module times the pulse in hardware: wake a little early and spin to the
         # end, so the emulator's event-loop latency does not lengthen the pulse.
         handle = loop.call_at(end - _PULSE_SPIN_S, self._end_pulse, ch, end)
@@ -428,7 +465,7 @@ class ModbusDioModule:
         while time.monotonic() < end:
             pass
         self._pulses.pop(ch, None)
-        self._write_output(ch, False, "pulse")
+        self._write_output(ch, False, "pulse")  # stamped when it really switched
 
     def _cancel_pulse(self, ch: int) -> None:
         pulse = self._pulses.pop(ch, None)
@@ -459,31 +496,45 @@ class ModbusDioModule:
     # -- network ------------------------------------------------------------------------
     async def start(self) -> None:
         """Listen on ``host:port`` (plug the cable in)."""
-        if self._server is not None:
+        if self._wire is not None:
             return
-        # pymodbus turns a failed bind into a logged traceback and a RuntimeError; bind a
-        # probe first so that a taken port is the plain OSError it is
-        _probe_bind(self.host, self.port)
-        server = _Server(self)
-        try:
-            await server.serve_forever(background=True)
-        except RuntimeError:
-            _probe_bind(self.host, self.port)
-            raise
-        self._server = server
-        transport: Any = server.transport
-        self.port = int(transport.sockets[0].getsockname()[1])
+        _probe_bind(self.host, self.port)  # a taken port is a plain OSError, at once
+        if self.own_thread and self._thread is None:
+            self._main = asyncio.get_running_loop()
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="valve module", daemon=True
+            )
+            self._thread.start()
+        wire = _Wire(self)
+        await self._in_module(wire.open())
+        self._wire = wire
+        self.port = wire.port
+
+    async def _in_module(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` where the module lives (its own thread's loop, or this one)."""
+        if self._loop is None:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def stop(self) -> None:
         """Pull the network cable: connections drop and nobody can connect. The module
         stays powered: outputs hold and its watchdog keeps running."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus 3.16
+        if self._wire is not None:
+            wire, self._wire = self._wire, None
+            await self._in_module(wire.close())
 
     async def shutdown(self) -> None:
         """Power off: stop serving and cancel the module's timers (pulses, watchdog)."""
         await self.stop()
+        await self._in_module(self._power_off())
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join)
+            self._loop.close()
+            self._loop = self._thread = self._main = None
+
+    async def _power_off(self) -> None:
         if self._wd_timer is not None:
             self._wd_timer.cancel()
             self._wd_timer = None
@@ -492,6 +543,11 @@ class ModbusDioModule:
 
     def link_fault(self) -> CommFault | None:
         """The communication faults the plant injects on this module right now."""
+        if self._main is not None:
+            # On its own thread the module must not advance the model (the main loop
+            # does): it reads the faults as of the model's last step, at most a few
+            # hundred ms old (the server steps it five times a second at least).
+            return self.plant.reactor.faults.comm(self.component)
         return self.plant.sync().faults.comm(self.component)
 
 
@@ -542,104 +598,208 @@ def _put_bits(registers: list[int], start: int, address: int, bits: list[bool]) 
             registers[reg - start] &= ~(1 << bit)
 
 
-class _Server(ModbusTcpServer):
+_TIMESPEC = struct.Struct("@ll")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: SO_TIMESTAMPNS = SCM_...
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time of a segment (SO_TIMESTAMPNS, CLOCK_REALTIME) on the
+    monotonic clock: its age now, taken from the monotonic now."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            age_ns = time.time_ns() - (int(sec) * 1_000_000_000 + int(nsec))
+            return time.monotonic() - max(0, age_ns) / 1e9
+    return None
+
+
+class _Wire:
+    """The module's Modbus TCP listener: plain non-blocking sockets on the module's loop.
+
+    Not pymodbus' server: a request's arrival is taken from the kernel (SO_TIMESTAMPNS via
+    ``recvmsg``, where Linux allows it), which asyncio's transports cannot pass on, so the
+    edges the module logs carry the wire's timing, not the emulator's scheduling. pymodbus
+    still decodes the requests, builds the replies and holds the datastore (``SimCore``).
+    """
+
     def __init__(self, module: ModbusDioModule) -> None:
-        super().__init__(module._device, address=(module.host, module.port))
         self.module = module
+        self.port = module.port
+        self._sock: socket.socket | None = None
+        self._conns: set[_Conn] = set()
 
-    def callback_new_connection(self) -> _Connection:
-        return _Connection(self)
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.module.host, self.module.port))
+            sock.listen(16)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        loop.add_reader(sock, self._accept)
 
-
-class _Connection(ServerRequestHandler):
-    """One client connection: requests are captured as they arrive and answered in order."""
-
-    def __init__(self, server: _Server) -> None:
-        super().__init__(  # type: ignore[no-untyped-call]  # untyped in pymodbus 3.16
-            server, server.trace_packet, server.trace_pdu, server.trace_connect
-        )
-        self.module = server.module
-        self._order = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def callback_connected(self) -> None:
-        super().callback_connected()
+    def _accept(self) -> None:
+        assert self._sock is not None
+        try:
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
         fault = self.module.link_fault()
         if fault is not None and fault.disconnected:
-            self.loop.call_soon(self.close)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return
+        self._conns.add(_Conn(self, conn))
 
-    def callback_disconnected(self, exc: Exception | None) -> None:
-        super().callback_disconnected(exc)
-        for task in list(self._tasks):
-            task.cancel()
+    def forget(self, conn: _Conn) -> None:
+        self._conns.discard(conn)
 
-    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-        # Frames are cut here from the MBAP header (so several in one segment are all
-        # served) and checked before pymodbus decodes them, which would answer a request
-        # it cannot decode with function code 0 (`80 01`).
-        arrival = time.monotonic()
-        used = 0
-        while len(data) - used >= 8:
-            tid, proto, length, unit = struct.unpack_from(">HHHB", data, used)
+    async def close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock)
+            self._sock.close()
+            self._sock = None
+        for conn in list(self._conns):
+            conn.close()
+
+
+class _Conn:
+    """One client connection: requests are cut from the stream as they arrive, stamped,
+    and answered in order by one task."""
+
+    def __init__(self, wire: _Wire, sock: socket.socket) -> None:
+        self.wire = wire
+        self.module = wire.module
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):  # Linux only: elsewhere the loop stamps arrivals
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.framer = FramerSocket(DecodePDU(True))
+        self.buffer = bytearray()
+        self.queue: asyncio.Queue[tuple[ModbusPDU | ExceptionResponse, float]] = asyncio.Queue()
+        self.closed = False
+        self.loop.add_reader(sock, self._readable)
+        self.task = self.loop.create_task(self._serve_all(), name="modbus dio connection")
+
+    def abort(self) -> None:
+        """Drop the connection the hard way (a reset), as a link fault does."""
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.sock)
+        self.task.cancel()
+        self.sock.close()
+        self.wire.forget(self)
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(65536, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        arrival = _arrival(ancillary)
+        if arrival is None:
+            arrival = time.monotonic()
+        else:
+            self.module.kernel_stamps += 1
+        self.buffer += data
+        self._cut(arrival)
+
+    def _cut(self, arrival: float) -> None:
+        # Frames are cut from the MBAP header (several in one segment are all served) and
+        # checked before pymodbus decodes them, which would answer a request it cannot
+        # decode with function code 0 (`80 01`).
+        while len(self.buffer) >= 8:
+            tid, proto, length, unit = struct.unpack_from(">HHHB", self.buffer)
             if proto != 0 or not 2 <= length <= 254:
                 self.close()  # not Modbus: a real coupler drops the connection
-                return len(data)
-            end = used + 6 + length
-            if len(data) < end:
-                break
-            frame = data[used:end]
-            used = end
+                return
+            if len(self.buffer) < 6 + length:
+                return
+            frame = bytes(self.buffer[: 6 + length])
+            del self.buffer[: 6 + length]
             refused = frame_problem(frame[7:])
+            pdu: ModbusPDU | None = None
             if refused is None:
                 try:
-                    TransactionManager.callback_data(self, frame, addr)
+                    _, pdu = self.framer.handleFrame(frame, 0, 0)
                 except ModbusIOException:
-                    refused = ExcCodes.ILLEGAL_VALUE
-            pdu, self.last_pdu = self.last_pdu, None
-            if refused is not None or pdu is None:
+                    pdu = None
+            if pdu is None:
                 reply = ExceptionResponse(
                     frame[7], exception_code=refused or ExcCodes.ILLEGAL_VALUE, device_id=unit
                 )
                 reply.transaction_id = tid
-                self.pdu_send(reply, addr=addr)
-                continue
-            task = self.loop.create_task(self._serve(pdu, addr, arrival), name="modbus dio request")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return used
-
-    async def _serve(self, pdu: ModbusPDU, addr: tuple[Any, ...] | None, arrival: float) -> None:
-        module = self.module
-        async with self._order:
-            module.requests += 1
-            fault = module.link_fault()
-            if fault is not None and fault.disconnected:
-                self.close()
-                return
-            if fault is not None and fault.silent:
-                return
-            jitter = fault.draw_jitter_ns() / 1e9 if fault is not None else 0.0
-            module.arrival = arrival
-            if jitter:  # a timing-jitter fault delays the command itself
-                await asyncio.sleep(jitter)
-                module.arrival = time.monotonic()
-            # A coupler drives its outputs as the frame arrives and answers afterwards: apply
-            # first, then spend the response latency, so that the emulator's own timer jitter
-            # does not leak into the output edges it logs.
-            refused = module.check(pdu)
-            reply: ModbusPDU
-            if refused is not None:
-                reply = ExceptionResponse(pdu.function_code, refused)
+                self.queue.put_nowait((reply, arrival))
             else:
-                module.note_request(pdu.function_code)
-                reply = await pdu.datastore_update(self.server.context, pdu.dev_id)
-            if module.latency_s:
-                await asyncio.sleep(module.latency_s)
-            reply.transaction_id = pdu.transaction_id
-            reply.dev_id = pdu.dev_id
-            if fault is not None and fault.corrupt():
-                frame = self.framer.buildFrame(reply)
-                scrambled = bytes(b ^ fault.rng.randrange(1, 256) for b in frame[8:])
-                self.send(frame[:7] + b"\x00" + scrambled)
-                return
-            self.pdu_send(reply, addr=addr)
+                self.queue.put_nowait((pdu, arrival))
+
+    async def _serve_all(self) -> None:
+        while True:
+            pdu, arrival = await self.queue.get()
+            if isinstance(pdu, ExceptionResponse):
+                await self._send(self.framer.buildFrame(pdu))
+            else:
+                await self._serve(pdu, arrival)
+
+    async def _send(self, frame: bytes) -> None:
+        try:
+            await self.loop.sock_sendall(self.sock, frame)
+        except OSError:
+            self.close()
+
+    async def _serve(self, pdu: ModbusPDU, arrival: float) -> None:
+        module = self.module
+        module.requests += 1
+        fault = module.link_fault()
+        if fault is not None and fault.disconnected:
+            self.abort()
+            return
+        if fault is not None and fault.silent:
+            return
+        jitter = fault.draw_jitter_ns() / 1e9 if fault is not None else 0.0
+        if jitter:  # a timing-jitter fault delays the command itself
+            await asyncio.sleep(jitter)
+            arrival = time.monotonic()
+        # A coupler drives its outputs as the frame arrives and answers afterwards: apply
+        # first, then spend the response latency, so that the emulator's own timer jitter
+        # does not leak into the output edges it logs.
+        refused = module.check(pdu)
+        reply: ModbusPDU
+        if refused is not None:
+            reply = ExceptionResponse(pdu.function_code, refused)
+        else:
+            module.note_request(pdu.function_code)
+            module.arrival = arrival
+            try:
+                reply = await pdu.datastore_update(self.module._core, pdu.dev_id)  # type: ignore[arg-type]  # SimCore in 3.16
+            finally:
+                module.arrival = None
+        if module.latency_s:
+            await asyncio.sleep(module.latency_s)
+        reply.transaction_id = pdu.transaction_id
+        reply.dev_id = pdu.dev_id
+        frame = self.framer.buildFrame(reply)
+        if fault is not None and fault.corrupt():
+            scrambled = bytes(b ^ fault.rng.randrange(1, 256) for b in frame[8:])
+            frame = frame[:7] + b"\x00" + scrambled
+        await self._send(frame)

@@ -467,3 +467,40 @@ async def test_cable_pull_and_back_without_recreating_the_driver(
     assert dev.health().reconnects >= 1
     await settle()
     assert valves(plant)["H2O"] is True
+
+
+# --------------------------------------------------------------------------- own thread
+
+
+async def test_module_on_its_own_thread_drives_the_plant_and_stamps_from_the_kernel(
+    plant: RealtimePlant,
+) -> None:
+    """What ``aldctl sim serve`` runs: the module's sockets and timers on a thread with its
+    own event loop, the model on the main loop; edges carry the kernel's arrival stamps
+    (SO_TIMESTAMPNS) on Linux, and the watchdog still drops the outputs."""
+    mod = ModbusDioModule(plant, LINES, port=0, own_thread=True)
+    await mod.start()
+    dev = create(
+        "valves", {"host": "127.0.0.1", "port": mod.port, "watchdog": 0.5}, DriverContext()
+    )
+    try:
+        await dev.connect()
+        sent = time.monotonic()
+        await dev.set_valve(1, True)
+        await settle()
+        assert valves(plant)["H2O"] is True
+        opened = next(e for e in plant.edges if e.line == "H2O" and e.is_open)
+        assert opened.source == "command"
+        assert opened.t + plant.origin >= sent  # the frame left after `sent`
+        assert (await dev.read_valves())[1] is True
+        assert mod.kernel_stamps > 0
+        await asyncio.sleep(0.8)  # no heartbeat: the module's 0.5 s run out
+        assert mod.wd_status == EXPIRED
+        await settle()
+        assert valves(plant)["H2O"] is False
+        with pytest.raises(DeviceFault, match="watchdog has run out"):
+            await dev.heartbeat()
+    finally:
+        await dev.close()
+        await mod.shutdown()
+    assert mod._thread is None
