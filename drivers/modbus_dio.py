@@ -54,6 +54,13 @@ again, an expiry that happened between that read and the trigger (or that anybod
 reset) is still reported by the next heartbeat: the engine cannot miss one. Only ``connect``
 clears it.
 
+Not verified: which exception a real coupler answers to a write of 0x1000..0x1002 while
+the watchdog runs (the manual only says "it is not possible to modify this value"; the
+emulator answers 03) and whether a 750-352 answers the watchdog registers themselves while
+expired (the manual says it answers "all following" requests with 04, yet resets the fault
+through 0x1003; the driver's sequence works either way, since it reads the status first
+and stops an expired watchdog with 0x1008 before writing anything else).
+
 ``safe_state`` writes 0 to every output in one FC15 request: the device-level safe state
 is all valves de-energised, pump isolation included (the engine drives the pump-isolation
 channel itself).

@@ -38,7 +38,10 @@ pair:
 1904  Heat Power                     float   R, %
 2160  Closed Loop Set Point          float   the setpoint
 2172  Closed-Loop Set Point monitor  float   R; read as the working setpoint (follows
-                                             the ramp) [aldctl's reading of the monitor]
+                                             the ramp): aldctl's reading of the
+                                             monitor, not verified (the register list
+                                             names it; no manual page reached here
+                                             says that it follows the ramp)
 2186  Ramp Action                    enum    62 off, 85 ramp on a set point change
 2188  Ramp Scale                     enum    57 minutes (set at connect if it differs)
 2192  Ramp Rate                      float   degrees per minute
