@@ -37,6 +37,10 @@ Register map (PDU addresses; WAGO 750-341/352 manual "MODBUS registers", protoco
   0 aborts. The I/O module times the pulse, so its width does not carry the host's or the
   network's jitter.
 
+The watchdog is armed and fed over a second TCP connection of its own, so that a valve
+edge never waits behind a heartbeat's round trip on the valves' connection (the number of
+simultaneous connections a 750-352 accepts was not verified here; aldctl uses two).
+
 ``connect`` follows the manual's sequence: read the status; stop a running or expired
 watchdog with the simple stop (a reconnect inside the watchdog time finds it running, and
 0x1000 cannot be written then); write the time and the masks (both 0: only the trigger
@@ -102,9 +106,11 @@ class ModbusValveBank:
         pulse_outputs: bool,
         readback_offset: int,
         pulse_register: int,
+        watchdog_unit: ModbusUnit | None = None,
     ) -> None:
         self.name = name
         self._unit = unit
+        self._wd = watchdog_unit or unit
         self.channels: Sequence[int] = tuple(range(channels))
         self.hardware_pulse = pulse_outputs
         self.watchdog = watchdog_s > 0
@@ -119,25 +125,29 @@ class ModbusValveBank:
     async def connect(self) -> None:
         await self._unit.connect()
         if self.watchdog:
+            if self._wd is not self._unit:
+                await self._wd.connect()
             await self._arm_watchdog()
         await self.read_valves()
 
     async def close(self) -> None:
+        if self._wd is not self._unit:
+            await self._wd.close()
         await self._unit.close()
 
     async def _arm_watchdog(self) -> None:
         ticks = max(1, min(0xFFFF, round(self.watchdog_s * 10)))
-        (status,) = await self._unit.read_holding(WD_STATUS)
+        (status,) = await self._wd.read_holding(WD_STATUS)
         if status != WD_STOPPED:
             # Still running from a previous connection (or expired: the outputs are all off
             # by now); the simple stop ends both, and only then is 0x1000 writable.
-            await self._unit.write_register(WD_SIMPLE_STOP, 0xAA55)
-        await self._unit.write_registers(WD_TIME, [ticks, 0, 0])
-        await self._unit.write_register(WD_MIN_REMAINING, 0xFFFF)
-        (held,) = await self._unit.read_holding(WD_TRIGGER)
+            await self._wd.write_register(WD_SIMPLE_STOP, 0xAA55)
+        await self._wd.write_registers(WD_TIME, [ticks, 0, 0])
+        await self._wd.write_register(WD_MIN_REMAINING, 0xFFFF)
+        (held,) = await self._wd.read_holding(WD_TRIGGER)
         self._beat = held % 0xFFFF + 1  # non-zero and different from what the module holds
-        await self._unit.write_register(WD_TRIGGER, self._beat)
-        (status,) = await self._unit.read_holding(WD_STATUS)
+        await self._wd.write_register(WD_TRIGGER, self._beat)
+        (status,) = await self._wd.read_holding(WD_STATUS)
         if status != WD_RUNNING:
             msg = f"the module's watchdog did not start (status register 0x1006 reads {status})"
             raise DeviceFault(self.name, msg)
@@ -170,11 +180,11 @@ class ModbusValveBank:
     async def heartbeat(self) -> None:
         if not self.watchdog:
             return
-        least, _, status = await self._unit.read_holding(WD_MIN_REMAINING, 3)
+        least, _, status = await self._wd.read_holding(WD_MIN_REMAINING, 3)
         if status == WD_EXPIRED or least == 0:
             raise DeviceFault(self.name, EXPIRED_HINT)
         self._beat = self._beat % 0xFFFF + 1  # never 0: a 0 would not restart the watchdog
-        await self._unit.write_register(WD_TRIGGER, self._beat)
+        await self._wd.write_register(WD_TRIGGER, self._beat)
 
     async def safe_state(self) -> None:
         await self._unit.write_coils(0, [False] * len(self.channels))
@@ -197,12 +207,17 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
     opts.done("modbus-dio")
     link = ModbusLink.shared(ctx, endpoint)
     hints = {SLAVE_DEVICE_FAILURE: EXPIRED_HINT} if watchdog else {}
+    health = Health()
+    # The heartbeat has a connection of its own: on the valves' connection a valve edge due
+    # while a heartbeat is in flight would wait for its round trip (a millisecond or more).
+    beat = ModbusUnit(name, ModbusLink(endpoint), unit, policy, health, hints=hints)
     return ModbusValveBank(
         name,
-        ModbusUnit(name, link, unit, policy, Health(), hints=hints),
+        ModbusUnit(name, link, unit, policy, health, hints=hints),
         channels=channels,
         watchdog_s=watchdog,
         pulse_outputs=pulse_outputs,
         readback_offset=readback,
         pulse_register=pulse_register,
+        watchdog_unit=beat if watchdog else None,
     )

@@ -145,10 +145,6 @@ _QUANTITY = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}
 PUMP = "__pump__"
 
 
-_PULSE_SPIN_S = 0.0015
-"""How long before a module-timed pulse ends the emulator stops sleeping and spins."""
-
-
 class ModbusDioModule:
     """The valve I/O module (see the module docstring for the map and behaviour)."""
 
@@ -456,16 +452,15 @@ class ModbusDioModule:
         start = self.arrival or time.monotonic()
         end = start + width_ms / 1000
         self._write_output(ch, True, "pulse", at=start)
-        # A real module times the pulse in hardware: wake a little early and spin to the
-        # end, so the emulator's event-loop latency does not lengthen the pulse.
-        handle = loop.call_at(end - _PULSE_SPIN_S, self._end_pulse, ch, end)
+        handle = loop.call_at(end, self._end_pulse, ch, end)
         self._pulses[ch] = (handle, end)
 
     def _end_pulse(self, ch: int, end: float) -> None:
-        while time.monotonic() < end:
-            pass
+        # A real module times the pulse in hardware: its output drops at `end`, whenever
+        # the emulator gets round to it (the model is told the edge's true time, as for a
+        # command's arrival). A module-timed width is therefore exact by construction.
         self._pulses.pop(ch, None)
-        self._write_output(ch, False, "pulse")  # stamped when it really switched
+        self._write_output(ch, False, "pulse", at=end)
 
     def _cancel_pulse(self, ch: int) -> None:
         pulse = self._pulses.pop(ch, None)
