@@ -1,6 +1,6 @@
 """A Modbus TCP digital-output module driving the plant's ALD valves (WAGO 750-352 style).
 
-:class:`ModbusDioModule` is a pymodbus 3.16 ``ModbusTcpServer`` whose datastore is one
+:class:`ModbusDioModule` is a Modbus TCP server whose datastore is one pymodbus 3.16
 ``SimDevice`` (device id 0: the module answers any unit id, as a WAGO coupler does) with an
 ``action`` callback that carries the module's behaviour: coils drive valves
 (``plant.set_valve(line, on, source="command")`` through a channel -> line map, with the
@@ -19,12 +19,21 @@ serve`` builds from ``config/hil.yaml``)::
 
 Constructor: ``ModbusDioModule(plant, lines, *, host="127.0.0.1", port=502, channels=16,
 component="valves", latency_s=0.001, readback_offset=0x200, pulse_outputs=True,
-pulse_register=0x2000)``. ``lines`` maps output channels to plant lines (channels not in it
+pulse_register=0x2000, own_thread=False)``. ``lines`` maps output channels to plant lines (channels not in it
 drive nothing); ``port=0`` picks a free port (read :attr:`ModbusDioModule.port` after
 :meth:`~ModbusDioModule.start`; restarts keep it); ``component`` is the fault target;
-``latency_s`` the module's response time (a WAGO 750-352 answers in about a millisecond);
-``readback_offset=0`` gives an ADAM/Moxa-style map where coils read back at their own
-address.
+``latency_s`` the module's response time (about a millisecond, aldctl's assumption: no
+750-352 response-time figure was found); ``readback_offset=0`` gives an ADAM/Moxa-style
+map where coils read back at their own address; ``own_thread=True`` runs the module's
+sockets and timers on a thread with its own event loop (what ``aldctl sim serve`` does), the
+model staying on the caller's loop: valve edges are handed to it with their times, limit
+switches are read through it, and link faults are read as of the model's last step.
+
+Timing: the module stamps each request with the kernel's receive time (``SO_TIMESTAMPNS``
+through ``recvmsg``, on Linux; elsewhere the loop's clock when it reads the socket) and
+logs a command's edge at that time, as a coupler that switches on receipt would; a
+module-timed pulse ends at its arrival plus its width (the module's hardware timer), so its
+width is exact by construction.
 
 Register map (PDU addresses; WAGO 750-341/352 manual "MODBUS registers", protocols.md 4.1,
 unless marked):
@@ -91,11 +100,10 @@ Communication faults (``reactor.faults.comm(component)``), checked on each reque
 dropped too), ``corrupt`` answers with a garbled frame (MBAP header intact, the PDU
 scrambled so no Modbus decoder accepts it), jitter adds to the latency.
 
-pymodbus integration notes (3.16.1): the server hands each request to
-``ServerRequestHandler.handle_request``, which reads the handler's ``last_pdu`` again after
-awaiting the datastore, so a slow answer could go out with the next request's transaction
-id; the connection class here captures each request and answers it in order on its own
-task, which is also where the link faults and the latency act.
+Network: plain non-blocking sockets (pymodbus' server cannot hand on a kernel timestamp);
+each connection's requests are cut from the stream, checked, decoded by pymodbus and
+answered in order by one task, which is also where the link faults and the latency act.
+Connections are served independently of one another.
 """
 
 from __future__ import annotations
