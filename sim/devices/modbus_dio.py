@@ -19,9 +19,10 @@ serve`` builds from ``config/hil.yaml``)::
 
 Constructor: ``ModbusDioModule(plant, lines, *, host="127.0.0.1", port=502, channels=16,
 component="valves", latency_s=0.001, readback_offset=0x200, pulse_outputs=True,
-pulse_register=0x2000, own_thread=False)``. ``lines`` maps output channels to plant lines (channels not in it
-drive nothing); ``port=0`` picks a free port (read :attr:`ModbusDioModule.port` after
-:meth:`~ModbusDioModule.start`; restarts keep it); ``component`` is the fault target;
+pulse_register=0x2000, own_thread=False)``. ``lines`` maps output channels to plant lines
+(channels not in it drive nothing); ``port=0`` picks a free port (read
+:attr:`ModbusDioModule.port` after :meth:`~ModbusDioModule.start`; restarts keep it);
+``component`` is the fault target;
 ``latency_s`` the module's response time (about a millisecond, aldctl's assumption: no
 750-352 response-time figure was found); ``readback_offset=0`` gives an ADAM/Moxa-style
 map where coils read back at their own address; ``own_thread=True`` runs the module's
