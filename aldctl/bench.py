@@ -289,6 +289,7 @@ def bench_timing(
     with tempfile.TemporaryDirectory() as d:
         state = Path(d)
         server = _start_server(config, state)
+        tool_cfg = cfg.load_tool(state / "tool.yaml")  # the server's own ports and ptys
         status = request_realtime()
         try:
 

@@ -644,8 +644,10 @@ def sim() -> None:
     "--dir",
     "state_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Where endpoints.json, status.json and edges.csv go (default: the "
-    "directory of the first serial port in the config).",
+    help="Serve everything inside DIR: serial ports as pseudo-terminals in DIR/tty/, Modbus "
+    "TCP on free ports, and DIR/tool.yaml = the config with those endpoints, for `aldctl run "
+    "--config DIR/tool.yaml`; plus endpoints.json, status.json, edges.csv. Without it the "
+    "config's own endpoints are served and the files go next to its first serial port.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -665,12 +667,14 @@ def sim_serve(
     emulator listens where the configuration says: Modbus TCP servers on their ports,
     pseudo-terminals linked at the serial ports' paths. The physics runs in real time.
     Then, in another terminal, run recipes against it with the real drivers. Stop with
-    Ctrl-C.
+    Ctrl-C. With --dir, several servers run side by side (their own ports and files).
 
     \b
     Examples:
       aldctl sim serve
       aldctl run recipes/al2o3_tma_h2o.yaml --config config/hil.yaml   # other terminal
+      aldctl sim serve --dir /tmp/me
+      aldctl run recipes/al2o3_tma_h2o.yaml --config /tmp/me/tool.yaml --realtime
       aldctl sim serve --fault comm_timeout:chamber@60+20
     """
     from aldctl import config as cfg
@@ -682,7 +686,12 @@ def sim_serve(
     try:
         tool = cfg.load_tool(path)
         server = SimServer(
-            tool, seed=seed, state_dir=state_dir, faults=[FaultSpec.parse(f) for f in faults]
+            tool,
+            seed=seed,
+            state_dir=state_dir,
+            faults=[FaultSpec.parse(f) for f in faults],
+            relocate=state_dir is not None,
+            source=path,
         )
         server.build()
     except UserError as exc:
@@ -692,6 +701,8 @@ def sim_serve(
         click.echo(f"serving {tool.name} (simulated reactor, real time) from {path}:")
         for s in srv.served:
             click.echo(f"  {s.kind:<22} {s.where:<34} {', '.join(s.devices)}")
+        if srv.relocate:
+            click.echo(f"tool config for these endpoints: {srv.state_dir}/tool.yaml")
         click.echo(
             f"status: {srv.state_dir}/status.json, valve edges: "
             f"{srv.state_dir}/edges.csv; Ctrl-C stops"

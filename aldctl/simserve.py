@@ -7,9 +7,18 @@ RS-485 bus, carrying every unit the configuration puts on it). All emulators sha
 reactor model advanced on the monotonic clock (:class:`sim.realtime.RealtimePlant`), so
 ``aldctl run --config config/hil.yaml --realtime`` drives the real drivers against physics.
 
-Next to the endpoints it keeps three files in its state directory (default: the directory
+With ``--dir D`` (``SimServer(..., relocate=True)``) the server owns ``D`` and nothing
+else: its serial ports become pseudo-terminals under ``D/tty/``, its Modbus TCP servers take
+free ports on 127.0.0.1, and ``D/tool.yaml`` is the configuration it was given with those
+endpoints substituted, ready for ``aldctl run RECIPE --config D/tool.yaml``. Two servers
+with two directories run side by side. Without ``--dir`` the endpoints are the
+configuration's own (``config/hil.yaml``: port 15502, ``/tmp/aldctl-sim/``); a port that is
+taken is a one-line error.
+
+Next to the endpoints it keeps these files in its state directory (default: the directory
 of the first serial port, else ``/tmp/aldctl-sim``):
 
+* ``tool.yaml``: with ``--dir``, the tool configuration for its endpoints;
 * ``endpoints.json``: what is served where (for tools and tests);
 * ``status.json``: the reactor's ground truth, rewritten five times a second and at exit
   (thickness, composition, pressure, valve positions, temperatures);
@@ -25,6 +34,7 @@ import csv
 import gc
 import json
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +105,10 @@ class SimServer:
     state_dir: Path | None = None
     faults: list[FaultSpec] = field(default_factory=list)
     served: list[Served] = field(default_factory=list)
+    relocate: bool = False
+    """Serve every endpoint inside ``state_dir`` and on free ports (``--dir``)."""
+    source: Path | None = None
+    """The configuration file the tool came from (``tool.yaml`` is written from it)."""
 
     def __post_init__(self) -> None:
         from sim.realtime import RealtimePlant
@@ -110,6 +124,24 @@ class SimServer:
             self.state_dir = Path(ports[0]).parent if ports else DEFAULT_DIR
         self._status_task: asyncio.Task[None] | None = None
         self.collect_overdue: Callable[[], object] | None = None
+        self._serial_paths: dict[str, str] = {}
+        """Configured serial port -> where it is served (the same unless relocated)."""
+        self._tcp: dict[str, Any] = {}
+        """Device name -> its TCP emulator (ports are known once started)."""
+
+    def _serial_path(self, configured: str) -> str:
+        if not self.relocate:
+            return configured
+        if configured not in self._serial_paths:
+            assert self.state_dir is not None
+            taken = set(self._serial_paths.values())
+            base = Path(configured).name or "port"
+            path, n = self.state_dir / "tty" / base, 1
+            while str(path) in taken:
+                n += 1
+                path = self.state_dir / "tty" / f"{base}-{n}"
+            self._serial_paths[configured] = str(path)
+        return self._serial_paths[configured]
 
     # ------------------------------------------------------------------ roles
 
@@ -166,8 +198,8 @@ class SimServer:
                         lines[ref.channel] = label
                         if ref.fails == "open":
                             normally_open.append(ref.channel)
-                host = str(opts.get("host", "127.0.0.1"))
-                port = int(opts.get("port", 502))
+                host = "127.0.0.1" if self.relocate else str(opts.get("host", "127.0.0.1"))
+                port = 0 if self.relocate else int(opts.get("port", 502))
                 emu: Emulator = modbus_dio.ModbusDioModule(
                     plant,
                     lines,
@@ -177,7 +209,11 @@ class SimServer:
                     component="valves",
                     pulse_outputs=bool(opts.get("pulse_outputs", True)),
                     normally_open=normally_open,
+                    # its own thread and loop: the physics and the other emulators never
+                    # delay its answers (its arrival stamps come from the kernel anyway)
+                    own_thread=True,
                 )
+                self._tcp[name] = emu
                 self.served.append(Served("Modbus TCP valve I/O", f"{host}:{port}", [name], emu))
             elif spec.driver in modbus_rtu.UNIT_TYPES or spec.driver in (
                 "alicat",
@@ -193,7 +229,7 @@ class SimServer:
                         f"pseudo-terminals and needs a path as their port, not {port_path!r}"
                     )
                     raise UserError(msg)
-                serial.setdefault(port_path, []).append((name, spec))
+                serial.setdefault(self._serial_path(port_path), []).append((name, spec))
             elif spec.driver.startswith("simulated-"):
                 msg = (
                     f"device '{name}' uses the in-process driver {spec.driver}: serve a "
@@ -219,10 +255,11 @@ class SimServer:
                             )
                         )
                     elif spec.driver == "watlow-pm":
+                        # the driver's defaults are the factory's: low word first, degF
                         order: Literal["big", "little"] = (
-                            "little" if o.get("word_order") == "little" else "big"
+                            "big" if o.get("word_order") == "big" else "little"
                         )
-                        unit_t: Literal["C", "F"] = "F" if o.get("units") == "F" else "C"
+                        unit_t: Literal["C", "F"] = "C" if o.get("units") == "C" else "F"
                         units.append(
                             modbus_rtu.WatlowPM(
                                 plant, address, comp, word_order=order, units=unit_t
@@ -270,13 +307,19 @@ class SimServer:
         started: list[Served] = []
         try:
             for s in self.served:
-                await s.emulator.start()
+                try:
+                    await s.emulator.start()
+                except OSError as exc:
+                    raise _CannotServe(s, exc) from None
                 started.append(s)
-        except OSError as exc:
+        except _CannotServe as failed:
             for s in reversed(started):
                 await s.emulator.stop()
-            msg = f"cannot start the emulators: {exc}"
-            raise UserError(msg) from None
+            raise UserError(failed.message()) from None
+        for s in self.served:
+            emu: Any = s.emulator
+            if s.devices[0] in self._tcp:
+                s.where = f"{emu.host}:{emu.port}"
         r = self.plant.sync()
         for f in self.faults:
             try:
@@ -291,6 +334,8 @@ class SimServer:
                 await self.stop()
                 msg = f"--fault {f.kind}: {exc}"
                 raise UserError(msg) from None
+        if self.relocate:
+            self._write_tool_yaml()
         (self.state_dir / "endpoints.json").write_text(json.dumps(self.endpoints(), indent=2))
         (self.state_dir / "edges.csv").write_text("t_s,line,open,source\n")
         self._write_status()
@@ -298,9 +343,38 @@ class SimServer:
             self._status_loop(), name="sim-status"
         )
 
+    def _write_tool_yaml(self) -> None:
+        """The configuration this server was given, with its endpoints substituted."""
+        import yaml
+
+        assert self.state_dir is not None
+        raw: dict[str, Any] = (
+            yaml.safe_load(self.source.read_text(encoding="utf-8")) if self.source else {}
+        )
+        if not isinstance(raw, dict) or not isinstance(raw.get("devices"), dict):
+            raw = self.tool.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        for name, dev in raw["devices"].items():
+            if name in self._tcp:
+                dev["host"] = self._tcp[name].host
+                dev["port"] = self._tcp[name].port
+            elif isinstance(dev.get("port"), str) and dev["port"] in self._serial_paths:
+                dev["port"] = self._serial_paths[dev["port"]]
+        header = (
+            f"# Written by `aldctl sim serve --dir {self.state_dir}` from "
+            f"{self.source or 'its tool configuration'}, with the endpoints it serves.\n"
+            f"# aldctl run RECIPE --config {self.state_dir / 'tool.yaml'} --realtime\n"
+        )
+        text = header + yaml.safe_dump(raw, sort_keys=False)
+        tmp = self.state_dir / "tool.yaml.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(self.state_dir / "tool.yaml")
+
     def endpoints(self) -> dict[str, Any]:
         return {
             "tool": self.tool.name,
+            "config": str(self.state_dir / "tool.yaml")
+            if self.relocate and self.state_dir
+            else None,
             "served": [{"kind": s.kind, "at": s.where, "devices": s.devices} for s in self.served],
             "status": str(self.state_dir / "status.json") if self.state_dir else None,
             "edges": str(self.state_dir / "edges.csv") if self.state_dir else None,
@@ -365,6 +439,24 @@ class SimServer:
                 await s.emulator.stop()
 
 
+class _CannotServe(Exception):
+    def __init__(self, served: Served, exc: OSError) -> None:
+        super().__init__(str(exc))
+        self.served = served
+        self.exc = exc
+
+    def message(self) -> str:
+        import errno
+
+        where = self.served.where
+        if self.exc.errno == errno.EADDRINUSE:
+            return (
+                f"{self.served.kind} at {where} is busy (another `aldctl sim serve`?): "
+                "stop it, or give each server its own --dir (free ports, its own files)"
+            )
+        return f"cannot serve {self.served.kind} at {where}: {self.exc.strerror or self.exc}"
+
+
 async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]) -> None:
     """Start, report, and run until SIGINT/SIGTERM; always stop cleanly."""
     from aldctl.engine.clock import (
@@ -378,6 +470,10 @@ async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]
     # The emulators stand in for hardware with its own timing: schedule them like the
     # controller, where Linux allows, so their edges are not late for want of a CPU.
     request_realtime(priority=5)
+    # The valve module answers from its own thread; with the default 5 ms switch interval
+    # it could wait that long for the interpreter while the physics computes.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -398,4 +494,5 @@ async def serve_forever(server: SimServer, on_ready: Callable[[SimServer], None]
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.stop()
+        sys.setswitchinterval(switch)
         release_realtime()

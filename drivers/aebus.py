@@ -25,7 +25,10 @@ cmd    meaning                 data
 2      RF on                   - -> CSR
 8      power setpoint          2 bytes W -> CSR
 14     control mode            1 byte: 2 host (sent at connect), 4 user port, 6 panel
-162    process status          -> 4 bytes, byte 0 bit 5 (0x20) = RF on (Cesar)
+162    process status          -> 4 bytes, byte 0 bit 5 (0x20) = RF on (Cesar; the
+                               rest of the bit map is generator-specific and was not
+                               verified: no manual page with it was reached here, so
+                               the driver reads only this bit)
 164    setpoint and reg. mode  -> 3 bytes: W (2), regulation mode (1)
 165    forward power           -> 2 bytes W
 166    reflected power         -> 2 bytes W

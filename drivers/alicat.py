@@ -17,8 +17,12 @@ gas select, legacy   ``A$$W46=<n>`` (if ``AGS`` gets ``?``)      ``A   046 = <n>
 ===================  ==========================================  ============================
 
 The setpoint uses ``AS`` rather than the modern ``ALS``: ``AS`` works on every firmware,
-while ``ALS``'s reply layout is unverified (protocols.md section 12, gap 1) and on V1-V7
-firmware ``AL<x>`` locks the front panel instead (alicatlib ``docs/safety.md``). The
+while on V1-V7 firmware ``AL<x>`` locks the front panel instead (alicatlib
+``docs/safety.md``). (``ALS``'s reply layout, once listed as unverified, is known from
+alicatlib's capture of a 10v20 unit, ``setpoint_query_mc.txt``: ``A +078.94 +078.94 12
+SCCM``, current and requested setpoint, unit code and label; the emulator answers it so.)
+Commands are not case-sensitive (Alicat Standard Devices User Manual, January 2023, "Quick
+Command Reference", p. 32); the driver sends upper case. The
 reply's setpoint column is checked against the request, which catches a unit whose
 setpoint source is not serial (it silently ignores ``AS``).
 

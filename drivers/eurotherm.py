@@ -21,11 +21,11 @@ every working driver uses it: HA028651 Iss.7 section 15.5, protocols.md 2.1):
 
 ====  ======  ======================================================================
 1     PV.IN   process value (read)
-4     WRK.OP  working output, 0.1 % [one decimal assumed, verify on the target unit]
+4     WRK.OP  working output, 0.1 % (one decimal: not verified, see below)
 5     WKG.SP  working setpoint (follows the ramp)
 26    Rm.SP   remote (comms) setpoint: the register written on every setpoint change
-35    SP.RAT  setpoint ramp rate, display units per minute, 0 = off [per-minute ramp
-              units assumed: check RAMPU on the unit]
+35    SP.RAT  setpoint ramp rate, display units per minute, 0 = off (per minute: not
+              verified, see below)
 75    status  bit 5 sensor break, bit 13 ramp running
 122   id      instrument identity (read at connect: proves the unit answers)
 199   IM      instrument mode: 0 normal, 1 standby (outputs off: ``set_temperature(None)``)
@@ -37,6 +37,13 @@ written: setpoints go to the remote setpoint 26. At ``connect`` the remote setpo
 loaded with the working setpoint, then remote is selected, so taking over is bumpless.
 Temperatures are signed 16-bit (two's complement below zero) with ``decimals`` places; a
 setpoint that does not fit is refused before anything is sent.
+
+Not verified against a manual, and why: the resolution of WRK.OP (4) and the time unit of
+SP.RAT (35). The HA028651 section 15.5 page copy reached here lists parameter addresses, not
+their scaling; the driver assumes one decimal for the output (as DLS's EPICS templates
+scale it) and the ramp unit the 3200 ships with (per minute, parameter RAMP.U), which a
+unit configured otherwise would scale by 60. Everything else in the table is from section
+15.5. The IEEE float region (0x8000 + 2 x parameter) is not used by this driver.
 
 ``safe_state`` leaves the loop as it is (heaters hold their setpoint on abort; the engine
 switches them to standby with ``set_temperature(None)`` when the tool is configured so).

@@ -10,10 +10,17 @@ PyExpLabSys ``mks_925_pirani.py``)::
 
 Commands used: ``PR<channel>?`` pressure (``1.23E-03`` in the unit set), ``U?`` the
 pressure unit (``TORR``/``MBAR``/``PASCAL``/``MICRON``, read at connect so readings are
-converted to Torr). A non-numeric pressure is a gauge status (MKS 937B manual, [verify]
-exact wording per model): ``LO<...`` under range, ``ATM``/``HI...`` over range,
-``OFF``/``WAIT``/``RP_OFF``/``PROT_OFF`` sensor off, ``MISCONN``/``NOGAUGE`` no sensor;
-each becomes ``PressureReading(None, status)``.
+converted to Torr). A non-numeric pressure is a gauge status: ``LO<...`` under range,
+``ATM``/``HI...`` over range, ``OFF``/``WAIT``/``RP_OFF``/``PROT_OFF`` sensor off,
+``MISCONN``/``NOGAUGE`` no sensor; each becomes ``PressureReading(None, status)``.
+
+Checked against the manuals: the frame, the ``;FF`` placeholder and the numeric reply (937B
+operation manual, chapter 9.1 "Communication protocols", p. 86: ``@003PR1?;FF`` ->
+``@003ACK7.602E+2;FF``, 8N1; 902B/910 operation manuals, "Query Command list", p. 46:
+``PR1``..``PR4``, ``U?`` -> ``TORR``). Not verified: the status words above. The 937B
+manual's table of what ``PRn`` sends instead of a number (its section 9.2) could not be
+reached here; the words come from the PyExpLabSys and pylablib MKS drivers, and one a model
+sends that is not in the list is refused as a bad answer, never taken as a pressure.
 
 NAK codes (-> :class:`~drivers.base.DeviceFault` naming the meaning; 946 manual CODE
 mode): 150 wrong gauge, 151 no gauge, 158 not an MFC, 159 not a valve, 160 unrecognized

@@ -24,18 +24,46 @@ Register map (PDU addresses; WAGO 750-341/352 manual "MODBUS registers", protoco
 
 * coils ``ch`` (FC05 write): the outputs; FC01 at ``readback_offset + ch``: read-back of
   what the module drives (a WAGO coupler reads its *inputs* below 0x200).
-* holding 0x1000: watchdog time, 100 ms units [unit: verify on the target coupler];
-  0x1003: watchdog trigger, any change of value retriggers (the driver counts up);
-  0x1007: watchdog restart (write 1).
+* the host watchdog, WAGO 750-352/040-000 manual v1.3.0, section 11.2.5, tables 112-124
+  (pp. 173-176): 0x1000 watchdog time in 100 ms ("stored in multiples of 100ms (e.g.,
+  0x0009 is .9 seconds)"), 0x1001/0x1002 function-code masks (factory 0xFFFF: any request
+  retriggers), 0x1003 trigger, 0x1004 minimum remaining time since the start (0: "a
+  fieldbus failure is assumed"), 0x1006 status (0 stopped, 1 running, 2 expired), 0x1008
+  simple stop (0xAA55; also resets an expiry). 0x1000..0x1002 cannot be written while the
+  watchdog runs.
 * holding ``pulse_register + ch`` (FC06) [aldctl's pulse-output convention, after the Moxa
   ioLogik pulse-output mode and what a PLC program would expose]: writing a width in ms
   (1..65535) opens output ``ch`` at once and the module closes it after the width; writing
   0 aborts. The I/O module times the pulse, so its width does not carry the host's or the
   network's jitter.
 
-When the watchdog runs out the module sets every output to 0 and answers every request with
-exception 04 until it is restarted: the driver reports that as a ``DeviceFault`` saying
-so; ``connect`` restarts an expired watchdog (0x1007) before it arms it again.
+The watchdog is armed and fed over a second TCP connection of its own, so that a valve
+edge never waits behind a heartbeat's round trip on the valves' connection (the number of
+simultaneous connections a 750-352 accepts was not verified here; aldctl uses two).
+
+``connect`` follows the manual's sequence: read the status; stop a running or expired
+watchdog with the simple stop (a reconnect inside the watchdog time finds it running, and
+0x1000 cannot be written then); write the time and the masks (both 0: only the trigger
+register retriggers, so the watchdog proves that the heartbeat, not just any poller, is
+alive); reset 0x1004 to 0xFFFF; write a trigger value different from the one the module
+holds; and read back that it runs.
+
+When the watchdog runs out the module sets every output to 0 and answers process-data
+requests with exception 04 (the driver reports a ``DeviceFault`` saying so). A new 0x1003
+value would *reset* that fault on a real coupler, and the outputs stay 0, so a heartbeat that
+only wrote the trigger would silently clear an expiry. ``heartbeat`` therefore reads 0x1004
+and 0x1006 first and raises ``DeviceFault`` (without triggering) if the status is "expired"
+or the minimum remaining time is 0; because 0x1004 stays 0 until ``connect`` writes it
+again, an expiry that happened between that read and the trigger (or that anybody else
+reset) is still reported by the next heartbeat: the engine cannot miss one. Only ``connect``
+clears it.
+
+Not verified: which exception a real coupler answers to a write of 0x1000..0x1002 while
+the watchdog runs (the manual only says "it is not possible to modify this value"; the
+emulator answers 03) and whether a 750-352 answers the watchdog registers themselves while
+expired (the manual says it answers "all following" requests with 04, yet resets the fault
+through 0x1003; the driver's sequence works either way, since it reads the status first
+and stops an expired watchdog with 0x1008 before writing anything else).
 
 ``safe_state`` writes 0 to every output in one FC15 request: the device-level safe state
 is all valves de-energised, pump isolation included (the engine drives the pump-isolation
@@ -49,13 +77,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drivers.base import DeviceFault, DriverContext, Health
-from drivers.modbus_link import ModbusFault, ModbusLink, ModbusUnit, Options
+from drivers.modbus_link import ModbusLink, ModbusUnit, Options
 
 __all__ = ["ModbusValveBank", "create"]
 
 WD_TIME = 0x1000
 WD_TRIGGER = 0x1003
-WD_RESTART = 0x1007
+WD_MIN_REMAINING = 0x1004
+WD_STATUS = 0x1006
+WD_SIMPLE_STOP = 0x1008
+WD_STOPPED, WD_RUNNING, WD_EXPIRED = 0, 1, 2
 SLAVE_DEVICE_FAILURE = 4
 EXPIRED_HINT = (
     "the module's watchdog has run out and switched every output off; connect again to restart it"
@@ -75,9 +106,11 @@ class ModbusValveBank:
         pulse_outputs: bool,
         readback_offset: int,
         pulse_register: int,
+        watchdog_unit: ModbusUnit | None = None,
     ) -> None:
         self.name = name
         self._unit = unit
+        self._wd = watchdog_unit or unit
         self.channels: Sequence[int] = tuple(range(channels))
         self.hardware_pulse = pulse_outputs
         self.watchdog = watchdog_s > 0
@@ -92,23 +125,32 @@ class ModbusValveBank:
     async def connect(self) -> None:
         await self._unit.connect()
         if self.watchdog:
+            if self._wd is not self._unit:
+                await self._wd.connect()
             await self._arm_watchdog()
         await self.read_valves()
 
     async def close(self) -> None:
+        if self._wd is not self._unit:
+            await self._wd.close()
         await self._unit.close()
 
     async def _arm_watchdog(self) -> None:
         ticks = max(1, min(0xFFFF, round(self.watchdog_s * 10)))
-        try:
-            await self._unit.write_register(WD_TIME, ticks)
-        except ModbusFault as exc:
-            if exc.code != SLAVE_DEVICE_FAILURE:
-                raise
-            # expired earlier (the host went away): restart it, outputs are all off by now
-            await self._unit.write_register(WD_RESTART, 1)
-            await self._unit.write_register(WD_TIME, ticks)
-        await self.heartbeat()
+        (status,) = await self._wd.read_holding(WD_STATUS)
+        if status != WD_STOPPED:
+            # Still running from a previous connection (or expired: the outputs are all off
+            # by now); the simple stop ends both, and only then is 0x1000 writable.
+            await self._wd.write_register(WD_SIMPLE_STOP, 0xAA55)
+        await self._wd.write_registers(WD_TIME, [ticks, 0, 0])
+        await self._wd.write_register(WD_MIN_REMAINING, 0xFFFF)
+        (held,) = await self._wd.read_holding(WD_TRIGGER)
+        self._beat = held % 0xFFFF + 1  # non-zero and different from what the module holds
+        await self._wd.write_register(WD_TRIGGER, self._beat)
+        (status,) = await self._wd.read_holding(WD_STATUS)
+        if status != WD_RUNNING:
+            msg = f"the module's watchdog did not start (status register 0x1006 reads {status})"
+            raise DeviceFault(self.name, msg)
 
     def _check_channel(self, channel: int) -> None:
         if channel not in self.channels:
@@ -138,8 +180,11 @@ class ModbusValveBank:
     async def heartbeat(self) -> None:
         if not self.watchdog:
             return
-        self._beat = (self._beat + 1) & 0xFFFF
-        await self._unit.write_register(WD_TRIGGER, self._beat)
+        least, _, status = await self._wd.read_holding(WD_MIN_REMAINING, 3)
+        if status == WD_EXPIRED or least == 0:
+            raise DeviceFault(self.name, EXPIRED_HINT)
+        self._beat = self._beat % 0xFFFF + 1  # never 0: a 0 would not restart the watchdog
+        await self._wd.write_register(WD_TRIGGER, self._beat)
 
     async def safe_state(self) -> None:
         await self._unit.write_coils(0, [False] * len(self.channels))
@@ -162,12 +207,17 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
     opts.done("modbus-dio")
     link = ModbusLink.shared(ctx, endpoint)
     hints = {SLAVE_DEVICE_FAILURE: EXPIRED_HINT} if watchdog else {}
+    health = Health()
+    # The heartbeat has a connection of its own: on the valves' connection a valve edge due
+    # while a heartbeat is in flight would wait for its round trip (a millisecond or more).
+    beat = ModbusUnit(name, ModbusLink(endpoint), unit, policy, health, hints=hints)
     return ModbusValveBank(
         name,
-        ModbusUnit(name, link, unit, policy, Health(), hints=hints),
+        ModbusUnit(name, link, unit, policy, health, hints=hints),
         channels=channels,
         watchdog_s=watchdog,
         pulse_outputs=pulse_outputs,
         readback_offset=readback,
         pulse_register=pulse_register,
+        watchdog_unit=beat if watchdog else None,
     )

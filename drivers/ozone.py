@@ -15,10 +15,11 @@ Driver ``ozone-modbus``. Options:
 There is no public Modbus map for the generators found on ALD tools (MKS O3MEGA, IN USA,
 Anseros, Absolute Ozone are mostly 0-10 V plus relays; protocols.md 8). This map is aldctl's
 own: the generic "enable coil + analog setpoint + alarm status" generator protocols.md 8
-recommends, with the concentration read-back laid out like the BMT 964 ozone analyzer's
-Modbus floats (IEEE-754, high word first, concentration at 1, range at 3, unit code at 25;
-BMT 964 manual Rev 04/2021 p.55). A gateway or PLC in front of a real generator can expose
-exactly this; ``sim.devices.modbus_rtu.OzoneGenerator`` emulates it.
+recommends, floats IEEE-754 high word first in input registers (PDU addresses as in the
+table). It does not follow any vendor's manual; in particular it is *not* the BMT 964
+ozone analyzer's map (that one uses FC03 holding registers numbered from 1, protocols.md 8),
+which an earlier version claimed. A gateway or PLC in front of a real generator can expose
+exactly this map; ``sim.devices.modbus_rtu.OzoneGenerator`` emulates it.
 
 ============  ====  =========================================================
 coil 0        RW    generator enable (high voltage on)

@@ -26,6 +26,13 @@ Commands used (``<s>`` = sensor, option ``sensor``):
 ``S``      zero thickness
 =========  ===========================================
 
+The CRC covers the length character and the message: the SQC-310 manual (same protocol),
+section 4.2.3, says "The Sync character and CRC are not included in the CRC calculation.
+All other characters should be included", while its step 3 (and the SQM-160 manual's,
+section 5.3) says "excluding the sync and length characters"; the two sentences disagree,
+and the working drivers (lapkindm/sqm160, PyExpLabSys) include the length, as this one
+does. A ``!`` anywhere resets the packet on the monitor (section 5.3).
+
 Stale input is discarded before every command (expctl discards it for the same reason: a
 late reply must not answer the next command); junk before the ``!`` is skipped and
 counted; a response failing its CRC or length is a bad frame (counted, retried).

@@ -2,7 +2,10 @@
 
 Wire format (protocols.md section 1; alicatlib fixtures, alexrudd2/alicat ``driver.py``):
 every command is ``<unit ID A-Z><command>\\r``; a unit answers only its own ID, with one
-CR-terminated line. Commands this emulated firmware knows:
+CR-terminated line. "Serial commands are not case-sensitive" (Alicat Standard Devices User
+Manual, January 2023 Rev. 0, "Quick Command Reference", p. 32; MC-series manual "Quick
+Serial Command Guide", p. 43, whose examples are all lower case: ``a`` polls), so unit IDs
+and command letters are matched in either case. Commands this emulated firmware knows:
 
 =================  =====================================================================
 ``A``              poll: data frame
@@ -13,6 +16,14 @@ CR-terminated line. Commands this emulated firmware knows:
 ``A$$W46=<n>``     gas select through register 46 (low 9 bits): ``A   046 = <n>``;
                    ``A$$R46`` reads it back the same way
 ``AVE``            firmware version line
+``ALS``            setpoint query (firmware 9v00+): ``A <current> <requested> 12 SCCM``
+                   (alicatlib's capture ``setpoint_query_mc.txt``, 10v20); ``ALS <v>``
+                   sets it and answers the same way
+``ALV``            loop control variable: ``A 37`` (mass flow; alicatlib
+                   ``loop_control_variable_mc.txt``); ``ALV <n>`` accepts 37 only
+``AR122``          legacy register 122, the loop control variable: ``A   122 = 37``
+                   (the form numat's ``FlowController`` reads at start); ``AW122=37``
+                   writes it the same way (other control points: ``?``, not modelled)
 ``AHP``/``AHC``    hold the valve at its position / closed: data frame with ``HLD``
 ``AC``             cancel a hold: data frame
 anything else      ``?``
@@ -32,9 +43,8 @@ are reported as the fixed ``inlet_psia`` and the reactor's ambient temperature, 
 volumetric flow is the mass flow referred to them (Alicat's standard conditions are 25 degC
 and 14.696 PSIA).
 
-The ALS/ALSS setpoint commands (firmware 9v00+) are not emulated: their reply layout is
-unverified (protocols.md section 12, gap 1), and the ``AS`` form they supersede works on
-every firmware, which is why the driver uses it.
+The emulated firmware (10v20) has ``ALS``; the driver still uses ``AS``, which works on
+every firmware. ``ALSS`` (setpoint source) is not emulated.
 """
 
 from __future__ import annotations
@@ -73,6 +83,8 @@ GASES: tuple[tuple[str, str], ...] = (
 """The instrument's gas table, index = gas number (Alicat standard list, as in
 numat/alicat ``GASES``; ``AGS 8`` -> ``A 8 N2 Nitrogen`` in alicatlib's fixtures)."""
 
+_MASS_FLOW_SETPOINT = 37
+"""Statistic code of the mass-flow setpoint: the loop variable of a mass-flow controller."""
 _STD_C = 25.0
 _STD_PSIA = 14.696
 _NUMBER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*$")
@@ -165,14 +177,14 @@ class AlicatBus(SerialBusEmulator[str, str]):
         return out
 
     def _address(self, request: str) -> str | None:
-        return request[0]
+        return request[0].upper()
 
     def _request_chars(self, request: str) -> int:
         return len(request) + 1
 
     def _answer(self, address: str, component: str, request: str) -> bytes | None:
         unit = self._units[address]
-        cmd = request[1:]
+        cmd = request[1:].upper()  # numbers are unaffected; gas names are not parsed
         reply = self._command(address, unit, cmd)
         return (reply + "\r").encode("ascii")
 
@@ -213,6 +225,24 @@ class AlicatBus(SerialBusEmulator[str, str]):
             return f"{uid}   046 = {int(arg)}"
         if cmd == "$$R46":
             return f"{uid}   046 = {unit.gas}"
+        if cmd == "LS" or cmd.startswith("LS "):
+            arg = cmd[2:].strip()
+            if arg:
+                m = _NUMBER.match(arg)
+                if m is None or not 0.0 <= float(m.group(1)) <= unit.full_scale:
+                    return "?"
+                r.set_mfc(unit.component, float(m.group(1)))
+            sp = r.read_mfc(unit.component).setpoint_sccm
+            return f"{uid} {sp:+07.2f} {sp:+07.2f} 12 SCCM"
+        if cmd == "LV" or cmd.startswith("LV "):
+            arg = cmd[2:].strip()
+            if arg and arg != str(_MASS_FLOW_SETPOINT):
+                return "?"
+            return f"{uid} {_MASS_FLOW_SETPOINT}"
+        if cmd == "R122" or cmd.startswith("W122="):
+            if cmd.startswith("W") and cmd[5:].strip() != str(_MASS_FLOW_SETPOINT):
+                return "?"
+            return f"{uid}   122 = {_MASS_FLOW_SETPOINT}"
         if cmd == "VE":
             return f"{uid}   {self.firmware} Jan  9 2025,15:04:07"
         if cmd in ("HP", "HC"):

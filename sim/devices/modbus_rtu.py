@@ -274,6 +274,16 @@ class Eurotherm3200(RtuUnit):
 
     A write to a read-only parameter, or a value outside its range or the setpoint limits,
     answers exception 03; an unknown parameter, exception 02.
+
+    IEEE float region: every parameter above also reads as an IEEE-754 float, high word
+    first, at ``0x8000 + 2 x parameter`` (two registers; FC03 read, FC16 write of both),
+    the region other clients use on 32xx units (protocols.md 2.1 after
+    ``thaeber/eurothermlib``; the Eurotherm 2000-series communications handbook describes
+    the same region; the 3200 manual page copy reached here does not show it [verify]).
+    Values are in engineering units at full resolution: the PV as the model measures it,
+    temperatures and outputs without the implied decimals; a broken sensor reads NaN
+    [emulator]. A write of a float is rounded to the display resolution and then acts
+    exactly as the integer write would.
     """
 
     readonly_code = ILLEGAL_VALUE
@@ -329,6 +339,23 @@ class Eurotherm3200(RtuUnit):
 
     def holding(self) -> dict[int, int]:
         st = self.plant.sync().read_heater(self.heater)
+        image = self._integers()
+        for param, word in list(image.items()):
+            if param == 1:
+                value = math.nan if st.pv_c is None else st.pv_c
+            elif param in _EURO_SCALED:
+                value = self._value(word)
+            elif param in _EURO_TENTHS:
+                value = word / 10.0
+            else:
+                value = float(word)
+            hi, lo = struct.unpack(">HH", struct.pack(">f", value))
+            image[_EURO_FLOAT + 2 * param] = hi
+            image[_EURO_FLOAT + 2 * param + 1] = lo
+        return image
+
+    def _integers(self) -> dict[int, int]:
+        st = self.plant.sync().read_heater(self.heater)
         status = (0x20 if st.sensor_break else 0) | (0x2000 if st.ramping else 0)
         working = self._word(st.setpoint_c) if st.setpoint_c is not None else self._target()
         return {
@@ -352,8 +379,29 @@ class Eurotherm3200(RtuUnit):
         }
 
     def write_registers(self, updates: dict[int, int]) -> None:
-        for address, word in updates.items():
-            self._write(address, word)
+        for address in updates:
+            odd = (address - _EURO_FLOAT) % 2
+            if address >= _EURO_FLOAT and odd and address - 1 not in updates:
+                raise ModbusError(ILLEGAL_VALUE)  # the second half of a float alone
+        for address, word in sorted(updates.items()):
+            if address < _EURO_FLOAT:
+                self._write(address, word)
+                continue
+            param, half = divmod(address - _EURO_FLOAT, 2)
+            if half:
+                continue  # taken with the first half
+            second = updates.get(address + 1)
+            if second is None:
+                raise ModbusError(ILLEGAL_VALUE)  # half a float
+            (value,) = struct.unpack(">f", struct.pack(">HH", word, second))
+            if not math.isfinite(value):
+                raise ModbusError(ILLEGAL_VALUE)
+            if param in _EURO_SCALED:
+                self._write(param, self._word(value))
+            elif param in _EURO_TENTHS:
+                self._write(param, round(value * 10) & 0xFFFF)
+            else:
+                self._write(param, round(value) & 0xFFFF)
         self._command()
 
     def _in_limits(self, word: int) -> int:
@@ -402,20 +450,34 @@ class Eurotherm3200(RtuUnit):
             self.plant.sync().set_heater(self.heater, target, ramp)
 
 
+_EURO_FLOAT = 0x8000
+_EURO_SCALED = frozenset((1, 2, 5, 24, 25, 26, 35, 111, 112))
+"""Parameters in display units, carrying DEC.P implied decimals on the integer path."""
+_EURO_TENTHS = frozenset((3, 4))
+"""Output powers in 0.1 % on the integer path."""
+
+
 # --------------------------------------------------------------------------- Watlow
 
 _WATLOW_OFF, _WATLOW_AUTO, _WATLOW_MANUAL = 62, 10, 54
 _RAMP_OFF, _RAMP_STARTUP, _RAMP_SP_CHANGE, _RAMP_BOTH = 62, 88, 85, 13
 _SCALE_HOURS, _SCALE_MINUTES = 39, 57
 _INPUT_OK, _INPUT_OPEN = 61, 65
+_UNITS_F, _UNITS_C = 30, 15
+_NVS_YES, _NVS_NO = 106, 59
 
 
 class WatlowPM(RtuUnit):
     """Watlow EZ-ZONE PM (Modbus RTU option, loop 1) on a heater of the plant.
 
-    Constructor: ``WatlowPM(plant, unit, heater, *, component=None, word_order="big",
-    units="C")``; ``word_order`` is the float word order the controller's Data Map selects
-    ("big": high word first), ``units`` the temperature scale on the wire ("C" or "F").
+    Constructor: ``WatlowPM(plant, unit, heater, *, component=None, word_order="little",
+    units="F", nonvolatile_save=True)``; ``word_order`` is the float word order ("little":
+    low word first), ``units`` the temperature scale on the wire ("C" or "F"). The defaults
+    are the factory's (EZ-ZONE Communications manual, chapter 2 "Modbus RTU & TCP", p. 13:
+    "All temperature parameters are in degF through Modbus by default", and register 2160
+    "contains the two lower bytes (least significant word)" with 2161 the higher ones; the
+    EZ-ZONE user guides: "By default, the low order word contains the two low bytes of the
+    32-bit parameter ... the default low/high").
 
     Holding registers (FC03/FC06/FC16), EZ-ZONE PM "Map 1" relative addresses from the
     EZ-ZONE register list (as carried by ``GraysonBellamy/watlowlib``'s
@@ -444,7 +506,17 @@ class WatlowPM(RtuUnit):
     2190  Ramp Set Point monitor         float  R
     2192  Ramp Rate                      float  degrees per Ramp Scale unit, >= 0
     2198  Ramp Target Set Point monitor  float  R
+    2490  Communications temperature     enum   30 degF, 15 degC (the scale on the wire;
+          units                                 Communications manual p. 13, firmware 2+)
+    2494  Non-volatile Save              enum   106 yes (factory), 59 no (Communications
+                                                manual, "Saving Settings to Non-volatile
+                                                Memory": EEPROM wears after about
+                                                1,000,000 writes)
     ====  =============================  =====  ========================================
+
+    While Non-volatile Save is yes, every write of a setpoint, limit, mode or ramp setting
+    counts as an EEPROM write (``eeprom_writes``); with no, none does (2494 itself always
+    does).
 
     Exceptions: 02 for an unknown address and for a write to a read-only parameter
     [aldctl's choice: watlowlib maps 01/02 to "parameter unsupported"], 03 for a value out
@@ -460,8 +532,9 @@ class WatlowPM(RtuUnit):
         heater: str,
         *,
         component: str | None = None,
-        word_order: Literal["big", "little"] = "big",
-        units: Literal["C", "F"] = "C",
+        word_order: Literal["big", "little"] = "little",
+        units: Literal["C", "F"] = "F",
+        nonvolatile_save: bool = True,
     ) -> None:
         super().__init__(plant, unit, component or heater)
         if word_order not in ("big", "little") or units not in ("C", "F"):
@@ -483,6 +556,8 @@ class WatlowPM(RtuUnit):
         self.ramp_scale = _SCALE_MINUTES
         self.ramp_rate = 1.0
         self.last_pv_c = st.pv_c if st.pv_c is not None else self.sp_c
+        self.nonvolatile_save = nonvolatile_save
+        self.eeprom_writes = 0
         self._commanded: tuple[float | None, float | None] = (st.setpoint_c, None)
 
     # -- units on the wire ---------------------------------------------------------------
@@ -533,6 +608,8 @@ class WatlowPM(RtuUnit):
         for address, value in floats.items():
             image[address], image[address + 1] = self._float(value)
         enums = {
+            2490: _UNITS_F if self.units == "F" else _UNITS_C,
+            2494: _NVS_YES if self.nonvolatile_save else _NVS_NO,
             362: _INPUT_OPEN if sensor_break else _INPUT_OK,
             1880: self.mode,
             1882: self.mode,
@@ -545,7 +622,7 @@ class WatlowPM(RtuUnit):
 
     def write_registers(self, updates: dict[int, int]) -> None:
         writable_floats = (2160, 2162, 2164, 2166, 2168, 2170, 2192)
-        writable_enums = (1880, 2186, 2188)
+        writable_enums = (1880, 2186, 2188, 2490, 2494)
         pending = dict(updates)
         for address in sorted(updates):
             if address not in pending:
@@ -563,6 +640,8 @@ class WatlowPM(RtuUnit):
                 raise ModbusError(ILLEGAL_VALUE)  # the low half of a float on its own
             else:
                 raise ModbusError(self.readonly_code)
+            if self.nonvolatile_save or address == 2494:
+                self.eeprom_writes += 1
         self._command()
 
     def _write_float(self, address: int, value: float) -> None:
@@ -595,7 +674,15 @@ class WatlowPM(RtuUnit):
                 self.man_hi = value
 
     def _write_enum(self, address: int, value: int) -> None:
-        if address == 1880:
+        if address == 2490:
+            if value not in (_UNITS_F, _UNITS_C):
+                raise ModbusError(ILLEGAL_VALUE)
+            self.units = "F" if value == _UNITS_F else "C"
+        elif address == 2494:
+            if value not in (_NVS_YES, _NVS_NO):
+                raise ModbusError(ILLEGAL_VALUE)
+            self.nonvolatile_save = value == _NVS_YES
+        elif address == 1880:
             if value not in (_WATLOW_OFF, _WATLOW_AUTO):
                 raise ModbusError(ILLEGAL_VALUE)
             self.mode = value
@@ -628,9 +715,10 @@ class OzoneGenerator(RtuUnit):
     Constructor: ``OzoneGenerator(plant, unit, *, component="ozone")``.
 
     There is no public register map for the generators used on ALD tools (protocols.md 8);
-    this one is aldctl's: a generic "enable coil + analog setpoint + alarm" generator whose
-    concentration read-back is laid out like the BMT 964 ozone analyzer (IEEE floats, high
-    word first, at input registers 1 and 3; unit code at 25).
+    this one is aldctl's own, a generic "enable coil + analog setpoint + alarm" generator
+    (IEEE floats high word first in input registers), documented with ``drivers.ozone``.
+    It follows no vendor's manual (it is not the BMT 964 analyzer's map, which uses FC03
+    holding registers numbered from 1).
 
     ============  ====  =========================================================
     coil 0        RW    generator enable (high voltage on)
@@ -642,9 +730,9 @@ class OzoneGenerator(RtuUnit):
                         (default 300 = 30 s)
     input 0       R     status word: bit 0 on, 1 at setpoint (within the band),
                         2 low-concentration alarm, 3 high-concentration alarm
-    input 1-2     R     concentration, wt % O3 in O2, float (BMT 964 address 1)
-    input 3-4     R     measuring range (the generator's maximum), float (BMT 964: 3)
-    input 25      R     concentration unit code, 1 = wt % (BMT 964 address 25)
+    input 1-2     R     concentration, wt % O3 in O2, float
+    input 3-4     R     measuring range (the generator's maximum), float
+    input 25      R     concentration unit code, 1 = wt %
     ============  ====  =========================================================
 
     The alarms latch: once the alarm delay has passed, a concentration below (above) the

@@ -11,26 +11,40 @@ answer. A gauge answers only its own address (001-255); ``000`` (global) and ``9
 (group) telegrams are acted on without an answer. A telegram with a wrong checksum or a
 malformed field is not answered (the host times out and repeats it).
 
-Parameters this emulated gauge knows:
+The emulated gauge is a PPT 100 digital Pirani transmitter, and behaves as one. Its
+parameters (CPT/RPT/PPT/HPT 100 operating instructions, parameter table and "Transmitter
+adjustment", p. 12; telegram examples in section 6.3, p. 13):
 
 =====  ====================  =========  ==============================================
 P      meaning               type       here
 =====  ====================  =========  ==============================================
-740    pressure, hPa         u_expo_new ``abcdEF`` = a.bcd x 10^(EF-20), read only
+740    pressure, hPa         u_expo_new ``abcdEF`` = a.bcd x 10^(EF-20); readable, and
+                                        writable for the adjustment (below)
+741    adjustment low/high   u_short    ``000`` low pressure (zero), ``001`` high
+                                        pressure (atmosphere); readable, writable
 742    gas correction factor u_real     ``000100`` = 1.00; writable 0.10..8.00
 303    error code            string     ``000000`` (no error), read only
 312    software version      string     ``010300``, read only
 349    device type           string     ``    A3`` (PPT 100), read only
 =====  ====================  =========  ==============================================
 
+Adjustment, as the manual's example does it ("0011074103001130" then
+"0011074006100023025": adjust transmitter 1 at atmosphere): write P741 to choose the point,
+then write P740 with the pressure the transmitter is really at. At the high point the
+emulator scales its reading so that it reads the written value there; at the low point it
+takes the present reading as its zero. The manual gives the sequence, not the limits a real
+transmitter puts on an adjustment: the emulator accepts any u_expo_new value [emulator].
+
 Error answers carry one of three strings as data: ``NO_DEF`` (no such parameter),
 ``_RANGE`` (value out of range), ``_LOGIC`` (write to a read-only parameter, or a query
 with data other than ``=?``).
 
 The pressure is the reactor gauge's measured reading (lag, noise, quantisation from the
-model), converted to hPa and multiplied by the gas correction factor. The transmitter's
-output saturates at the top of its measuring range: above it (or when the model reports
-over range) P740 carries the range's upper limit; at or below zero it carries
+model; where the model's own capacitance gauge is over its range, the chamber's true
+pressure), converted to hPa, adjusted and multiplied by the gas correction factor. A Pirani
+reads from the fine vacuum up to atmosphere: the default measuring range is 5 x 10^-4 ..
+1000 hPa (a Pirani's usual span; the PPT 100 data sheet with its exact limits could not be
+reached here [verify]). Above the range P740 carries its upper limit; below it
 ``000000``. Drivers read those as over and under range.
 """
 
@@ -45,6 +59,7 @@ from sim.devices.serial_bus import LineNoise, SerialBusEmulator
 from sim.realtime import RealtimePlant
 
 HPA_PER_TORR = 1.333223684
+PIRANI_RANGE_HPA = (5e-4, 1000.0)
 
 
 def checksum(text: str) -> str:
@@ -65,6 +80,13 @@ def encode_expo(value: float) -> str:
     return f"{mant:04d}{exp + 20:02d}"
 
 
+def decode_expo(text: str) -> float | None:
+    """``u_expo_new`` back to a number (None when it is not six digits)."""
+    if len(text) != 6 or not text.isdigit():
+        return None
+    return int(text[:4]) / 1000.0 * 10.0 ** (int(text[4:]) - 20)
+
+
 @dataclass(frozen=True, slots=True)
 class Telegram:
     address: int
@@ -83,9 +105,7 @@ class PfeifferBus(SerialBusEmulator[int, Telegram]):
     :param units: ``(address 1-255, gauge name)`` pairs, e.g. ``[(1, "chamber")]``.
     :param latency_s: the gauge's processing time (10-20 ms typical).
     :param baudrate: 9600 (factory default) for the wire time of each exchange.
-    :param range_hpa: measuring range (low, high) in hPa; default from the reactor gauge's
-        configuration: its resolution up to 1.1 x its full scale (where the model reports
-        over range).
+    :param range_hpa: measuring range (low, high) in hPa; default a Pirani's 5e-4..1000.
     :param line_noise: junk before replies (None: clean line).
     """
 
@@ -107,17 +127,14 @@ class PfeifferBus(SerialBusEmulator[int, Telegram]):
         super().__init__(
             plant, path, units, latency_s=latency_s, baudrate=baudrate, line_noise=line_noise
         )
-        gauge = plant.reactor.config.gauge
-        if range_hpa is None:
-            range_hpa = (
-                gauge.resolution_torr * HPA_PER_TORR,
-                1.1 * gauge.full_scale_torr * HPA_PER_TORR,
-            )
-        self.range_hpa = range_hpa
+        self.range_hpa = range_hpa or PIRANI_RANGE_HPA
         self.gas_correction: dict[int, float] = {a: 1.0 for a, _ in units}
+        self.adjust_point: dict[int, int] = {a: 0 for a, _ in units}
+        self.zero_hpa: dict[int, float] = {a: 0.0 for a, _ in units}
+        self.gain: dict[int, float] = {a: 1.0 for a, _ in units}
 
     def _reset(self) -> None:
-        # a power cycle restores the factory correction factor
+        # a power cycle restores the factory correction factor (the adjustment is kept)
         self.gas_correction = dict.fromkeys(self.units, 1.0)
 
     # ---------------------------------------------------------------- protocol
@@ -163,20 +180,44 @@ class PfeifferBus(SerialBusEmulator[int, Telegram]):
                 return "_RANGE"
             self.gas_correction[address] = factor
             return t.data
-        if t.parameter in (740, 303, 312, 349):
+        if t.parameter == 741:
+            if t.data not in ("000", "001"):
+                return "_RANGE"
+            self.adjust_point[address] = int(t.data)
+            return t.data
+        if t.parameter == 740:
+            written = decode_expo(t.data)
+            if written is None:
+                return "_RANGE"
+            raw = self._raw_hpa(component)
+            if self.adjust_point[address]:
+                if raw - self.zero_hpa[address] <= 0 or written <= 0:
+                    return "_RANGE"
+                self.gain[address] = written / (raw - self.zero_hpa[address])
+            else:
+                self.zero_hpa[address] = raw - written / self.gain[address]
+            return t.data
+        if t.parameter in (303, 312, 349):
             return "_LOGIC"
         return "NO_DEF"
 
+    def _raw_hpa(self, component: str) -> float:
+        r = self.plant.sync()
+        torr = r.read_pressure_torr(component)
+        if torr is None:  # the model's capacitance gauge is over range; a Pirani is not
+            torr = r.truth().pressure_torr
+        return torr * HPA_PER_TORR
+
     def _read(self, address: int, component: str, parameter: int) -> str:
         if parameter == 740:
-            torr = self.plant.sync().read_pressure_torr(component)
             lo, hi = self.range_hpa
-            if torr is None:
-                return encode_expo(hi)
-            hpa = torr * HPA_PER_TORR * self.gas_correction[address]
+            adjusted = (self._raw_hpa(component) - self.zero_hpa[address]) * self.gain[address]
+            hpa = adjusted * self.gas_correction[address]
             if hpa < lo:
                 return "000000"
             return encode_expo(min(hpa, hi))
+        if parameter == 741:
+            return f"{self.adjust_point[address]:03d}"
         if parameter == 742:
             return f"{round(self.gas_correction[address] * 100):06d}"
         if parameter == 303:

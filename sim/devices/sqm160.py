@@ -9,7 +9,10 @@ Packet (protocols.md section 6; SQM-160 manual section 5.3; lapkindm/sqm160
 CRC over the length character and what follows it up to the CRC: start 0x3FFF; per byte
 XOR it in, then 8 times shift right, XOR 0x2001 when the bit shifted out was 1; keep 14
 bits; CRC1 = low 7 bits + 34, CRC2 = high 7 bits + 34. A command may carry two NUL bytes
-instead of its CRC (checking off). A command failing its CRC is not answered.
+instead of its CRC (checking off). A command failing its CRC is not answered. A ``!``
+anywhere resets the packet in progress (manual section 5.3: "Anytime this character is
+received, the communications for that packet is reset"), so a truncated packet followed by
+a good one gets the good one answered.
 
 Status: ``A`` ok, ``C`` invalid command, ``D`` invalid data (e.g. a sensor that is not
 there). Commands emulated (``<s>`` = sensor 1-6; only the bound sensor has a crystal):
@@ -117,6 +120,13 @@ class Sqm160(SerialBusEmulator[int, Command]):
                 del buffer[:1]  # not a length: that '!' was junk
                 continue
             total = 2 + n + 2
+            restart = buffer.find(SYNC, 1, total)
+            if restart > 0:
+                # manual 5.3: "Anytime this character is received, the communications for
+                # that packet is reset" (no length or CRC character is ever '!': both are
+                # at least 34)
+                del buffer[:restart]
+                continue
             if len(buffer) < total:
                 return out
             raw = bytes(buffer[:total])

@@ -56,6 +56,8 @@ def aldctl(*args: str) -> subprocess.Popen[str]:
 class Server:
     def __init__(self, config: Path, state: Path, *extra: str) -> None:
         self.state = state
+        self.tool = state / "tool.yaml"
+        """The config for this server's endpoints (``sim serve --dir`` writes it)."""
         self.proc = aldctl("sim", "serve", "--config", str(config), "--dir", str(state), *extra)
         deadline = time.monotonic() + 30
         while not (state / "endpoints.json").exists():
@@ -108,7 +110,7 @@ def test_recipe_over_real_protocols_grows_what_the_in_process_run_grows(
         "run",
         str(RECIPE),
         "--config",
-        str(config),
+        str(srv.tool),
         "--set",
         "cycles=20",
         *FAST,
@@ -157,7 +159,7 @@ def test_killed_controller_leaves_the_valves_to_the_module_watchdog(
         "run",
         str(RECIPE),
         "--config",
-        str(config),
+        str(srv.tool),
         "--set",
         "cycles=5",
         *FAST,
@@ -188,12 +190,12 @@ def test_killed_controller_leaves_the_valves_to_the_module_watchdog(
 @pytest.mark.slow
 def test_gauge_that_stops_answering_aborts_the_run_naming_it(tmp_path: Path, serve: Any) -> None:
     config = hil_config(tmp_path)
-    serve(config, "--fault", "comm_timeout:chamber@8")
+    srv = serve(config, "--fault", "comm_timeout:chamber@8")
     run = aldctl(
         "run",
         str(RECIPE),
         "--config",
-        str(config),
+        str(srv.tool),
         "--set",
         "cycles=20",
         *FAST,

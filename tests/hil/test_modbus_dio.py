@@ -8,6 +8,7 @@ through its entry point factory, exactly as the tool builds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -274,7 +275,7 @@ async def test_watchdog_fed_keeps_the_valves_as_commanded(
     assert module.wd_status == 1
 
 
-async def test_watchdog_starved_closes_every_valve_and_latches_exception_04(
+async def test_watchdog_starved_closes_every_valve_and_refuses_process_data(
     plant: RealtimePlant, module: ModbusDioModule, make: Make
 ) -> None:
     # (two co-reactants, not a precursor and its co-reactant: the plant's CVD physics
@@ -294,7 +295,13 @@ async def test_watchdog_starved_closes_every_valve_and_latches_exception_04(
     for edge in list(plant.edges)[-2:]:
         assert 1.0 <= edge.t - fed < 1.1  # timed by the module, from the last trigger
     assert module.wd_status == EXPIRED
-    for op in (dev.heartbeat(), dev.set_valve(1, True), dev.read_valves()):
+    # the heartbeat reads the expiry from the module and does not trigger (which would
+    # reset the fault, 750-352 manual table 115): a DeviceFault, not a quiet success
+    with pytest.raises(DeviceFault, match="watchdog has run out") as beat:
+        await dev.heartbeat()
+    assert beat.value.device == "valves"
+    assert module.wd_status == EXPIRED
+    for op in (dev.set_valve(1, True), dev.read_valves()):
         with pytest.raises(ModbusFault) as err:
             await op
         assert err.value.code == 4
@@ -305,10 +312,69 @@ async def test_watchdog_starved_closes_every_valve_and_latches_exception_04(
     # restarted by the next connect: the valves are still closed, and answer again
     await dev.connect()
     assert module.wd_status == 1
+    await dev.heartbeat()
     assert (await dev.read_valves())[1] is False
     await dev.set_valve(1, True)
     await settle()
     assert valves(plant)["H2O"] is True
+
+
+async def test_an_expiry_reset_behind_the_drivers_back_is_still_reported(
+    plant: RealtimePlant, module: ModbusDioModule, make: Make
+) -> None:
+    """A new 0x1003 value resets the fault on a real coupler while every output stays 0
+    (750-352 manual, table 115); the expiry must still reach the engine, through 0x1004
+    (0 after a fault, table 116) on the next heartbeat."""
+    dev = await make(watchdog=0.5)
+    other = await make(watchdog=0.0)  # a second master that only writes the trigger
+    await dev.set_valve(1, True)
+    await asyncio.sleep(0.8)
+    assert module.wd_status == EXPIRED
+    await other._unit.write_register(0x1003, 0x4242)  # resets the fault
+    assert module.wd_status == 1
+    await settle()
+    assert valves(plant)["H2O"] is False  # the outputs stayed off
+    await dev.read_valves()  # process data is accepted again ...
+    with pytest.raises(DeviceFault, match="watchdog has run out"):
+        await dev.heartbeat()  # ... but the heartbeat does not miss what happened
+    with pytest.raises(DeviceFault, match="watchdog has run out"):
+        await dev.heartbeat()  # and keeps saying so until connect clears it
+    await dev.connect()
+    await dev.heartbeat()
+
+
+async def test_reconnect_inside_the_watchdog_time_stops_and_restarts_it(
+    plant: RealtimePlant, module: ModbusDioModule, make: Make
+) -> None:
+    """0x1000 cannot be written while the watchdog runs (table 112): a controller that
+    restarts within the watchdog time must stop it first, then arm it again."""
+    first = await make(watchdog=1.0)
+    await first.set_valve(1, True)
+    assert module.wd_status == 1
+    await first.close()
+    second = await make(watchdog=2.0)  # connects while the first watchdog still runs
+    assert module.wd_status == 1
+    assert module.wd_time == 20
+    await second.heartbeat()
+    await settle()
+    assert valves(plant)["H2O"] is True  # the restart did not touch the outputs
+
+
+async def test_polling_alone_does_not_feed_the_drivers_watchdog(
+    plant: RealtimePlant, module: ModbusDioModule, make: Make
+) -> None:
+    """The driver clears the function-code mask (factory 0xFFFF: any request retriggers,
+    table 113), so only the heartbeat, not a poller that outlived it, keeps valves open."""
+    dev = await make(watchdog=0.5)
+    assert module.wd_mask == [0, 0]
+    await dev.set_valve(1, True)
+    for _ in range(6):
+        await asyncio.sleep(0.15)
+        with contextlib.suppress(ModbusFault):
+            await dev.read_valves()
+    assert module.wd_status == EXPIRED
+    await settle()
+    assert valves(plant)["H2O"] is False
 
 
 # --------------------------------------------------------------------------- link faults
@@ -401,3 +467,40 @@ async def test_cable_pull_and_back_without_recreating_the_driver(
     assert dev.health().reconnects >= 1
     await settle()
     assert valves(plant)["H2O"] is True
+
+
+# --------------------------------------------------------------------------- own thread
+
+
+async def test_module_on_its_own_thread_drives_the_plant_and_stamps_from_the_kernel(
+    plant: RealtimePlant,
+) -> None:
+    """What ``aldctl sim serve`` runs: the module's sockets and timers on a thread with its
+    own event loop, the model on the main loop; edges carry the kernel's arrival stamps
+    (SO_TIMESTAMPNS) on Linux, and the watchdog still drops the outputs."""
+    mod = ModbusDioModule(plant, LINES, port=0, own_thread=True)
+    await mod.start()
+    dev = create(
+        "valves", {"host": "127.0.0.1", "port": mod.port, "watchdog": 0.5}, DriverContext()
+    )
+    try:
+        await dev.connect()
+        sent = time.monotonic()
+        await dev.set_valve(1, True)
+        await settle()
+        assert valves(plant)["H2O"] is True
+        opened = next(e for e in plant.edges if e.line == "H2O" and e.is_open)
+        assert opened.source == "command"
+        assert opened.t + plant.origin >= sent  # the frame left after `sent`
+        assert (await dev.read_valves())[1] is True
+        assert mod.kernel_stamps > 0
+        await asyncio.sleep(0.8)  # no heartbeat: the module's 0.5 s run out
+        assert mod.wd_status == EXPIRED
+        await settle()
+        assert valves(plant)["H2O"] is False
+        with pytest.raises(DeviceFault, match="watchdog has run out"):
+            await dev.heartbeat()
+    finally:
+        await dev.close()
+        await mod.shutdown()
+    assert mod._thread is None

@@ -262,10 +262,10 @@ async def test_watlow_setpoint_ramp_and_off(rig: Rig) -> None:
     tw = await rig.watlow()
     reading = await tw.read_temperature()
     assert reading.pv_c == pytest.approx(WALLS_C, abs=0.5)
-    assert reading.setpoint_c == WALLS_C
+    assert reading.setpoint_c == pytest.approx(WALLS_C, abs=1e-3)  # degF in float32
     await tw.set_temperature(155.5)
-    assert rig.tw.sp_c == 155.5
-    assert rig.heater("walls")[0] == 155.5
+    assert rig.tw.sp_c == pytest.approx(155.5, abs=1e-3)
+    assert rig.heater("walls")[0] == pytest.approx(155.5, abs=1e-3)
     await tw.set_ramp_rate(6.0)
     assert rig.tw.ramp_action == 85
     await tw.set_temperature(180.0)
@@ -316,15 +316,56 @@ async def test_watlow_word_order_and_units(
         await bus.stop()
 
 
-async def test_watlow_word_order_mismatch_reads_nonsense(plant: RealtimePlant, port: str) -> None:
-    bus = emu.ModbusRtuBus(port, [emu.WatlowPM(plant, 2, "walls", word_order="little")])
+async def test_watlow_factory_defaults_on_both_sides_read_true_values(
+    plant: RealtimePlant, port: str
+) -> None:
+    """A PM as it leaves the factory (low word first, degF over Modbus: EZ-ZONE
+    Communications manual, Modbus chapter, p. 13) and a driver with no options agree."""
+    unit = emu.WatlowPM(plant, 2, "walls")
+    bus = emu.ModbusRtuBus(port, [unit])
     await bus.start()
     tw = watlow.create("tw", {"port": port, "address": 2}, DriverContext())
     try:
         await tw.connect()
-        pv = (await tw.read_temperature()).pv_c
-        assert pv is not None
-        assert not 100 < abs(pv) < 200  # the symptom protocols.md describes (1e-12, 1e34)
+        assert (await tw.read_temperature()).pv_c == pytest.approx(WALLS_C, abs=0.5)
+        # 2494 Non-volatile Save switched off once at connect ("If using Modbus set
+        # register 2494 to 59"): setpoint writes no longer wear the EEPROM
+        assert unit.nonvolatile_save is False
+        writes = unit.eeprom_writes
+        for sp in (160.0, 161.0, 162.0):
+            await tw.set_temperature(sp)
+        assert unit.eeprom_writes == writes
+        assert unit.sp_c == pytest.approx(162.0, abs=1e-3)
+    finally:
+        await tw.close()
+        await bus.stop()
+
+
+async def test_watlow_word_order_mismatch_is_a_device_error_never_a_value(
+    plant: RealtimePlant, port: str
+) -> None:
+    bus = emu.ModbusRtuBus(port, [emu.WatlowPM(plant, 2, "walls", units="C")])
+    await bus.start()
+    tw = watlow.create(
+        "tw", {"port": port, "address": 2, "word_order": "big", "units": "C"}, DriverContext()
+    )
+    try:
+        with pytest.raises(DeviceFault, match=r"register 360 reads .*word order"):
+            await tw.connect()  # 150 degC low word first, read high word first: 2.4e-41
+    finally:
+        await tw.close()
+        await bus.stop()
+
+
+async def test_watlow_units_are_checked_against_the_controller(
+    plant: RealtimePlant, port: str
+) -> None:
+    bus = emu.ModbusRtuBus(port, [emu.WatlowPM(plant, 2, "walls")])  # degF on the wire
+    await bus.start()
+    tw = watlow.create("tw", {"port": port, "address": 2, "units": "C"}, DriverContext())
+    try:
+        with pytest.raises(DeviceFault, match=r"degrees F \(register 2490\).*units: C"):
+            await tw.connect()
     finally:
         await tw.close()
         await bus.stop()

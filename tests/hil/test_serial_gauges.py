@@ -125,8 +125,10 @@ async def test_pfeiffer_error_strings_are_device_faults(pf: PfMake, plant: Realt
     gauge = await pf("gauge_a")
     with pytest.raises(DeviceFault, match=r"^gauge_a: read of parameter 999: .*NO_DEF"):
         await gauge.read_parameter(999)
-    with pytest.raises(DeviceFault, match=r"write of parameter 740: .*_LOGIC"):
-        await gauge.write_parameter(740, "100023")
+    with pytest.raises(DeviceFault, match=r"write of parameter 349: .*_LOGIC"):
+        await gauge.write_parameter(349, "    A1")  # the type is read only
+    with pytest.raises(DeviceFault, match=r"write of parameter 741: .*_RANGE"):
+        await gauge.write_parameter(741, "002")  # only 000 (low) and 001 (high)
     with pytest.raises(DeviceFault, match=r"write of parameter 742: .*_RANGE"):
         await gauge.set_gas_correction(9.5)
     assert gauge.health().retries == 0
