@@ -193,6 +193,26 @@ def data_dir_option(f: F) -> F:
     )(f)
 
 
+def _detach(args: list[str], data_dir: Path | None, as_json: bool, child_json: bool = True) -> None:
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import default_data_dir
+    from aldctl.session import start_detached
+
+    data = data_dir or default_data_dir()
+    try:
+        started = start_detached([*args, "--json"] if child_json else args, data)
+    except UserError as exc:
+        _fail(exc.diagnostics)
+    if as_json:
+        click.echo(
+            json.dumps({"run_id": started.run_id, "pid": started.pid, "log": str(started.log)})
+        )
+        return
+    click.echo(f"run {started.run_id} started in the background (pid {started.pid})")
+    click.echo(f"  watch and command it: aldctl tui --attach {started.run_id}")
+    click.echo(f"  its output: {started.log}")
+
+
 def _execute_run(
     req: Any,
     journal: Any,
@@ -206,32 +226,59 @@ def _execute_run(
     from aldctl.engine.clock import run_real, run_virtual
     from aldctl.engine.control import RunControl
     from aldctl.engine.events import EventBus
+    from aldctl.engine.opapi import Access, ApiServer, OperatorApi, RunStatus, socket_path
     from aldctl.runview import Keys, ProgressView, interactive_terminal, print_summary, summary_json
-    from aldctl.session import execute
+    from aldctl.session import announce, execute
 
     console = Console(stderr=as_json)
     bus = EventBus()
     control = RunControl()
     sched = req.prepared.compiled.schedule
+    tool_cfg = req.prepared.tool
+    status = RunStatus(
+        run_id=run_id,
+        recipe=sched.recipe,
+        tool=sched.tool,
+        units_total=sched.units,
+        planned_s=sched.min_duration_ns / 1e9,
+        lines={name: ln.chemical for name, ln in tool_cfg.lines.items()},
+        units_done=req.start_unit,
+    )
+    bus.listen(status.listener)
+    api = OperatorApi(control, status)
+    op = tool_cfg.operator
+    server = ApiServer(
+        api,
+        bus,
+        socket_path(journal.data_dir, run_id),
+        Access(group=op.group, watchers_any=op.watchers == "any"),
+    )
     if not as_json:
         _echo_diagnostics(quiet_warnings)
         mode = f"real time; {realtime_detail}" if req.realtime else "virtual time"
         console.print(f"run [bold]{run_id}[/]: {sched.recipe} on {sched.tool} ({mode})")
 
     async def main() -> Any:
-        keys = Keys(control, console, interactive_terminal() and not as_json)
+        keys = Keys(api, console, interactive_terminal() and not as_json)
         keys.install()
+        try:
+            await server.start()
+        except OSError as exc:  # the run goes on without remote control, and says so
+            console.print(f"operator API not available: {exc}", style="yellow", markup=False)
+        announce(run_id)  # a console that started us detached may attach now
         try:
             if as_json:
                 return await execute(req, journal, bus=bus, control=control)
             view = ProgressView(
                 console, sched.units, sched.min_duration_ns / 1e9, req.start_unit, req.realtime
             )
+            keys.view = view
             bus.listen(view.listener)
             with view:
                 return await execute(req, journal, bus=bus, control=control)
         finally:
             keys.remove()
+            await server.stop()
 
     runner = run_real if req.realtime else run_virtual
     try:
@@ -284,6 +331,12 @@ def _execute_run(
     is_flag=True,
     help="Print one JSON summary object instead of progress and text.",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Start the run as a process of its own and return: it outlives this terminal. "
+    "Watch and command it with `aldctl tui --attach RUN_ID`.",
+)
 @data_dir_option
 def run(
     recipe: Path,
@@ -292,6 +345,7 @@ def run(
     realtime: bool,
     seed: int,
     as_json: bool,
+    detach: bool,
     data_dir: Path | None,
 ) -> None:
     """Run a recipe.
@@ -301,23 +355,39 @@ def run(
     directory): `aldctl runs list` shows them, `aldctl resume RUN_ID` continues one
     after a crash or an abort.
 
-    Ctrl-C opens a menu: pause at the next checkpoint, stop after this cycle, abort now.
-    Exit status: 0 complete, 1 stopped/aborted/failed, 2 invalid input.
+    Ctrl-C opens a menu (one keypress): pause at the next checkpoint, resume, stop after
+    this cycle, abort now. The run serves the operator API on a socket under the data
+    directory: `aldctl tui --attach RUN_ID` watches and commands it from any terminal.
+    Exit status: 0 complete, 1 stopped/aborted/failed, 2 invalid input or refused.
 
     \b
     Examples:
       aldctl run recipes/al2o3_tma_h2o.yaml
       aldctl run recipes/al2o3_tma_h2o.yaml --set cycles=1000 --json
       aldctl run recipes/al2o3_tma_h2o.yaml --config config/hil.yaml --realtime
+      aldctl run recipes/al2o3_tma_h2o.yaml --detach
     """
     from aldctl.diagnostics import UserError
     from aldctl.engine.journal import JournalError
-    from aldctl.session import RunRequest, new_run, open_journal, prepare, realtime_setup
+    from aldctl.session import (
+        RunRequest,
+        new_run,
+        open_journal,
+        prepare,
+        realtime_setup,
+    )
 
     try:
         prepared = prepare(recipe, config, sets)
     except UserError as exc:
         _fail(exc.diagnostics)
+    if detach:
+        args = ["run", str(recipe), "--seed", str(seed)]
+        args += ["--config", str(config)] if config else []
+        args += [a for kv in sets for a in ("--set", kv)]
+        args += ["--realtime"] if realtime else []
+        _detach(args, data_dir, as_json)
+        return
     rt = realtime or not prepared.simulated
     req = RunRequest(prepared=prepared, realtime=rt, seed=seed)
     journal = open_journal(data_dir)
@@ -327,7 +397,6 @@ def run(
         journal.close()
         _refuse(str(exc))
     detail = realtime_setup(rt)
-    journal.note_realtime(detail)
     journal.note_realtime(detail)
     if rt and "not permitted" in detail and not as_json:
         click.echo(f"warning: {detail}", err=True)
@@ -339,8 +408,11 @@ def run(
 @click.option("--realtime", is_flag=True, help="Run on the wall clock (as for `aldctl run`).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
+@click.option("--detach", is_flag=True, help="Resume as a process of its own and return.")
 @data_dir_option
-def resume(run_id: str, realtime: bool, seed: int, as_json: bool, data_dir: Path | None) -> None:
+def resume(
+    run_id: str, realtime: bool, seed: int, as_json: bool, detach: bool, data_dir: Path | None
+) -> None:
     """Continue a crashed, aborted or stopped run at its next cycle.
 
     Setup runs again (temperatures, waits), setpoints that main had changed are restored,
@@ -355,8 +427,17 @@ def resume(run_id: str, realtime: bool, seed: int, as_json: bool, data_dir: Path
     """
     from aldctl.diagnostics import UserError
     from aldctl.engine.journal import JournalError
-    from aldctl.session import RunRequest, check_resumable, open_journal, realtime_setup
+    from aldctl.session import (
+        RunRequest,
+        check_resumable,
+        open_journal,
+        realtime_setup,
+    )
 
+    if detach:
+        args = ["resume", run_id, "--seed", str(seed)] + (["--realtime"] if realtime else [])
+        _detach(args, data_dir, as_json)
+        return
     journal = open_journal(data_dir)
     try:
         prepared, start, sim_state = check_resumable(journal, run_id)
@@ -395,6 +476,200 @@ def resume(run_id: str, realtime: bool, seed: int, as_json: bool, data_dir: Path
     if not as_json:
         click.echo(f"resuming run {run_id} at unit {start}", err=True)
     _execute_run(req, journal, run_id, detail, as_json, [])
+
+
+@cli.command()
+@click.argument("recipe", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@config_option
+@set_option
+@click.option(
+    "--attach", "attach", metavar="RUN_ID", help="Attach to this run (any unique prefix of its id)."
+)
+@data_dir_option
+def tui(
+    recipe: Path | None,
+    config: Path | None,
+    sets: tuple[str, ...],
+    attach: str | None,
+    data_dir: Path | None,
+) -> None:
+    """The operator console: start runs, attach to them, watch and command them.
+
+    Runs are processes of their own: the console starts them detached (g) or attaches to
+    one already running on this host, like tmux. Closing the console, an SSH drop or
+    killing it never touches the run; `aldctl tui --attach RUN_ID` (or plain `aldctl tui`,
+    which attaches to the newest live run) picks it up again from any terminal.
+
+    Keys: o open a recipe, g start it, p pause, r resume, s stop after this cycle,
+    a abort (confirmed), c clear an abort, k acknowledge alarms, / filter the log, q quit
+    (the run goes on).
+
+    \b
+    Examples:
+      aldctl tui recipes/al2o3_tma_h2o.yaml
+      aldctl tui --attach 20261206-0624
+      aldctl tui
+    """
+    from aldctl.engine.journal import default_data_dir
+    from aldctl.tui.app import Console
+
+    app = Console(
+        data_dir=data_dir or default_data_dir(),
+        recipe=recipe,
+        config=config,
+        sets=sets,
+        attach=attach,
+        recipes_root=recipe.parent if recipe is not None else Path.cwd(),
+    )
+    app.run()
+
+
+@cli.command()
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Provision the built-in simulated tool with this recipe's lines.",
+)
+@click.option("--chemical", "chemicals", multiple=True, help="Provision a line for this chemical.")
+@config_option
+@click.option("--detach", is_flag=True, help="Start the session as a process of its own.")
+@data_dir_option
+def manual(
+    recipe: Path | None,
+    chemicals: tuple[str, ...],
+    config: Path | None,
+    detach: bool,
+    data_dir: Path | None,
+) -> None:
+    """Manual mode: hold the tool, with the safety monitor on, and take commands.
+
+    The session serves the operator API like a run; its `set` verb toggles a valve or
+    changes a setpoint through the same permissives and interlocks as a recipe (no dose
+    above the hold pressure, no two dose lines open together unless the tool allows the
+    pair, setpoints inside their ranges). `aldctl tui` drives it (m); stop (s) ends it in
+    the safe state. Always on the wall clock.
+
+    \b
+    Examples:
+      aldctl manual --config config/hil.yaml --detach
+      aldctl manual --recipe recipes/al2o3_tma_h2o.yaml
+    """
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import JournalError, RunMeta
+    from aldctl.session import load_tool, open_journal, recipe_chemicals
+
+    if detach:
+        args = ["manual"] + (["--recipe", str(recipe)] if recipe else [])
+        args += [a for c in chemicals for a in ("--chemical", c)]
+        args += ["--config", str(config)] if config else []
+        _detach(args, data_dir, False, child_json=False)
+        return
+    chems = list(chemicals)
+    try:
+        if recipe is not None:
+            from aldctl.recipe.load import load_recipe
+
+            chems += recipe_chemicals(load_recipe(recipe, {}).recipe)
+        tool_cfg = load_tool(config, chems)
+    except UserError as exc:
+        _fail(exc.diagnostics)
+    simulated = all(d.driver.startswith("simulated-") for d in tool_cfg.devices.values())
+    journal = open_journal(data_dir)
+    config_text = config.read_text(encoding="utf-8") if config else None
+    try:
+        run_id = journal.new_run(
+            RunMeta(
+                recipe_path="(manual)",
+                recipe_name="manual session",
+                recipe_text="",
+                includes={},
+                overrides={},
+                params={"chemicals": chems},
+                config_path=str(config.resolve()) if config else None,
+                config_text=config_text,
+                tool=tool_cfg.name,
+                clock="real",
+                realtime="manual",
+                units_total=0,
+            ),
+            tool_key=None if simulated else f"tool:{tool_cfg.name}",
+        )
+    except JournalError as exc:
+        journal.close()
+        _refuse(str(exc))
+    _manual_session(tool_cfg, journal, run_id)
+
+
+def _manual_session(tool_cfg: Any, journal: Any, run_id: str) -> None:
+    from rich.console import Console
+
+    from aldctl.engine.clock import RealClock, run_real
+    from aldctl.engine.control import RunControl
+    from aldctl.engine.events import EventBus
+    from aldctl.engine.journal import JournalError
+    from aldctl.engine.manual import ManualSession
+    from aldctl.engine.opapi import Access, ApiServer, OperatorApi, RunStatus, socket_path
+    from aldctl.runview import Keys
+    from aldctl.session import announce
+    from aldctl.tool import ToolError, build
+
+    console = Console(stderr=True)
+    bus = EventBus()
+    control = RunControl()
+    status = RunStatus(
+        run_id=run_id,
+        recipe="manual session",
+        tool=tool_cfg.name,
+        units_total=0,
+        planned_s=0.0,
+        lines={n: ln.chemical for n, ln in tool_cfg.lines.items()},
+    )
+    bus.listen(status.listener)
+
+    async def main() -> tuple[str, str, dict[str, str]]:
+        tool = build(tool_cfg)
+        try:
+            await tool.connect()
+        except ToolError as exc:
+            journal.finish_if_open(f"devices did not connect: {exc}")
+            raise
+        session = ManualSession(tool, RealClock(), bus, control, journal)
+        api = OperatorApi(control, status, manual=session)
+        op = tool_cfg.operator
+        server = ApiServer(
+            api,
+            bus,
+            socket_path(journal.data_dir, run_id),
+            Access(group=op.group, watchers_any=op.watchers == "any"),
+        )
+        keys = Keys(api, console, False)
+        keys.install()
+        await server.start()
+        announce(run_id)
+        console.print(
+            f"manual session {run_id} on {tool_cfg.name}: aldctl tui --attach {run_id}",
+            markup=False,
+        )
+        try:
+            await session.run()
+        finally:
+            keys.remove()
+            await server.stop()
+            await tool.close()
+        return session.outcome, session.reason, session.safe_errors
+
+    try:
+        outcome, reason, errors = run_real(main())
+    except BaseException as exc:
+        journal.finish_if_open(f"manual session failed: {type(exc).__name__}: {exc}")
+        journal.close()
+        raise
+    with contextlib.suppress(JournalError):
+        journal.finish(outcome, reason, 0.0, {"safe_state_errors": errors})
+    journal.close()
+    console.print(f"{outcome}: {reason}", markup=False)
+    if outcome != "complete":
+        sys.exit(EXIT_FAILED)
 
 
 @cli.group()

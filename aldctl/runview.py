@@ -16,15 +16,16 @@ import contextlib
 import os
 import signal
 import sys
+import termios
 import time
-from collections.abc import Callable
+import tty
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from aldctl.engine.control import CommandRefused, RunControl
 from aldctl.engine.events import Alarm, Event, StateChanged, StepStarted, UnitDone
+from aldctl.engine.opapi import OperatorApi
 from aldctl.engine.runner import RunResult
 from aldctl.units import format_duration
 
@@ -47,7 +48,11 @@ ABORT_SIGNALS = tuple(
 )
 """Catchable signals whose default action ends the process: each aborts to the safe state."""
 
-MENU = "Ctrl-C: [p]ause, [r]esume, [s]top after this cycle, [a]bort now, [c]arry on > "
+MENU = (
+    "Ctrl-C menu, press one key: p pause | r resume | s stop after this cycle | "
+    "a abort now | c carry on"
+)
+MENU_SHORT = "p pause r resume s stop a abort c carry on"
 
 
 class ProgressView:
@@ -65,12 +70,19 @@ class ProgressView:
             TextColumn("unit {task.completed}/{task.total}"),
             TextColumn("{task.fields[step]}"),
             TextColumn("[dim]{task.fields[eta]}"),
+            TextColumn("[bold reverse]{task.fields[prompt]}"),
             console=console,
             transient=False,
             refresh_per_second=8,
         )
         self.task = self.progress.add_task(
-            "run", total=total_units, completed=start_unit, state="starting", step="", eta=""
+            "run",
+            total=total_units,
+            completed=start_unit,
+            state="starting",
+            step="",
+            eta="",
+            prompt="",
         )
         self.process_t = 0.0
 
@@ -80,6 +92,10 @@ class ProgressView:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+    def prompt(self, text: str) -> None:
+        """A line the progress bar keeps showing (the key menu) until it is answered."""
+        self.progress.update(self.task, prompt=text)
 
     def _eta(self, t: float) -> str:
         remaining = max(0.0, self.planned - t)
@@ -105,14 +121,22 @@ class ProgressView:
 
 
 class Keys:
-    """Ctrl-C menu and SIGTERM handling inside the running loop."""
+    """The key menu and signal handling inside the running loop.
 
-    def __init__(self, control: RunControl, console: Console, interactive: bool) -> None:
-        self.control = control
+    Ctrl-C opens a one-line menu, printed above the progress bar and kept in its state
+    column until answered; one keypress answers it (no Enter: the terminal is in cbreak
+    mode while the menu is open). The verbs go through the run's operator API, the same
+    one the console and MQTT use.
+    """
+
+    def __init__(self, api: OperatorApi | None, console: Console, interactive: bool) -> None:
+        self.api = api
         self.console = console
         self.interactive = interactive
         self.menu_open = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.view: ProgressView | None = None
+        self._tty: list[Any] | None = None
 
     def install(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -129,16 +153,15 @@ class Keys:
         for sig in ABORT_SIGNALS:
             self.loop.remove_signal_handler(sig)
         if self.menu_open:
-            with contextlib.suppress(ValueError, OSError):
-                self.loop.remove_reader(sys.stdin.fileno())
+            self._close_menu()
 
-    def _do(self, fn: Callable[[], str]) -> None:
-        try:
-            msg, style = fn(), "cyan"
-        except CommandRefused as exc:
-            msg, style = str(exc), "yellow"
+    def _do(self, verb: str, **args: Any) -> None:
+        if self.api is None:
+            return
+        reply = self.api.handle({"cmd": verb, **args}, may_command=True, who="terminal")
+        msg = reply["result"] if reply["ok"] else reply["error"]
         with contextlib.suppress(OSError):  # a terminal that went away
-            self.console.print(f"[{style}]{msg}")
+            self.console.print(str(msg), style="cyan" if reply["ok"] else "yellow", markup=False)
 
     def _abort_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name
@@ -146,30 +169,53 @@ class Keys:
             # The terminal hung up: writing to it would fail (or block); go quiet.
             self.console.quiet = True
             self.interactive = False
-        self._do(lambda: self.control.abort(f"{name} received", who="signal"))
+            if self.menu_open:
+                self._close_menu()
+        self._do("abort", reason=f"{name} received")
 
     def _sigint(self) -> None:
         if not self.interactive or self.menu_open:
-            self._do(lambda: self.control.abort("Ctrl-C", who="operator"))
+            if self.menu_open:
+                self._close_menu()
+            self._do("abort", reason="Ctrl-C")
             return
         self.menu_open = True
-        self.console.print(MENU, end="")
+        with contextlib.suppress(OSError):
+            self.console.print(MENU, style="bold reverse", markup=False)
+        if self.view is not None:
+            self.view.prompt(MENU_SHORT)
         assert self.loop is not None
-        self.loop.add_reader(sys.stdin.fileno(), self._key)
+        fd = sys.stdin.fileno()
+        with contextlib.suppress(termios.error, OSError):
+            self._tty = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+        self.loop.add_reader(fd, self._key)
+
+    def _close_menu(self) -> None:
+        fd = sys.stdin.fileno()
+        assert self.loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(fd)
+        if self._tty is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(fd, termios.TCSADRAIN, self._tty)
+            self._tty = None
+        self.menu_open = False
+        if self.view is not None:
+            self.view.prompt("")
 
     def _key(self) -> None:
-        line = sys.stdin.readline().strip().lower()[:1]
-        actions: dict[str, Callable[[], str]] = {
-            "p": self.control.pause,
-            "r": self.control.resume,
-            "s": self.control.stop,
-            "a": lambda: self.control.abort("operator abort (Ctrl-C menu)"),
-        }
-        if line in actions:
-            self._do(actions[line])
-        assert self.loop is not None
-        self.loop.remove_reader(sys.stdin.fileno())
-        self.menu_open = False
+        try:
+            key = os.read(sys.stdin.fileno(), 1).decode(errors="replace").lower()
+        except OSError:
+            key = ""
+        self._close_menu()
+        verbs = {"p": "pause", "r": "resume", "s": "stop", "a": "abort"}
+        if key in verbs:
+            if key == "a":
+                self._do("abort", reason="operator abort (Ctrl-C menu)")
+            else:
+                self._do(verbs[key])
 
 
 def interactive_terminal() -> bool:

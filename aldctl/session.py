@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aldctl import config as cfg
-from aldctl.diagnostics import Diagnostic, UserError
+from aldctl.diagnostics import Diagnostic, Severity, UserError
 from aldctl.engine.clock import (
     RealClock,
     VirtualClock,
@@ -169,7 +169,6 @@ def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
     tool config (its chamber volume, pumping and carrier; sources at the library's
     temperatures), from the carrier's steady state. Co-doses are checked one line at a time.
     """
-    from aldctl.diagnostics import Severity
     from aldctl.recipe import schedule as sch
     from aldctl.recipe.schedule import NS, ActionKind
     from aldctl.tool import simulated_reactor
@@ -401,3 +400,81 @@ __all__ = [
     "realtime_setup",
     "recipe_chemicals",
 ]
+
+
+ANNOUNCE_ENV = "ALDCTL_ANNOUNCE_FD"
+
+
+@dataclass(frozen=True)
+class DetachedRun:
+    run_id: str
+    pid: int
+    log: Path
+
+
+def announce(run_id: str) -> None:
+    """Tell the process that started us detached which run we took (then it may go)."""
+    import os
+
+    fd = os.environ.pop(ANNOUNCE_ENV, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.write(int(fd), f"{run_id} {os.getpid()}\n".encode())
+        os.close(int(fd))
+
+
+def start_detached(args: list[str], data_dir: Path, timeout_s: float = 60.0) -> DetachedRun:
+    """Start ``aldctl ARGS`` as a run process of its own: a new session (no controlling
+    terminal: closing this one, or an SSH drop, never reaches it), output to a log file in
+    the data directory. Returns once the run has been taken in the journal, with its id;
+    raises UserError with the log's last lines when it fails before that."""
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    logs = data_dir / "runs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"detached-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    r, w = os.pipe()
+    env = {**os.environ, ANNOUNCE_ENV: str(w), "ALDCTL_DATA_DIR": str(data_dir)}
+    # setsid --fork: the run is a grandchild in a session of its own, so nothing here
+    # waits on it (or is left holding it) and no terminal signal of ours reaches it.
+    with open(log, "wb") as out:
+        launcher = subprocess.Popen(
+            ["setsid", "--fork", sys.executable, "-m", "aldctl", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=(w,),
+            env=env,
+        )
+    launcher.wait(timeout=30)
+    os.close(w)
+    got = b""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not got.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], 0.2)
+            if ready:
+                chunk = os.read(r, 256)
+                if not chunk:
+                    break
+                got += chunk
+    finally:
+        os.close(r)
+    # EOF without an id: the run process exited (or closed the pipe) before taking a run.
+    run_id, _, pid = got.decode().strip().partition(" ")
+    if not run_id:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise UserError(
+            [Diagnostic(Severity.ERROR, line) for line in tail]
+            or [Diagnostic(Severity.ERROR, "the run process exited before it started")]
+        )
+    final = logs / f"{run_id}.log"
+    with contextlib.suppress(OSError):
+        log.rename(final)
+        log = final
+    return DetachedRun(run_id, int(pid or 0), log)

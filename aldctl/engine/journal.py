@@ -791,24 +791,44 @@ class Journal:
 
     # ------------------------------------------------------------------ queries
 
+    def resolve(self, run_id: str) -> str:
+        """The full id of a run given its id or any unique prefix of it (as git does)."""
+        if self.db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
+            return run_id
+        like = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        found = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT 6",
+                (like + "%",),
+            )
+        ]
+        if len(found) == 1:
+            return str(found[0])
+        if found:
+            more = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            msg = f"'{run_id}' is ambiguous in {self.path}: it starts {more}"
+            raise JournalError(msg)
+        matches = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM runs WHERE id LIKE ? ORDER BY id DESC LIMIT 3", (f"%{run_id}%",)
+            )
+        ]
+        hint = f" (did you mean {', '.join(matches)}?)" if matches else ""
+        msg = f"no run '{run_id}' in {self.path}{hint}"
+        raise JournalError(msg)
+
     def get(self, run_id: str) -> RunRecord:
+        """A run by its id or a unique prefix of it."""
+        full = self.resolve(run_id)
         row = self.db.execute(
             "SELECT id, recipe_path, recipe_name, recipe_text, recipe_sha256, includes, overrides,"
             " params, config_path, config_text, tool, user, host, pid, clock, realtime,"
             " started_at, ended_at, outcome, reason, units_total, process_s, summary"
             " FROM runs WHERE id=?",
-            (run_id,),
+            (full,),
         ).fetchone()
-        if row is None:
-            matches = [
-                r[0]
-                for r in self.db.execute(
-                    "SELECT id FROM runs WHERE id LIKE ? ORDER BY id DESC LIMIT 3", (f"%{run_id}%",)
-                )
-            ]
-            hint = f" (did you mean {', '.join(matches)}?)" if matches else ""
-            msg = f"no run '{run_id}' in {self.path}{hint}"
-            raise JournalError(msg)
         return self._record(row)
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord:

@@ -25,7 +25,11 @@ resume       command   -> "resuming" (from pause, or from a hold that has cleare
 stop         command   -> stop after the current cycle, then teardown
 abort        command   {"reason": str} -> abort now, to the safe state
 clear        command   -> clear a latched abort
-ack          command   {"alarm": int} -> acknowledge an alarm (by its id in status)
+ack          command   {"alarm": int | "all"} -> acknowledge an alarm (ids in status)
+set          command   {"target": "valve:LINE" | "flow:CHANNEL" | "temperature:HEATER",
+                       "value": "open" | "closed" | "20 sccm" | "150 degC"}: manual
+                       sessions only (``aldctl manual``), through the same permissives
+                       and interlocks as a recipe; refused with the reason otherwise
 ===========  ========  ==========================================================
 
 Who may command: the socket file is the run owner's (mode 0600), or group-shared (0660)
@@ -50,8 +54,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aldctl.diagnostics import UserError
 from aldctl.engine.control import CommandRefused, RunControl
 from aldctl.engine.events import (
     Alarm,
@@ -67,11 +72,14 @@ from aldctl.engine.events import (
     UnitStarted,
 )
 
+if TYPE_CHECKING:
+    from aldctl.engine.manual import ManualSession
+
 API_VERSION = 1
 MAX_LINE = 65536
 CLIENT_QUEUE = 2000
 """Events buffered per subscriber; a client that falls further behind loses the oldest."""
-COMMAND_VERBS = frozenset({"pause", "resume", "stop", "abort", "clear", "ack"})
+COMMAND_VERBS = frozenset({"pause", "resume", "stop", "abort", "clear", "ack", "set"})
 WATCH_VERBS = frozenset({"hello", "status", "subscribe"})
 
 
@@ -146,6 +154,8 @@ class RunStatus:
         elif isinstance(ev, StateChanged):
             self.state = str(ev.state)
             self.reason = ev.reason
+            if self.state not in ("running", "starting", "pausing", "stopping"):
+                self.dosing.clear()  # abort and hold close the dose valves
         elif isinstance(ev, UnitStarted):
             self.unit = ev.index
             self.label = ev.label
@@ -202,9 +212,38 @@ class RunStatus:
 class OperatorApi:
     """The verbs, as one dispatcher: the socket server and in-process menus both call it."""
 
-    def __init__(self, control: RunControl, status: RunStatus) -> None:
+    def __init__(
+        self, control: RunControl, status: RunStatus, manual: ManualSession | None = None
+    ) -> None:
         self.control = control
         self.status = status
+        self.manual = manual
+
+    async def handle_async(
+        self, msg: Mapping[str, Any], *, may_command: bool, who: str
+    ) -> dict[str, Any]:
+        """:meth:`handle`, and the verbs that talk to devices (``set``)."""
+        if msg.get("cmd") != "set" or not may_command or msg.get("v", API_VERSION) != 1:
+            return self.handle(msg, may_command=may_command, who=who)
+        rid = msg.get("id")
+        if self.manual is None:
+            return {
+                "v": API_VERSION,
+                "id": rid,
+                "ok": False,
+                "error": "set is for manual sessions (aldctl manual); a recipe run sets "
+                "what its recipe says",
+            }
+        try:
+            result = await self.manual.set(str(msg.get("target")), msg.get("value"), who)
+        except CommandRefused as exc:
+            return {"v": API_VERSION, "id": rid, "ok": False, "error": str(exc)}
+        except (UserError, ValueError) as exc:
+            return {"v": API_VERSION, "id": rid, "ok": False, "error": f"bad value: {exc}"}
+        except Exception as exc:  # a device failing is that command failing, said as such
+            text = f"{type(exc).__name__}: {exc}"
+            return {"v": API_VERSION, "id": rid, "ok": False, "error": f"device: {text}"}
+        return {"v": API_VERSION, "id": rid, "ok": True, "result": result}
 
     def handle(self, msg: Mapping[str, Any], *, may_command: bool, who: str) -> dict[str, Any]:
         rid = msg.get("id")
@@ -249,8 +288,10 @@ class OperatorApi:
                 result = self.control.abort(str(reason)[:200], who)
             elif verb == "clear":
                 result = self.control.clear(who)
-            else:
+            elif verb == "ack":
                 result = self._ack(msg.get("alarm"), who)
+            else:
+                raise CommandRefused("set goes through handle_async")
         except CommandRefused as exc:
             return error(str(exc))
         return {"v": API_VERSION, "id": rid, "ok": True, "result": result}
@@ -387,13 +428,17 @@ class ApiServer:
                         writer, {"v": API_VERSION, "ok": False, "error": f"malformed: {exc}"}
                     )
                     continue
-                reply = self.api.handle(msg, may_command=may, who=who)
+                reply = await self.api.handle_async(msg, may_command=may, who=who)
                 await self._send(writer, reply)
                 if reply.get("ok") and msg.get("cmd") == "subscribe" and pump is None:
                     pump = asyncio.get_running_loop().create_task(
                         self._pump(writer), name="api-subscriber"
                     )
         except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            # The run is ending (ApiServer.stop). The streams machinery would log a cancelled
+            # handler as an error: end it as a closed connection instead.
             pass
         finally:
             if pump is not None:

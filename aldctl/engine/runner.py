@@ -45,6 +45,7 @@ from aldctl.engine.events import (
     EventBus,
     Message,
     PulseDone,
+    Sample,
     State,
     StateChanged,
     StepStarted,
@@ -175,6 +176,8 @@ class PulseMonitor:
                     p = await self._read(gauge)
                     if p is not None:
                         pts.append((self.r.clock.now(), p))
+                        # Live displays see the dose's pressure peak, not only the 1 s poll.
+                        self.r.bus.publish(Sample(self.r.now(), {"pressure": p}))
                 if len(pts) >= 3 and base is not None:
                     area = sum(
                         (t1 - t0) * ((p0 + p1) / 2 - base)

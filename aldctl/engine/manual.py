@@ -1,0 +1,153 @@
+"""Manual mode: a session that holds the tool, with the safety monitor, and no recipe.
+
+An operator toggles a valve or changes a setpoint by hand through the operator API's
+``set`` verb; every command passes the same permissives and interlocks as a recipe's
+action (no dose while the chamber is above its hold limit; no two dose lines open together
+unless the tool lists them as a co-dose pair; setpoints inside the configured ranges), and
+the safety monitor (limits, device watchdog, valve heartbeat) runs throughout. ``stop`` ends
+the session in the safe state; ``abort``, a limit or a signal does so at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aldctl import units
+from aldctl.engine.clock import Clock
+from aldctl.engine.control import CommandRefused, RunControl
+from aldctl.engine.devices import Tool
+from aldctl.engine.events import EventBus, Message, State, StateChanged
+from aldctl.engine.journal import Journal, JournalError
+from aldctl.engine.safety import Safety, safe_state
+from aldctl.recipe.schedule import Action, ActionKind
+
+
+class ManualSession:
+    def __init__(
+        self, tool: Tool, clock: Clock, bus: EventBus, control: RunControl, journal: Journal | None
+    ) -> None:
+        self.tool = tool
+        self.clock = clock
+        self.bus = bus
+        self.control = control
+        self.journal = journal
+        self.safety = Safety(tool, control, clock, bus, journal)
+        self.open_lines: set[str] = set()
+        self.t0 = clock.now()
+        self.safe_errors: dict[str, str] = {}
+        self.outcome = "complete"
+        self.reason = "manual session ended by the operator"
+        self.bus.listen(self._journal)
+
+    def now(self) -> float:
+        return self.clock.now() - self.t0
+
+    def _journal(self, ev: Any) -> None:
+        if self.journal is None:
+            return
+        with contextlib.suppress(JournalError):
+            if isinstance(ev, StateChanged):
+                self.journal.event(ev.t, "state", ev.reason, state=str(ev.state))
+            elif isinstance(ev, Message):
+                self.journal.event(ev.t, "message", ev.text)
+
+    def _state(self, state: State, reason: str) -> None:
+        prev = self.control.state
+        self.control.state = state
+        self.bus.publish(StateChanged(self.now(), state, prev, reason))
+
+    async def set(self, target: str, value: Any, who: str) -> str:
+        """One manual command; CommandRefused with the reason when an interlock says no."""
+        if self.control.state is not State.RUNNING:
+            raise CommandRefused(f"manual commands are refused while {self.control.state}")
+        kind, _, name = str(target).partition(":")
+        cfg = self.tool.config
+        if kind == "valve":
+            if name not in self.tool.valves:
+                raise CommandRefused(f"no line {name!r}; lines: {', '.join(self.tool.valves)}")
+            want = str(value).lower() in ("open", "on", "1", "true")
+            if want:
+                why = self.safety.permit(Action(0, ActionKind.PULSE, name))
+                if why is not None:
+                    raise CommandRefused(why)
+                for other in self.open_lines - {name}:
+                    if not cfg.codose_allowed(name, other):
+                        raise CommandRefused(
+                            f"{cfg.lines[name].chemical} and {cfg.lines[other].chemical} "
+                            "would meet in the manifold: close "
+                            f"{other} first (codose lists the pairs the hardware allows)"
+                        )
+            bank, ch = self.tool.valves[name]
+            await bank.set_valve(ch, want)
+            (self.open_lines.add if want else self.open_lines.discard)(name)
+            msg = f"{who}: valve {name} {'opened' if want else 'closed'}"
+        elif kind == "flow":
+            limits = cfg.flow_channels()
+            if name not in self.tool.flows:
+                raise CommandRefused(f"no flow channel {name!r}; have {', '.join(limits)}")
+            sccm = units.parse_value(value, units.Kind.FLOW)
+            lo, hi = limits[name]
+            if not lo <= sccm <= hi:
+                raise CommandRefused(f"{name}: {sccm:g} sccm is outside {lo:g}-{hi:g} sccm")
+            await self.tool.flows[name].set_flow(sccm)
+            self.safety.note_action(Action(0, ActionKind.SET_FLOW, name, sccm), self.clock.now())
+            msg = f"{who}: {name} flow {sccm:g} sccm"
+        elif kind == "temperature":
+            limits_t = cfg.temperature_channels()
+            if name not in self.tool.temperatures:
+                raise CommandRefused(f"no heater {name!r}; have {', '.join(limits_t)}")
+            degc = units.parse_value(value, units.Kind.TEMPERATURE)
+            lo, hi = limits_t[name]
+            if not lo <= degc <= hi:
+                raise CommandRefused(f"{name}: {degc:g} degC is outside {lo:g}-{hi:g} degC")
+            await self.tool.temperatures[name].set_temperature(degc)
+            msg = f"{who}: {name} setpoint {degc:g} degC"
+        else:
+            raise CommandRefused(
+                f"unknown target {target!r}: valve:LINE, flow:CHANNEL or temperature:HEATER"
+            )
+        self.bus.publish(Message(self.now(), msg))
+        return msg
+
+    async def run(self) -> None:
+        """Hold the tool until stop or abort; end in the safe state."""
+        loop = asyncio.get_running_loop()
+        self._state(State.RUNNING, "manual session: commands through the operator API")
+        await self.tool.set_pump_isolation(True)
+        await self.tool.set_carrier_shutoff(True)
+        tasks = [loop.create_task(self.safety.monitor(), name="safety-monitor")]
+        if any(b.watchdog for b in self.tool.banks):
+            tasks.append(loop.create_task(self.safety.heartbeat(), name="valve-heartbeat"))
+        ending = False
+
+        def died(task: asyncio.Task[None]) -> None:
+            if ending or task.cancelled():
+                return
+            exc = task.exception()
+            with contextlib.suppress(CommandRefused):
+                self.control.abort(f"task '{task.get_name()}' died: {exc!r}", who="supervisor")
+
+        for t in tasks:
+            t.add_done_callback(died)
+        try:
+            while self.control.abort_reason is None and not self.control.stop_requested:
+                self.control.wake.clear()
+                await self.control.wake.wait()
+        finally:
+            ending = True
+            self.control.state = State.ABORTING
+            errors = await safe_state(self.tool, carrier_sccm=None)
+            self.safe_errors = {k: str(v) for k, v in errors.items() if v is not None}
+            self.open_lines.clear()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        if self.control.abort_reason is not None:
+            self.outcome, self.reason = "aborted", self.control.abort_reason
+            self._state(State.ABORTED, self.reason)
+        else:
+            self._state(State.STOPPED, self.reason)

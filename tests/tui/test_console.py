@@ -1,0 +1,212 @@
+"""The operator console driven by Textual's Pilot against real run processes.
+
+Runs are started as detached processes (``aldctl run --detach``) and reached over their
+operator API socket, as the console does for a user; the journal is SQLite on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aldctl.engine.opapi import socket_path
+from aldctl.tui.app import Console
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "al2o3_tma_h2o.yaml"
+LONG = ("cycles=20000",)
+
+
+async def until(pilot: Any, pred: Callable[[], bool], what: str, limit_s: float = 60) -> None:
+    deadline = time.monotonic() + limit_s
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def outcome(data: Path, run_id: str) -> str:
+    con = sqlite3.connect(f"file:{data / 'journal.sqlite'}?mode=ro", uri=True)
+    try:
+        return str(con.execute("SELECT outcome FROM runs WHERE id=?", (run_id,)).fetchone()[0])
+    finally:
+        con.close()
+
+
+def screen_text(app: Console) -> str:
+    from textual.widgets import Static
+
+    return "\n".join(str(w.render()) for w in app.query(Static))
+
+
+async def test_start_pause_resume_abort_from_the_console(tmp_path: Path) -> None:
+    app = Console(data_dir=tmp_path, recipe=RECIPE, sets=LONG)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.status.get("units_total") == 20000, "the plan")
+        assert "Al2O3 from TMA and H2O" in screen_text(app)
+        await pilot.press("g")
+        await until(pilot, lambda: app.client is not None, "the started run")
+        await until(pilot, lambda: app.status.get("state") == "running", "running")
+        run_id = app.run_id
+        assert run_id is not None
+        await pilot.press("p")
+        await until(pilot, lambda: app.status.get("state") == "paused", "paused")
+        paused_at = app.status["units_done"]
+        await asyncio.sleep(0.5)
+        await app.poll_status()
+        assert app.status["units_done"] == paused_at  # paused at a checkpoint, standing still
+        assert "PAUSED" in screen_text(app)
+        await pilot.press("r")
+        await until(pilot, lambda: app.status["units_done"] > paused_at, "resumed progress")
+        await pilot.press("a")
+        await pilot.press("y")  # confirmed
+        await until(pilot, lambda: app.status.get("state") == "aborted", "aborted")
+        text = screen_text(app)
+        assert "ABORTED" in text
+        assert "[■]" not in text  # the synoptic: every dose valve closed
+        await until(pilot, lambda: app.client is None, "the run process to end")
+    assert outcome(tmp_path, run_id) == "aborted"
+
+
+async def test_abort_asks_first_and_no_means_no(tmp_path: Path) -> None:
+    app = Console(data_dir=tmp_path, recipe=RECIPE, sets=LONG)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.status.get("units_total") == 20000, "the plan")
+        await pilot.press("g")
+        await until(pilot, lambda: app.status.get("state") == "running", "running")
+        await pilot.press("a")
+        await pilot.press("n")
+        await pilot.pause(0.5)
+        assert app.status.get("state") == "running"
+        assert app.client is not None
+        await app.client.call("abort", reason="test over")
+        await until(pilot, lambda: app.client is None, "the run process to end")
+
+
+async def test_manual_valve_toggle_is_refused_by_the_interlock(tmp_path: Path) -> None:
+    app = Console(data_dir=tmp_path, recipe=RECIPE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.status.get("units_total") == 100, "the plan")
+        await pilot.press("m")
+        await until(pilot, lambda: app.in_manual, "the manual session", limit_s=60)
+        await pilot.press("2")  # H2O open
+        await until(pilot, lambda: "H2O" in app.manual_open, "H2O open")
+        await pilot.press("1")  # TMA too: TMA and H2O must not meet
+        await until(pilot, lambda: "refused" in app.notice, "the refusal")
+        assert "would meet in the manifold" in app.notice
+        assert app.manual_open == {"H2O"}
+        assert "refused" in screen_text(app)
+        await pilot.press("2")  # H2O closed: now TMA may open
+        await pilot.press("1")
+        await until(pilot, lambda: app.manual_open == {"TMA"}, "TMA open")
+        await pilot.press("s")  # ends the session in the safe state
+        await until(pilot, lambda: app.client is None, "the session to end", limit_s=30)
+        assert app.status["state"] == "complete"
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A data directory other users can reach (a watcher runs as uid 65534)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="aldctl-watch-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_two_consoles_attached_both_see_events_and_a_watcher_may_not_command(
+    shared_dir: Path,
+) -> None:
+    tmp_path = shared_dir
+    # The built-in tool, letting anyone on the host watch (operator.watchers: any).
+    config = tmp_path / "tool.yaml"
+    from aldctl.config import builtin_text
+
+    config.write_text(builtin_text() + "\noperator: {watchers: any}\n")
+    started = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "aldctl",
+            "run",
+            str(RECIPE),
+            "--set",
+            LONG[0],
+            "--detach",
+            "--json",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    run_id = json.loads(started.stdout)["run_id"]
+    one = Console(data_dir=tmp_path, attach=run_id[:15])  # a unique prefix is enough
+    two = Console(data_dir=tmp_path, attach=run_id)
+    async with one.run_test(size=(80, 24)) as p1, two.run_test(size=(160, 50)) as p2:
+        await until(p1, lambda: one.client is not None, "console one attached")
+        await until(p2, lambda: two.client is not None, "console two attached")
+        assert one.run_id == two.run_id == run_id
+        done1 = one.status.get("units_done", 0)
+        await until(p1, lambda: one.status["units_done"] > done1 + 5, "events in console one")
+        await until(p2, lambda: two.status["units_done"] > done1 + 5, "events in console two")
+        assert one.may_command
+        # A watcher who is not the run's owner (uid 65534) may connect but not command. The
+        # system's Python, the standard library only: a client written from the API's
+        # documentation, as another user would write one.
+        watcher = await asyncio.to_thread(
+            subprocess.run,
+            ["/usr/bin/python3", "-c", WATCHER, str(socket_path(tmp_path, run_id))],
+            capture_output=True,
+            text=True,
+            check=False,
+            user=65534,
+            group=65534,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+        )
+        assert watcher.returncode == 0, watcher.stderr
+        reply = json.loads(watcher.stdout)
+        assert reply["hello"]["may_command"] is False
+        assert reply["abort"]["ok"] is False
+        assert "may watch this run, not command it" in reply["abort"]["error"]
+        assert one.status.get("state") == "running"  # the watcher changed nothing
+        await one.command("abort", reason="test over")
+        await until(p1, lambda: one.client is None, "the run to end")
+        await until(p2, lambda: two.client is None, "the run to end in console two")
+        assert two.status["state"] == "aborted"
+
+
+WATCHER = """
+import json, socket, sys
+
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+
+def call(cmd, **args):
+    f.write(json.dumps({"v": 1, "id": cmd, "cmd": cmd, **args}) + "\\n")
+    f.flush()
+    while True:
+        reply = json.loads(f.readline())
+        if reply.get("id") == cmd:
+            return reply
+
+print(json.dumps({"hello": call("hello")["result"], "abort": call("abort", reason="x")}))
+"""
