@@ -333,7 +333,7 @@ class Console(App[None]):
             else:
                 self.log_line("no run on this host: o to open a recipe, g to start it")
         self.set_interval(1.0, self.poll_status)
-        self.set_interval(0.1, self._flush)
+        self.set_interval(0.1, self._redraw_if_dirty)
 
     # ------------------------------------------------------------------ helpers
 
@@ -574,7 +574,7 @@ class Console(App[None]):
         st["t"] = max(float(st.get("t", 0.0)), float(ev.get("t", 0.0)))
         self._dirty = True
 
-    def _flush(self) -> None:
+    def _redraw_if_dirty(self) -> None:
         """Redraw at most ten times a second, however fast a virtual-time run sends."""
         if self._dirty:
             self._dirty = False
