@@ -48,10 +48,7 @@ ABORT_SIGNALS = tuple(
 )
 """Catchable signals whose default action ends the process: each aborts to the safe state."""
 
-MENU = (
-    "Ctrl-C menu, press one key: p pause | r resume | s stop after this cycle | "
-    "a abort now | c carry on"
-)
+MENU = "Ctrl-C, one key: p pause | r resume | s stop after cycle | a abort | c go on"
 MENU_SHORT = "p pause r resume s stop a abort c carry on"
 
 

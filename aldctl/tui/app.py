@@ -301,9 +301,9 @@ class Console(App[None]):
             yield Static(id="run")
         with Vertical(id="plots"):
             yield Label("chamber pressure (Torr), last cycles", classes="plot-label", id="pl")
-            yield Sparkline([0.0], id="p-plot")
+            yield Sparkline([], id="p-plot")
             yield Label("substrate °C", classes="plot-label", id="tl")
-            yield Sparkline([0.0], id="t-plot")
+            yield Sparkline([], id="t-plot")
         with TabbedContent(id="bottom"):
             with TabPane("Log", id="tab-log"):
                 yield Input(placeholder="filter the log (Enter)", id="filter")
