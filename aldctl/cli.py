@@ -698,25 +698,33 @@ def runs_list(limit: int, as_json: bool, data_dir: Path | None) -> None:
     if as_json:
         click.echo(json.dumps([_run_json(r) for r in rows], indent=2))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    t = Table()
-    for col in ("run", "recipe", "tool", "started", "outcome", "units", "process"):
-        t.add_column(col)
+    console = Console()
+    wide = console.width >= 110
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    # The id is what show and resume need: it never wraps or shortens; the others give way
+    # (the tool and the process time only where there is room: runs show has them all).
+    t.add_column("run", no_wrap=True, min_width=20)
+    t.add_column("recipe", overflow="ellipsis", no_wrap=True, max_width=26)
+    if wide:
+        t.add_column("tool", overflow="ellipsis", no_wrap=True, max_width=16)
+    t.add_column("started", no_wrap=True, min_width=11)
+    t.add_column("outcome", no_wrap=True, min_width=8)
+    t.add_column("units", no_wrap=True, justify="right")
+    if wide:
+        t.add_column("process", no_wrap=True)
     from aldctl.units import format_duration
 
     for r in rows:
-        t.add_row(
-            r.id,
-            r.recipe_name,
-            r.tool,
-            r.started_at[:19].replace("T", " "),
-            r.outcome,
-            f"{r.units_done}/{r.units_total}",
-            format_duration(r.process_s),
-        )
-    Console().print(t)
+        cells = [r.id, r.recipe_name, r.tool, r.started_at[5:16].replace("T", " ")]
+        cells += [r.outcome, f"{r.units_done}/{r.units_total}", format_duration(r.process_s)]
+        if not wide:
+            cells = [c for i, c in enumerate(cells) if i not in (2, 6)]
+        t.add_row(*cells)
+    console.print(t)
 
 
 def _warn_damaged(journal: Any) -> None:

@@ -490,6 +490,17 @@ def parse_tool(tree: yamlsrc.Node | None, file: str) -> ToolConfig:
         raise AssertionError("unreachable") from None
     for path, msg, hint in tool.fail_safe_problems():
         diags.error(msg, _locate(tree, path, file), hint)
+    from drivers import registry
+
+    installed = registry.available()
+    for name, spec in tool.devices.items():
+        if spec.driver not in installed:
+            unknown = registry.UnknownDriver(spec.driver, sorted(installed))
+            diags.error(
+                f"devices.{name}.driver: no driver '{spec.driver}' is installed",
+                _locate(tree, ("devices", name, "driver"), file),
+                unknown.hint,
+            )
     diags.raise_if_errors()
     return tool
 

@@ -229,9 +229,8 @@ def summary_json(run_id: str | None, result: RunResult) -> dict[str, Any]:
         "units_done": result.units_done,
         "units_total": result.units_total,
         "process_time_s": round(result.process_s, 6),
-        "process_s": round(result.process_s, 6),
         "wall_time_s": round(result.wall_s, 4),
-        "wall_s": round(result.wall_s, 4),
+        "session": {"units": result.session_units, "cycles": result.session_cycles},
         "pulse_timing": result.pulse_timing,
         "warnings": result.warnings,
         "safe_state_errors": result.safe_state_errors,
@@ -256,6 +255,11 @@ def print_summary(
         f"{result.units_total} units) in {format_duration(result.process_s)} process time, "
         f"{format_duration(result.wall_s)} wall"
     )
+    if result.session_units != result.units_done:
+        console.print(
+            f"  of which this session (a resume): {result.session_cycles} cycles, "
+            f"{result.session_units} units"
+        )
     pt = result.pulse_timing
     if pt.get("hardware_timed"):
         console.print(
@@ -264,8 +268,9 @@ def print_summary(
         )
     elif pt.get("pulses") and realtime:
         console.print(
-            f"pulse width error: p50 {pt['p50']:.3f} ms, p99 {pt['p99']:.3f} ms, "
-            f"max {pt['max']:.3f} ms over {pt['pulses']} pulses"
+            f"pulse width error: p50 {pt['width_error_ms']['p50']:.3f} ms, "
+            f"p99 {pt['width_error_ms']['p99']:.3f} ms, "
+            f"max {pt['width_error_ms']['max']:.3f} ms over {pt['pulses']} pulses"
         )
     elif pt.get("pulses"):
         console.print(f"{pt['pulses']} pulses, timed exactly (virtual time)")

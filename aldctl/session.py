@@ -142,8 +142,22 @@ def prepare(
     from aldctl.diagnostics import Diagnostics
 
     ov = dict(overrides) if overrides is not None else parse_overrides(list(sets))
-    loaded = load_recipe(recipe_path, ov)
-    tool = load_tool(config, recipe_chemicals(loaded.recipe))
+    # Recipe and tool are checked in one pass: a broken recipe does not hide a misspelled
+    # driver in the config, or the other way round.
+    problems = Diagnostics()
+    loaded: Loaded | None = None
+    try:
+        loaded = load_recipe(recipe_path, ov)
+    except UserError as exc:
+        problems.extend(exc.diagnostics)
+    try:
+        tool = load_tool(config, recipe_chemicals(loaded.recipe) if loaded else [])
+    except UserError as exc:
+        problems.extend(exc.diagnostics)
+    if loaded is None or any(d.severity == "error" for d in problems):
+        if loaded is not None:
+            problems.extend(loaded.diagnostics)
+        raise UserError(list(problems))
     try:
         compiled = compile_recipe(loaded.recipe, tool)
     except UserError as exc:

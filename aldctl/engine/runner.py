@@ -106,9 +106,8 @@ class TimingStats:
             "pulses": len(self.open_errors),
             "hardware_timed": self.hardware,
             "open_error_ms": self._summary(self.open_errors),
-            "width_error_ms": self._summary(self.width_errors),
             # The headline: absolute error of the delivered pulse width.
-            **self._summary(self.width_errors),
+            "width_error_ms": self._summary(self.width_errors),
         }
 
 
@@ -118,8 +117,10 @@ class RunResult:
     """"complete", "stopped", "aborted" or "failed"."""
     reason: str
     units_done: int
+    """Units of main done over the whole run (every session of it)."""
     units_total: int
     cycles_completed: int
+    """Cycles (loop passes) completed over the whole run, earlier sessions included."""
     process_s: float
     wall_s: float
     pulse_timing: dict[str, Any]
@@ -133,6 +134,9 @@ class RunResult:
     """Wall seconds spent paused (not part of the process time in virtual time)."""
     held_s: float = 0.0
     """Process seconds spent held, over every unit."""
+    session_units: int = 0
+    """Of ``units_done``, the units this session (a resume) ran."""
+    session_cycles: int = 0
 
 
 @dataclass
@@ -253,7 +257,9 @@ class Runner:
         self.anchor = 0.0
         self.t0 = 0.0
         self.units_done = self.options.start_unit
-        self.cycles_completed = 0
+        # Whole-run counts: a resume starts from what earlier sessions completed.
+        self.cycles_before = _cycles_before(schedule, self.options.start_unit)
+        self.cycles_completed = self.cycles_before
         self.current: s.Unit | None = None
         self.in_setup = True
         self.in_teardown = False
@@ -449,6 +455,8 @@ class Runner:
             events_dropped=self.bus.dropped(),
             paused_s=self.paused_s,
             held_s=self.held_s,
+            session_units=self.units_done - self.options.start_unit,
+            session_cycles=self.cycles_completed - self.cycles_before,
         )
         if self.journal is not None and self.journal_error is None:
             summary = {
@@ -888,6 +896,19 @@ def _condition_met(c: s.Condition, value: float | None) -> bool:
     if c.relation == "below":
         return value < c.value
     return value > c.value
+
+
+def _cycles_before(schedule: s.Schedule, upto: int) -> int:
+    """Loop passes completed by the first ``upto`` units of main."""
+    if upto <= 0:
+        return 0
+    n = 0
+    for unit in s.iter_units(schedule.main):
+        if unit.index >= upto:
+            break
+        if unit.loop is not None and unit.last_in_pass:
+            n += 1
+    return n
 
 
 def restore_actions(schedule: s.Schedule, upto: int) -> tuple[Action, ...]:

@@ -103,3 +103,19 @@ def test_shipped_configs_are_fail_safe(name: str) -> None:
     assert tool.fail_safe_problems() == []
     assert tool.pump_isolation is not None
     assert tool.pump_isolation.fails == "open"
+
+
+def test_validate_reports_recipe_and_config_problems_and_drivers_in_one_pass(
+    tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    """A misspelled driver used to surface only at `run`, after the recipe was fixed."""
+    config = variant(tmp_path, "driver: eurotherm3200", "driver: eurotherm3201")
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("main:\n  - pulse: {TMA: 15}\n")
+    res = run_cli("validate", str(recipe), "--config", str(config))
+    assert res.code == 2
+    assert f"{recipe}:2:" in res.err  # the recipe's problem
+    row = line_of(config.read_text(), "eurotherm3201")
+    assert f"{config}:{row}:" in res.err  # and the config's, at its line
+    assert "no driver 'eurotherm3201' is installed" in res.err
+    assert "did you mean 'eurotherm3200'" in res.err

@@ -85,11 +85,18 @@ def test_resume_session_continues_process_time(tmp_path: Path) -> None:
     j2.close()
 
 
-def test_unknown_run_suggests(tmp_path: Path) -> None:
+def test_a_unique_prefix_finds_a_run_and_an_unknown_id_suggests(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     run = j.new_run(meta())
+    assert j.get(run[:-2]).id == run  # any unique prefix, as git does
     with pytest.raises(JournalError, match="did you mean"):
-        j.get(run[:-2])
+        j.get(run[2:-2])  # not a prefix: suggestions
+    j.finish("complete", "ok", 1.0, {})
+    other = j.new_run(meta())
+    common = next(i for i in range(len(run)) if run[i] != other[i]) if run != other else 0
+    if common > 0:
+        with pytest.raises(JournalError, match="ambiguous"):
+            j.get(run[:common])
     j.close()
 
 
