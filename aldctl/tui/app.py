@@ -138,7 +138,7 @@ def run_panel(status: dict[str, Any], wall_rate: float | None) -> Text:
     }.get(state, "white")
     t.append(f"{state.upper()} ", style=f"bold {color}")
     if status.get("reason"):
-        t.append(f" {status["reason"]}"[:60], style="dim")
+        t.append(f" {status['reason']}"[:60], style="dim")
     t.append("\n")
     t.append(f"{status.get('recipe', '')}\n", style="bold")
     total = status.get("units_total", 0)
