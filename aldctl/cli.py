@@ -193,6 +193,15 @@ def data_dir_option(f: F) -> F:
     )(f)
 
 
+def _expected_nm(schedule: Any, tool: Any) -> float | None:
+    from aldctl.recipe.plan import plan as make_plan
+
+    try:
+        return make_plan(schedule, tool).thickness_nm
+    except Exception:  # the plan is a courtesy for the displays: never a reason not to run
+        return None
+
+
 def _detach(args: list[str], data_dir: Path | None, as_json: bool, child_json: bool = True) -> None:
     from aldctl.diagnostics import UserError
     from aldctl.engine.journal import default_data_dir
@@ -243,6 +252,7 @@ def _execute_run(
         planned_s=sched.min_duration_ns / 1e9,
         lines={name: ln.chemical for name, ln in tool_cfg.lines.items()},
         units_done=req.start_unit,
+        expected_nm=_expected_nm(sched, tool_cfg),
     )
     bus.listen(status.listener)
     api = OperatorApi(control, status)

@@ -126,6 +126,8 @@ class RunStatus:
     planned_s: float
     lines: Mapping[str, str]
     """Line -> chemical."""
+    expected_nm: float | None = None
+    """The plan's thickness at the end of the run (process library), if known."""
     state: str = "starting"
     reason: str = ""
     unit: int = 0
@@ -199,6 +201,7 @@ class RunStatus:
             "phase": self.step_phase,
             "t": self.t,
             "planned_s": self.planned_s,
+            "expected_nm": self.expected_nm,
             "eta_process_s": remaining,
             "values": dict(self.values),
             "lines": dict(self.lines),

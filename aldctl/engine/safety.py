@@ -41,6 +41,7 @@ from drivers.base import (
     PlasmaReading,
     PressureReading,
     TemperatureReading,
+    ThicknessReading,
 )
 
 RUNAWAY_RISE_K = 2.0
@@ -202,6 +203,8 @@ class Safety:
     async def _poll(self) -> Readings:
         r = self.readings
         values: dict[str, float | None] = {}
+        setpoints: dict[str, float | None] = {}
+        """For the live displays only (the journal has the recipe's setpoints already)."""
         tool = self.tool
         self.polls += 1
         # Devices whose limits are not in play (an MFC at zero, the RF generator while off,
@@ -221,6 +224,7 @@ class Safety:
             if isinstance(tr, TemperatureReading):
                 r.temps[ch] = tr
                 values[f"T.{ch}"] = tr.pv_c
+                setpoints[f"SP.T.{ch}"] = tr.setpoint_c
         for ch, fc in tool.flows.items():
             if not idle_turn and self.flow_setpoints.get(ch, self._default_flow(ch)) <= 0:
                 continue
@@ -228,6 +232,7 @@ class Safety:
             if isinstance(fr, FlowReading):
                 r.flows[ch] = fr
                 values[f"F.{ch}"] = fr.flow_sccm
+                setpoints[f"SP.F.{ch}"] = fr.setpoint_sccm
         if tool.plasma is not None and (self.rf_on or idle_turn):
             pl = await self._read(self._device_of(tool.plasma), tool.plasma.read_plasma)
             if isinstance(pl, PlasmaReading):
@@ -237,8 +242,12 @@ class Safety:
         if idle_turn:
             for bank in tool.banks:
                 await self._read(self._device_of(bank), bank.read_valves)
+        if idle_turn and tool.qcm is not None:
+            th = await self._read(self._device_of(tool.qcm), tool.qcm.read_thickness)
+            if isinstance(th, ThicknessReading):
+                values["qcm"] = th.thickness_a
         r.t = self._t()
-        self.bus.publish(Sample(r.t, values))
+        self.bus.publish(Sample(r.t, {**values, **setpoints}))
         if self.journal is not None and r.t >= self.next_sample_t:
             self.next_sample_t = r.t + self.cfg.journal.sample_interval
             for ch, v in values.items():

@@ -91,7 +91,7 @@ def synoptic(tool: ToolView | None, status: dict[str, Any]) -> Text:
         return "--" if x is None else fmt.format(x)
 
     t.append("carrier ", style="bold")
-    t.append(f"N2 {num('F.carrier')} sccm\n")
+    t.append(f"N2 {num('F.carrier')}/{num('SP.F.carrier')} sccm\n")
     names = list(lines)
     for i, name in enumerate(names):
         chem = lines[name]
@@ -103,6 +103,9 @@ def synoptic(tool: ToolView | None, status: dict[str, Any]) -> Text:
         src = v.get(f"T.source.{name}")
         if src is not None:
             t.append(f" src {src:.0f}°C", style="dim")
+        line_t = v.get(f"T.line.{name}")
+        if line_t is not None:
+            t.append(f" line {line_t:.0f}°C", style="dim")
         t.append("\n")
     p = v.get("pressure")
     t.append("  ▼ chamber ", style="bold")
@@ -113,8 +116,10 @@ def synoptic(tool: ToolView | None, status: dict[str, Any]) -> Text:
     if tool is None or tool.plasma:
         fw = v.get("rf.forward")
         extras.append(f"RF {fw:.0f} W" if fw else "RF off")
-    if tool is not None and tool.qcm and v.get("qcm") is not None:
+    if v.get("qcm") is not None:
         extras.append(f"QCM {v['qcm']:.1f} Å")
+    if tool is not None and tool.ozone:
+        extras.append("O3 gen")
     if extras:
         t.append("    " + "  ".join(extras) + "\n")
     if tool is None or tool.pump:
@@ -165,8 +170,16 @@ def run_panel(status: dict[str, Any], wall_rate: float | None) -> Text:
         if wall_rate is not None:
             line += f", {format_duration(eta * wall_rate)} wall"
         t.append(line + "\n")
+    if status.get("expected_nm"):
+        line = f"film: expected {status['expected_nm']:.2f} nm at the end"
+        qcm = status.get("values", {}).get("qcm")
+        if qcm is not None:
+            line += f"; QCM {qcm / 10:.2f} nm now"
+        t.append(line + "\n")
     if status.get("message"):
         t.append(f"{status['message']}"[:70] + "\n", style="dim")
+    t.rstrip()
+    t.append("\n")
     return t
 
 
@@ -226,7 +239,7 @@ class Console(App[None]):
     TITLE = "aldctl"
     CSS = """
     Screen { layout: vertical; }
-    #top { height: auto; max-height: 12; }
+    #top { height: auto; max-height: 14; }
     #synoptic { width: 1fr; border: round $accent; padding: 0 1; height: auto; }
     #run { width: 1fr; border: round $accent; padding: 0 1; height: auto; }
     #plots { height: auto; border: round $accent; padding: 0 1; }
@@ -366,13 +379,15 @@ class Console(App[None]):
         if self.manual_open:
             shown["dosing"] = sorted(set(shown.get("dosing", [])) | self.manual_open)
         self._w("#synoptic", Static).update(synoptic(self.tool, shown))
-        panel = run_panel(self.status, rate)
+        panel = Text()
         if self.run_id:
             panel.append(f"run {self.run_id}", style="dim")
             if not self.may_command and self.client is not None:
-                panel.append("  (watching: read-only)", style="yellow")
+                panel.append(" (read-only)", style="yellow")
+            panel.append("\n")
+        panel.append_text(run_panel(self.status, rate))
         if self.notice:
-            panel.append(f"\n{self.notice}", style="yellow")
+            panel.append(self.notice, style="yellow")
         self._w("#run", Static).update(panel)
         if self.pressure:
             self._w("#p-plot", Sparkline).data = list(self.pressure)

@@ -39,6 +39,7 @@ RUNNING: dict[str, Any] = {
         "T.substrate": 150.0,
         "T.walls": 120.1,
         "F.carrier": 20.02,
+        "SP.F.carrier": 20.0,
         "rf.forward": 0.0,
     },
     "lines": {"TMA": "TMA", "H2O": "H2O"},
