@@ -1,3 +1,3 @@
-from aldctl.cli import main
+from aldctl.front.cli import main
 
 main()

@@ -26,7 +26,7 @@ def run_cli(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., CliResult]:
     """Run ``aldctl ARGS`` through its real ``main()`` and capture exit code and output."""
-    from aldctl.cli import main
+    from aldctl.front.cli import main
 
     def run(*args: str) -> CliResult:
         monkeypatch.setattr(sys, "argv", ["aldctl", *args])

@@ -129,7 +129,7 @@ def test_help_teaches_with_examples(run_cli: Callable[..., Any], cmd: list[str])
 def test_help_does_not_import_heavy_modules() -> None:
     code = (
         "import sys; sys.argv=['aldctl','--help']\n"
-        "from aldctl.cli import main\n"
+        "from aldctl.front.cli import main\n"
         "try:\n main()\nexcept SystemExit: pass\n"
         "heavy=[m for m in ('pint','pydantic','pymodbus','textual','matplotlib','sim') "
         "if m in sys.modules]\nprint('HEAVY', heavy)"

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from aldctl.config import load_tool
-from aldctl.simserve import SimServer
+from aldctl.front.simserve import SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "al2o3_tma_h2o.yaml"

@@ -18,7 +18,7 @@ import yaml
 
 from aldctl import config as cfg
 from aldctl.diagnostics import UserError
-from aldctl.simserve import SimServer
+from aldctl.front.simserve import SimServer
 from aldctl.tool import build
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from aldctl.engine.opapi import socket_path
-from aldctl.tui.app import Console
+from aldctl.front.tui.app import Console
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "al2o3_tma_h2o.yaml"

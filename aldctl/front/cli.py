@@ -179,7 +179,7 @@ def plan(recipe: Path, config: Path | None, sets: tuple[str, ...], as_json: bool
         click.echo(json.dumps(out, indent=2))
         return
     _echo_diagnostics(warnings)
-    from aldctl.render import render_plan
+    from aldctl.front.render import render_plan
 
     render_plan(result)
 
@@ -236,7 +236,13 @@ def _execute_run(
     from aldctl.engine.control import RunControl
     from aldctl.engine.events import EventBus
     from aldctl.engine.opapi import Access, ApiServer, OperatorApi, RunStatus, socket_path
-    from aldctl.runview import Keys, ProgressView, interactive_terminal, print_summary, summary_json
+    from aldctl.front.runview import (
+        Keys,
+        ProgressView,
+        interactive_terminal,
+        print_summary,
+        summary_json,
+    )
     from aldctl.session import announce, execute
 
     console = Console(stderr=as_json)
@@ -521,7 +527,7 @@ def tui(
       aldctl tui
     """
     from aldctl.engine.journal import default_data_dir
-    from aldctl.tui.app import Console
+    from aldctl.front.tui.app import Console
 
     app = Console(
         data_dir=data_dir or default_data_dir(),
@@ -619,7 +625,7 @@ def _manual_session(tool_cfg: Any, journal: Any, run_id: str) -> None:
     from aldctl.engine.journal import JournalError
     from aldctl.engine.manual import ManualSession
     from aldctl.engine.opapi import Access, ApiServer, OperatorApi, RunStatus, socket_path
-    from aldctl.runview import Keys
+    from aldctl.front.runview import Keys
     from aldctl.session import announce
     from aldctl.tool import ToolError, build
 
@@ -880,8 +886,8 @@ def simulate(
       aldctl simulate recipes/litaox_1_6.yaml --json --trace litaox.csv
     """
     from aldctl.diagnostics import UserError
+    from aldctl.front.simulate import simulate as run_sim
     from aldctl.session import prepare as _prepare
-    from aldctl.simulate import simulate as run_sim
 
     try:
         prepared = _prepare(recipe, config, sets)
@@ -973,7 +979,7 @@ def sim_serve(
     from aldctl import config as cfg
     from aldctl.diagnostics import UserError
     from aldctl.engine.clock import run_real
-    from aldctl.simserve import FaultSpec, SimServer, serve_forever
+    from aldctl.front.simserve import FaultSpec, SimServer, serve_forever
 
     path = config or Path("config/hil.yaml")
     try:
@@ -1101,7 +1107,7 @@ def bench_compile(recipe: Path, cycles: tuple[int, ...], as_json: bool) -> None:
       aldctl bench compile
       aldctl bench compile -n 10000 -n 100000 --json
     """
-    from aldctl.bench import bench_compile as run
+    from aldctl.front.bench import bench_compile as run
 
     _print_rows(run(recipe, list(cycles)), as_json)
 
@@ -1117,7 +1123,7 @@ def bench_clock(hops: int, as_json: bool) -> None:
       aldctl bench clock
       pip install looptime && aldctl bench clock --hops 50000
     """
-    from aldctl.bench import bench_clock as run
+    from aldctl.front.bench import bench_clock as run
 
     _print_rows(run(hops), as_json)
 
@@ -1135,7 +1141,7 @@ def bench_engine(cycles: int, as_json: bool) -> None:
       aldctl bench engine
       aldctl bench engine -n 10000
     """
-    from aldctl.bench import bench_engine as run
+    from aldctl.front.bench import bench_engine as run
 
     _print_rows(run(cycles), as_json)
 
@@ -1160,7 +1166,7 @@ def bench_realtime(cycles: int, as_json: bool) -> None:
       aldctl bench realtime
       aldctl bench realtime -n 100 --json
     """
-    from aldctl.bench import bench_realtime as run
+    from aldctl.front.bench import bench_realtime as run
 
     _print_rows(run(cycles), as_json)
 
@@ -1181,7 +1187,7 @@ def bench_timing(config: Path | None, pulses: int, as_json: bool) -> None:
       aldctl bench timing --config config/hil.yaml
       aldctl bench timing --config config/hil.yaml -n 1000 --json
     """
-    from aldctl.bench import bench_timing as run
+    from aldctl.front.bench import bench_timing as run
 
     _print_rows(run(config or Path("config/hil.yaml"), pulses), as_json)
 

@@ -420,8 +420,8 @@ class Console(App[None]):
 
         from rich.console import Console as RichConsole
 
+        from aldctl.front.render import render_plan
         from aldctl.recipe.plan import plan as make_plan
-        from aldctl.render import render_plan
 
         result = make_plan(prepared.compiled.schedule, prepared.tool)
         con = RichConsole(file=io.StringIO(), width=100, record=True, color_system=None)
