@@ -111,7 +111,7 @@ def synoptic(tool: ToolView | None, status: dict[str, Any]) -> Text:
     t.append("  ▼ chamber ", style="bold")
     t.append("-- Torr" if p is None else f"{p:.3g} Torr", style="bold cyan")
     t.append("\n")
-    t.append(f"    substrate {num('T.substrate')}°C  walls {num('T.walls')}°C\n")
+    t.append(f"    substrate {num('T.substrate')}°C walls {num('T.walls', '{:.0f}')}°C\n")
     extras = []
     if tool is None or tool.plasma:
         fw = v.get("rf.forward")
@@ -153,9 +153,9 @@ def run_panel(status: dict[str, Any], wall_rate: float | None) -> Text:
     passes = status.get("passes", 1)
     t.append(f"unit {done}/{total}")
     if cyc:
-        t.append(f"  {cyc}")
+        t.append(f" · {cyc}")
         if passes > 1:
-            t.append(f" cycle {rep + 1} of {passes}")
+            t.append(f" {rep + 1}/{passes}")
     t.append("\n")
     if total:
         width = 24
@@ -171,13 +171,9 @@ def run_panel(status: dict[str, Any], wall_rate: float | None) -> Text:
             line += f", {format_duration(eta * wall_rate)} wall"
         t.append(line + "\n")
     if status.get("expected_nm"):
-        line = f"film: expected {status['expected_nm']:.2f} nm at the end"
         qcm = status.get("values", {}).get("qcm")
-        if qcm is not None:
-            line += f"; QCM {qcm / 10:.2f} nm now"
-        t.append(line + "\n")
-    if status.get("message"):
-        t.append(f"{status['message']}"[:70] + "\n", style="dim")
+        now = f"{qcm / 10:.1f} nm (QCM) of " if qcm is not None else ""
+        t.append(f"film {now}{status['expected_nm']:.1f} nm expected\n")
     t.rstrip()
     t.append("\n")
     return t
@@ -239,7 +235,7 @@ class Console(App[None]):
     TITLE = "aldctl"
     CSS = """
     Screen { layout: vertical; }
-    #top { height: auto; max-height: 14; }
+    #top { height: auto; max-height: 12; }
     #synoptic { width: 1fr; border: round $accent; padding: 0 1; height: auto; }
     #run { width: 1fr; border: round $accent; padding: 0 1; height: auto; }
     #plots { height: auto; border: round $accent; padding: 0 1; }
@@ -489,6 +485,7 @@ class Console(App[None]):
         await self.poll_status()
         self.wall0 = (time.monotonic(), float(self.status.get("t", 0.0)))
         await client.call("subscribe")
+        self._w(TabbedContent).active = "tab-log"
         mode = "" if self.may_command else " (read-only: you may watch, not command)"
         self.log_line(f"attached to run {run_id}, pid {hello['result']['pid']}{mode}", "cyan")
         self.follow(client)
