@@ -72,6 +72,8 @@ class StepStarted:
     label: str
     phase: str
     """"setup", "main" or "teardown"."""
+    duration_s: float | None = None
+    """How long the step lasts (None for a wait on a condition)."""
 
 
 @dataclass(frozen=True, slots=True)

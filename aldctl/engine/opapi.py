@@ -139,6 +139,7 @@ class RunStatus:
     step: str = ""
     step_phase: str = ""
     step_t: float = 0.0
+    step_s: float | None = None
     t: float = 0.0
     wall0: float = field(default_factory=time.time)
     values: dict[str, float | None] = field(default_factory=dict)
@@ -170,6 +171,7 @@ class RunStatus:
             self.step = ev.label
             self.step_phase = ev.phase
             self.step_t = ev.t
+            self.step_s = ev.duration_s
         elif isinstance(ev, DoseStarted):
             self.dosing[ev.line] = ev.t + ev.duration_s
         elif isinstance(ev, PulseDone):
@@ -199,6 +201,9 @@ class RunStatus:
             "passes": self.passes,
             "step": self.step,
             "phase": self.step_phase,
+            "step_left_s": (
+                max(0.0, self.step_t + self.step_s - self.t) if self.step_s is not None else None
+            ),
             "t": self.t,
             "planned_s": self.planned_s,
             "expected_nm": self.expected_nm,

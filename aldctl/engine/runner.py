@@ -694,7 +694,9 @@ class Runner:
             for offset, _, kind, action in self._events(phase):
                 deadline = anchor + offset / NS
                 while si < len(spans) and spans[si].start_ns <= offset:
-                    self.bus.publish(StepStarted(self.now(), spans[si].label, where))
+                    sp = spans[si]
+                    dur = (sp.end_ns - sp.start_ns) / NS
+                    self.bus.publish(StepStarted(self.now(), sp.label, where, dur))
                     si += 1
                 await self.clock.sleep_until(deadline)
                 if kind == "open":

@@ -242,7 +242,7 @@ class Safety:
         if idle_turn:
             for bank in tool.banks:
                 await self._read(self._device_of(bank), bank.read_valves)
-        if idle_turn and tool.qcm is not None:
+        if tool.qcm is not None:  # every poll: the displays plot the growth per cycle
             th = await self._read(self._device_of(tool.qcm), tool.qcm.read_thickness)
             if isinstance(th, ThicknessReading):
                 values["qcm"] = th.thickness_a

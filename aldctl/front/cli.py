@@ -501,12 +501,14 @@ def resume(
 @click.option(
     "--attach", "attach", metavar="RUN_ID", help="Attach to this run (any unique prefix of its id)."
 )
+@click.option("--light", is_flag=True, help="Light theme (for a light terminal background).")
 @data_dir_option
 def tui(
     recipe: Path | None,
     config: Path | None,
     sets: tuple[str, ...],
     attach: str | None,
+    light: bool,
     data_dir: Path | None,
 ) -> None:
     """The operator console: start runs, attach to them, watch and command them.
@@ -536,6 +538,7 @@ def tui(
         sets=sets,
         attach=attach,
         recipes_root=recipe.parent if recipe is not None else Path.cwd(),
+        light=light,
     )
     app.run()
 

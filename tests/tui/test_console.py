@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from aldctl.engine.opapi import socket_path
+from aldctl.engine.opapi import ApiClient, socket_path
 from aldctl.front.tui.app import Console
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,3 +213,119 @@ def call(cmd, **args):
 
 print(json.dumps({"hello": call("hello")["result"], "abort": call("abort", reason="x")}))
 """
+
+
+@pytest.mark.slow
+async def test_an_injected_fault_shows_as_an_alarm_and_the_run_aborts_naming_it(
+    tmp_path: Path,
+) -> None:
+    """Over HIL: `aldctl sim serve --fault comm_timeout:chamber@15` silences the gauge."""
+    state = tmp_path / "sim"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aldctl",
+        "sim",
+        "serve",
+        "--dir",
+        str(state),
+        "--fault",
+        "comm_timeout:chamber@15",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / "tool.yaml").exists():
+            assert time.monotonic() < deadline, "sim serve did not come up"
+            assert server.returncode is None
+            await asyncio.sleep(0.1)
+        app = Console(
+            data_dir=tmp_path / "data",
+            recipe=RECIPE,
+            config=state / "tool.yaml",
+            sets=("cycles=50", "purge=2 s", "settle=2 s"),
+        )
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.status.get("units_total") == 50, "the plan")
+            await pilot.press("g")
+            await until(pilot, lambda: app.client is not None, "the started run", limit_s=60)
+
+            def alarms() -> str:
+                return "\n".join(line for line in app.log_lines if "warning:" in line)
+
+            await until(pilot, lambda: "gauge" in alarms(), "the gauge's alarm", limit_s=90)
+            assert "no valid answer" in alarms()
+            await until(pilot, lambda: app.status.get("state") == "aborted", "the abort", 60)
+            assert "device 'gauge' stopped answering" in app.status["reason"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        await asyncio.wait_for(server.wait(), 30)
+
+
+async def test_the_api_refuses_what_it_cannot_take_and_a_stuck_client_never_stalls_the_run(
+    tmp_path: Path,
+) -> None:
+    started = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "aldctl",
+            "run",
+            str(RECIPE),
+            "--set",
+            "cycles=3000",
+            "--detach",
+            "--json",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    run_id = json.loads(started.stdout)["run_id"]
+    path = socket_path(tmp_path, run_id)
+    # A stuck client: subscribes, then never reads a byte.
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.connect(str(path) if len(str(path)) < 100 else _short(path))
+    stuck.sendall(b'{"v": 1, "id": 1, "cmd": "subscribe"}\n')
+    client = ApiClient(path)
+    await client.connect()
+    raw = socket.socket(socket.AF_UNIX)
+    raw.connect(str(path) if len(str(path)) < 100 else _short(path))
+    f = raw.makefile("rwb")
+    try:
+        for bad, expect in (
+            (b"this is not json\n", "malformed"),
+            (b"[1, 2]\n", "malformed"),
+            (b'{"v": 2, "id": 5, "cmd": "pause"}\n', "unsupported API version"),
+            (b'{"v": 1, "id": 6, "cmd": "explode"}\n', "unknown verb"),
+            (b'{"v": 1, "id": 7}\n', "missing 'cmd'"),
+        ):
+            f.write(bad)
+            f.flush()
+            reply = json.loads(await asyncio.to_thread(f.readline))
+            assert reply["ok"] is False
+            assert expect in reply["error"]
+        status = await client.call("status")
+        assert status["result"]["state"] in ("starting", "running")  # nothing changed
+        # the run goes to its end with the stuck client attached
+        deadline = time.monotonic() + 120
+        while outcome(tmp_path, run_id) == "running":
+            assert time.monotonic() < deadline, "the run stalled"
+            await asyncio.sleep(0.2)
+        assert outcome(tmp_path, run_id) == "complete"
+    finally:
+        f.close()
+        raw.close()
+        stuck.close()
+        await client.close()
+
+
+def _short(path: Path) -> str:
+    fd = os.open(path.parent, os.O_RDONLY)
+    return f"/proc/self/fd/{fd}/{path.name}"

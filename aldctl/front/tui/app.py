@@ -163,7 +163,8 @@ def run_panel(status: dict[str, Any], wall_rate: float | None) -> Text:
         t.append("█" * fill + "░" * (width - fill) + f" {100 * done / total:.0f}%\n")
     step = status.get("step", "")
     if step:
-        t.append(f"step: {step}\n")
+        left = status.get("step_left_s")
+        t.append(f"step: {step}" + (f" ({left:.1f} s left)" if left is not None else "") + "\n")
     eta = status.get("eta_process_s")
     if eta is not None and state not in ("complete", "aborted", "stopped", "faulted"):
         line = f"ETA {format_duration(eta)} process"
@@ -277,8 +278,11 @@ class Console(App[None]):
         sets: tuple[str, ...] = (),
         attach: str | None = None,
         recipes_root: Path | None = None,
+        light: bool = False,
     ) -> None:
         super().__init__()
+        if light:
+            self.theme = "textual-light"
         self.data_dir = data_dir
         self.recipe = recipe
         self.config = config
@@ -293,6 +297,8 @@ class Console(App[None]):
         self.pressure: deque[float] = deque(maxlen=PLOT_POINTS)
         self.substrate: deque[float] = deque(maxlen=PLOT_POINTS)
         self.qcm: deque[float] = deque(maxlen=PLOT_POINTS)
+        """QCM growth per cycle, Å: the reading's increase from one unit's end to the next."""
+        self._qcm_last: float | None = None
         self.log_lines: list[str] = []
         self.log_filter = ""
         self.wall0: tuple[float, float] | None = None
@@ -313,6 +319,8 @@ class Console(App[None]):
             yield Sparkline([], id="p-plot")
             yield Label("substrate °C", classes="plot-label", id="tl")
             yield Sparkline([], id="t-plot")
+            yield Label("QCM Å per cycle", classes="plot-label", id="ql")
+            yield Sparkline([], id="q-plot")
         with TabbedContent(id="bottom"):
             with TabPane("Log", id="tab-log"):
                 yield Input(placeholder="filter the log (Enter)", id="filter")
@@ -394,6 +402,10 @@ class Console(App[None]):
         if self.substrate:
             self._w("#t-plot", Sparkline).data = list(self.substrate)
             self._w("#tl", Label).update(f"substrate {self.substrate[-1]:.1f} °C")
+        if self.qcm:
+            self._w("#q-plot", Sparkline).data = list(self.qcm)
+            mean = sum(self.qcm) / len(self.qcm)
+            self._w("#ql", Label).update(f"QCM growth per cycle, mean {mean:.2f} Å")
         self.sub_title = f"{self.status.get('recipe', '')} {self.status.get('state', '')}"
 
     # ------------------------------------------------------------------ recipes
@@ -444,18 +456,22 @@ class Console(App[None]):
     async def attach(self, run_id: str) -> None:
         from aldctl.engine.journal import Journal, JournalError
 
-        try:
+        def read() -> tuple[Any, list[Any]]:
             jr = Journal(self.data_dir, readonly=True)
             try:
                 rec = jr.get(run_id)
-                run_id = rec.id
-                history = list(jr.events(run_id))[-HISTORY_EVENTS:]
-                config_text = rec.config_text
+                return rec, list(jr.events(rec.id))[-HISTORY_EVENTS:]
             finally:
                 jr.close()
+
+        try:
+            # Off the UI thread: a big journal on a slow disk never freezes the screen.
+            rec, history = await asyncio.to_thread(read)
         except JournalError as exc:
             self.log_line(str(exc), "red")
             return
+        run_id = rec.id
+        config_text = rec.config_text
         for t, kind, _state, message in history:
             self.log_line(f"[{format_duration(t)}] {kind}: {message}", "dim")
         if self.client is not None:
@@ -575,8 +591,14 @@ class Console(App[None]):
             st.update(rep=ev["rep"], passes=ev["passes"])
         elif kind == "UnitDone":
             st["units_done"] = ev["index"] + 1
+            q = st.get("values", {}).get("qcm")
+            if q is not None:
+                if self._qcm_last is not None and q != self._qcm_last:
+                    self.qcm.append(q - self._qcm_last)
+                self._qcm_last = q
         elif kind == "StepStarted":
             st["step"] = ev["label"]
+            st["step_left_s"] = ev.get("duration_s")
         elif kind == "DoseStarted":
             st["dosing"] = [ev["line"]]
         elif kind == "PulseDone":
