@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from aldctl.config import ToolConfig
+from aldctl.config import ToolConfig, ValveChannel
 from aldctl.diagnostics import Diagnostic, Severity, UserError
 from aldctl.engine.devices import Tool, ToolError
 from drivers import registry
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["Tool", "ToolError", "build", "simulated_reactor"]
 
 
+def _valve_plain(v: ValveChannel | None) -> dict[str, Any] | None:
+    return None if v is None else {"device": v.device, "channel": v.channel, "fails": v.fails}
+
+
 def _plain_tool(config: ToolConfig) -> dict[str, Any]:
     """The parts of the config a simulated driver binding needs, as plain data."""
     return {
@@ -48,24 +52,8 @@ def _plain_tool(config: ToolConfig) -> dict[str, Any]:
             }
             for name, ln in config.lines.items()
         },
-        "pump_isolation": (
-            {
-                "device": config.pump_isolation.device,
-                "channel": config.pump_isolation.channel,
-                "fails": config.pump_isolation.fails,
-            }
-            if config.pump_isolation
-            else None
-        ),
-        "carrier_shutoff": (
-            {
-                "device": config.carrier_shutoff.device,
-                "channel": config.carrier_shutoff.channel,
-                "fails": config.carrier_shutoff.fails,
-            }
-            if config.carrier_shutoff
-            else None
-        ),
+        "pump_isolation": _valve_plain(config.pump_isolation),
+        "carrier_shutoff": _valve_plain(config.carrier_shutoff),
         "flows": {
             name: {"device": f.device, "gas": f.gas, "max": f.max}
             for name, f in config.flows.items()
@@ -125,18 +113,12 @@ def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | No
     if config.gauges:
         first = next(iter(config.gauges.values()))
         gauge = need(first.device, PressureGauge, "chamber gauge")
-    iso = None
-    if config.pump_isolation is not None:
-        iso = (
-            need(config.pump_isolation.device, ValveBank, "pump isolation"),
-            config.pump_isolation.channel,
-        )
-    cut = None
-    if config.carrier_shutoff is not None:
-        cut = (
-            need(config.carrier_shutoff.device, ValveBank, "carrier shut-off"),
-            config.carrier_shutoff.channel,
-        )
+
+    def output(v: ValveChannel | None, what: str) -> tuple[ValveBank, int] | None:
+        return None if v is None else (need(v.device, ValveBank, what), v.channel)
+
+    iso = output(config.pump_isolation, "pump isolation")
+    cut = output(config.carrier_shutoff, "carrier shut-off")
     plasma = need(config.plasma.device, PlasmaSource, "plasma") if config.plasma else None
     ozone = need(config.ozone.device, OzoneGenerator, "ozone") if config.ozone else None
     qcm = need(config.qcm.device, ThicknessMonitor, "qcm") if config.qcm else None

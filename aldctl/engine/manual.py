@@ -83,27 +83,23 @@ class ManualSession:
             await bank.set_valve(ch, want)
             (self.open_lines.add if want else self.open_lines.discard)(name)
             msg = f"{who}: valve {name} {'opened' if want else 'closed'}"
-        elif kind == "flow":
-            limits = cfg.flow_channels()
-            if name not in self.tool.flows:
-                raise CommandRefused(f"no flow channel {name!r}; have {', '.join(limits)}")
-            sccm = units.parse_value(value, units.Kind.FLOW)
+        elif kind in ("flow", "temperature"):
+            flow = kind == "flow"
+            limits = cfg.flow_channels() if flow else cfg.temperature_channels()
+            devices: dict[str, Any] = self.tool.flows if flow else self.tool.temperatures
+            if name not in devices:
+                raise CommandRefused(f"no {kind} channel {name!r}; have {', '.join(limits)}")
+            unit = "sccm" if flow else "degC"
+            x = units.parse_value(value, units.Kind.FLOW if flow else units.Kind.TEMPERATURE)
             lo, hi = limits[name]
-            if not lo <= sccm <= hi:
-                raise CommandRefused(f"{name}: {sccm:g} sccm is outside {lo:g}-{hi:g} sccm")
-            await self.tool.flows[name].set_flow(sccm)
-            self.safety.note_action(Action(0, ActionKind.SET_FLOW, name, sccm), self.clock.now())
-            msg = f"{who}: {name} flow {sccm:g} sccm"
-        elif kind == "temperature":
-            limits_t = cfg.temperature_channels()
-            if name not in self.tool.temperatures:
-                raise CommandRefused(f"no heater {name!r}; have {', '.join(limits_t)}")
-            degc = units.parse_value(value, units.Kind.TEMPERATURE)
-            lo, hi = limits_t[name]
-            if not lo <= degc <= hi:
-                raise CommandRefused(f"{name}: {degc:g} degC is outside {lo:g}-{hi:g} degC")
-            await self.tool.temperatures[name].set_temperature(degc)
-            msg = f"{who}: {name} setpoint {degc:g} degC"
+            if not lo <= x <= hi:
+                raise CommandRefused(f"{name}: {x:g} {unit} is outside {lo:g}-{hi:g} {unit}")
+            if flow:
+                await devices[name].set_flow(x)
+                self.safety.note_action(Action(0, ActionKind.SET_FLOW, name, x), self.clock.now())
+            else:
+                await devices[name].set_temperature(x)
+            msg = f"{who}: {name} {'flow' if flow else 'setpoint'} {x:g} {unit}"
         else:
             raise CommandRefused(
                 f"unknown target {target!r}: valve:LINE, flow:CHANNEL or temperature:HEATER"

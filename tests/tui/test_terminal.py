@@ -84,7 +84,9 @@ def test_killing_the_console_never_touches_the_run_and_another_attaches(
     data = tmp_path / "data"
     tui = [*ALDCTL, "tui", str(RECIPE), "--set", "cycles=6000", "--data-dir", str(data)]
     tmux.start("one", tui)
-    tmux.wait_for("one", lambda s: "g Start" in s and "duration" in s, "the console with the plan")
+    tmux.wait_for(
+        "one", lambda s: "g Start" in s and "unit 0/6000" in s, "the console with the plan"
+    )
     tmux.keys("one", "g")
     screen = tmux.wait_for("one", lambda s: "RUNNING" in s, "the run to start")
     assert "[■]" in screen or "[ ]" in screen  # the synoptic is drawn
