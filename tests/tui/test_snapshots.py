@@ -29,7 +29,7 @@ RUNNING: dict[str, Any] = {
     "units_total": 100,
     "label": "Al2O3",
     "cycle": "Al2O3",
-    "rep": 41,
+    "rep": 42,
     "passes": 100,
     "step": "purge 5 s",
     "t": 510.0,

@@ -154,8 +154,8 @@ def run_panel(status: dict[str, Any], wall_rate: float | None) -> Text:
     t.append(f"unit {done}/{total}")
     if cyc:
         t.append(f" · {cyc}")
-        if passes > 1:
-            t.append(f" {rep + 1}/{passes}")
+        if passes > 1:  # the loop's pass: the supercycle position for supercycles
+            t.append(f", pass {rep}/{passes}")
     t.append("\n")
     if total:
         width = 24
