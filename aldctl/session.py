@@ -455,17 +455,25 @@ def start_detached(args: list[str], data_dir: Path, timeout_s: float = 60.0) -> 
     r, w = os.pipe()
     env = {**os.environ, ANNOUNCE_ENV: str(w), "ALDCTL_DATA_DIR": str(data_dir)}
     # setsid --fork: the run is a grandchild in a session of its own, so nothing here
-    # waits on it (or is left holding it) and no terminal signal of ours reaches it.
+    # waits on it (or is left holding it) and no terminal signal of ours reaches it. Without
+    # util-linux's setsid, a child in a new session does the same (this process then holds
+    # its handle until it exits).
+    import shutil
+
+    argv = [sys.executable, "-m", "aldctl", *args]
+    setsid = shutil.which("setsid")
     with open(log, "wb") as out:
         launcher = subprocess.Popen(
-            ["setsid", "--fork", sys.executable, "-m", "aldctl", *args],
+            [setsid, "--fork", *argv] if setsid else argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             pass_fds=(w,),
             env=env,
+            start_new_session=setsid is None,
         )
-    launcher.wait(timeout=30)
+    if setsid:
+        launcher.wait(timeout=30)
     os.close(w)
     got = b""
     deadline = time.monotonic() + timeout_s
