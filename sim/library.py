@@ -10,7 +10,9 @@ Rules for GPC(T), documented once here and used by the planner and the simulator
 * Below the window: condensation and incomplete ligand removal add growth, +1 % per kelvin.
 * Above the window: dehydroxylation/desorption lower the saturated growth, falling with a
   100 K e-folding; thermal decomposition of the precursor (dose-dependent, not self-limited)
-  is the simulator's business and starts at :attr:`Process.decomposition_onset`.
+  is the simulator's business and starts at :attr:`Process.decomposition_onset`, the lowest
+  onset of the process's precursors (a property of each molecule, with its source, in
+  chemicals.yaml; never inferred from the edge of a process's data).
 
 Supercycle processes carry one :class:`CycleKind` per subcycle, with per-subcycle growth
 derived from the published supercycle figures (see library.yaml for every fit) and an
@@ -30,13 +32,14 @@ from typing import Any
 
 import yaml
 
+from sim import chemistry
+
 # libyaml's parser: ten times faster than the pure-Python one on the packaged data.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _RANGE_MARGIN_K = 25.0
 _CONDENSATION_PER_K = 0.01
 _DESORPTION_EFOLD_K = 100.0
-_DECOMPOSITION_MARGIN_K = 25.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +124,21 @@ class Process:
 
     @property
     def decomposition_onset(self) -> float:
-        """degC above which the precursor decomposes (CVD-like, dose-dependent growth)."""
-        return self.valid_range[1] + _DECOMPOSITION_MARGIN_K
+        """degC above which a precursor of the process decomposes (CVD-like growth)."""
+        return min(
+            (o for o in (chemistry.get(c).decomposition_onset_c for c in self.chemicals) if o),
+            default=math.inf,
+        )
+
+    @property
+    def decomposing_precursor(self) -> str | None:
+        """The precursor whose onset is :attr:`decomposition_onset` (None: none known)."""
+        best: tuple[float, str] | None = None
+        for c in sorted(self.chemicals):
+            o = chemistry.get(c).decomposition_onset_c
+            if o is not None and (best is None or o < best[0]):
+                best = (o, c)
+        return best[1] if best else None
 
     def in_window(self, t_c: float) -> bool:
         lo, hi = self.valid_range

@@ -386,6 +386,8 @@ class _State:
         self.cycles_total = 0.0
         self.latched: list[float] = []
         self.last_closed = -1
+        self.context = -1
+        """The last completed cycle of a kind other than ``last_closed`` (-1: none)."""
         self.lines: list[_Line] = []
         self.mfcs: list[Mfc] = []
         self.mfc_cap: list[float | None] = []
@@ -463,6 +465,7 @@ _STATE_FIELDS = (
     "cycles_total",
     "latched",
     "last_closed",
+    "context",
     "mfc_cap",
     "mfc_frozen",
     "mfc_offset",
@@ -1318,10 +1321,13 @@ class Reactor:
                 s.dose_open[chem] = avail
             else:
                 self._record_sat(chem, 1.0)
-        # Latch the supercycle interaction factor of kinds this dose opens.
+        # Latch the growth factor of kinds this dose opens: what grows is decided by the
+        # cycles that have met in this chamber (the supercycle they form), not the tool.
         for k, first in enumerate(self._first_chem):
             if first == chem:
-                s.latched[k] = self.chemistry.interaction(k, s.last_closed)
+                ctx = s.last_closed if s.last_closed != k else s.context
+                t_c = self._zone_t(self._h_sub)
+                s.latched[k] = self.chemistry.multiplier(k, ctx, s.last_closed, t_c)
                 self._nmk = None
 
     # ------------------------------------------------------------------ heaters and rates
@@ -2215,6 +2221,12 @@ class Reactor:
                 s.cvd += g * (oc / cc if oc < cc else 1.0)
         s.cycles_total += total_close
         if total_close > 1e-3:
+            if best != s.last_closed:
+                s.context = s.last_closed
+                if s.qcm is not None and self.config.qcm is not None:
+                    # a QCM is programmed with the density of the film it watches grow
+                    dens = self.config.qcm.density_g_cm3
+                    s.qcm.density = dens or self.chemistry.kinds[best].areal_density
             s.last_closed = best
 
     def _decompose(self, kind: int, mol: float) -> None:

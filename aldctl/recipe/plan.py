@@ -272,9 +272,10 @@ def _loop_plan(loop: s.Loop, times: int, loop_ns: int, diags: Diagnostics) -> Lo
         )
     elif t > proc.decomposition_onset:
         diags.warning(
-            f"{loop.label}: substrate {t:g} degC is above the {proc.id} window "
-            f"({lo:g}-{hi:g} degC) and the precursor's decomposition onset "
-            f"({proc.decomposition_onset:g} degC): expect CVD growth",
+            f"{loop.label}: substrate {t:g} degC is above the decomposition onset of "
+            f"{proc.decomposing_precursor} ({proc.decomposition_onset:g} degC): it decomposes "
+            "on every hot surface, growth is not self-limited (longer purges do not help): "
+            "lower the temperature",
             loop.loc,
         )
     elif t > hi:
