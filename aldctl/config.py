@@ -193,11 +193,17 @@ class QcmSpec(_Model):
     device: str
 
 
+DEFAULT_PURGE_FACTOR = 7.0
+"""The factor that keeps CVD under 1 % of the film: ``sim.purge.DEFAULT_PURGE_FACTOR``, the
+rule the simulator's CVD warning uses too (a literal here: the engine imports this module and
+never the simulator; tests/test_sim_fidelity.py keeps the two equal)."""
+
+
 class ChamberSpec(_Model):
     volume: Litres = 0.3
     residence_time: Seconds = 0.8
     """Chamber gas residence time tau = V/S at process pressure (measure it from a pulse decay)."""
-    purge_factor: float = Field(default=3.0, gt=0)
+    purge_factor: float = Field(default=DEFAULT_PURGE_FACTOR, gt=0)
     """A purge shorter than this many residence times gets a warning."""
 
 

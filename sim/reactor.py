@@ -1312,9 +1312,10 @@ class Reactor:
             rec[1] = min(rec[1], frac)
             rec[2] += frac
 
-    def _dose_start(self, chem: str) -> None:
+    def _dose_start(self, chem: str, *, end_previous: bool = True) -> None:
         s = self._s
-        self._dose_end(s.now)
+        if end_previous:
+            self._dose_end(s.now)
         if chem in self._sp_index and self._sp_trans[self._sp_index[chem]]:
             avail = self._available(chem)
             if avail > 1e-6:
@@ -2295,10 +2296,13 @@ class Reactor:
                 p.ignited_at = now
                 p.ignite_at = -1
                 self._changed()
-                for gas in feeds:
+                # A dose for each radical the plasma makes now: the feeds that flow, opened
+                # together (a feed valve that is configured but shut doses nothing).
+                self._dose_end(now)
+                for gas, sccm in feeds.items():
                     rad = self._radical_of_feed.get(gas)
-                    if rad is not None:
-                        self._dose_start(self.species[rad])
+                    if rad is not None and sccm >= p.cfg.min_feed_sccm:
+                        self._dose_start(self.species[rad], end_previous=False)
 
     def _radical_inflow(self, t0: int, a: list[float], eb: list[float], emu: list[float]) -> None:
         s = self._s

@@ -36,6 +36,7 @@ from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, ActionKind, to_ns
 from aldctl.units import format_duration
 from sim import chemistry, library
+from sim.purge import residual_cvd
 
 MAX_EVERY_BLOCKS = 6
 MAX_BODY_ACTIONS = 20_000
@@ -140,6 +141,7 @@ class _Compiler:
         self.flow_channels = tool.flow_channels()
         self.substrate_max, self.substrate_why = self._substrate_max()
         self.warned_unheated: set[str] = set()
+        self.warned_no_process: set[str] = set()
         self.last_dose: tuple[str, Location] | None = None
         self.purged_since_dose = True
         self.main_substrate: float | None = None
@@ -372,8 +374,11 @@ class _Compiler:
         assert final_state is not None
         self.state = final_state
         base = variants[frozenset()]
-        chems = frozenset(self._chemicals(base))
+        ordered = self._chemicals(base)
+        chems = frozenset(ordered)
         found = library.find_cycle(chems)
+        if found is None and chems and cyc.name not in self.warned_no_process:
+            self._warn_no_process(cyc, ordered)
         return s.CycleDef(
             name=cyc.name,
             every=tuple(s.EverySpec(e.n, e.offset) for e in everies),
@@ -381,6 +386,40 @@ class _Compiler:
             chemicals=chems,
             process=found[0].id if found else None,
             kind=found[1] if found else None,
+        )
+
+    def _warn_no_process(self, cyc: m.Cycle, ordered: list[str]) -> None:
+        """Said at compile time so that validate, plan, simulate and run all say it."""
+        self.warned_no_process.add(cyc.name)
+        chems = frozenset(ordered)
+        inside = [
+            k
+            for p in library.processes().values()
+            for k in p.cycles.values()
+            if _subsequence(k.chemicals, ordered)
+        ]
+        if inside:
+            self.d.warning(
+                f"cycle '{cyc.name}': {' + '.join(sorted(chems))} is no process of the "
+                "library: no thickness estimate; the model grows only the library cycles its "
+                f"doses contain in order ({', '.join(sorted({k.name for k in inside}))})",
+                cyc.loc,
+            )
+            return
+        near = sorted(
+            (p for p in library.processes().values() if chems & p.chemicals),
+            key=lambda p: (-len(chems & p.chemicals), len(p.chemicals - chems)),
+        )
+        hint = ""
+        if near:
+            seqs = [" -> ".join(k.chemicals) for k in near[0].cycles.values()]
+            hint = f"the nearest library process, {near[0].id}, doses {' | '.join(seqs)}"
+        self.d.warning(
+            f"cycle '{cyc.name}': {' -> '.join(ordered)} contains no cycle of the process "
+            "library: these doses meet no surface reaction the model knows, so the cycle "
+            "grows nothing (no thickness estimate; the simulated reactor grows 0 nm)",
+            cyc.loc,
+            hint,
         )
 
     def _chemicals(self, body: s.Body) -> list[str]:
@@ -589,10 +628,13 @@ class _Compiler:
         factor = step.duration_s / tau if tau > 0 else math.inf
         if factor < self.tool.chamber.purge_factor:
             residual = math.exp(-factor)
+            cvd = residual_cvd(factor)
+            # the estimate is first order in the residue: past a few tens of percent, say so
+            share = f"~{cvd:.0%} of the film" if cvd < 0.3 else "a large part of the film"
             self.d.warning(
                 f"purge of {format_duration(step.duration_s)} is {factor:.1f} residence times "
-                f"(tool tau {tau:g} s): {residual:.0%} of the previous dose is still in the "
-                "chamber when the next one starts; expect CVD growth",
+                f"(tool tau {tau:g} s): {residual:.1%} of the previous dose is still in the "
+                f"chamber when the next one starts; expect {share} from CVD",
                 step.loc,
                 f"purge at least {self.tool.chamber.purge_factor * tau:.2g} s",
             )
@@ -821,6 +863,12 @@ class _Compiler:
 
 def _with_process(c: s.CycleDef, proc: str, kind: str) -> s.CycleDef:
     return s.CycleDef(c.name, c.every, c.variants, c.chemicals, proc, kind)
+
+
+def _subsequence(seq: Sequence[str], doses: Sequence[str]) -> bool:
+    """True when ``seq`` appears in ``doses`` in order (other doses may come between)."""
+    it = iter(doses)
+    return all(c in it for c in seq)
 
 
 def _has_loops(steps: tuple[m.Step, ...]) -> bool:

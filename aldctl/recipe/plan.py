@@ -247,12 +247,14 @@ def _loop_plan(loop: s.Loop, times: int, loop_ns: int, diags: Diagnostics) -> Lo
         target_nm=loop.target_nm,
     )
     if loop.process is None:
-        chems = sorted({c for cd in loop.cycles.values() for c in cd.chemicals})
-        diags.warning(
-            f"{loop.label}: {' + '.join(chems) or 'no doses'} matches no process in the "
-            "library: no thickness estimate",
-            loop.loc,
-        )
+        if all(cd.process is not None for cd in loop.cycles.values()):
+            chems = sorted({c for cd in loop.cycles.values() for c in cd.chemicals})
+            diags.warning(
+                f"{loop.label}: {' + '.join(chems) or 'no doses'} matches no process in the "
+                "library: no thickness estimate",
+                loop.loc,
+            )
+        # a cycle with no process at all: the compiler has warned (every command shows it)
         return lp
     proc = library.processes()[loop.process]
     t = loop.substrate_c
