@@ -39,7 +39,7 @@ def _gpc(r: Reactor, chems: list[str], pulse_ns: int, purge_ns: int, cycles: int
 
 def test_al2o3_cap_on_a_lithium_film_grows_al2o3_tma_h2o() -> None:
     # A LiOtBu film first, then an Al2O3 cap at 150 C: the cap is TMA meeting H2O, so it
-    # grows Al2O3-TMA-H2O's 1.025 A/cycle, not LiAlOx's Al2O3 subcycle extrapolated to 150 C.
+    # grows Al2O3-TMA-H2O's 1.023 A/cycle, not LiAlOx's Al2O3 subcycle extrapolated to 150 C.
     r = _reactor(["LiOtBu", "H2O", "NbOEt5", "TMA"], 235.0)
     for _ in range(3):
         seq.run_cycle(r, ["LiOtBu", "H2O"], 2 * S, 10 * S)
