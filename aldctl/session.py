@@ -65,13 +65,15 @@ def recipe_chemicals(recipe: Recipe) -> list[str]:
 def provision_lines(tool: cfg.ToolConfig, chemicals: Iterable[str]) -> cfg.ToolConfig:
     """Add one line per dosed chemical the tool has no line for (``auto_lines`` tools only).
 
-    Heated chemicals (source above 30 degC) also get a source heater and a line heater,
+    Heated chemicals (:func:`sim.config.heated_source_c`, the rule the simulator uses too)
+    also get a source heater and a line heater,
     devices named ``source.<line>`` and ``line.<line>`` built from the heater template.
     """
     auto = tool.auto_lines
     if auto is None:
         return tool
     from sim import chemistry
+    from sim.config import heated_source_c
 
     lines = dict(tool.lines)
     devices = dict(tool.devices)
@@ -89,7 +91,7 @@ def provision_lines(tool: cfg.ToolConfig, chemicals: Iterable[str]) -> cfg.ToolC
         while channel in used:
             channel += 1
         used.add(channel)
-        heated = chem.source_t_min is not None and chem.source_t_min > 30.0
+        heated = heated_source_c(chem.name) is not None  # the simulator's rule, shared
         if heated:
             for role in ("source", "line"):
                 dev = f"{role}.{chem.name}"

@@ -210,6 +210,17 @@ def simulate(
             f"{names or 'a precursor'} decomposing on the {t_sub_max:.0f} degC substrate: "
             "not self-limited, longer purges do not help; lower the substrate temperature"
         )
+    for line, left in t.source_mass_g.items():
+        spec = tool.lines.get(line)
+        reserve = r.line_config(line).reserve_g
+        if spec is None or left >= reserve or not t.consumed_g.get(line):
+            continue
+        warnings.append(
+            f"source {line}: {left * 1e3:.1f} mg left after drawing "
+            f"{t.consumed_g[line] * 1e3:.1f} mg (the tool says it holds "
+            f"{spec.source_mass * 1e3:.3g} mg): below its last {reserve * 1e3:.2g} mg the "
+            "doses fall short; refill it or shorten the recipe"
+        )
     for name, k in kinds.items():
         if k.count and k.growth_a < NO_GROWTH_A * k.count:
             chems = " + ".join(sorted(_cycle_chemicals(sched, name)))

@@ -401,7 +401,6 @@ class ReactorConfig:
         lines: list[LineConfig] = []
         feeds: list[str] = []
         ozone = False
-        src_t = library.source_temperatures()
         for name in dict.fromkeys(chemicals):
             chem = chemistry.get(name) if name in chemistry.catalogue() else None
             if chem is None:
@@ -420,9 +419,7 @@ class ReactorConfig:
                 lines.append(LineConfig(name, name))
                 ozone = ozone or name == "O3"
                 continue
-            need = max(chem.source_t_min or base.ambient_c, src_t.get(name, base.ambient_c))
-            heated = need > base.ambient_c + _HEATED_MARGIN_K
-            source_t = need if heated else None
+            source_t = heated_source_c(name, base.ambient_c)
             line_t = (source_t if source_t is not None else base.ambient_c) + _LINE_ABOVE_SOURCE_K
             lines.append(LineConfig(name, name, source_t_c=source_t, line_t_c=line_t))
         plasma = PlasmaConfig(feed_gases=tuple(dict.fromkeys(feeds))) if feeds else None
@@ -568,3 +565,20 @@ def _convert(cls: type[Any], key: str, value: Any, path: str, errors: list[str])
             return tuple(value)
     errors.append(f"{path} has the wrong type ({type(value).__name__})")
     return None
+
+
+def heated_source_c(name: str, ambient_c: float = 25.0) -> float | None:
+    """The source setpoint a chemical needs when its source must be heated, else None.
+
+    The one rule for "heated source" (the built-in tool's line provisioning and
+    :meth:`ReactorConfig.for_lines` both use it): the chemical's minimum source temperature
+    or the papers' (processes.yaml), whichever is higher, more than 2 K above ambient.
+    """
+    chem = chemistry.get(name)
+    if chem.state is chemistry.State.GAS or chem.role not in (
+        chemistry.Role.PRECURSOR,
+        chemistry.Role.COREACTANT,
+    ):
+        return None
+    need = max(chem.source_t_min or ambient_c, library.source_temperatures().get(name, ambient_c))
+    return need if need > ambient_c + _HEATED_MARGIN_K else None

@@ -161,3 +161,52 @@ def test_calibration_through_the_cli_predicts_a_held_out_point(
     )
     assert out["gpc_A"] == pytest.approx(published, rel=0.10)
     assert out["gpc_A"] != pytest.approx(library.processes()["Al2O3-TMA-H2O"].gpc(held), abs=0)
+
+
+def test_built_in_tool_and_simulator_heat_the_same_sources() -> None:
+    # Before: the built-in tool heated sources above 30 degC, the simulator above 27 degC,
+    # so ethylene glycol (30 degC) had a source heater in one and not the other.
+    from aldctl import config, session
+    from sim import chemistry
+    from sim.config import ReactorConfig
+
+    names = [c.name for c in chemistry.catalogue().values() if c.is_dose]
+    tool = session.provision_lines(config.load_builtin(), names)
+    tool_heated = {ln.chemical for ln in tool.lines.values() if ln.source_heater}
+    sim_heated = {ln.chemical for ln in ReactorConfig.for_lines(names).lines if ln.source_t_c}
+    assert tool_heated == sim_heated
+    assert "EG" in tool_heated
+
+
+def test_an_include_stack_plans_the_doses_of_its_heated_precursors(run_cli: Run) -> None:
+    # Before: 0.00 mg of LiOtBu (the source temperature was set inside the included film).
+    def chems(path: str) -> dict[str, Any]:
+        res = run_cli("plan", path, "--json")
+        assert res.code == 0, res.err
+        out: dict[str, Any] = json.loads(res.out)["chemicals"]
+        return out
+
+    stack = chems(str(HERE / "stack_include.yaml"))
+    alone = chems("recipes/litaox_1_6.yaml")
+    for chem in ("LiOtBu", "TaOEt5"):
+        assert stack[chem]["estimated_g"] == pytest.approx(alone[chem]["estimated_g"], rel=1e-6)
+        assert stack[chem]["estimated_g"] > 1e-3
+
+
+def test_source_mass_is_honoured(run_cli: Run, tmp_path: Path) -> None:
+    # Before: a 5 mg TMA source delivered 10.7 mg over 100 cycles, and nothing said so.
+    from aldctl import config
+
+    tool = tmp_path / "tool.yaml"
+    tool.write_text(
+        config.builtin_text()
+        + "lines:\n  TMA: {chemical: TMA, valve: valves:0, source_mass: 5 mg}\n",
+        encoding="utf-8",
+    )
+    plan = run_cli("plan", "recipes/al2o3_tma_h2o.yaml", "-c", str(tool))
+    assert plan.code == 0, plan.err
+    assert "more than the 5 mg its source holds" in plan.err + plan.out
+    out = sim_json(run_cli, "recipes/al2o3_tma_h2o.yaml", "-c", str(tool))
+    assert out["precursor_g"]["TMA"] <= 5e-3 * (1 + 1e-9)
+    assert any(w.startswith("source TMA") for w in out["warnings"])
+    assert out["thickness_nm"] < 0.8 * 10.23  # the film stops growing when the source is dry

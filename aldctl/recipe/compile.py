@@ -142,6 +142,8 @@ class _Compiler:
         self.substrate_max, self.substrate_why = self._substrate_max()
         self.warned_unheated: set[str] = set()
         self.warned_no_process: set[str] = set()
+        self.sources_seen: dict[str, float] = {}
+        """Hottest setpoint each source was given anywhere (for the planner's doses)."""
         self.last_dose: tuple[str, Location] | None = None
         self.purged_since_dose = True
         self.main_substrate: float | None = None
@@ -157,6 +159,9 @@ class _Compiler:
             if k.startswith("source.") and v is not None
         }
         main = self.segments(self.recipe.main, self.recipe.cycles)
+        # a source first heated inside main (the setup of an included film) counts too
+        for k, v in self.sources_seen.items():
+            sources.setdefault(k, v)
         teardown = self.body(self.recipe.teardown, "teardown", self.recipe.cycles)
         sched = s.Schedule(
             recipe=self.recipe.name,
@@ -387,6 +392,12 @@ class _Compiler:
             process=found[0].id if found else None,
             kind=found[1] if found else None,
         )
+
+    def _seen_source(self, channel: str, value: float | None) -> None:
+        if value is None or not channel.startswith("source."):
+            return
+        line = channel.removeprefix("source.")
+        self.sources_seen[line] = max(value, self.sources_seen.get(line, value))
 
     def _warn_no_process(self, cyc: m.Cycle, ordered: list[str]) -> None:
         """Said at compile time so that validate, plan, simulate and run all say it."""
@@ -752,6 +763,7 @@ class _Compiler:
             if sp.value is not None:
                 self._check_temperature(ch, sp.value, sp.loc)
             self.state.temps[ch] = sp.value
+            self._seen_source(ch, sp.value)
             b.act(0, ActionKind.SET_TEMPERATURE, ch, sp.value, loc=sp.loc)
         elif ch in self.flow_channels:
             if sp.kind is not m.ValueKind.FLOW and sp.value is not None:
@@ -817,6 +829,7 @@ class _Compiler:
         duration = abs(step.target_c - start) / step.rate_k_min * 60.0
         b.act(0, ActionKind.SET_TEMPERATURE, ch, step.target_c, rate=step.rate_k_min, loc=step.loc)
         self.state.temps[ch] = step.target_c
+        self._seen_source(ch, step.target_c)
         b.span(to_ns(duration), _step_label(step))
 
     def wait_until(self, step: m.WaitUntil, b: _Body) -> None:

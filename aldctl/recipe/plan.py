@@ -204,6 +204,18 @@ def plan(schedule: s.Schedule, tool: ToolConfig) -> Plan:
             prev.dose_s += open_ns[line] / NS
             prev.grams = None if prev.grams is None or grams is None else prev.grams + grams
 
+    for line, lp_ in lines.items():
+        spec = tool.lines.get(line)
+        cp = chems.get(lp_.chemical)
+        if spec is None or cp is None or cp.grams is None:
+            continue
+        grams = cp.grams * (lp_.actuations / cp.pulses if cp.pulses else 1.0)
+        if grams > spec.source_mass:
+            diags.warning(
+                f"line {line}: the recipe draws about {grams * 1e3:.3g} mg of {lp_.chemical}, "
+                f"more than the {spec.source_mass * 1e3:.3g} mg its source holds "
+                "(source_mass in the tool config): the doses fall short before the end",
+            )
     total_cat = sum(film_moles.values())
     cations = {k: v / total_cat for k, v in film_moles.items()} if total_cat else {}
     setup_s = schedule.setup.min_ns / NS
