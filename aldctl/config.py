@@ -148,6 +148,10 @@ class LineSpec(_Model):
     source_max: DegC = 200.0
     line_max: DegC = 200.0
     source_mass: Grams = 25.0
+    flow: Sccm | None = None
+    """Gas lines (CO2, NH3, H2S, O2 doses): what flows while the valve is open, the MFC
+    setpoint or the flow the line's restrictor passes. The simulator and validation's
+    pressure prediction dose at this flow."""
     hazards: tuple[str, ...] = ()
 
 
@@ -261,6 +265,8 @@ class AutoLines(_Model):
     """Device the new lines' valves go on (next free channel)."""
     heater: dict[str, Any] = {}
     """Device spec template for each new source/line heater; ``component`` is filled in."""
+    gas_flow: Sccm = 20.0
+    """Flow of each gas line provisioned (CO2, NH3, H2S, O2 doses): its MFC setpoint."""
 
 
 class JournalSpec(_Model):

@@ -92,15 +92,18 @@ def provision_lines(tool: cfg.ToolConfig, chemicals: Iterable[str]) -> cfg.ToolC
             channel += 1
         used.add(channel)
         heated = heated_source_c(chem.name) is not None  # the simulator's rule, shared
+        gas = chem.state is chemistry.State.GAS
         if heated:
             for role in ("source", "line"):
                 dev = f"{role}.{chem.name}"
                 devices[dev] = cfg.DeviceSpec.model_validate({**auto.heater, "component": dev})
+        flow = f"{auto.gas_flow:g} sccm" if gas and chem.name != "O3" else None
         lines[chem.name] = cfg.LineSpec(
             chemical=chem.name,
             valve=cfg.ChannelRef(device=valves, channel=channel),
             source_heater=f"source.{chem.name}" if heated else None,
             line_heater=f"line.{chem.name}" if heated else None,
+            flow=flow,  # type: ignore[arg-type]  # validated with its unit, like YAML
             hazards=chem.hazards,
         )
     return tool.model_copy(update={"lines": lines, "devices": devices})

@@ -37,7 +37,7 @@ from drivers.base import (
     ThicknessReading,
 )
 from sim.chemistry import catalogue
-from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig
+from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig, gas_line_flow
 from sim.reactor import Reactor, Snapshot, UnknownComponentError
 
 TIMEOUT_S = 0.5
@@ -92,6 +92,19 @@ class SimulatedReactor:
                 # a small source runs dry at its end, not in proportion from the start
                 dataclasses.replace(lc, mass_g=float(m), reserve_g=min(lc.reserve_g, 0.1 * m))
                 if (m := masses.get(lc.chemical)) is not None
+                else lc
+                for lc in cfg.lines
+            ),
+        )
+        # A gas line doses at its stated flow (MFC setpoint or restrictor).
+        flows = {ln["chemical"]: ln.get("flow_sccm") for ln in lines.values()}
+        cfg = dataclasses.replace(
+            cfg,
+            lines=tuple(
+                dataclasses.replace(lc, **gas_line_flow(float(f), cfg.ambient_c))
+                if (f := flows.get(lc.chemical)) is not None
+                and catalogue_state(lc.chemical) == "gas"
+                and lc.chemical != "O3"  # ozone comes from the generator's own flow
                 else lc
                 for lc in cfg.lines
             ),

@@ -582,3 +582,24 @@ def heated_source_c(name: str, ambient_c: float = 25.0) -> float | None:
         return None
     need = max(chem.source_t_min or ambient_c, library.source_temperatures().get(name, ambient_c))
     return need if need > ambient_c + _HEATED_MARGIN_K else None
+
+
+GAS_LINE_SUPPLY_TORR = 760.0
+"""Regulated cylinder pressure behind a gas line's flow restrictor (or MFC)."""
+
+
+class GasFlow(typing.TypedDict):
+    conductance_l_s: float
+    supply_torr: float
+
+
+def gas_line_flow(sccm: float, ambient_c: float = 25.0) -> GasFlow:
+    """LineConfig fields for a gas line that flows ``sccm`` while its valve is open.
+
+    A regulated supply at 1 atm behind a restrictor sized for the flow (a critical orifice,
+    or an MFC at its setpoint): the flow changes by p_chamber/760 at most, under 1 % at
+    the few Torr a dose reaches.
+    """
+    mol_s = sccm * SCCM_MOL_S
+    conductance = mol_s * R_TORR_L * kelvin(ambient_c) / GAS_LINE_SUPPLY_TORR
+    return {"conductance_l_s": conductance, "supply_torr": GAS_LINE_SUPPLY_TORR}

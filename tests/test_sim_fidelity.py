@@ -16,6 +16,7 @@ import pytest
 
 from sim import library
 from sim.purge import CVD_LIMIT, DEFAULT_PURGE_FACTOR
+from sim.units import SCCM_MOL_S
 
 Run = Callable[..., Any]
 HERE = Path(__file__).parent / "recipes" / "fidelity"
@@ -210,3 +211,27 @@ def test_source_mass_is_honoured(run_cli: Run, tmp_path: Path) -> None:
     assert out["precursor_g"]["TMA"] <= 5e-3 * (1 + 1e-9)
     assert any(w.startswith("source TMA") for w in out["warnings"])
     assert out["thickness_nm"] < 0.8 * 10.23  # the film stops growing when the source is dry
+
+
+def test_a_gas_dose_flows_at_its_line_flow(run_cli: Run, tmp_path: Path) -> None:
+    # Before: a gas line was a 20 Torr supply through an ALD valve, ~380 sccm: a 1 s CO2
+    # pulse reached 6.8 Torr and aborted the run. A gas line now doses at its flow (the
+    # built-in tool provisions 20 sccm); validation predicts the pressure on that flow.
+    from aldctl import config
+
+    recipe = str(HERE / "lithicone_co2.yaml")
+    val = run_cli("validate", recipe)
+    assert val.code == 0, val.err
+    assert "peaks at" not in val.err + val.out
+    out = sim_json(run_cli, recipe)
+    mol = 5 * 20.0 * SCCM_MOL_S * 1.0  # five 1 s pulses at 20 sccm
+    assert out["precursor_g"]["CO2"] == pytest.approx(mol * 44.01, rel=0.02)
+    fast = tmp_path / "tool.yaml"
+    fast.write_text(
+        config.builtin_text()
+        + "lines:\n  CO2: {chemical: CO2, valve: valves:0, flow: 1000 sccm}\n",
+        encoding="utf-8",
+    )
+    val = run_cli("validate", recipe, "-c", str(fast))
+    assert val.code == 0, val.err
+    assert "dose of CO2 peaks at" in val.err + val.out
