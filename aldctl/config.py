@@ -209,6 +209,14 @@ class ChamberSpec(_Model):
     """Chamber gas residence time tau = V/S at process pressure (measure it from a pulse decay)."""
     purge_factor: float = Field(default=DEFAULT_PURGE_FACTOR, gt=0)
     """A purge shorter than this many residence times gets a warning."""
+    expose_carrier: Literal["stop", "reduce", "keep"] = "stop"
+    """What the carrier does while an ``expose`` step isolates the chamber from the pump,
+    as the hardware does it: ``stop`` (its MFC to 0: the usual stop-flow), ``reduce`` (to
+    ``expose_carrier_flow``) or ``keep`` (it keeps flowing and fills the chamber; only for
+    a tool that bleeds it elsewhere). The compiler emits the carrier setpoints; validation
+    predicts each exposure's peak pressure with them."""
+    expose_carrier_flow: Sccm = 0.0
+    """Carrier flow during an exposure when ``expose_carrier`` is ``reduce``."""
 
 
 class LimitAction(StrEnum):

@@ -187,12 +187,28 @@ def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
         for cycle in loop.cycles.values():
             bodies += list(cycle.variants.values())
     doses: dict[tuple[str, int], Any] = {}
+    exposures: dict[tuple[Any, ...], tuple[Any, list[Any]]] = {}
     for body in bodies:
         for phase in body.phases:
-            for a in getattr(phase, "actions", ()):
-                if a.kind is ActionKind.PULSE:
+            actions = list(getattr(phase, "actions", ()))
+            windows = _isolated_windows(actions, ActionKind.PUMP_ISOLATION)
+            for t0, t1, iso in windows:
+                inside = [
+                    a
+                    for a in actions
+                    if t0 <= a.offset_ns <= t1
+                    and a.kind in (ActionKind.PULSE, ActionKind.SET_FLOW, ActionKind.PUMP_ISOLATION)
+                ]
+                key = tuple(
+                    (a.offset_ns - t0, a.kind, a.target, a.value, a.duration_ns) for a in inside
+                )
+                exposures.setdefault(key, (iso, inside))
+            for a in actions:
+                if a.kind is ActionKind.PULSE and not any(
+                    t0 <= a.offset_ns <= t1 for t0, t1, _ in windows
+                ):
                     doses.setdefault((a.target, a.duration_ns), a)
-    if not doses:
+    if not doses and not exposures:
         return []
     try:
         reactor = simulated_reactor(tool).reactor
@@ -233,6 +249,61 @@ def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
                     "takes it",
                 )
             )
+    for iso, inside in exposures.values():
+        reactor.restore(base)
+        t0 = reactor.now_ns - iso.offset_ns
+        events: list[tuple[int, int, Any, bool]] = []
+        for a in inside:
+            events.append((a.offset_ns, 1, a, True))
+            if a.kind is ActionKind.PULSE:
+                events.append((a.offset_ns + a.duration_ns, 0, a, False))
+        events.sort(key=lambda e: (e[0], e[1]))
+        peak = reactor.truth().pressure_torr
+        try:
+            for offset, _, a, opening in events:
+                while reactor.now_ns < t0 + offset:
+                    reactor.advance_to(min(t0 + offset, reactor.now_ns + 50_000_000))
+                    peak = max(peak, reactor.truth().pressure_torr)
+                if a.kind is ActionKind.PULSE:
+                    line = tool.lines[a.target].chemical if a.target in tool.lines else a.target
+                    reactor.set_valve(line, opening)
+                elif a.kind is ActionKind.SET_FLOW:
+                    reactor.set_mfc(a.target, a.value or 0.0)
+                else:
+                    reactor.set_pump_isolation(bool(a.value))
+        except (KeyError, ValueError):
+            continue
+        peak = max(peak, reactor.truth().pressure_torr)
+        if peak > hold:
+            doses_in = ", ".join(
+                f"{a.target} {a.duration_ns / NS:g} s" for a in inside if a.kind is ActionKind.PULSE
+            )
+            out.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    f"an exposure ({doses_in or 'no dose'}, pump isolated "
+                    f"{(max(a.offset_ns for a in inside) - iso.offset_ns) / NS:g} s, carrier "
+                    f"'{tool.chamber.expose_carrier}') peaks at {peak:.2g} Torr on this "
+                    f"chamber's model, above the {hold:g} Torr hold limit: the run would hold "
+                    "at every exposure",
+                    iso.loc,
+                    "shorten the dose, or set chamber.expose_carrier to what the tool does "
+                    "with its carrier while the chamber is isolated",
+                )
+            )
+    return out
+
+
+def _isolated_windows(actions: list[Any], kind: Any) -> list[tuple[int, int, Any]]:
+    """(closed at, reopened at, the closing action) of each pump isolation in a phase."""
+    out: list[tuple[int, int, Any]] = []
+    start: Any = None
+    for a in sorted((a for a in actions if a.kind is kind), key=lambda a: a.offset_ns):
+        if not a.value and start is None:
+            start = a
+        elif a.value and start is not None:
+            out.append((start.offset_ns, a.offset_ns, start))
+            start = None
     return out
 
 

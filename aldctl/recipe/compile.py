@@ -659,11 +659,17 @@ class _Compiler:
                 step.loc,
                 "add 'pump_isolation: {valve: device:channel, fails: open|closed}' to the tool",
             )
+        ch = self.tool.chamber
+        carrier = self.state.flows.get("carrier")
+        isolated_flow = {"stop": 0.0, "reduce": ch.expose_carrier_flow}.get(ch.expose_carrier)
+        end = to_ns(step.dose_s + step.hold_s)
+        if isolated_flow is not None and carrier and "carrier" in self.flow_channels:
+            # the carrier would fill the isolated chamber: the tool says what it does instead
+            b.act(0, ActionKind.SET_FLOW, "carrier", isolated_flow, loc=step.loc)
+            b.act(end, ActionKind.SET_FLOW, "carrier", carrier, loc=step.loc)
         b.act(0, ActionKind.PUMP_ISOLATION, "pump", 0.0, loc=step.loc)
         self.pulse(step.doses, b, step.loc)
-        b.act(
-            to_ns(step.dose_s + step.hold_s), ActionKind.PUMP_ISOLATION, "pump", 1.0, loc=step.loc
-        )
+        b.act(end, ActionKind.PUMP_ISOLATION, "pump", 1.0, loc=step.loc)
         self.purged_since_dose = step.pump_s >= self.tool.chamber.residence_time
         b.span(to_ns(step.duration_s), _step_label(step))
 
