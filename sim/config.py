@@ -21,6 +21,7 @@ tau ~ 7.5 s: 5-20 s purges overlap (CVD demonstrations).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sim import chemistry, delivery, library
-from sim.units import R_TORR_L, SCCM_MOL_S, kelvin
+from sim.units import NS_PER_S, R_TORR_L, SCCM_MOL_S, kelvin
 
 _HEATED_MARGIN_K = 2.0
 _LINE_ABOVE_SOURCE_K = 15.0
@@ -603,3 +604,28 @@ def gas_line_flow(sccm: float, ambient_c: float = 25.0) -> GasFlow:
     mol_s = sccm * SCCM_MOL_S
     conductance = mol_s * R_TORR_L * kelvin(ambient_c) / GAS_LINE_SUPPLY_TORR
     return {"conductance_l_s": conductance, "supply_torr": GAS_LINE_SUPPLY_TORR}
+
+
+def heater_settle_s(
+    zone: str, start_c: float, setpoint_c: float, ambient_c: float = 25.0, band_k: float = 2.0
+) -> float:
+    """Seconds the simulated heater ``zone`` ("substrate", "walls", "source.X", "line.X")
+    takes from ``start_c`` to within ``band_k`` of ``setpoint_c`` (math.inf: never, within
+    four hours): the planner's heat-up estimate for a simulated tool. The heater model
+    itself (:class:`sim.components.Heater`: thermal mass, power limit, PID, passive
+    cooling) is run alone, so the estimate is what the simulated reactor does.
+    """
+    from sim.components import Heater
+
+    if abs(setpoint_c - start_c) <= band_k:
+        return 0.0
+    cfg = dataclasses.replace(
+        HeaterConfig.default(zone, setpoint_c), start_c=start_c, setpoint_c=setpoint_c
+    )
+    h = Heater(cfg, ambient_c, settled=False)
+    step = NS_PER_S
+    for k in range(1, 4 * 3600 + 1):
+        h.advance_to(k * step)
+        if abs(h.t_c - setpoint_c) <= band_k:
+            return float(k)
+    return math.inf

@@ -284,3 +284,14 @@ def test_an_exposure_with_a_flowing_carrier_is_predicted(run_cli: Run, tmp_path:
     val = run_cli("validate", str(HERE / "al2o3_expose.yaml"), "-c", str(tool))
     assert val.code == 0, val.err
     assert "carrier 'keep') peaks at" in val.err + val.out
+
+
+@pytest.mark.parametrize("recipe", ["recipes/litaox_1_6.yaml", str(HERE / "linbox_al2o3_cap.yaml")])
+def test_the_plan_includes_heat_up(run_cli: Run, recipe: str) -> None:
+    # Before: the plan counted a wait_until at its hold time only (25 min planned for a
+    # LiNbOx recipe that ran 37); now the heaters' heat-up (and cool-down) after each set.
+    res = run_cli("plan", recipe, "--json")
+    assert res.code == 0, res.err
+    planned = json.loads(res.out)["duration_s"]
+    ran = sim_json(run_cli, recipe)["process_time_s"]
+    assert planned == pytest.approx(ran, rel=0.05)

@@ -36,6 +36,7 @@ from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, ActionKind, to_ns
 from aldctl.units import format_duration
 from sim import chemistry, library
+from sim.config import heater_settle_s
 from sim.purge import residual_cvd
 
 MAX_EVERY_BLOCKS = 6
@@ -142,6 +143,8 @@ class _Compiler:
         self.substrate_max, self.substrate_why = self._substrate_max()
         self.warned_unheated: set[str] = set()
         self.warned_no_process: set[str] = set()
+        self.heater_at: dict[str, float] = {}
+        """Temperature each heater was last waited to (the start of its next heat-up)."""
         self.sources_seen: dict[str, float] = {}
         """Hottest setpoint each source was given anywhere (for the planner's doses)."""
         self.last_dose: tuple[str, Location] | None = None
@@ -873,8 +876,29 @@ class _Compiler:
                     step.on_timeout,
                     _step_label(step),
                     step.loc,
+                    expected_ns=min(self._heat_up_ns(conds), to_ns(step.timeout_s)),
                 )
             )
+
+    def _heat_up_ns(self, conds: list[s.Condition]) -> int:
+        """Expected time for the heaters to reach their setpoints and hold there: the
+        simulated heater model on a simulated tool, the heater's ramp_max on a real one
+        (none stated: unknown, 0). The planner adds it to the duration."""
+        worst = 0.0
+        for c in conds:
+            if c.channel not in self.temp_channels or c.setpoint is None:
+                continue
+            start = self.heater_at.get(c.channel, AMBIENT_C)
+            self.heater_at[c.channel] = c.setpoint
+            if self.tool.simulator:
+                t = heater_settle_s(c.channel, start, c.setpoint, AMBIENT_C, c.value)
+            else:
+                spec = self.tool.heaters.get(c.channel)
+                rate = spec.ramp_max if spec is not None else None
+                t = abs(c.setpoint - start) / rate * 60.0 if rate else 0.0
+            if math.isfinite(t):
+                worst = max(worst, t + c.hold_ns / NS)
+        return to_ns(worst)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -159,7 +159,7 @@ def plan(schedule: s.Schedule, tool: ToolConfig) -> Plan:
     add_stats(schedule.teardown.stats, 1)
     for block, times in s.walk_blocks(schedule.main):
         add_stats(block.body.stats, times)
-        main_ns += block.body.min_ns * times
+        main_ns += block.body.expected_ns * times
         timeouts += _awaits(block.body) * times
 
     loops: list[LoopPlan] = []
@@ -218,8 +218,9 @@ def plan(schedule: s.Schedule, tool: ToolConfig) -> Plan:
             )
     total_cat = sum(film_moles.values())
     cations = {k: v / total_cat for k, v in film_moles.items()} if total_cat else {}
-    setup_s = schedule.setup.min_ns / NS
-    teardown_s = schedule.teardown.min_ns / NS
+    # awaits count at their expected time (heat-up after a set), not just their hold
+    setup_s = schedule.setup.expected_ns / NS
+    teardown_s = schedule.teardown.expected_ns / NS
     return Plan(
         recipe=schedule.recipe,
         tool=schedule.tool,
