@@ -148,6 +148,10 @@ class LineSpec(_Model):
     source_max: DegC = 200.0
     line_max: DegC = 200.0
     source_mass: Grams = 25.0
+    flow: Sccm | None = None
+    """Gas lines (CO2, NH3, H2S, O2 doses): what flows while the valve is open, the MFC
+    setpoint or the flow the line's restrictor passes. The simulator and validation's
+    pressure prediction dose at this flow."""
     hazards: tuple[str, ...] = ()
 
 
@@ -193,12 +197,26 @@ class QcmSpec(_Model):
     device: str
 
 
+DEFAULT_PURGE_FACTOR = 7.0
+"""The factor that keeps CVD under 1 % of the film: ``sim.purge.DEFAULT_PURGE_FACTOR``, the
+rule the simulator's CVD warning uses too (a literal here: the engine imports this module and
+never the simulator; tests/test_sim_fidelity.py keeps the two equal)."""
+
+
 class ChamberSpec(_Model):
     volume: Litres = 0.3
     residence_time: Seconds = 0.8
     """Chamber gas residence time tau = V/S at process pressure (measure it from a pulse decay)."""
-    purge_factor: float = Field(default=3.0, gt=0)
+    purge_factor: float = Field(default=DEFAULT_PURGE_FACTOR, gt=0)
     """A purge shorter than this many residence times gets a warning."""
+    expose_carrier: Literal["stop", "reduce", "keep"] = "stop"
+    """What the carrier does while an ``expose`` step isolates the chamber from the pump,
+    as the hardware does it: ``stop`` (its MFC to 0: the usual stop-flow), ``reduce`` (to
+    ``expose_carrier_flow``) or ``keep`` (it keeps flowing and fills the chamber; only for
+    a tool that bleeds it elsewhere). The compiler emits the carrier setpoints; validation
+    predicts each exposure's peak pressure with them."""
+    expose_carrier_flow: Sccm = 0.0
+    """Carrier flow during an exposure when ``expose_carrier`` is ``reduce``."""
 
 
 class LimitAction(StrEnum):
@@ -255,6 +273,8 @@ class AutoLines(_Model):
     """Device the new lines' valves go on (next free channel)."""
     heater: dict[str, Any] = {}
     """Device spec template for each new source/line heater; ``component`` is filled in."""
+    gas_flow: Sccm = 20.0
+    """Flow of each gas line provisioned (CO2, NH3, H2S, O2 doses): its MFC setpoint."""
 
 
 class OperatorSpec(_Model):

@@ -65,13 +65,15 @@ def recipe_chemicals(recipe: Recipe) -> list[str]:
 def provision_lines(tool: cfg.ToolConfig, chemicals: Iterable[str]) -> cfg.ToolConfig:
     """Add one line per dosed chemical the tool has no line for (``auto_lines`` tools only).
 
-    Heated chemicals (source above 30 degC) also get a source heater and a line heater,
+    Heated chemicals (:func:`sim.config.heated_source_c`, the rule the simulator uses too)
+    also get a source heater and a line heater,
     devices named ``source.<line>`` and ``line.<line>`` built from the heater template.
     """
     auto = tool.auto_lines
     if auto is None:
         return tool
     from sim import chemistry
+    from sim.config import heated_source_c
 
     lines = dict(tool.lines)
     devices = dict(tool.devices)
@@ -89,16 +91,19 @@ def provision_lines(tool: cfg.ToolConfig, chemicals: Iterable[str]) -> cfg.ToolC
         while channel in used:
             channel += 1
         used.add(channel)
-        heated = chem.source_t_min is not None and chem.source_t_min > 30.0
+        heated = heated_source_c(chem.name) is not None  # the simulator's rule, shared
+        gas = chem.state is chemistry.State.GAS
         if heated:
             for role in ("source", "line"):
                 dev = f"{role}.{chem.name}"
                 devices[dev] = cfg.DeviceSpec.model_validate({**auto.heater, "component": dev})
+        flow = f"{auto.gas_flow:g} sccm" if gas and chem.name != "O3" else None
         lines[chem.name] = cfg.LineSpec(
             chemical=chem.name,
             valve=cfg.ChannelRef(device=valves, channel=channel),
             source_heater=f"source.{chem.name}" if heated else None,
             line_heater=f"line.{chem.name}" if heated else None,
+            flow=flow,  # type: ignore[arg-type]  # validated with its unit, like YAML
             hazards=chem.hazards,
         )
     return tool.model_copy(update={"lines": lines, "devices": devices})
@@ -195,12 +200,28 @@ def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
         for cycle in loop.cycles.values():
             bodies += list(cycle.variants.values())
     doses: dict[tuple[str, int], Any] = {}
+    exposures: dict[tuple[Any, ...], tuple[Any, list[Any]]] = {}
     for body in bodies:
         for phase in body.phases:
-            for a in getattr(phase, "actions", ()):
-                if a.kind is ActionKind.PULSE:
+            actions = list(getattr(phase, "actions", ()))
+            windows = _isolated_windows(actions, ActionKind.PUMP_ISOLATION)
+            for t0, t1, iso in windows:
+                inside = [
+                    a
+                    for a in actions
+                    if t0 <= a.offset_ns <= t1
+                    and a.kind in (ActionKind.PULSE, ActionKind.SET_FLOW, ActionKind.PUMP_ISOLATION)
+                ]
+                key = tuple(
+                    (a.offset_ns - t0, a.kind, a.target, a.value, a.duration_ns) for a in inside
+                )
+                exposures.setdefault(key, (iso, inside))
+            for a in actions:
+                if a.kind is ActionKind.PULSE and not any(
+                    t0 <= a.offset_ns <= t1 for t0, t1, _ in windows
+                ):
                     doses.setdefault((a.target, a.duration_ns), a)
-    if not doses:
+    if not doses and not exposures:
         return []
     try:
         reactor = simulated_reactor(tool).reactor
@@ -241,6 +262,61 @@ def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
                     "takes it",
                 )
             )
+    for iso, inside in exposures.values():
+        reactor.restore(base)
+        t0 = reactor.now_ns - iso.offset_ns
+        events: list[tuple[int, int, Any, bool]] = []
+        for a in inside:
+            events.append((a.offset_ns, 1, a, True))
+            if a.kind is ActionKind.PULSE:
+                events.append((a.offset_ns + a.duration_ns, 0, a, False))
+        events.sort(key=lambda e: (e[0], e[1]))
+        peak = reactor.truth().pressure_torr
+        try:
+            for offset, _, a, opening in events:
+                while reactor.now_ns < t0 + offset:
+                    reactor.advance_to(min(t0 + offset, reactor.now_ns + 50_000_000))
+                    peak = max(peak, reactor.truth().pressure_torr)
+                if a.kind is ActionKind.PULSE:
+                    line = tool.lines[a.target].chemical if a.target in tool.lines else a.target
+                    reactor.set_valve(line, opening)
+                elif a.kind is ActionKind.SET_FLOW:
+                    reactor.set_mfc(a.target, a.value or 0.0)
+                else:
+                    reactor.set_pump_isolation(bool(a.value))
+        except (KeyError, ValueError):
+            continue
+        peak = max(peak, reactor.truth().pressure_torr)
+        if peak > hold:
+            doses_in = ", ".join(
+                f"{a.target} {a.duration_ns / NS:g} s" for a in inside if a.kind is ActionKind.PULSE
+            )
+            out.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    f"an exposure ({doses_in or 'no dose'}, pump isolated "
+                    f"{(max(a.offset_ns for a in inside) - iso.offset_ns) / NS:g} s, carrier "
+                    f"'{tool.chamber.expose_carrier}') peaks at {peak:.2g} Torr on this "
+                    f"chamber's model, above the {hold:g} Torr hold limit: the run would hold "
+                    "at every exposure",
+                    iso.loc,
+                    "shorten the dose, or set chamber.expose_carrier to what the tool does "
+                    "with its carrier while the chamber is isolated",
+                )
+            )
+    return out
+
+
+def _isolated_windows(actions: list[Any], kind: Any) -> list[tuple[int, int, Any]]:
+    """(closed at, reopened at, the closing action) of each pump isolation in a phase."""
+    out: list[tuple[int, int, Any]] = []
+    start: Any = None
+    for a in sorted((a for a in actions if a.kind is kind), key=lambda a: a.offset_ns):
+        if not a.value and start is None:
+            start = a
+        elif a.value and start is not None:
+            out.append((start.offset_ns, a.offset_ns, start))
+            start = None
     return out
 
 

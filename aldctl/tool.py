@@ -49,6 +49,7 @@ def _plain_tool(config: ToolConfig) -> dict[str, Any]:
                 "source_heater": ln.source_heater,
                 "line_heater": ln.line_heater,
                 "source_mass_g": ln.source_mass,
+                "flow_sccm": ln.flow,
             }
             for name, ln in config.lines.items()
         },

@@ -36,7 +36,8 @@ from drivers.base import (
     TemperatureReading,
     ThicknessReading,
 )
-from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig
+from sim.chemistry import catalogue
+from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig, gas_line_flow
 from sim.reactor import Reactor, Snapshot, UnknownComponentError
 
 TIMEOUT_S = 0.5
@@ -79,6 +80,35 @@ class SimulatedReactor:
             cfg = dataclasses.replace(cfg, plasma=dataclasses.replace(base, feed_gases=gases))
         if tool.get("ozone") and cfg.ozone is None:
             cfg = dataclasses.replace(cfg, ozone=OzoneConfig())
+        # The tool config says how much precursor each source holds: the model starts there.
+        masses = {
+            ln["chemical"]: ln.get("source_mass_g")
+            for ln in lines.values()
+            if catalogue_state(ln["chemical"]) != "gas"  # cylinders: regulated supply
+        }
+        cfg = dataclasses.replace(
+            cfg,
+            lines=tuple(
+                # a small source runs dry at its end, not in proportion from the start
+                dataclasses.replace(lc, mass_g=float(m), reserve_g=min(lc.reserve_g, 0.1 * m))
+                if (m := masses.get(lc.chemical)) is not None
+                else lc
+                for lc in cfg.lines
+            ),
+        )
+        # A gas line doses at its stated flow (MFC setpoint or restrictor).
+        flows = {ln["chemical"]: ln.get("flow_sccm") for ln in lines.values()}
+        cfg = dataclasses.replace(
+            cfg,
+            lines=tuple(
+                dataclasses.replace(lc, **gas_line_flow(float(f), cfg.ambient_c))
+                if (f := flows.get(lc.chemical)) is not None
+                and catalogue_state(lc.chemical) == "gas"
+                and lc.chemical != "O3"  # ozone comes from the generator's own flow
+                else lc
+                for lc in cfg.lines
+            ),
+        )
         self.config = cfg
         self.reactor = Reactor(cfg, seed=seed)
         self.origin: float | None = None
@@ -421,3 +451,9 @@ def make_qcm(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimQc
 
 
 __all__ = ["SimulatedReactor"]
+
+
+def catalogue_state(chemical: str) -> str | None:
+    """How the source holds ``chemical`` ("liquid", "solid", "gas"); None if unknown."""
+    chem = catalogue().get(chemical)
+    return chem.state.value if chem is not None else None

@@ -72,6 +72,11 @@ class Chemical:
     hazards: tuple[str, ...]
     feed_gas: str | None = None
     """For plasma pseudo-chemicals: the gas the plasma source is fed with."""
+    decomposition_onset_c: float | None = None
+    """Precursors: degC above which the molecule decomposes on hot surfaces."""
+    decomposition_from: str = ""
+    """"literature" or "assumed" (chemicals.yaml gives the source or the reasoning)."""
+    decomposition_note: str = ""
 
     @property
     def is_dose(self) -> bool:
@@ -108,6 +113,7 @@ def catalogue() -> dict[str, Chemical]:
     raw = yaml.load(text, Loader=_LOADER)["chemicals"]
     out: dict[str, Chemical] = {}
     for name, spec in raw.items():
+        dec = spec.get("decomposition")
         out[name] = Chemical(
             name=name,
             formula=spec["formula"],
@@ -121,6 +127,9 @@ def catalogue() -> dict[str, Chemical]:
             element=spec.get("element"),
             hazards=tuple(spec.get("hazards", ())),
             feed_gas=spec.get("gas"),
+            decomposition_onset_c=float(dec["onset"]) if dec else None,
+            decomposition_from=str(dec.get("from", "")) if dec else "",
+            decomposition_note=str(dec.get("note", "")) if dec else "",
         )
     return out
 

@@ -21,6 +21,7 @@ tau ~ 7.5 s: 5-20 s purges overlap (CVD demonstrations).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sim import chemistry, delivery, library
-from sim.units import R_TORR_L, SCCM_MOL_S, kelvin
+from sim.units import NS_PER_S, R_TORR_L, SCCM_MOL_S, kelvin
 
 _HEATED_MARGIN_K = 2.0
 _LINE_ABOVE_SOURCE_K = 15.0
@@ -401,7 +402,6 @@ class ReactorConfig:
         lines: list[LineConfig] = []
         feeds: list[str] = []
         ozone = False
-        src_t = library.source_temperatures()
         for name in dict.fromkeys(chemicals):
             chem = chemistry.get(name) if name in chemistry.catalogue() else None
             if chem is None:
@@ -420,9 +420,7 @@ class ReactorConfig:
                 lines.append(LineConfig(name, name))
                 ozone = ozone or name == "O3"
                 continue
-            need = max(chem.source_t_min or base.ambient_c, src_t.get(name, base.ambient_c))
-            heated = need > base.ambient_c + _HEATED_MARGIN_K
-            source_t = need if heated else None
+            source_t = heated_source_c(name, base.ambient_c)
             line_t = (source_t if source_t is not None else base.ambient_c) + _LINE_ABOVE_SOURCE_K
             lines.append(LineConfig(name, name, source_t_c=source_t, line_t_c=line_t))
         plasma = PlasmaConfig(feed_gases=tuple(dict.fromkeys(feeds))) if feeds else None
@@ -568,3 +566,66 @@ def _convert(cls: type[Any], key: str, value: Any, path: str, errors: list[str])
             return tuple(value)
     errors.append(f"{path} has the wrong type ({type(value).__name__})")
     return None
+
+
+def heated_source_c(name: str, ambient_c: float = 25.0) -> float | None:
+    """The source setpoint a chemical needs when its source must be heated, else None.
+
+    The one rule for "heated source" (the built-in tool's line provisioning and
+    :meth:`ReactorConfig.for_lines` both use it): the chemical's minimum source temperature
+    or the papers' (processes.yaml), whichever is higher, more than 2 K above ambient.
+    """
+    chem = chemistry.get(name)
+    if chem.state is chemistry.State.GAS or chem.role not in (
+        chemistry.Role.PRECURSOR,
+        chemistry.Role.COREACTANT,
+    ):
+        return None
+    need = max(chem.source_t_min or ambient_c, library.source_temperatures().get(name, ambient_c))
+    return need if need > ambient_c + _HEATED_MARGIN_K else None
+
+
+GAS_LINE_SUPPLY_TORR = 760.0
+"""Regulated cylinder pressure behind a gas line's flow restrictor (or MFC)."""
+
+
+class GasFlow(typing.TypedDict):
+    conductance_l_s: float
+    supply_torr: float
+
+
+def gas_line_flow(sccm: float, ambient_c: float = 25.0) -> GasFlow:
+    """LineConfig fields for a gas line that flows ``sccm`` while its valve is open.
+
+    A regulated supply at 1 atm behind a restrictor sized for the flow (a critical orifice,
+    or an MFC at its setpoint): the flow changes by p_chamber/760 at most, under 1 % at
+    the few Torr a dose reaches.
+    """
+    mol_s = sccm * SCCM_MOL_S
+    conductance = mol_s * R_TORR_L * kelvin(ambient_c) / GAS_LINE_SUPPLY_TORR
+    return {"conductance_l_s": conductance, "supply_torr": GAS_LINE_SUPPLY_TORR}
+
+
+def heater_settle_s(
+    zone: str, start_c: float, setpoint_c: float, ambient_c: float = 25.0, band_k: float = 2.0
+) -> float:
+    """Seconds the simulated heater ``zone`` ("substrate", "walls", "source.X", "line.X")
+    takes from ``start_c`` to within ``band_k`` of ``setpoint_c`` (math.inf: never, within
+    four hours): the planner's heat-up estimate for a simulated tool. The heater model
+    itself (:class:`sim.components.Heater`: thermal mass, power limit, PID, passive
+    cooling) is run alone, so the estimate is what the simulated reactor does.
+    """
+    from sim.components import Heater
+
+    if abs(setpoint_c - start_c) <= band_k:
+        return 0.0
+    cfg = dataclasses.replace(
+        HeaterConfig.default(zone, setpoint_c), start_c=start_c, setpoint_c=setpoint_c
+    )
+    h = Heater(cfg, ambient_c, settled=False)
+    step = NS_PER_S
+    for k in range(1, 4 * 3600 + 1):
+        h.advance_to(k * step)
+        if abs(h.t_c - setpoint_c) <= band_k:
+            return float(k)
+    return math.inf

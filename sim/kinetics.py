@@ -230,6 +230,8 @@ class Chemistry:
         state_of: dict[tuple[str, ...], int] = {(): 0}
         self.transitions: list[Transition] = []
         self.kinds: list[Kind] = []
+        self._paths: list[tuple[int, ...]] = []
+        """Per kind: the transitions its dose sequence takes (shared steps included)."""
         self.skipped: list[str] = []
         closing: dict[tuple[str, ...], int] = {}
         for proc, ck in kinds:
@@ -242,6 +244,7 @@ class Chemistry:
             k_index = len(self.kinds)
             label = ck.name if labels[ck.name] == 1 else f"{proc.id}:{ck.name}"
             first_state = -1
+            path: list[int] = []
             for j, chem in enumerate(seq):
                 prefix = seq[:j]
                 nxt = seq[: j + 1]
@@ -259,7 +262,9 @@ class Chemistry:
                     first_state = dst
                 existing = [t for t in self.transitions if t.src == src and t.chemical == chem]
                 if existing and not last:
+                    path.append(existing[0].index)
                     continue  # shared prefix step, owned by the earlier kind
+                path.append(len(self.transitions))
                 self.transitions.append(
                     Transition(
                         index=len(self.transitions),
@@ -273,6 +278,7 @@ class Chemistry:
                     )
                 )
             closing[seq] = k_index
+            self._paths.append(tuple(path))
             density = ck.phase.density
             qcm = _qcm_mass_data().get(proc.id)
             if qcm is not None and _process_overrides().get(proc.id, {}).get("qcm_mass_from_data"):
@@ -290,20 +296,23 @@ class Chemistry:
             )
         self.chemicals: frozenset[str] = frozenset(t.chemical for t in self.transitions)
         self._kin = kinetics()
-        # Decomposition: every precursor of a chosen kind, at its process's onset.
+        # Decomposition: every precursor that can enter the chamber decomposes above its own
+        # onset (a property of the molecule, chemicals.yaml), whichever kinds it belongs to;
+        # the deposit counts as the film of the first kind the precursor opens.
         self.decomposition_onset_c: dict[str, float] = {}
         self.decomposition_kind: dict[str, int] = {}
         for k in self.kinds:
             for chem in k.cycle.chemicals:
-                if self._kin[chem].role is not chemistry.Role.PRECURSOR:
+                onset = chemistry.get(chem).decomposition_onset_c
+                if self._kin[chem].role is not chemistry.Role.PRECURSOR or onset is None:
                     continue
-                onset = k.process.decomposition_onset
-                if (
-                    chem not in self.decomposition_onset_c
-                    or onset < self.decomposition_onset_c[chem]
+                self.decomposition_onset_c[chem] = onset
+                first = self.decomposition_kind.get(chem)
+                if first is None or (
+                    self.kinds[first].cycle.chemicals[0] != chem and k.cycle.chemicals[0] == chem
                 ):
-                    self.decomposition_onset_c[chem] = onset
                     self.decomposition_kind[chem] = k.index
+        self._context: dict[tuple[int, int], tuple[library.Process, str, str] | None] = {}
         self._rates_cache: dict[float, Rates] = {}
 
     @property
@@ -323,13 +332,56 @@ class Chemistry:
         raise KeyError(msg)
 
     def interaction(self, kind: int, previous: int) -> float:
-        """Growth factor of ``kind`` when the last completed cycle was ``previous``."""
-        if previous < 0 or previous == kind:
+        """Growth factor of ``kind`` right after a cycle of ``previous`` (at the process's
+        nominal temperature; see :meth:`multiplier`)."""
+        return self.multiplier(kind, previous, previous, self.kinds[kind].process.nominal_t)
+
+    def _supercycle_of(self, kind: int, other: int) -> tuple[library.Process, str, str] | None:
+        """The supercycle process whose subcycles are these two kinds' dose sequences."""
+        key = (kind, other)
+        if key in self._context:
+            return self._context[key]
+        a, b = self.kinds[kind].cycle.chemicals, self.kinds[other].cycle.chemicals
+        found: tuple[library.Process, str, str] | None = None
+        if a != b:
+            for proc in library.processes().values():
+                if not proc.is_supercycle:
+                    continue
+                ka = next((c.name for c in proc.cycles.values() if c.chemicals == a), None)
+                kb = next((c.name for c in proc.cycles.values() if c.chemicals == b), None)
+                if ka is not None and kb is not None:
+                    found = (proc, ka, kb)
+                    break
+        self._context[key] = found
+        return found
+
+    def multiplier(self, kind: int, context: int, previous: int, t_c: float) -> float:
+        """Growth (and site) factor of a cycle of ``kind`` opened at ``t_c``.
+
+        What grows is decided by what has met in the chamber, not by which lines the tool
+        has: ``context`` is the last completed cycle of another kind (-1: none), ``previous``
+        the last completed cycle. When the two kinds are the subcycles of a supercycle
+        process, that process speaks for this cycle: a kind that has no whole-cycle process
+        of its own (the Li2O subcycle: 1.0 to 2.6 A/cycle depending on its partner) grows
+        that supercycle's subcycle GPC, and right after a switch the supercycle's interaction
+        term applies. A kind with a whole-cycle process (TMA/H2O) keeps that process's GPC
+        whatever else the recipe or the tool holds.
+        """
+        if context < 0 or context == kind:
             return 1.0
-        a, b = self.kinds[kind], self.kinds[previous]
-        if a.process is not b.process:
+        hit = self._supercycle_of(kind, context)
+        if hit is None:
             return 1.0
-        return a.process.interaction.get((a.cycle.name, b.cycle.name), 1.0)
+        proc, ka, kb = hit
+        k = self.kinds[kind]
+        factor = 1.0
+        if k.process.is_supercycle and k.process is not proc:
+            base = k.process.gpc(t_c, k.cycle.name)
+            if base > 0.0:
+                factor = proc.gpc(t_c, ka) / base
+        if previous == context:
+            factor *= proc.interaction.get((ka, kb), 1.0)
+        return factor
 
     def metal_thickness_a(self, kind: int) -> tuple[float, float]:
         """(A of film, ng/cm2 of film) per mol/cm2 of the kind's first precursor's metal."""
@@ -358,6 +410,7 @@ class Chemistry:
         n_t: list[float] = [0.0] * len(self.transitions)
         m_t: list[float] = [0.0] * len(self.transitions)
         beta: list[float] = [0.0] * len(self.transitions)
+        owed = [0.0] * len(self.kinds)
         for k in self.kinds:
             phase = k.cycle.phase
             m_loop = gpc[k.index] * 1e-8 * k.areal_density * 1e9  # ng/cm2 per cycle
@@ -397,6 +450,19 @@ class Chemistry:
             total_n = sum(n for _, n in coreactant)
             for trans, n in coreactant:
                 m_t[trans.index] = rest * n / total_n if total_n > 0 else 0.0
+            owed[k.index] = (
+                precursor_mass
+                - sum(m_t[t] for t in self._paths[k.index] if self.transitions[t].kind == k.index)
+                + rest
+            )
+        # A step shared with another kind adds that kind's mass (the first kind in the trie
+        # owns it); the closing step squares the account, so every kind's cycle adds its own
+        # areal mass (the QCM reads each film's mass per cycle, not its neighbour's).
+        for k in self.kinds:
+            path = self._paths[k.index]
+            shared = [t for t in path if self.transitions[t].kind != k.index]
+            if shared:
+                m_t[path[-1]] += owed[k.index] - sum(m_t[t] for t in shared)
         dec = decomposition()
         dec_beta = {
             chem: dec.beta_at(key, onset) for chem, onset in self.decomposition_onset_c.items()
@@ -418,12 +484,11 @@ def select(
 ) -> Chemistry:
     """Choose the cycle kinds a reactor dosing ``available`` chemicals can grow.
 
-    Priority: the ``process`` override (and then ``processes``) in full; then every library
-    process whose chemicals are all available, most chemicals first (so LiOtBu + H2O next to
-    TaOEt5 is the Li2O subcycle of LiTaOx, and TMA + H2O next to LiOtBu is LiAlOx's Al2O3);
-    then single subcycles of supercycle processes whose chemicals are available, in library
-    order (as :func:`library.find_cycle`). A kind whose dose sequence equals or prefixes one
-    already chosen is skipped (listed in ``Chemistry.skipped``).
+    Priority: the ``process`` override (and then ``processes``) in full; then every
+    whole-cycle library process whose chemicals are all available, fewest chemicals first,
+    then the supercycle processes; then single subcycles of supercycle processes whose
+    chemicals are available, in library order (as :func:`library.find_cycle`). A kind whose
+    dose sequence equals or prefixes one already chosen is skipped (``Chemistry.skipped``).
     """
     avail = frozenset(available)
     lib = library.processes()
@@ -445,7 +510,11 @@ def select(
             add(lib[pid], ck)
     order = {pid: i for i, pid in enumerate(lib)}
     full = [p for p in lib.values() if p.chemicals <= avail]
-    full.sort(key=lambda p: (-len(p.chemicals), p.is_supercycle, order[p.id]))
+    # Whole-cycle processes before supercycles: TMA then H2O is Al2O3-TMA-H2O whether or not
+    # the tool also has LiOtBu (a supercycle's partner decides its subcycles' growth when
+    # they meet: Chemistry.multiplier). Fewest chemicals first: a process that needs one
+    # more line (LiPON's N2 plasma after Li3PO4's TMP) does not own the shared first steps.
+    full.sort(key=lambda p: (p.is_supercycle, len(p.chemicals), order[p.id]))
     for proc in full:
         for ck in proc.cycles.values():
             add(proc, ck)

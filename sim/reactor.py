@@ -386,6 +386,8 @@ class _State:
         self.cycles_total = 0.0
         self.latched: list[float] = []
         self.last_closed = -1
+        self.context = -1
+        """The last completed cycle of a kind other than ``last_closed`` (-1: none)."""
         self.lines: list[_Line] = []
         self.mfcs: list[Mfc] = []
         self.mfc_cap: list[float | None] = []
@@ -463,6 +465,7 @@ _STATE_FIELDS = (
     "cycles_total",
     "latched",
     "last_closed",
+    "context",
     "mfc_cap",
     "mfc_frozen",
     "mfc_offset",
@@ -1309,19 +1312,23 @@ class Reactor:
             rec[1] = min(rec[1], frac)
             rec[2] += frac
 
-    def _dose_start(self, chem: str) -> None:
+    def _dose_start(self, chem: str, *, end_previous: bool = True) -> None:
         s = self._s
-        self._dose_end(s.now)
+        if end_previous:
+            self._dose_end(s.now)
         if chem in self._sp_index and self._sp_trans[self._sp_index[chem]]:
             avail = self._available(chem)
             if avail > 1e-6:
                 s.dose_open[chem] = avail
             else:
                 self._record_sat(chem, 1.0)
-        # Latch the supercycle interaction factor of kinds this dose opens.
+        # Latch the growth factor of kinds this dose opens: what grows is decided by the
+        # cycles that have met in this chamber (the supercycle they form), not the tool.
         for k, first in enumerate(self._first_chem):
             if first == chem:
-                s.latched[k] = self.chemistry.interaction(k, s.last_closed)
+                ctx = s.last_closed if s.last_closed != k else s.context
+                t_c = self._zone_t(self._h_sub)
+                s.latched[k] = self.chemistry.multiplier(k, ctx, s.last_closed, t_c)
                 self._nmk = None
 
     # ------------------------------------------------------------------ heaters and rates
@@ -2215,6 +2222,12 @@ class Reactor:
                 s.cvd += g * (oc / cc if oc < cc else 1.0)
         s.cycles_total += total_close
         if total_close > 1e-3:
+            if best != s.last_closed:
+                s.context = s.last_closed
+                if s.qcm is not None and self.config.qcm is not None:
+                    # a QCM is programmed with the density of the film it watches grow
+                    dens = self.config.qcm.density_g_cm3
+                    s.qcm.density = dens or self.chemistry.kinds[best].areal_density
             s.last_closed = best
 
     def _decompose(self, kind: int, mol: float) -> None:
@@ -2283,10 +2296,13 @@ class Reactor:
                 p.ignited_at = now
                 p.ignite_at = -1
                 self._changed()
-                for gas in feeds:
+                # A dose for each radical the plasma makes now: the feeds that flow, opened
+                # together (a feed valve that is configured but shut doses nothing).
+                self._dose_end(now)
+                for gas, sccm in feeds.items():
                     rad = self._radical_of_feed.get(gas)
-                    if rad is not None:
-                        self._dose_start(self.species[rad])
+                    if rad is not None and sccm >= p.cfg.min_feed_sccm:
+                        self._dose_start(self.species[rad], end_previous=False)
 
     def _radical_inflow(self, t0: int, a: list[float], eb: list[float], emu: list[float]) -> None:
         s = self._s

@@ -30,15 +30,21 @@ def test_plan_json(run_cli: Callable[..., Any]) -> None:
     plan = json.loads(res.out)
     assert plan["checkpoints"] == 1000
     assert plan["duration_is_lower_bound"] is True  # the setup waits for the substrate
-    # 1000 x (15 ms + 5 s + 30 ms + 5 s) plus 60 s of setup and 30 s of teardown.
-    assert plan["duration_s"] == pytest.approx(1000 * 10.045 + 60 + 30)
+    # 1000 x (15 ms + 5 s + 30 ms + 5 s) plus 60 s of setup and 30 s of teardown, plus
+    # the substrate's heat-up from 25 to 150 degC on the simulated heater (sim.config).
+    from sim.config import heater_settle_s
+
+    heat = heater_settle_s("substrate", 25.0, 150.0)
+    assert 300 < heat < 900
+    assert plan["duration_s"] == pytest.approx(1000 * 10.045 + 60 + 30 + heat)
     assert plan["valves"]["TMA"]["actuations"] == 1000
     assert plan["valves"]["H2O"]["open_s"] == pytest.approx(30.0)
     (loop,) = plan["loops"]
     assert loop["process"] == "Al2O3-TMA-H2O"
-    # 150 degC lies between the 120 (1.05 A) and 180 degC (1.0 A) points.
-    assert loop["gpc_A"] == pytest.approx(1.025)
-    assert plan["thickness_nm"] == pytest.approx(102.5)
+    # 150 degC lies between the 120 (1.05 A) and 180 degC (1.0 A) points: 0.536 of the
+    # way in 1/T (the library interpolates in 1/T).
+    assert loop["gpc_A"] == pytest.approx(1.0232, abs=1e-4)
+    assert plan["thickness_nm"] == pytest.approx(102.32, abs=0.01)
     assert plan["chemicals"]["TMA"]["estimated_g"] > 0
 
 
@@ -66,15 +72,15 @@ def test_plan_warns_outside_the_window(run_cli: Callable[..., Any]) -> None:
 def test_plan_warns_about_short_purges(run_cli: Callable[..., Any]) -> None:
     res = run_cli("plan", "recipes/al2o3_tma_h2o.yaml", "--set", "purge=0.5 s")
     assert res.code == 0
-    assert "warning: purge of 500 ms is 1.2 residence times" in res.err
+    assert "warning: purge of 500 ms is 1.1 residence times" in res.err  # tau 0.45 s
     assert "recipes/al2o3_tma_h2o.yaml:" in res.err
 
 
 def test_plan_human_output(run_cli: Callable[..., Any]) -> None:
     res = run_cli("plan", "recipes/al2o3_tma_h2o.yaml")
     assert res.code == 0
-    assert "duration >= 18 min 14 s" in res.out
-    assert "expected thickness 10.25 nm" in res.out
+    assert "duration >= 24 min 46 s" in res.out  # heat-up 25 -> 150 degC included
+    assert "expected thickness 10.23 nm" in res.out
 
 
 def test_tool_show_provisions_lines(run_cli: Callable[..., Any]) -> None:

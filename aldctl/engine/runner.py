@@ -507,6 +507,10 @@ class Runner:
         bad = {k: str(v) for k, v in errors.items() if v is not None}
         if bad:
             raise RunAborted(f"hold could not close valves: {bad}")
+        if self.tool.pump_isolation is not None:
+            # A hold in an isolated phase (an exposure) must pump the chamber, or a pressure
+            # hold never clears; the retried unit isolates it again from its start.
+            await self.tool.set_pump_isolation(True)
         # A unit that trips the same hold every time it is retried would be re-dosed for
         # ever (each retry restarts the unit): count the trips, and keep the held time of
         # the unit across its holds so that hold_timeout means time, not time per hold.

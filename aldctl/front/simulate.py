@@ -18,9 +18,13 @@ from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, ActionKind
 from aldctl.session import Prepared
 from aldctl.tool import simulated_reactor
+from sim.purge import CVD_LIMIT
 
 SATURATION_WARN = 0.9
-CVD_WARN_FRACTION = 0.02
+CVD_WARN_FRACTION = CVD_LIMIT
+"""The same limit validation's purge rule keeps a recipe under (:mod:`sim.purge`)."""
+NO_GROWTH_A = 1e-3
+"""A cycle that grows less than this (A per cycle) grew nothing."""
 
 
 @dataclass
@@ -155,6 +159,7 @@ def simulate(
             r.advance_by(NS)
 
     completed = run_body(sched.setup)
+    t_sub_max = -273.15
     cycles = 0
     if completed:
         for unit in s.iter_units(sched.main):
@@ -162,7 +167,9 @@ def simulate(
             if not run_body(unit.body):
                 completed = False
                 break
-            grown = r.truth().thickness_a - before
+            after = r.truth()
+            grown = after.thickness_a - before
+            t_sub_max = max(t_sub_max, after.temperatures_c.get("substrate", t_sub_max))
             if unit.cycle is not None and unit.loop is not None:
                 k = kinds.setdefault(unit.cycle, _Kind())
                 k.count += 1
@@ -185,12 +192,43 @@ def simulate(
                 f"saturation at worst ({sat.mean_fraction:.0%} on average): "
                 "lengthen the pulse or warm the source"
             )
-    if t.thickness_a > 0 and t.cvd_thickness_a > CVD_WARN_FRACTION * t.thickness_a:
+    # shares of a film that is not there are noise: no CVD alarm on 0 nm
+    film = t.thickness_a >= NO_GROWTH_A * max(cycles, 1)
+    dec = t.decomposition_thickness_a
+    overlap = t.cvd_thickness_a - dec
+    if film and overlap > CVD_WARN_FRACTION * t.thickness_a:
         warnings.append(
-            f"CVD overlap: {t.cvd_thickness_a / t.thickness_a:.1%} of the film grew with both "
+            f"CVD overlap: {overlap / t.thickness_a:.1%} of the film grew with both "
             f"reactants in the gas (residence time {t.residence_time_s:.2f} s): lengthen the "
             "purges"
         )
+    if film and dec > CVD_WARN_FRACTION * t.thickness_a:
+        hot = sorted(c for c, o in r.chemistry.decomposition_onset_c.items() if t_sub_max > o)
+        names = ", ".join(f"{c} (onset {r.chemistry.decomposition_onset_c[c]:g} degC)" for c in hot)
+        warnings.append(
+            f"thermal decomposition: {dec / t.thickness_a:.1%} of the film grew from "
+            f"{names or 'a precursor'} decomposing on the {t_sub_max:.0f} degC substrate: "
+            "not self-limited, longer purges do not help; lower the substrate temperature"
+        )
+    for line, left in t.source_mass_g.items():
+        spec = tool.lines.get(line)
+        reserve = r.line_config(line).reserve_g
+        if spec is None or left >= reserve or not t.consumed_g.get(line):
+            continue
+        warnings.append(
+            f"source {line}: {left * 1e3:.1f} mg left after drawing "
+            f"{t.consumed_g[line] * 1e3:.1f} mg (the tool says it holds "
+            f"{spec.source_mass * 1e3:.3g} mg): below its last {reserve * 1e3:.2g} mg the "
+            "doses fall short; refill it or shorten the recipe"
+        )
+    for name, k in kinds.items():
+        if k.count and k.growth_a < NO_GROWTH_A * k.count:
+            chems = " + ".join(sorted(_cycle_chemicals(sched, name)))
+            warnings.append(
+                f"no growth: {k.count} '{name}' cycles grew {k.growth_a / 10:.3f} nm: "
+                f"{chems or 'its doses'} meet no surface reaction of the process library "
+                "(a missing co-reactant, or a chemistry the library does not have)"
+            )
     main_growth = sum(g for _, g, _ in loops.values())
     main_passes = sum(p for _, _, p in loops.values())
     return {
@@ -219,3 +257,13 @@ def simulate(
         "residence_time_s": t.residence_time_s,
         "warnings": warnings,
     }
+
+
+def _cycle_chemicals(sched: s.Schedule, name: str) -> set[str]:
+    """The chemicals the cycle called ``name`` doses (pulses and plasma gases)."""
+    out: set[str] = set()
+    for loop, _ in s.walk_loops(sched.main):
+        cdef = loop.cycles.get(name)
+        if cdef is not None:
+            out |= set(cdef.chemicals)
+    return out

@@ -36,6 +36,8 @@ from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, ActionKind, to_ns
 from aldctl.units import format_duration
 from sim import chemistry, library
+from sim.config import heater_settle_s
+from sim.purge import residual_cvd
 
 MAX_EVERY_BLOCKS = 6
 MAX_BODY_ACTIONS = 20_000
@@ -140,6 +142,11 @@ class _Compiler:
         self.flow_channels = tool.flow_channels()
         self.substrate_max, self.substrate_why = self._substrate_max()
         self.warned_unheated: set[str] = set()
+        self.warned_no_process: set[str] = set()
+        self.heater_at: dict[str, float] = {}
+        """Temperature each heater was last waited to (the start of its next heat-up)."""
+        self.sources_seen: dict[str, float] = {}
+        """Hottest setpoint each source was given anywhere (for the planner's doses)."""
         self.last_dose: tuple[str, Location] | None = None
         self.purged_since_dose = True
         self.main_substrate: float | None = None
@@ -155,6 +162,9 @@ class _Compiler:
             if k.startswith("source.") and v is not None
         }
         main = self.segments(self.recipe.main, self.recipe.cycles)
+        # a source first heated inside main (the setup of an included film) counts too
+        for k, v in self.sources_seen.items():
+            sources.setdefault(k, v)
         teardown = self.body(self.recipe.teardown, "teardown", self.recipe.cycles)
         sched = s.Schedule(
             recipe=self.recipe.name,
@@ -372,8 +382,11 @@ class _Compiler:
         assert final_state is not None
         self.state = final_state
         base = variants[frozenset()]
-        chems = frozenset(self._chemicals(base))
+        ordered = self._chemicals(base)
+        chems = frozenset(ordered)
         found = library.find_cycle(chems)
+        if found is None and chems and cyc.name not in self.warned_no_process:
+            self._warn_no_process(cyc, ordered)
         return s.CycleDef(
             name=cyc.name,
             every=tuple(s.EverySpec(e.n, e.offset) for e in everies),
@@ -381,6 +394,46 @@ class _Compiler:
             chemicals=chems,
             process=found[0].id if found else None,
             kind=found[1] if found else None,
+        )
+
+    def _seen_source(self, channel: str, value: float | None) -> None:
+        if value is None or not channel.startswith("source."):
+            return
+        line = channel.removeprefix("source.")
+        self.sources_seen[line] = max(value, self.sources_seen.get(line, value))
+
+    def _warn_no_process(self, cyc: m.Cycle, ordered: list[str]) -> None:
+        """Said at compile time so that validate, plan, simulate and run all say it."""
+        self.warned_no_process.add(cyc.name)
+        chems = frozenset(ordered)
+        inside = [
+            k
+            for p in library.processes().values()
+            for k in p.cycles.values()
+            if _subsequence(k.chemicals, ordered)
+        ]
+        if inside:
+            self.d.warning(
+                f"cycle '{cyc.name}': {' + '.join(sorted(chems))} is no process of the "
+                "library: no thickness estimate; the model grows only the library cycles its "
+                f"doses contain in order ({', '.join(sorted({k.name for k in inside}))})",
+                cyc.loc,
+            )
+            return
+        near = sorted(
+            (p for p in library.processes().values() if chems & p.chemicals),
+            key=lambda p: (-len(chems & p.chemicals), len(p.chemicals - chems)),
+        )
+        hint = ""
+        if near:
+            seqs = [" -> ".join(k.chemicals) for k in near[0].cycles.values()]
+            hint = f"the nearest library process, {near[0].id}, doses {' | '.join(seqs)}"
+        self.d.warning(
+            f"cycle '{cyc.name}': {' -> '.join(ordered)} contains no cycle of the process "
+            "library: these doses meet no surface reaction the model knows, so the cycle "
+            "grows nothing (no thickness estimate; the simulated reactor grows 0 nm)",
+            cyc.loc,
+            hint,
         )
 
     def _chemicals(self, body: s.Body) -> list[str]:
@@ -589,10 +642,13 @@ class _Compiler:
         factor = step.duration_s / tau if tau > 0 else math.inf
         if factor < self.tool.chamber.purge_factor:
             residual = math.exp(-factor)
+            cvd = residual_cvd(factor)
+            # the estimate is first order in the residue: past a few tens of percent, say so
+            share = f"~{cvd:.0%} of the film" if cvd < 0.3 else "a large part of the film"
             self.d.warning(
                 f"purge of {format_duration(step.duration_s)} is {factor:.1f} residence times "
-                f"(tool tau {tau:g} s): {residual:.0%} of the previous dose is still in the "
-                "chamber when the next one starts; expect CVD growth",
+                f"(tool tau {tau:g} s): {residual:.1%} of the previous dose is still in the "
+                f"chamber when the next one starts; expect {share} from CVD",
                 step.loc,
                 f"purge at least {self.tool.chamber.purge_factor * tau:.2g} s",
             )
@@ -606,11 +662,17 @@ class _Compiler:
                 step.loc,
                 "add 'pump_isolation: {valve: device:channel, fails: open|closed}' to the tool",
             )
+        ch = self.tool.chamber
+        carrier = self.state.flows.get("carrier")
+        isolated_flow = {"stop": 0.0, "reduce": ch.expose_carrier_flow}.get(ch.expose_carrier)
+        end = to_ns(step.dose_s + step.hold_s)
+        if isolated_flow is not None and carrier and "carrier" in self.flow_channels:
+            # the carrier would fill the isolated chamber: the tool says what it does instead
+            b.act(0, ActionKind.SET_FLOW, "carrier", isolated_flow, loc=step.loc)
+            b.act(end, ActionKind.SET_FLOW, "carrier", carrier, loc=step.loc)
         b.act(0, ActionKind.PUMP_ISOLATION, "pump", 0.0, loc=step.loc)
         self.pulse(step.doses, b, step.loc)
-        b.act(
-            to_ns(step.dose_s + step.hold_s), ActionKind.PUMP_ISOLATION, "pump", 1.0, loc=step.loc
-        )
+        b.act(end, ActionKind.PUMP_ISOLATION, "pump", 1.0, loc=step.loc)
         self.purged_since_dose = step.pump_s >= self.tool.chamber.residence_time
         b.span(to_ns(step.duration_s), _step_label(step))
 
@@ -710,6 +772,7 @@ class _Compiler:
             if sp.value is not None:
                 self._check_temperature(ch, sp.value, sp.loc)
             self.state.temps[ch] = sp.value
+            self._seen_source(ch, sp.value)
             b.act(0, ActionKind.SET_TEMPERATURE, ch, sp.value, loc=sp.loc)
         elif ch in self.flow_channels:
             if sp.kind is not m.ValueKind.FLOW and sp.value is not None:
@@ -775,6 +838,7 @@ class _Compiler:
         duration = abs(step.target_c - start) / step.rate_k_min * 60.0
         b.act(0, ActionKind.SET_TEMPERATURE, ch, step.target_c, rate=step.rate_k_min, loc=step.loc)
         self.state.temps[ch] = step.target_c
+        self._seen_source(ch, step.target_c)
         b.span(to_ns(duration), _step_label(step))
 
     def wait_until(self, step: m.WaitUntil, b: _Body) -> None:
@@ -812,8 +876,29 @@ class _Compiler:
                     step.on_timeout,
                     _step_label(step),
                     step.loc,
+                    expected_ns=min(self._heat_up_ns(conds), to_ns(step.timeout_s)),
                 )
             )
+
+    def _heat_up_ns(self, conds: list[s.Condition]) -> int:
+        """Expected time for the heaters to reach their setpoints and hold there: the
+        simulated heater model on a simulated tool, the heater's ramp_max on a real one
+        (none stated: unknown, 0). The planner adds it to the duration."""
+        worst = 0.0
+        for c in conds:
+            if c.channel not in self.temp_channels or c.setpoint is None:
+                continue
+            start = self.heater_at.get(c.channel, AMBIENT_C)
+            self.heater_at[c.channel] = c.setpoint
+            if self.tool.simulator:
+                t = heater_settle_s(c.channel, start, c.setpoint, AMBIENT_C, c.value)
+            else:
+                spec = self.tool.heaters.get(c.channel)
+                rate = spec.ramp_max if spec is not None else None
+                t = abs(c.setpoint - start) / rate * 60.0 if rate else 0.0
+            if math.isfinite(t):
+                worst = max(worst, t + c.hold_ns / NS)
+        return to_ns(worst)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -821,6 +906,12 @@ class _Compiler:
 
 def _with_process(c: s.CycleDef, proc: str, kind: str) -> s.CycleDef:
     return s.CycleDef(c.name, c.every, c.variants, c.chemicals, proc, kind)
+
+
+def _subsequence(seq: Sequence[str], doses: Sequence[str]) -> bool:
+    """True when ``seq`` appears in ``doses`` in order (other doses may come between)."""
+    it = iter(doses)
+    return all(c in it for c in seq)
 
 
 def _has_loops(steps: tuple[m.Step, ...]) -> bool:

@@ -159,7 +159,7 @@ def plan(schedule: s.Schedule, tool: ToolConfig) -> Plan:
     add_stats(schedule.teardown.stats, 1)
     for block, times in s.walk_blocks(schedule.main):
         add_stats(block.body.stats, times)
-        main_ns += block.body.min_ns * times
+        main_ns += block.body.expected_ns * times
         timeouts += _awaits(block.body) * times
 
     loops: list[LoopPlan] = []
@@ -204,10 +204,23 @@ def plan(schedule: s.Schedule, tool: ToolConfig) -> Plan:
             prev.dose_s += open_ns[line] / NS
             prev.grams = None if prev.grams is None or grams is None else prev.grams + grams
 
+    for line, lp_ in lines.items():
+        spec = tool.lines.get(line)
+        cp = chems.get(lp_.chemical)
+        if spec is None or cp is None or cp.grams is None:
+            continue
+        grams = cp.grams * (lp_.actuations / cp.pulses if cp.pulses else 1.0)
+        if grams > spec.source_mass:
+            diags.warning(
+                f"line {line}: the recipe draws about {grams * 1e3:.3g} mg of {lp_.chemical}, "
+                f"more than the {spec.source_mass * 1e3:.3g} mg its source holds "
+                "(source_mass in the tool config): the doses fall short before the end",
+            )
     total_cat = sum(film_moles.values())
     cations = {k: v / total_cat for k, v in film_moles.items()} if total_cat else {}
-    setup_s = schedule.setup.min_ns / NS
-    teardown_s = schedule.teardown.min_ns / NS
+    # awaits count at their expected time (heat-up after a set), not just their hold
+    setup_s = schedule.setup.expected_ns / NS
+    teardown_s = schedule.teardown.expected_ns / NS
     return Plan(
         recipe=schedule.recipe,
         tool=schedule.tool,
@@ -247,12 +260,14 @@ def _loop_plan(loop: s.Loop, times: int, loop_ns: int, diags: Diagnostics) -> Lo
         target_nm=loop.target_nm,
     )
     if loop.process is None:
-        chems = sorted({c for cd in loop.cycles.values() for c in cd.chemicals})
-        diags.warning(
-            f"{loop.label}: {' + '.join(chems) or 'no doses'} matches no process in the "
-            "library: no thickness estimate",
-            loop.loc,
-        )
+        if all(cd.process is not None for cd in loop.cycles.values()):
+            chems = sorted({c for cd in loop.cycles.values() for c in cd.chemicals})
+            diags.warning(
+                f"{loop.label}: {' + '.join(chems) or 'no doses'} matches no process in the "
+                "library: no thickness estimate",
+                loop.loc,
+            )
+        # a cycle with no process at all: the compiler has warned (every command shows it)
         return lp
     proc = library.processes()[loop.process]
     t = loop.substrate_c
@@ -272,9 +287,10 @@ def _loop_plan(loop: s.Loop, times: int, loop_ns: int, diags: Diagnostics) -> Lo
         )
     elif t > proc.decomposition_onset:
         diags.warning(
-            f"{loop.label}: substrate {t:g} degC is above the {proc.id} window "
-            f"({lo:g}-{hi:g} degC) and the precursor's decomposition onset "
-            f"({proc.decomposition_onset:g} degC): expect CVD growth",
+            f"{loop.label}: substrate {t:g} degC is above the decomposition onset of "
+            f"{proc.decomposing_precursor} ({proc.decomposition_onset:g} degC): it decomposes "
+            "on every hot surface, growth is not self-limited (longer purges do not help): "
+            "lower the temperature",
             loop.loc,
         )
     elif t > hi:

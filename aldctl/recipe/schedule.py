@@ -100,6 +100,9 @@ class Await:
     label: str
     loc: Location | None = None
 
+    expected_ns: int = 0
+    """Expected time until the conditions are met and held (heat-up included; 0: unknown)."""
+
     @property
     def min_ns(self) -> int:
         return max((c.hold_ns for c in self.conditions), default=0)
@@ -122,6 +125,13 @@ class Body:
     def min_ns(self) -> int:
         """Lower bound of the duration (awaits at their hold time)."""
         return self.timed_ns + sum(p.min_ns for p in self.phases if isinstance(p, Await))
+
+    @cached_property
+    def expected_ns(self) -> int:
+        """Expected duration: awaits at their expected time (heat-up), at least their hold."""
+        return self.timed_ns + sum(
+            max(p.min_ns, p.expected_ns) for p in self.phases if isinstance(p, Await)
+        )
 
     @cached_property
     def has_await(self) -> bool:

@@ -270,7 +270,9 @@ def test_every_nth_fires_on_multiples(tmp_path: Path) -> None:
     sched = compile_text(
         tmp_path,
         """
-setup: [{set: {substrate: 80 degC, source.LiHMDS: 60 degC, line.LiHMDS: 70 degC}}]
+setup:
+  - set: {substrate: 80 degC, source.LiHMDS: 60 degC, line.LiHMDS: 70 degC}
+  - set: {source.EG: 30 degC, line.EG: 40 degC}
 cycles:
   L:
     - pulse: {LiHMDS: 2 s}
