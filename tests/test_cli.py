@@ -144,3 +144,13 @@ def test_help_does_not_import_heavy_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "HEAVY []" in out
+
+
+def test_bench_engine_runs_the_shipped_recipe(run_cli: Any) -> None:
+    """The figure is of the shipped TMA/H2O recipe at 15 ms / 5 s (it once fell back to a
+    built-in recipe without those parameters and failed after a move of the module)."""
+    res = run_cli("bench", "engine", "-n", "20", "--json")
+    assert res.code == 0, res.err
+    rows = json.loads(res.out)
+    assert rows[0]["cycles"] == 20
+    assert rows[0]["outcome"] == "complete"

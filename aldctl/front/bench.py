@@ -148,7 +148,7 @@ def bench_engine(cycles: int) -> list[dict[str, Any]]:
     """Virtual time through the whole engine with the journal on: wall time and memory."""
     import tempfile
 
-    recipe = Path(__file__).resolve().parent.parent / "recipes" / "al2o3_tma_h2o.yaml"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml"
     text = recipe.read_text() if recipe.exists() else REALTIME_RECIPE
     # The benchmark cycle of the issue: 15 ms / 5 s / 15 ms / 5 s.
     sets = [f"cycles={cycles}", "tma_pulse=15 ms", "h2o_pulse=15 ms", "purge=5 s"]
