@@ -502,6 +502,12 @@ def resume(
     "--attach", "attach", metavar="RUN_ID", help="Attach to this run (any unique prefix of its id)."
 )
 @click.option("--light", is_flag=True, help="Light theme (for a light terminal background).")
+@click.option(
+    "--virtual",
+    is_flag=True,
+    help="Start runs on the built-in simulator in virtual time (seconds for hours); by "
+    "default the console starts them on the wall clock, to be watched.",
+)
 @data_dir_option
 def tui(
     recipe: Path | None,
@@ -509,6 +515,7 @@ def tui(
     sets: tuple[str, ...],
     attach: str | None,
     light: bool,
+    virtual: bool,
     data_dir: Path | None,
 ) -> None:
     """The operator console: start runs, attach to them, watch and command them.
@@ -539,6 +546,7 @@ def tui(
         attach=attach,
         recipes_root=recipe.parent if recipe is not None else Path.cwd(),
         light=light,
+        realtime=not virtual,
     )
     app.run()
 

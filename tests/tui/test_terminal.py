@@ -82,7 +82,16 @@ def test_killing_the_console_never_touches_the_run_and_another_attaches(
     tmp_path: Path, tmux: Tmux
 ) -> None:
     data = tmp_path / "data"
-    tui = [*ALDCTL, "tui", str(RECIPE), "--set", "cycles=6000", "--data-dir", str(data)]
+    tui = [
+        *ALDCTL,
+        "tui",
+        str(RECIPE),
+        "--set",
+        "cycles=6000",
+        "--virtual",
+        "--data-dir",
+        str(data),
+    ]
     tmux.start("one", tui)
     tmux.wait_for(
         "one", lambda s: "g Start" in s and "unit 0/6000" in s, "the console with the plan"

@@ -279,6 +279,7 @@ class Console(App[None]):
         attach: str | None = None,
         recipes_root: Path | None = None,
         light: bool = False,
+        realtime: bool = False,
     ) -> None:
         super().__init__()
         if light:
@@ -288,6 +289,8 @@ class Console(App[None]):
         self.config = config
         self.sets = sets
         self.attach_to = attach
+        self.realtime = realtime
+        """Start runs on the wall clock (a simulated tool otherwise runs in virtual time)."""
         self.recipes_root = recipes_root or Path.cwd()
         self.client: ApiClient | None = None
         self.run_id: str | None = None
@@ -697,6 +700,7 @@ class Console(App[None]):
             self.log_line("no recipe loaded: o to open one", "yellow")
             return
         args = ["run", str(self.recipe), "--json"]
+        args += ["--realtime"] if self.realtime else []
         args += ["--config", str(self.config)] if self.config else []
         args += [a for kv in self.sets for a in ("--set", kv)]
         try:
