@@ -193,13 +193,16 @@ def data_dir_option(f: F) -> F:
     )(f)
 
 
-def _expected_nm(schedule: Any, tool: Any) -> float | None:
+def _expected(schedule: Any, tool: Any) -> tuple[float, float | None]:
+    """(planned duration s, thickness nm at the end) for the displays: the plan's, which
+    includes heat-up, or the schedule's minimum duration when the plan cannot be made."""
     from aldctl.recipe.plan import plan as make_plan
 
     try:
-        return make_plan(schedule, tool).thickness_nm
+        p = make_plan(schedule, tool)
     except Exception:  # the plan is a courtesy for the displays: never a reason not to run
-        return None
+        return schedule.min_duration_ns / 1e9, None
+    return p.duration_s, p.thickness_nm
 
 
 def _detach(args: list[str], data_dir: Path | None, as_json: bool, child_json: bool = True) -> None:
@@ -250,15 +253,16 @@ def _execute_run(
     control = RunControl()
     sched = req.prepared.compiled.schedule
     tool_cfg = req.prepared.tool
+    planned_s, expected_nm = _expected(sched, tool_cfg)
     status = RunStatus(
         run_id=run_id,
         recipe=sched.recipe,
         tool=sched.tool,
         units_total=sched.units,
-        planned_s=sched.min_duration_ns / 1e9,
+        planned_s=planned_s,
         lines={name: ln.chemical for name, ln in tool_cfg.lines.items()},
         units_done=req.start_unit,
-        expected_nm=_expected_nm(sched, tool_cfg),
+        expected_nm=expected_nm,
     )
     bus.listen(status.listener)
     api = OperatorApi(control, status)

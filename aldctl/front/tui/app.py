@@ -446,7 +446,7 @@ class Console(App[None]):
             "state": "idle",
             "recipe": sched.recipe,
             "units_total": sched.units,
-            "eta_process_s": sched.min_duration_ns / 1e9,
+            "eta_process_s": result.duration_s,
             "step": "",
             "values": {},
         }
