@@ -3,8 +3,11 @@ device emulators speaking the real wire protocols. Never imports ``aldctl`` or `
 
 Modules of the physics side:
 
-* :mod:`sim.reactor` - :class:`~sim.reactor.Reactor`, the 0-D reactor model (gas, surface,
-  devices, reads, ground truth, snapshots); re-exports the configuration classes.
+* :mod:`sim.reactor` - :class:`~sim.reactor.Reactor`, the 0-D reactor model (time, commands,
+  reads, ground truth, snapshots); re-exports the configuration classes. Its layers, each
+  importing only those below: :mod:`sim.fault_effects`, :mod:`sim.gas` (gas phase and the
+  integrators), :mod:`sim.plant` (devices as the physics sees them), :mod:`sim.surface`
+  (surface chemistry), :mod:`sim.state` (state, readings, snapshots).
 * :mod:`sim.config` - :class:`~sim.config.ReactorConfig` and its parts, presets,
   ``for_lines`` and ``from_mapping``.
 * :mod:`sim.kinetics` - which cycle kinds a reactor grows and their per-site rates

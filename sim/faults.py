@@ -46,12 +46,25 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sim.units import NS_PER_MS
 
-if TYPE_CHECKING:
-    from sim.reactor import Reactor
+
+class FaultHost(Protocol):
+    """What the injector needs of its reactor (:class:`sim.reactor.Reactor`), so that this
+    module sits below the reactor's layers instead of importing them."""
+
+    @property
+    def now_ns(self) -> int: ...
+
+    def _check_fault_target(self, kind: FaultKind, target: str) -> None: ...
+
+    def _fault_changed(self, f: Fault, active: bool) -> None: ...
+
+    def _schedule_changed(self) -> None: ...
+
+    def _actuation_counts(self) -> dict[str, int]: ...
 
 
 class FaultKind(StrEnum):
@@ -134,7 +147,7 @@ class Fault:
     at_ns: int | None = None
     after_actuations: int | None = None
     actuations_of: str | None = None
-    when: Callable[[Reactor], bool] | None = None
+    when: Callable[[Any], bool] | None = None
     duration_ns: int | None = None
     state: FaultState = FaultState.PENDING
     activated_ns: int | None = None
@@ -196,7 +209,7 @@ class FaultInjector:
     Obtain it as ``reactor.faults``; it stays the same object across ``restore``.
     """
 
-    def __init__(self, reactor: Reactor, data: FaultData) -> None:
+    def __init__(self, reactor: FaultHost, data: FaultData) -> None:
         self._reactor = reactor
         self._data = data
 
@@ -209,7 +222,7 @@ class FaultInjector:
         at_ns: int | None = None,
         after_actuations: int | None = None,
         actuations_of: str | None = None,
-        when: Callable[[Reactor], bool] | None = None,
+        when: Callable[[Any], bool] | None = None,
         duration_ns: int | None = None,
         **params: float | None,
     ) -> Fault:

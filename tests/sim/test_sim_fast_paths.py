@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sim import reactor as reactor_mod
 from sim import sequence as seq
+from sim import state as state_mod
 from sim.components import NoiseRng
 from sim.config import OzoneConfig, PlasmaConfig
 from sim.faults import FaultKind
@@ -274,8 +274,8 @@ def test_snapshot_bytes_hold_the_whole_state() -> None:
     assert back.config == r.config
     assert slots_of(back.state) == slots_of(r._s)
     # and the packer knows every member of the state (a new one must be added there)
-    members = set(vars(reactor_mod._State()))
-    assert members == set(reactor_mod._STATE_FIELDS) | set(reactor_mod._STATE_COMPONENTS)
+    members = set(vars(state_mod._State()))
+    assert members == set(state_mod._STATE_FIELDS) | set(state_mod._STATE_COMPONENTS)
 
 
 def test_restored_reactor_continues_bit_identically() -> None:
