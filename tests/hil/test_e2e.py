@@ -21,6 +21,7 @@ RECIPE = ROOT / "recipes" / "al2o3_tma_h2o.yaml"
 # Short purges keep the run to a minute and a half of real time; the in-process comparison
 # run uses the same settings, so the physics compared is the same.
 FAST = ("--set", "purge=2 s", "--set", "settle=2 s")
+CYCLES = 8
 
 
 def free_port() -> int:
@@ -104,6 +105,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
 def test_recipe_over_real_protocols_grows_what_the_in_process_run_grows(
     tmp_path: Path, serve: Any
 ) -> None:
+    # Eight real-time cycles are enough to compare growth; each costs ~4 s of wall time.
     config = hil_config(tmp_path)
     srv = serve(config)
     run = aldctl(
@@ -112,7 +114,7 @@ def test_recipe_over_real_protocols_grows_what_the_in_process_run_grows(
         "--config",
         str(srv.tool),
         "--set",
-        "cycles=20",
+        f"cycles={CYCLES}",
         *FAST,
         "--realtime",
         "--json",
@@ -123,7 +125,7 @@ def test_recipe_over_real_protocols_grows_what_the_in_process_run_grows(
     assert run.returncode == 0, err
     summary = json.loads(out)
     assert summary["outcome"] == "complete"
-    assert summary["cycles_completed"] == 20
+    assert summary["cycles_completed"] == CYCLES
     assert "thickness_nm" not in summary  # real drivers: the engine sees no simulator
     time.sleep(0.5)  # one more status write after the teardown
     hil = srv.status()
@@ -132,7 +134,7 @@ def test_recipe_over_real_protocols_grows_what_the_in_process_run_grows(
         "run",
         str(RECIPE),
         "--set",
-        "cycles=20",
+        f"cycles={CYCLES}",
         *FAST,
         "--json",
         "--data-dir",
@@ -144,8 +146,8 @@ def test_recipe_over_real_protocols_grows_what_the_in_process_run_grows(
     # Same recipe, same physics; the valves moved through Modbus TCP instead of a function
     # call, so timing and sensor noise differ a little.
     assert hil["thickness_nm"] == pytest.approx(in_process, rel=0.05)
-    assert hil["valve_actuations"]["TMA"] == 20
-    assert hil["valve_actuations"]["H2O"] == 20
+    assert hil["valve_actuations"]["TMA"] == CYCLES
+    assert hil["valve_actuations"]["H2O"] == CYCLES
 
 
 @pytest.mark.slow

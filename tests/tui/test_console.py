@@ -33,7 +33,8 @@ async def until(pilot: Any, pred: Callable[[], bool], what: str, limit_s: float 
     deadline = time.monotonic() + limit_s
     while not pred():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            # The console's last notice says why when a command was refused on the way.
+            pytest.fail(f"timed out waiting for {what}; notice: {pilot.app.notice!r}")
         await pilot.pause(0.05)
 
 
