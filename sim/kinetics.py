@@ -22,6 +22,7 @@ there) and from the process library; nothing here duplicates the library's GPC(T
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -196,7 +197,12 @@ class Transition:
     closes: int
     """Index of the kind this step completes, or -1."""
     opens: bool
-    """True for a kind's first step (from ``ready``)."""
+    """True for a kind's first step (from ``ready``, or from a state that is as good as
+    ready: where a shorter kind whose sequence prefixes a longer one has just closed)."""
+    reclaims: int = -1
+    """For the closing step of a kind whose dose sequence starts with a whole shorter kind's
+    (Li3PO4's LiOtBu, H2O, TMP, H2O after Li2O's LiOtBu, H2O): that shorter kind, whose
+    growth on the way is taken over by this kind's (so each film is counted once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,23 +239,46 @@ class Chemistry:
         self._paths: list[tuple[int, ...]] = []
         """Per kind: the transitions its dose sequence takes (shared steps included)."""
         self.skipped: list[str] = []
+        self.ready_like: dict[int, int] = {}
+        """States as good as ``ready`` (every kind opens there too), each reached by the
+        closing step of a kind whose sequence prefixes a longer kind's: state -> that kind."""
         closing: dict[tuple[str, ...], int] = {}
-        for proc, ck in kinds:
+        order = _prefixes_first(kinds)
+        for proc, ck in order:
             seq = ck.chemicals
-            # A sequence equal to, or a prefix of, one already present would be ambiguous.
-            clash = any(seq[: len(other)] == other or other[: len(seq)] == seq for other in closing)
-            if clash:
+            # An equal sequence would be ambiguous; so would a shorter one added after a
+            # longer one it prefixes (_prefixes_first puts every prefix first).
+            if any(other[: len(seq)] == seq for other in closing):
                 self.skipped.append(f"{proc.id}:{ck.name}")
                 continue
             k_index = len(self.kinds)
             label = ck.name if labels[ck.name] == 1 else f"{proc.id}:{ck.name}"
             first_state = -1
             path: list[int] = []
+            reclaims = -1
             for j, chem in enumerate(seq):
                 prefix = seq[:j]
                 nxt = seq[: j + 1]
                 src = state_of[prefix]
                 last = j == len(seq) - 1
+                existing = [t for t in self.transitions if t.src == src and t.chemical == chem]
+                if existing and not last:
+                    t0 = existing[0]
+                    if t0.closes >= 0 and t0.dst == 0:
+                        # A shorter kind closes here (Li2O inside Li3PO4): it still closes,
+                        # into a state as good as ready, from which this kind continues.
+                        ready_like = len(self.states)
+                        self.states.append(">".join(nxt))
+                        state_of[nxt] = ready_like
+                        self.ready_like[ready_like] = t0.closes
+                        t0 = dataclasses.replace(t0, dst=ready_like)
+                        self.transitions[t0.index] = t0
+                    if t0.closes >= 0:
+                        reclaims = t0.closes
+                    if j == 0:
+                        first_state = t0.dst
+                    path.append(t0.index)
+                    continue  # shared prefix step, owned by the earlier kind
                 if last:
                     dst = 0
                 elif nxt in state_of:
@@ -260,10 +289,6 @@ class Chemistry:
                     self.states.append(">".join(nxt))
                 if j == 0:
                     first_state = dst
-                existing = [t for t in self.transitions if t.src == src and t.chemical == chem]
-                if existing and not last:
-                    path.append(existing[0].index)
-                    continue  # shared prefix step, owned by the earlier kind
                 path.append(len(self.transitions))
                 self.transitions.append(
                     Transition(
@@ -275,6 +300,7 @@ class Chemistry:
                         step=j,
                         closes=k_index if last else -1,
                         opens=j == 0,
+                        reclaims=reclaims if last else -1,
                     )
                 )
             closing[seq] = k_index
@@ -294,7 +320,24 @@ class Chemistry:
                     areal_density=density,
                 )
             )
+        # Every kind opens from a ready-like state as it does from ready (what follows a
+        # closed Li2O subcycle may be TaOEt5 as well as Li3PO4's TMP): copies of the opening
+        # steps, with the same rates (:meth:`rates`).
+        self.copy_of: dict[int, int] = {}
+        for state in self.ready_like:
+            taken = {t.chemical for t in self.transitions if t.src == state}
+            for t in list(self.transitions):
+                if t.src == 0 and t.chemical not in taken:
+                    taken.add(t.chemical)
+                    index = len(self.transitions)
+                    self.copy_of[index] = t.index
+                    self.transitions.append(dataclasses.replace(t, index=index, src=state))
         self.chemicals: frozenset[str] = frozenset(t.chemical for t in self.transitions)
+        by_cycle = {(k.process.id, k.cycle.name): k.index for k in self.kinds}
+        self.priority: list[int] = [
+            by_cycle[(p.id, c.name)] for p, c in kinds if (p.id, c.name) in by_cycle
+        ]
+        """Kind indices in the caller's priority order (the trie is built prefixes first)."""
         self._kin = kinetics()
         # Decomposition: every precursor that can enter the chamber decomposes above its own
         # onset (a property of the molecule, chemicals.yaml), whichever kinds it belongs to;
@@ -319,7 +362,7 @@ class Chemistry:
     def processes(self) -> list[library.Process]:
         """The library processes the chosen kinds come from, in priority order."""
         out: list[library.Process] = []
-        for k in self.kinds:
+        for k in (self.kinds[i] for i in self.priority):
             if k.process not in out:
                 out.append(k.process)
         return out
@@ -383,6 +426,31 @@ class Chemistry:
             factor *= proc.interaction.get((ka, kb), 1.0)
         return factor
 
+    def waits_for_partner(self, kind: int, context: int) -> bool:
+        """A cycle of ``kind`` opened after ``context`` grows at its own process's subcycle
+        GPC for want of a partner (the first Li2O cycle of a stack, before any TaOEt5 has
+        met it): :meth:`partner_factor` corrects it once a partner closes after it."""
+        k = self.kinds[kind]
+        if not k.process.is_supercycle:
+            return False
+        return context < 0 or context == kind or self._supercycle_of(kind, context) is None
+
+    def partner_factor(self, kind: int, partner: int, t_c: float) -> float:
+        """Growth factor of ``kind``'s cycles that grew with no partner, now that a cycle
+        of ``partner`` has followed them: the supercycle they form decides what they were
+        (1.0 when the two form none, or when ``kind`` already belongs to that supercycle)."""
+        if partner < 0 or partner == kind:
+            return 1.0
+        hit = self._supercycle_of(kind, partner)
+        if hit is None:
+            return 1.0
+        proc, ka, _kb = hit
+        k = self.kinds[kind]
+        if not k.process.is_supercycle or k.process is proc:
+            return 1.0
+        base = k.process.gpc(t_c, k.cycle.name)
+        return proc.gpc(t_c, ka) / base if base > 0.0 else 1.0
+
     def metal_thickness_a(self, kind: int) -> tuple[float, float]:
         """(A of film, ng/cm2 of film) per mol/cm2 of the kind's first precursor's metal."""
         k = self.kinds[kind]
@@ -415,7 +483,7 @@ class Chemistry:
             phase = k.cycle.phase
             m_loop = gpc[k.index] * 1e-8 * k.areal_density * 1e9  # ng/cm2 per cycle
             fu_mol_cm2 = m_loop * 1e-9 / phase.molar_mass
-            own = [t for t in self.transitions if t.kind == k.index]
+            own = [t for t in self.transitions if t.kind == k.index and t.index not in self.copy_of]
             # steps of this kind in sequence order (shared first steps belong to the owner)
             seq = k.cycle.chemicals
             metal_mol_cm2 = 0.0
@@ -463,6 +531,8 @@ class Chemistry:
             shared = [t for t in path if self.transitions[t].kind != k.index]
             if shared:
                 m_t[path[-1]] += owed[k.index] - sum(m_t[t] for t in shared)
+        for copy, orig in self.copy_of.items():
+            n_t[copy], m_t[copy], beta[copy] = n_t[orig], m_t[orig], beta[orig]
         dec = decomposition()
         dec_beta = {
             chem: dec.beta_at(key, onset) for chem, onset in self.decomposition_onset_c.items()
@@ -479,6 +549,28 @@ class Chemistry:
         return out
 
 
+def _prefixes_first(
+    kinds: list[tuple[library.Process, library.CycleKind]],
+) -> list[tuple[library.Process, library.CycleKind]]:
+    """``kinds`` in their order, except that a kind whose dose sequence is a proper prefix
+    of another's comes right before the first such (Li2O's LiOtBu, H2O before Li3PO4's
+    LiOtBu, H2O, TMP, H2O), so the trie can close the shorter one on the way."""
+    out: list[tuple[library.Process, library.CycleKind]] = []
+    for entry in kinds:
+        seq = entry[1].chemicals
+        prefixes = [
+            e
+            for e in kinds
+            if len(e[1].chemicals) < len(seq) and seq[: len(e[1].chemicals)] == e[1].chemicals
+        ]
+        for e in sorted(prefixes, key=lambda e: len(e[1].chemicals)):
+            if e not in out:
+                out.append(e)
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
 def select(
     available: Iterable[str], process: str | None = None, processes: Iterable[str] = ()
 ) -> Chemistry:
@@ -488,7 +580,8 @@ def select(
     whole-cycle library process whose chemicals are all available, fewest chemicals first,
     then the supercycle processes; then single subcycles of supercycle processes whose
     chemicals are available, in library order (as :func:`library.find_cycle`). A kind whose
-    dose sequence equals or prefixes one already chosen is skipped (``Chemistry.skipped``).
+    dose sequence equals one already chosen is skipped (``Chemistry.skipped``); one that
+    prefixes another closes on the way (:attr:`Chemistry.ready_like`).
     """
     avail = frozenset(available)
     lib = library.processes()

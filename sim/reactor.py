@@ -130,6 +130,11 @@ class Reactor(FaultEffects):
         self._trans_kind = [t.kind for t in self.chemistry.transitions]
         self._trans_close = [t.closes for t in self.chemistry.transitions]
         self._trans_opens = [t.opens for t in self.chemistry.transitions]
+        self._reclaim_of = [-1] * len(self.chemistry.kinds)
+        """Per kind: the shorter kind its closing step takes over (-1: none)."""
+        for t in self.chemistry.transitions:
+            if t.closes >= 0 and t.reclaims >= 0:
+                self._reclaim_of[t.closes] = t.reclaims
         kinds = self.chemistry.kinds
         self._kind_first = [k.first_state for k in kinds]
         self._first_chem = [k.cycle.chemicals[0] for k in kinds]
@@ -160,6 +165,9 @@ class Reactor(FaultEffects):
         s.growth_kind = [0.0] * len(kinds)
         s.cycles_kind = [0.0] * len(kinds)
         s.latched = [1.0] * len(kinds)
+        s.solo = [0.0] * len(kinds)
+        s.solo_open = [False] * len(kinds)
+        s.partner_growth = [0.0] * len(kinds)
         heater_cfgs = config.heater_configs()
         s.heaters = [Heater(h, config.ambient_c, config.settled) for h in heater_cfgs]
         self._heater_index = {h.name: i for i, h in enumerate(heater_cfgs)}
@@ -195,7 +203,7 @@ class Reactor(FaultEffects):
         self._h_walls = self._heater_index["walls"]
         s.plasma = Plasma(config.plasma) if config.plasma is not None else None
         s.ozone = Ozone(config.ozone) if config.ozone is not None else None
-        density = self.chemistry.kinds[0].areal_density if kinds else 3.0
+        density = kinds[self.chemistry.priority[0]].areal_density if kinds else 3.0
         s.qcm = Qcm(config.qcm, density) if config.qcm is not None else None
         self._s = s
         self._gauge_name = config.gauge.name
@@ -468,6 +476,7 @@ class Reactor(FaultEffects):
             composition=composition,
             growth_by_kind_a=growth,
             cycles_by_kind={k.label: s.cycles_kind[k.index] for k in kinds},
+            partner_growth_a={k.label: s.partner_growth[k.index] for k in kinds},
             partial_pressures_torr=pp,
             pressure_torr=sum(pp.values()),
             coverage={

@@ -128,6 +128,10 @@ class Truth:
     growth_by_kind_a: dict[str, float]
     cycles_by_kind: dict[str, float]
     """Completed cycles (fractional) per cycle kind."""
+    partner_growth_a: dict[str, float]
+    """Per cycle kind: growth added to (or taken from) cycles that grew before a supercycle
+    partner met them, when it did (included in ``growth_by_kind_a`` and the thickness; an
+    account of the recipe's cycles credits it to the cycles of that kind that grew last)."""
     partial_pressures_torr: dict[str, float]
     pressure_torr: float
     coverage: dict[str, float]
@@ -251,6 +255,11 @@ class _State:
         self.cycles_kind: list[float] = []
         self.cycles_total = 0.0
         self.latched: list[float] = []
+        self.solo: list[float] = []
+        """Per kind: growth (A) of its cycles that grew with no supercycle partner yet."""
+        self.solo_open: list[bool] = []
+        self.partner_growth: list[float] = []
+        """Per kind: its present cycle opened with no partner (its growth goes to ``solo``)."""
         self.last_closed = -1
         self.context = -1
         """The last completed cycle of a kind other than ``last_closed`` (-1: none)."""
@@ -344,6 +353,9 @@ _STATE_FIELDS = (
     "leak_sccm",
     "sat",
     "dose_open",
+    "solo",
+    "solo_open",
+    "partner_growth",
 )
 """The plain (number, list, dict) members of :class:`_State`, packed as they are."""
 _STATE_COMPONENTS = (
@@ -428,8 +440,13 @@ def _unpack_state(packed: tuple[Any, ...], config: ReactorConfig) -> _State:
     """Inverse of :func:`_pack_state` for a reactor built from ``config``."""
     plain, lines, mfcs, heaters, gauge, qcm, plasma, ozone, rngs, faults = packed
     s = _State()
-    for name, value in zip(_STATE_FIELDS, plain, strict=True):
+    for name, value in zip(_STATE_FIELDS, plain, strict=False):
         setattr(s, name, value)
+    if len(plain) < len(_STATE_FIELDS):
+        # a snapshot from before the partner bookkeeping: no cycle waits for a partner
+        s.solo = [0.0] * len(s.latched)
+        s.solo_open = [False] * len(s.latched)
+        s.partner_growth = [0.0] * len(s.latched)
     s.lines = [
         _LINE.unpack(ln, cfg=cfg, chem=chemistry.get(cfg.chemical), valve=_VALVE.unpack(valve))
         for (ln, valve), cfg in zip(lines, config.lines, strict=True)
@@ -498,6 +515,7 @@ class ReactorCore:
     _trans_kind: list[int]
     _trans_close: list[int]
     _trans_opens: list[bool]
+    _reclaim_of: list[int]
     _kind_first: list[int]
     _first_chem: list[str]
     _dec_species: list[tuple[int, int]]

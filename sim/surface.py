@@ -96,6 +96,7 @@ class SurfaceChemistry(ReactorCore):
                 ctx = s.last_closed if s.last_closed != k else s.context
                 t_c = self._zone_t(self._h_sub)
                 s.latched[k] = self.chemistry.multiplier(k, ctx, s.last_closed, t_c)
+                s.solo_open[k] = self.chemistry.waits_for_partner(k, ctx)
                 self._nmk = None
 
     # ------------------------------------------------------------------ rates
@@ -296,6 +297,8 @@ class SurfaceChemistry(ReactorCore):
         total_close = 0.0
         best = -1
         best_v = 0.0
+        reclaim = self._reclaim_of
+        counted = 0.0
         for k in range(len(close_conv)):
             cc = close_conv[k]
             if cc <= 0.0:
@@ -308,19 +311,60 @@ class SurfaceChemistry(ReactorCore):
             s.thickness += g
             s.growth_kind[k] += g
             s.cycles_kind[k] += cc
+            if s.solo_open[k]:
+                s.solo[k] += g
             oc = open_conv[self._kind_first[k]] if open_conv is not None else 0.0
             if oc > 0.0:
                 # closed in the same step as opened: both reactants present (CVD)
                 s.cvd += g * (oc / cc if oc < cc else 1.0)
-        s.cycles_total += total_close
+            r = reclaim[k]
+            if r >= 0:
+                self._reclaim(r, cc)
+                counted -= cc  # one cycle of the longer kind, not two
+        s.cycles_total += total_close + counted
         if total_close > 1e-3:
             if best != s.last_closed:
+                if s.last_closed >= 0:
+                    self._partner_met(s.last_closed, best)
                 s.context = s.last_closed
                 if s.qcm is not None and self.config.qcm is not None:
                     # a QCM is programmed with the density of the film it watches grow
                     dens = self.config.qcm.density_g_cm3
                     s.qcm.density = dens or self.chemistry.kinds[best].areal_density
             s.last_closed = best
+
+    def _reclaim(self, kind: int, conv: float) -> None:
+        """A longer kind closed over ``conv`` of the surface whose cycles began as a whole
+        cycle of the shorter ``kind`` (Li3PO4 over Li2O): the longer kind's growth stands
+        for both, so the shorter one's growth on the way is taken back (the areal mass
+        is squared by the closing step's own, :meth:`sim.kinetics.Chemistry.rates`)."""
+        s = self._s
+        m = self._multipliers()[kind]
+        g = conv * self._rt.gpc[kind] * m
+        s.thickness -= g
+        s.growth_kind[kind] -= g
+        s.cycles_kind[kind] -= conv
+        if s.solo[kind] > 0.0:
+            s.solo[kind] = max(0.0, s.solo[kind] - g)
+
+    def _partner_met(self, kind: int, partner: int) -> None:
+        """A cycle of ``partner`` followed cycles of ``kind``: those of them that grew with no
+        partner (the stack's first Li2O cycle) grow what the supercycle the two form says,
+        which is only known now that the partner has met them in the chamber."""
+        s = self._s
+        g = s.solo[kind]
+        if g <= 0.0:
+            return
+        s.solo[kind] = 0.0
+        factor = self.chemistry.partner_factor(kind, partner, self._zone_t(self._h_sub))
+        if factor == 1.0:
+            return
+        dg = g * (factor - 1.0)
+        s.thickness += dg
+        s.growth_kind[kind] += dg
+        s.partner_growth[kind] += dg
+        # ng/cm2 per A of film is 10 x its density in g/cm3 (Chemistry.rates)
+        s.mass_ng += dg * 10.0 * self.chemistry.kinds[kind].areal_density
 
     def _decompose(self, kind: int, mol: float) -> None:
         s = self._s

@@ -48,6 +48,40 @@ def test_stack_grows_each_film_at_its_library_gpc(run_cli: Run) -> None:
     assert not [w for w in out["warnings"] if "CVD" in w or "decomposition" in w]
 
 
+def test_a_stack_of_litaox_and_li3po4_grows_each_film_at_its_library_gpc(run_cli: Run) -> None:
+    # Li3PO4's LiOtBu, H2O, TMP, H2O starts with Li2O's LiOtBu, H2O. Before: with TMP in the
+    # recipe the Li2O subcycle was skipped as a prefix: LiTaOx grew 0.000 A of Li2O and
+    # 0.008 A of Ta2O5 per cycle ("no growth"), the stack 1.4 nm instead of 22.
+    out = sim_json(run_cli, str(HERE / "stack_litaox_li3po4.yaml"))
+    sub = out["subcycles"]
+    pid = "LiTaOx-LiOtBu-TaOEt5"
+    assert sub["Li2O"]["gpc_A"] == pytest.approx(_gpc(pid, 225.0, "Li2O"), rel=0.05)
+    assert sub["Ta2O5"]["gpc_A"] == pytest.approx(_gpc(pid, 225.0, "Ta2O5"), rel=0.05)
+    assert sub["Li3PO4"]["gpc_A"] == pytest.approx(_gpc("Li3PO4-LiOtBu-TMP", 275.0), rel=0.05)
+    assert out["warnings"] == []
+
+
+@pytest.mark.parametrize("extra", [["TEOS"], ["TEOS", "TMP"]])
+def test_lines_the_recipe_does_not_use_change_nothing(
+    run_cli: Run, tmp_path: Path, extra: list[str]
+) -> None:
+    # A tool with more lines than the recipe doses. Before: a TEOS line made the first Li2O
+    # cycle of a LiNbOx film grow LiSiOx's 1.09 A (the first-loaded supercycle) instead of
+    # LiNbOx's 2.6; a TMP line as well made every Li2O cycle grow nothing.
+    from aldctl import config
+
+    tool = tmp_path / "tool.yaml"
+    lines = "".join(
+        f"  {c}: {{chemical: {c}, valve: 'valves:{9 + i}'}}\n" for i, c in enumerate(extra)
+    )
+    tool.write_text(config.builtin_text() + "lines:\n" + lines, encoding="utf-8")
+    recipe = str(HERE / "linbox_al2o3_cap.yaml")
+    alone = sim_json(run_cli, recipe)["subcycles"]
+    beside = sim_json(run_cli, recipe, "-c", str(tool))["subcycles"]
+    for film in ("Li2O", "Nb2O5", "Al2O3"):
+        assert beside[film]["gpc_A"] == pytest.approx(alone[film]["gpc_A"], rel=0.01), film
+
+
 def test_lipon_next_to_an_idle_ethylene_glycol_line(run_cli: Run, tmp_path: Path) -> None:
     # The same LiPON recipe with a cycle that doses EG defined but never run: the built-in
     # tool provisions an EG line. Before: 656 nm, 99 % CVD; the library says 0.7 A/cycle.

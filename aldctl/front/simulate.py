@@ -161,15 +161,32 @@ def simulate(
     completed = run_body(sched.setup)
     t_sub_max = -273.15
     cycles = 0
+    # Cycles that grew before a supercycle partner met them are corrected when it does
+    # (Truth.partner_growth_a): the correction belongs to the recipe cycle that grew them.
+    grew_last: dict[str, tuple[str, int]] = {}
+    """Model kind -> (recipe cycle, its loop's id) that grew it last."""
     if completed:
         for unit in s.iter_units(sched.main):
-            before = r.truth().thickness_a
+            t_before = r.truth()
             if not run_body(unit.body):
                 completed = False
                 break
             after = r.truth()
-            grown = after.thickness_a - before
+            moved = {
+                kind: v - t_before.partner_growth_a.get(kind, 0.0)
+                for kind, v in after.partner_growth_a.items()
+                if v != t_before.partner_growth_a.get(kind, 0.0)
+            }
+            grown = after.thickness_a - t_before.thickness_a - sum(moved.values())
             t_sub_max = max(t_sub_max, after.temperatures_c.get("substrate", t_sub_max))
+            for kind, dg in moved.items():
+                owner = grew_last.get(kind)
+                if owner is not None:
+                    kinds[owner[0]].growth_a += dg
+                    lo, lg, ln = loops[owner[1]]
+                    loops[owner[1]] = (lo, lg + dg, ln)
+                else:
+                    grown += dg
             if unit.cycle is not None and unit.loop is not None:
                 k = kinds.setdefault(unit.cycle, _Kind())
                 k.count += 1
@@ -179,6 +196,9 @@ def simulate(
                 loops[id(unit.loop)] = (unit.loop, (lp[1] if lp else 0.0) + grown, passes)
                 if unit.last_in_pass:
                     cycles += 1
+                for kind, v in after.growth_by_kind_a.items():
+                    if v - moved.get(kind, 0.0) > t_before.growth_by_kind_a.get(kind, 0.0):
+                        grew_last[kind] = (unit.cycle, id(unit.loop))
         if completed:
             run_body(sched.teardown)
     if recorder is not None:

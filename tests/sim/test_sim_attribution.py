@@ -143,3 +143,64 @@ def test_li2o_subcycle_grows_as_the_supercycle_it_meets(partner: list[str], pid:
     proc = library.processes()[pid]
     kind = next(k for k in proc.cycles.values() if k.chemicals == ("LiOtBu", "H2O"))
     assert grown == pytest.approx(proc.gpc(225.0, kind.name), rel=0.03)
+
+
+def _kind_gpc(pid: str, chems: list[str], t_c: float) -> float:
+    proc = library.processes()[pid]
+    kind = next(k for k in proc.cycles.values() if list(k.chemicals) == chems)
+    return proc.gpc(t_c, kind.name)
+
+
+def test_li2o_closes_on_its_way_through_li3po4() -> None:
+    # A TMP line (and the N2 feed) loads Li3PO4 (LiOtBu, H2O, TMP, H2O) and LiPON-PEALD,
+    # whose first steps are a whole Li2O subcycle. Before: Li2O was skipped as a prefix, so a
+    # LiTaOx supercycle on this tool grew no Li2O at all and a sixth of its Ta2O5 (the
+    # surface stayed in "LiOtBu>H2O", waiting for TMP).
+    r = _reactor(["LiOtBu", "H2O", "TaOEt5", "TMP"], 225.0)
+    li, ta = ["LiOtBu", "H2O"], ["TaOEt5", "H2O"]
+    for _ in range(2):
+        seq.run_cycle(r, li, 2 * S, 10 * S)
+        seq.run_cycle(r, ta, 2 * S, 10 * S)
+    t0 = r.truth().growth_by_kind_a
+    seq.run_cycle(r, li, 2 * S, 10 * S)
+    seq.run_cycle(r, ta, 2 * S, 10 * S)
+    t1 = r.truth().growth_by_kind_a
+    pid = "LiTaOx-LiOtBu-TaOEt5"
+    assert t1["Li2O"] - t0["Li2O"] == pytest.approx(_kind_gpc(pid, li, 225.0), rel=0.03)
+    assert t1["Ta2O5"] - t0["Ta2O5"] == pytest.approx(_kind_gpc(pid, ta, 225.0), rel=0.03)
+
+
+def test_li3po4_counts_once_when_li2o_closes_inside_it() -> None:
+    # The Li2O that closes on the way is Li3PO4's own first half: the film is Li3PO4, one
+    # cycle of it per cycle, at the library's GPC, and nothing is booked as Li2O.
+    r = _reactor(["LiOtBu", "H2O", "TaOEt5", "TMP"], 275.0)
+    chems = ["LiOtBu", "H2O", "TMP", "H2O"]
+    g = _gpc(r, chems, 3 * S, 20 * S)
+    assert g == pytest.approx(library.processes()["Li3PO4-LiOtBu-TMP"].gpc(275.0), rel=0.03)
+    t = r.truth()
+    assert t.growth_by_kind_a["Li2O"] == pytest.approx(0.0, abs=1e-6)
+    assert t.cycles_by_kind["Li2O"] == pytest.approx(0.0, abs=1e-3)
+    assert t.cycles_by_kind["Li3PO4-LiOtBu-TMP"] == pytest.approx(5.0, rel=0.01)
+
+
+def test_the_first_li2o_cycle_grows_as_the_partner_that_follows_it() -> None:
+    # TEOS and TaOEt5 lines: Li2O is a subcycle of LiSiOx (1.0 A at 225 C, loaded first) and
+    # of LiTaOx (1.6 A). The first Li2O cycle meets no partner until TaOEt5 follows it; then
+    # it is LiTaOx's. Before: it kept LiSiOx's 1.0 A, whatever followed.
+    r = _reactor(["LiOtBu", "H2O", "TEOS", "TaOEt5"], 225.0)
+    li, ta = ["LiOtBu", "H2O"], ["TaOEt5", "H2O"]
+    seq.run_cycle(r, li, 2 * S, 10 * S)
+    seq.run_cycle(r, ta, 2 * S, 10 * S)
+    t = r.truth()
+    want = _kind_gpc("LiTaOx-LiOtBu-TaOEt5", li, 225.0)
+    assert want != pytest.approx(_kind_gpc("LiSiOx-LiOtBu-TEOS", li, 225.0), rel=0.1)
+    assert t.growth_by_kind_a["Li2O"] == pytest.approx(want, rel=0.03)
+    # and the areal mass follows: the cycle pair adds what the two films weigh
+    assert t.mass_ng_cm2 == pytest.approx(
+        sum(
+            10.0 * k.areal_density * t.growth_by_kind_a[k.label]
+            for k in r.chemistry.kinds
+            if k.label in ("Li2O", "Ta2O5")
+        ),
+        rel=0.03,
+    )
