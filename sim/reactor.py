@@ -135,6 +135,8 @@ class Reactor(FaultEffects):
         for t in self.chemistry.transitions:
             if t.closes >= 0 and t.reclaims >= 0:
                 self._reclaim_of[t.closes] = t.reclaims
+        self._prefix_kinds = sorted({r for r in self._reclaim_of if r >= 0})
+        self._is_prefix = [k in self._prefix_kinds for k in range(len(self._reclaim_of))]
         kinds = self.chemistry.kinds
         self._kind_first = [k.first_state for k in kinds]
         self._first_chem = [k.cycle.chemicals[0] for k in kinds]
@@ -168,6 +170,8 @@ class Reactor(FaultEffects):
         s.solo = [0.0] * len(kinds)
         s.solo_open = [False] * len(kinds)
         s.partner_growth = [0.0] * len(kinds)
+        s.prefix_g = [0.0] * len(kinds)
+        s.prefix_c = [0.0] * len(kinds)
         heater_cfgs = config.heater_configs()
         s.heaters = [Heater(h, config.ambient_c, config.settled) for h in heater_cfgs]
         self._heater_index = {h.name: i for i, h in enumerate(heater_cfgs)}

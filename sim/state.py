@@ -259,6 +259,10 @@ class _State:
         """Per kind: growth (A) of its cycles that grew with no supercycle partner yet."""
         self.solo_open: list[bool] = []
         self.partner_growth: list[float] = []
+        self.prefix_g: list[float] = []
+        self.prefix_c: list[float] = []
+        """Per kind: growth (A) and cycles closed since a longer kind it prefixes last took
+        its share back (:meth:`sim.surface.SurfaceChemistry._reclaim`)."""
         """Per kind: its present cycle opened with no partner (its growth goes to ``solo``)."""
         self.last_closed = -1
         self.context = -1
@@ -356,6 +360,8 @@ _STATE_FIELDS = (
     "solo",
     "solo_open",
     "partner_growth",
+    "prefix_g",
+    "prefix_c",
 )
 """The plain (number, list, dict) members of :class:`_State`, packed as they are."""
 _STATE_COMPONENTS = (
@@ -447,6 +453,8 @@ def _unpack_state(packed: tuple[Any, ...], config: ReactorConfig) -> _State:
         s.solo = [0.0] * len(s.latched)
         s.solo_open = [False] * len(s.latched)
         s.partner_growth = [0.0] * len(s.latched)
+        s.prefix_g = [0.0] * len(s.latched)
+        s.prefix_c = [0.0] * len(s.latched)
     s.lines = [
         _LINE.unpack(ln, cfg=cfg, chem=chemistry.get(cfg.chemical), valve=_VALVE.unpack(valve))
         for (ln, valve), cfg in zip(lines, config.lines, strict=True)
@@ -516,6 +524,8 @@ class ReactorCore:
     _trans_close: list[int]
     _trans_opens: list[bool]
     _reclaim_of: list[int]
+    _prefix_kinds: list[int]
+    _is_prefix: list[bool]
     _kind_first: list[int]
     _first_chem: list[str]
     _dec_species: list[tuple[int, int]]

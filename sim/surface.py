@@ -313,6 +313,9 @@ class SurfaceChemistry(ReactorCore):
             s.cycles_kind[k] += cc
             if s.solo_open[k]:
                 s.solo[k] += g
+            if self._is_prefix[k]:
+                s.prefix_g[k] += g
+                s.prefix_c[k] += cc
             oc = open_conv[self._kind_first[k]] if open_conv is not None else 0.0
             if oc > 0.0:
                 # closed in the same step as opened: both reactants present (CVD)
@@ -321,6 +324,10 @@ class SurfaceChemistry(ReactorCore):
             if r >= 0:
                 self._reclaim(r, cc)
                 counted -= cc  # one cycle of the longer kind, not two
+            elif not self._is_prefix[k]:
+                # another film closed: what the shorter kinds grew so far stays theirs
+                for j in self._prefix_kinds:
+                    s.prefix_g[j] = s.prefix_c[j] = 0.0
         s.cycles_total += total_close + counted
         if total_close > 1e-3:
             if best != s.last_closed:
@@ -339,8 +346,11 @@ class SurfaceChemistry(ReactorCore):
         for both, so the shorter one's growth on the way is taken back (the areal mass
         is squared by the closing step's own, :meth:`sim.kinetics.Chemistry.rates`)."""
         s = self._s
-        m = self._multipliers()[kind]
-        g = conv * self._rt.gpc[kind] * m
+        pc = s.prefix_c[kind]
+        share = conv / pc if conv < pc else 1.0
+        g = s.prefix_g[kind] * share
+        s.prefix_g[kind] -= g
+        s.prefix_c[kind] = pc - conv if conv < pc else 0.0
         s.thickness -= g
         s.growth_kind[kind] -= g
         s.cycles_kind[kind] -= conv
