@@ -11,6 +11,14 @@ pressure history (the Langmuir closed form).
 
 CVD-like growth: growth closed in the same step as the cycle's opening half-reaction (both
 reactants present) is counted as ``cvd_thickness_a`` (with thermal decomposition).
+
+What grows is decided by what meets in the chamber. The growth factor of a cycle is latched
+when its first dose opens, from the cycle that closed before it (the supercycle the two
+form, :meth:`sim.kinetics.Chemistry.multiplier`); a cycle that met no partner yet is
+settled when one closes after it (:meth:`SurfaceChemistry._partner_met`). A kind whose dose
+sequence starts a longer kind's (Li2O in Li3PO4) closes on the way into a ready-like state;
+the longer kind's closing takes its growth back (:meth:`SurfaceChemistry._reclaim`), so the
+film is counted once, as the longer kind.
 """
 
 from __future__ import annotations

@@ -144,6 +144,20 @@ def test_no_growth_is_said_by_every_command(run_cli: Run) -> None:
     assert not [w for w in out["warnings"] if "CVD" in w]  # no shares of a 0 nm film
 
 
+def test_a_run_that_grows_nothing_says_so(run_cli: Run, tmp_path: Path) -> None:
+    # Before: `aldctl run --json` reported warnings [] for 10 cycles that grew 0.000 A (the
+    # compiler's warning went to a terminal only, and the run's own film was not looked at).
+    recipe = str(HERE / "li3po4_no_water.yaml")
+    out = _run(run_cli, tmp_path / "j", recipe)
+    assert out["outcome"] == "complete"
+    assert any("grows nothing" in w for w in out["warnings"])
+    assert any(w.startswith("no growth: 10 cycles") for w in out["warnings"])
+    res = run_cli("run", recipe, "--data-dir", str(tmp_path / "t"))
+    assert "no growth: 10 cycles" in " ".join((res.out + res.err).split())
+    healthy = _run(run_cli, tmp_path / "h", "recipes/al2o3_tma_h2o.yaml", "--set", "cycles=3")
+    assert healthy["warnings"] == []
+
+
 def test_tool_configs_default_to_the_simulators_purge_rule() -> None:
     from aldctl import config
 

@@ -20,6 +20,7 @@ from aldctl._version import __version__
 if TYPE_CHECKING:
     from aldctl.config import ToolConfig
     from aldctl.diagnostics import Diagnostic
+    from aldctl.engine.runner import RunResult
     from aldctl.recipe.compile import Compiled
     from aldctl.recipe.load import Loaded
 
@@ -225,6 +226,24 @@ def _detach(args: list[str], data_dir: Path | None, as_json: bool, child_json: b
     click.echo(f"  its output: {started.log}")
 
 
+def _growth_warnings(result: RunResult) -> list[str]:
+    """What the simulated film says about the run, as ``aldctl simulate`` says it: a run
+    whose cycles grew nothing on the model says so (the same threshold)."""
+    from aldctl.front.simulate import NO_GROWTH_A
+
+    sim = result.simulation
+    if sim is None or not result.cycles_completed:
+        return []
+    grown_a = float(sim.get("thickness_nm") or 0.0) * 10.0
+    if grown_a >= NO_GROWTH_A * result.cycles_completed:
+        return []
+    return [
+        f"no growth: {result.cycles_completed} cycles grew {grown_a / 10:.3f} nm on the "
+        "simulated reactor: the doses meet no surface reaction of the process library "
+        "(a missing co-reactant, or a chemistry the library does not have)"
+    ]
+
+
 def _execute_run(
     req: Any,
     journal: Any,
@@ -313,9 +332,13 @@ def _execute_run(
         raise
     finally:
         journal.close()
+    result.warnings.extend(_growth_warnings(result))
     try:
         if as_json:
-            click.echo(json.dumps(summary_json(run_id, result), indent=2))
+            out = summary_json(run_id, result)
+            # the recipe's own warnings too: a JSON reader sees what a terminal is shown
+            out["warnings"] = [d.format() for d in quiet_warnings] + out["warnings"]
+            click.echo(json.dumps(out, indent=2))
         else:
             print_summary(console, run_id, result, req.realtime)
     except OSError:  # the terminal went away (SIGHUP): the journal has the record
