@@ -135,8 +135,12 @@ class Reactor(FaultEffects):
         for t in self.chemistry.transitions:
             if t.closes >= 0 and t.reclaims >= 0:
                 self._reclaim_of[t.closes] = t.reclaims
-        self._prefix_kinds = sorted({r for r in self._reclaim_of if r >= 0})
-        self._is_prefix = [k in self._prefix_kinds for k in range(len(self._reclaim_of))]
+        self._is_prefix = [k in self._reclaim_of for k in range(len(self._reclaim_of))]
+        self._leaves_prefix = [
+            self.chemistry.ready_like[t.src] if t.index in self.chemistry.copy_of else -1
+            for t in self.chemistry.transitions
+        ]
+        """Per transition: the prefix kind whose ready-like state it opens a cycle from."""
         kinds = self.chemistry.kinds
         self._kind_first = [k.first_state for k in kinds]
         self._first_chem = [k.cycle.chemicals[0] for k in kinds]

@@ -261,8 +261,9 @@ class _State:
         self.partner_growth: list[float] = []
         self.prefix_g: list[float] = []
         self.prefix_c: list[float] = []
-        """Per kind: growth (A) and cycles closed since a longer kind it prefixes last took
-        its share back (:meth:`sim.surface.SurfaceChemistry._reclaim`)."""
+        """Per prefix kind: growth (A) and surface fraction of its cycles that closed and have
+        neither been taken back by a longer kind (:meth:`sim.surface.SurfaceChemistry.
+        _reclaim`) nor moved on to another cycle (``_settle_prefix``)."""
         """Per kind: its present cycle opened with no partner (its growth goes to ``solo``)."""
         self.last_closed = -1
         self.context = -1
@@ -524,7 +525,7 @@ class ReactorCore:
     _trans_close: list[int]
     _trans_opens: list[bool]
     _reclaim_of: list[int]
-    _prefix_kinds: list[int]
+    _leaves_prefix: list[int]
     _is_prefix: list[bool]
     _kind_first: list[int]
     _first_chem: list[str]

@@ -253,6 +253,7 @@ class SurfaceChemistry(ReactorCore):
         dm = rt.dm
         gpc = rt.gpc
         sp_tx = self._sp_tx
+        leaves = self._leaves_prefix
         expm1 = math.expm1
         # Several reactants at once (overlap/CVD): Strang splitting, second order in the
         # step and exact at the stiff limit (a fast reactant gets the last word).
@@ -293,6 +294,11 @@ class SurfaceChemistry(ReactorCore):
                     if open_conv is None:
                         open_conv = [0.0] * len(x)
                     open_conv[dst] += conv
+                    lp = leaves[t]
+                    if lp >= 0:
+                        # a new cycle opens on a closed prefix (TaOEt5 after Li2O): that
+                        # Li2O will not be a longer kind's, its growth stays
+                        self._settle_prefix(lp, conv)
             used[j] = u
         s.mass_ng += mass
         reacted = s.reacted
@@ -330,12 +336,7 @@ class SurfaceChemistry(ReactorCore):
                 s.cvd += g * (oc / cc if oc < cc else 1.0)
             r = reclaim[k]
             if r >= 0:
-                self._reclaim(r, cc)
-                counted -= cc  # one cycle of the longer kind, not two
-            elif not self._is_prefix[k]:
-                # another film closed: what the shorter kinds grew so far stays theirs
-                for j in self._prefix_kinds:
-                    s.prefix_g[j] = s.prefix_c[j] = 0.0
+                counted -= self._reclaim(r, cc)  # one cycle of the longer kind, not two
         s.cycles_total += total_close + counted
         if total_close > 1e-3:
             if best != s.last_closed:
@@ -348,22 +349,37 @@ class SurfaceChemistry(ReactorCore):
                     s.qcm.density = dens or self.chemistry.kinds[best].areal_density
             s.last_closed = best
 
-    def _reclaim(self, kind: int, conv: float) -> None:
+    def _reclaim(self, kind: int, conv: float) -> float:
         """A longer kind closed over ``conv`` of the surface whose cycles began as a whole
         cycle of the shorter ``kind`` (Li3PO4 over Li2O): the longer kind's growth stands
         for both, so the shorter one's growth on the way is taken back (the areal mass
-        is squared by the closing step's own, :meth:`sim.kinetics.Chemistry.rates`)."""
+        is squared by the closing step's own, :meth:`sim.kinetics.Chemistry.rates`).
+        Returns the cycles of ``kind`` taken back."""
         s = self._s
         pc = s.prefix_c[kind]
-        share = conv / pc if conv < pc else 1.0
-        g = s.prefix_g[kind] * share
+        back = conv if conv < pc else pc
+        g = s.prefix_g[kind] * (back / pc) if pc > 0.0 else 0.0
         s.prefix_g[kind] -= g
-        s.prefix_c[kind] = pc - conv if conv < pc else 0.0
+        s.prefix_c[kind] = pc - back
         s.thickness -= g
         s.growth_kind[kind] -= g
-        s.cycles_kind[kind] -= conv
+        s.cycles_kind[kind] -= back
         if s.solo[kind] > 0.0:
             s.solo[kind] = max(0.0, s.solo[kind] - g)
+        return back
+
+    def _settle_prefix(self, kind: int, conv: float) -> None:
+        """``conv`` of the surface where the shorter ``kind`` closed opens another cycle: its
+        share of the growth waiting to be taken back stays ``kind``'s for good."""
+        s = self._s
+        pc = s.prefix_c[kind]
+        if pc <= 0.0:
+            return
+        if conv >= pc:
+            s.prefix_g[kind] = s.prefix_c[kind] = 0.0
+            return
+        s.prefix_g[kind] *= 1.0 - conv / pc
+        s.prefix_c[kind] = pc - conv
 
     def _partner_met(self, kind: int, partner: int) -> None:
         """A cycle of ``partner`` followed cycles of ``kind``: those of them that grew with no
