@@ -290,6 +290,35 @@ class JournalSpec(_Model):
     sample_interval: Seconds = 5.0
     """How often the polled channels go into the run journal (the safety monitor polls
     more often; every poll goes to the live displays)."""
+    trace_interval: Seconds = Field(default=0.05, gt=0)
+    """Chamber pressure sampled this often, for the report's traces, in chosen units only:
+    the first, the middle and the last of main, the first of a resumed session, and the
+    unit of every alarm and the one after it (the journal stays small; the engine stays
+    fast). 0 is refused; ``traces: false`` turns them off."""
+    traces: bool = True
+
+
+class DoseWatchSpec(_Model):
+    """Per-pulse diagnostics: each dose's pressure response against its running baseline."""
+
+    enabled: bool = True
+    band: float = Field(default=0.35, gt=0, lt=1)
+    """A response outside 1 +- band of the baseline counts as drifting (widened where a
+    dose is noisier than that)."""
+    persist: int = Field(default=3, ge=1)
+    """Pulses in a row out of band before the warning."""
+    missing: float = Field(default=0.15, ge=0, lt=1)
+    """Below this fraction of the baseline a pulse counts as having no response."""
+    persist_missing: int = Field(default=2, ge=1)
+    warmup: int = Field(default=6, ge=3)
+    """Pulses whose median is the first baseline."""
+    skip: int = Field(default=2, ge=0)
+    """First pulses of each dose left out (the line conditions)."""
+    alpha: float = Field(default=0.05, gt=0, le=1)
+    """Weight of each in-band pulse in the running baseline."""
+    noise_sigmas: float = Field(default=6.0, ge=0)
+    """The band is at least this many robust standard deviations of the warm-up pulses."""
+    qcm_band: float = Field(default=0.5, gt=0, lt=1)
 
 
 class ToolConfig(_Model):
@@ -317,6 +346,7 @@ class ToolConfig(_Model):
     limits: Limits = Limits()
     safety: SafetySpec = SafetySpec()
     journal: JournalSpec = JournalSpec()
+    dose_watch: DoseWatchSpec = DoseWatchSpec()
     operator: OperatorSpec = OperatorSpec()
     simulator: dict[str, Any] = {}
     """Options for the simulated reactor (only read by the simulated drivers)."""

@@ -432,6 +432,23 @@ def check_resumable(journal: Journal, run_id: str) -> tuple[Prepared, int, bytes
     return prepared, len(done), journal.sim_state(run_id)
 
 
+def dose_figures(p: Prepared) -> tuple[dict[str, float], dict[str, int]]:
+    """Per line: grams a dose draws (the planner's vapour-draw estimate) and the doses of
+    the whole run, for the diagnostics' remaining-doses estimate."""
+    from aldctl.recipe.plan import plan
+
+    try:
+        pl = plan(p.compiled.schedule, p.tool)
+    except Exception:  # an estimate only: a run never fails for want of it
+        return {}, {}
+    grams: dict[str, float] = {}
+    for line, lp in pl.lines.items():
+        cp = pl.chemicals.get(lp.chemical)
+        if cp is not None and cp.grams is not None and cp.pulses:
+            grams[line] = cp.grams / cp.pulses
+    return grams, {line: lp.actuations for line, lp in pl.lines.items()}
+
+
 async def execute(
     req: RunRequest,
     journal: Journal | None,
@@ -458,6 +475,7 @@ async def execute(
     if on_tool is not None:
         on_tool(tool)
     options = RunOptions(start_unit=req.start_unit)
+    options.dose_grams, options.pulses_planned = dose_figures(p)
     if req.resume_of is not None:
         options.restore = restore_actions(p.compiled.schedule, req.start_unit)
     runner = Runner(

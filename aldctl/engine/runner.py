@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 from aldctl.engine.clock import Clock
 from aldctl.engine.control import RunControl
 from aldctl.engine.devices import Tool
+from aldctl.engine.dosewatch import DoseWatch, PulseMonitor, alarm_publisher
 from aldctl.engine.events import (
     Alarm,
     DoseStarted,
@@ -45,7 +45,6 @@ from aldctl.engine.events import (
     EventBus,
     Message,
     PulseDone,
-    Sample,
     State,
     StateChanged,
     StepStarted,
@@ -54,12 +53,11 @@ from aldctl.engine.events import (
 )
 from aldctl.engine.journal import Journal, JournalError, PulseRecord
 from aldctl.engine.safety import Safety, close_dose_valves, safe_state
+from aldctl.engine.trace import Tracer
 from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, Action, ActionKind
-from drivers.base import DeviceError, FlowReading, PressureGauge, TemperatureReading
+from drivers.base import DeviceError, FlowReading, TemperatureReading
 
-PULSE_SAMPLE_TAU = (0.1, 0.6, 1.5, 3.0)
-"""Gauge samples after a valve closes, in chamber residence times."""
 COMMIT_MARGIN_S = 0.005
 """Checkpoints commit this long before a unit's end when its actions are done, so the
 commit never delays the next unit's first pulse."""
@@ -77,7 +75,11 @@ class RunOptions:
     """Setpoints to re-apply before setup (resume: what main had set before the checkpoint)."""
     hardware_pulses: bool = True
     pulse_monitor: bool = True
-    source_drop_fraction: float = 0.3
+    dose_grams: dict[str, float] = field(default_factory=dict)
+    """Per line: grams a dose draws from its source (the planner's estimate), for the
+    remaining-doses estimate."""
+    pulses_planned: dict[str, int] = field(default_factory=dict)
+    """Per line: doses the recipe makes over the whole run."""
 
 
 @dataclass
@@ -147,84 +149,8 @@ class _Pending:
     cmd_open: float
     ack_open: float
     duration: float
-
-
-class PulseMonitor:
-    """Integrates the chamber pressure response of each pulse; watches for fading doses."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.r = runner
-        self.queue: asyncio.Queue[tuple[PulseRecord, float]] = asyncio.Queue()
-        self.reference: dict[str, list[float]] = {}
-        self.low_streak: dict[str, int] = {}
-        self.warned: set[str] = set()
-
-    async def run(self) -> None:
-        gauge = self.r.tool.gauge
-        opts = self.r.options
-        tau = max(self.r.tool.config.chamber.residence_time, 1e-3)
-        while True:
-            rec, t_open_clock = await self.queue.get()
-            area: float | None = None
-            if gauge is not None and opts.pulse_monitor:
-                width = rec.commanded_close - rec.commanded_open
-                # Baseline: the chamber pressure the safety monitor read last (it is polled
-                # continuously); then a few points down the decay, spaced on the residence
-                # time: enough for the area without reading the gauge at a high rate.
-                base = self.r.safety.readings.pressure_torr
-                times = [t_open_clock + width + f * tau for f in PULSE_SAMPLE_TAU]
-                pts: list[tuple[float, float]] = [(t_open_clock, base)] if base is not None else []
-                for t in times:
-                    if t > self.r.clock.now():
-                        await self.r.clock.sleep_until(t, precise=False)
-                    p = await self._read(gauge)
-                    if p is not None:
-                        pts.append((self.r.clock.now(), p))
-                        # Live displays see the dose's pressure peak, not only the 1 s poll.
-                        self.r.bus.publish(Sample(self.r.now(), {"pressure": p}))
-                if len(pts) >= 3 and base is not None:
-                    area = sum(
-                        (t1 - t0) * ((p0 + p1) / 2 - base)
-                        for (t0, p0), (t1, p1) in itertools.pairwise(pts)
-                    )
-                    area += max(0.0, pts[-1][1] - base) * tau  # the exponential tail
-            self.r.record_pulse(rec, area)
-            if area is not None:
-                self._check(rec.line, rec.chemical, area)
-
-    async def _read(self, gauge: PressureGauge) -> float | None:
-        try:
-            async with asyncio.timeout(1.0):
-                pr = await gauge.read_pressure()
-        except Exception:  # the safety monitor counts the gauge's failures; here: no point
-            return None
-        return pr.pressure_torr
-
-    def _check(self, line: str, chemical: str, area: float) -> None:
-        ref = self.reference.setdefault(line, [])
-        if len(ref) < 5:
-            ref.append(area)
-            return
-        median = sorted(ref)[len(ref) // 2]
-        if median <= 0:
-            return
-        if area < self.r.options.source_drop_fraction * median:
-            self.low_streak[line] = self.low_streak.get(line, 0) + 1
-        else:
-            self.low_streak[line] = 0
-        if self.low_streak[line] >= 3 and line not in self.warned:
-            self.warned.add(line)
-            self.r.warn(
-                line,
-                f"{chemical} pulses now raise the chamber pressure {area / median:.0%} of what "
-                "they did at the start of the run: source empty or cold, or the valve is not "
-                "opening",
-            )
-
-    def drain(self) -> None:
-        while not self.queue.empty():
-            rec, _ = self.queue.get_nowait()
-            self.r.record_pulse(rec, None)
+    where: str = ""
+    k: int = 0
 
 
 class Runner:
@@ -247,7 +173,19 @@ class Runner:
         self.control = control or RunControl()
         self.options = options or RunOptions()
         self.safety = Safety(tool, self.control, clock, self.bus, journal)
-        self.monitor = PulseMonitor(self)
+        cfg = tool.config
+        self.watch = DoseWatch(
+            cfg.dose_watch,
+            alarm_publisher(self),
+            dose_grams=self.options.dose_grams,
+            source_mass={k: v.source_mass for k, v in cfg.lines.items()},
+            pulses_planned=self.options.pulses_planned,
+        )
+        self.monitor = PulseMonitor(self, self.watch)
+        self.tracer = Tracer(self) if journal is not None and cfg.journal.traces else None
+        self.unit_pulses: dict[str, int] = {}
+        """Doses of each line so far in the current unit (which pulse of the cycle)."""
+        self.qcm_at_unit: float | None = None
         self.timing = TimingStats()
         self.warnings: list[str] = []
         self.setpoints: dict[tuple[ActionKind, str], Action] = {}
@@ -322,6 +260,14 @@ class Runner:
         with contextlib.suppress(Exception):
             self.control.abort(reason, who="supervisor")
 
+    def monitor_died(self, why: str) -> None:
+        """A helper that is not a long-lived task (the per-pulse monitor) failed: as
+        :meth:`_task_ended`, the run aborts naming it."""
+        if self._ending:
+            return
+        with contextlib.suppress(Exception):
+            self.control.abort(f"{why}: its protections are gone, aborting", who="supervisor")
+
     def _command_logged(self, verb: str, who: str, result: str) -> None:
         self.bus.publish(Message(self.now(), f"{who}: {verb} -> {result}"))
 
@@ -360,8 +306,9 @@ class Runner:
         self._set_state(State.STARTING, "starting")
         helpers = [
             loop.create_task(self.safety.monitor(), name="safety-monitor"),
-            loop.create_task(self.monitor.run(), name="pulse-monitor"),
         ]
+        if self.tracer is not None:
+            helpers.append(loop.create_task(self.tracer.run(), name="pressure-trace"))
         if any(b.watchdog for b in self.tool.banks):
             helpers.append(loop.create_task(self.safety.heartbeat(), name="valve-heartbeat"))
         for t in helpers:
@@ -434,7 +381,7 @@ class Runner:
         for t in helpers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self.monitor.drain()
+        await self.monitor.stop()
 
     def _finish(
         self, outcome: str, reason: str, wall0: float, safe_errors: dict[str, str]
@@ -466,6 +413,7 @@ class Runner:
                 "wall_s": result.wall_s,
                 "paused_s": result.paused_s,
                 "held_s": result.held_s,
+                "dose_watch": self.watch.summary(),
             }
             final = None
             if sim is not None:
@@ -593,6 +541,7 @@ class Runner:
                 if self.control.stop_requested:
                     break
             self.current = unit
+            self.unit_pulses.clear()
             total = self.schedule.units
             passes = unit.loop.repeat if unit.loop is not None else 1
             self.bus.publish(
@@ -660,6 +609,11 @@ class Runner:
         self.safety.held_before_s = 0.0
         if unit.loop is not None and unit.last_in_pass:
             self.cycles_completed += 1
+        qcm = self.safety.readings.qcm_a
+        if qcm is not None:
+            if self.qcm_at_unit is not None and self.tool.config.dose_watch.enabled:
+                self.watch.qcm_step(unit.cycle or unit.body.label, qcm - self.qcm_at_unit)
+            self.qcm_at_unit = qcm
         self.bus.publish(UnitDone(self.now(), unit.index, self.schedule.units))
 
     def _events(self, phase: s.Timed) -> list[tuple[int, int, str, Action]]:
@@ -735,10 +689,27 @@ class Runner:
         self.last_dose = chem
         await bank.set_valve(ch, True)
         ack = self.clock.now()
+        self.monitor.opened(a.target, ack)
         self.bus.publish(DoseStarted(ack - self.t0, a.target, chem, a.duration_ns / NS))
+        where, k = self._which_pulse(a.target, unit)
         self.pending[a.target] = _Pending(
-            a.target, chem, unit.index if unit else None, deadline, ack, a.duration_ns / NS
+            a.target,
+            chem,
+            unit.index if unit else None,
+            deadline,
+            ack,
+            a.duration_ns / NS,
+            where,
+            k,
         )
+
+    def _which_pulse(self, line: str, unit: s.Unit | None) -> tuple[str, int]:
+        """Which dose this is, for the diagnostics: (kind of cycle, n-th of its line)."""
+        k = self.unit_pulses.get(line, 0)
+        self.unit_pulses[line] = k + 1
+        if unit is None:
+            return ("teardown" if self.in_teardown else "setup"), k
+        return (unit.cycle or unit.body.label), k
 
     async def _close(self, a: Action, deadline: float) -> None:
         bank, ch = self.tool.valves[a.target]
@@ -751,7 +722,7 @@ class Runner:
         width_err = (ack - p.ack_open) - p.duration
         self.timing.add(open_err, width_err)
         rec = PulseRecord(p.unit, p.line, p.chemical, p.cmd_open, p.ack_open, deadline, ack, False)
-        self.monitor.queue.put_nowait((rec, p.cmd_open))
+        self.monitor.closed(rec, p.where, p.k, p.cmd_open)
         self.bus.publish(
             PulseDone(self.now(), p.line, p.chemical, p.unit, open_err, width_err, False)
         )
@@ -767,6 +738,8 @@ class Runner:
         self.last_dose = chem
         await bank.pulse(ch, dur)
         ack = self.clock.now()
+        self.monitor.opened(a.target, ack)
+        where, k = self._which_pulse(a.target, unit)
         self.bus.publish(DoseStarted(ack - self.t0, a.target, chem, dur))
         # The module times the width itself: only the command latency is known here (the
         # width is measured at the module: `aldctl bench timing`).
@@ -782,7 +755,7 @@ class Runner:
             ack + dur,
             True,
         )
-        self.monitor.queue.put_nowait((rec, deadline))
+        self.monitor.closed(rec, where, k, deadline)
         self.bus.publish(PulseDone(self.now(), a.target, chem, rec.unit, ack - deadline, 0.0, True))
 
     async def _action(self, a: Action, deadline: float, unit: s.Unit | None) -> None:

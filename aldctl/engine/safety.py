@@ -58,6 +58,8 @@ class Readings:
     temps: dict[str, TemperatureReading] = field(default_factory=dict)
     flows: dict[str, FlowReading] = field(default_factory=dict)
     plasma: PlasmaReading | None = None
+    qcm_a: float | None = None
+    """QCM thickness, Angstrom (for the per-cycle mass step)."""
 
 
 @dataclass
@@ -246,6 +248,7 @@ class Safety:
             th = await self._read(self._device_of(tool.qcm), tool.qcm.read_thickness)
             if isinstance(th, ThicknessReading):
                 values["qcm"] = th.thickness_a
+                r.qcm_a = th.thickness_a
         r.t = self._t()
         self.bus.publish(Sample(r.t, {**values, **setpoints}))
         if self.journal is not None and r.t >= self.next_sample_t:

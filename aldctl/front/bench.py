@@ -170,6 +170,45 @@ def bench_engine(cycles: int) -> list[dict[str, Any]]:
     ]
 
 
+def bench_report(cycles: int) -> list[dict[str, Any]]:
+    """A run of ``cycles`` cycles, then ``aldctl report`` on it in a child process."""
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml"
+    text = recipe.read_text() if recipe.exists() else REALTIME_RECIPE
+    sets = [f"cycles={cycles}", "tma_pulse=15 ms", "h2o_pulse=15 ms", "purge=5 s"]
+    with tempfile.TemporaryDirectory() as d:
+        result, _, _ = _run_once(text, sets, realtime=False, journal_dir=Path(d))
+        db_mb = (Path(d) / "journal.sqlite").stat().st_size / 1e6
+        from aldctl.engine.journal import Journal
+
+        j = Journal(Path(d), readonly=True)
+        run_id = j.runs(1)[0].id
+        j.close()
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "aldctl", "report", run_id, "--data-dir", d, "--out", d],
+            check=True,
+            capture_output=True,
+        )
+        wall = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        size = (Path(d) / f"{run_id}.html").stat().st_size / 1e6
+    return [
+        {
+            "cycles": result.cycles_completed,
+            "journal_mb": db_mb,
+            "report_wall_s": wall,
+            "report_peak_rss_mb": peak,
+            "report_mb": size,
+        }
+    ]
+
+
 def bench_realtime(cycles: int) -> list[dict[str, Any]]:
     """Real time, in-process simulator: pulse-width error and end-of-run drift."""
     from aldctl.engine.clock import release_realtime, request_realtime

@@ -816,15 +816,29 @@ def _run_json(r: Any) -> dict[str, Any]:
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--plot",
+    "plot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    is_flag=False,
+    flag_value=Path("-"),
+    default=None,
+    help="Also draw the dose responses, growth and temperatures into a PNG (default "
+    "RUN_ID.png here) and print its path: for SSH sessions, copy it or open it remotely.",
+)
 @data_dir_option
-def runs_show(run_id: str, as_json: bool, data_dir: Path | None) -> None:
+def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | None) -> None:
     """Show one run: its record, events and pulse statistics.
 
     \b
     Examples:
       aldctl runs show 20261123-153012-ab12
       aldctl runs show 20261123-153012-ab12 --json
+      aldctl runs show 2026112 --plot            # writes ./RUN_ID.png
+      aldctl runs show 2026112 --plot /tmp/r.png
     """
+    if plot is not None:
+        _show_plot(run_id, plot, data_dir)
     from aldctl.diagnostics import UserError
     from aldctl.engine.journal import JournalError
     from aldctl.session import open_journal
@@ -879,6 +893,119 @@ def runs_show(run_id: str, as_json: bool, data_dir: Path | None) -> None:
     click.echo("  events:")
     for t, kind, _, msg in events[-30:]:
         click.echo(f"    {t:10.1f} s  {kind:<14} {msg}")
+
+
+def _show_plot(run_id: str, plot: Path, data_dir: Path | None) -> None:
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import JournalError
+    from aldctl.front.report import overview_png
+    from aldctl.session import open_journal
+
+    journal = open_journal(data_dir, readonly=True)
+    try:
+        full = journal.resolve(run_id)
+        path = overview_png(journal, full, Path(f"{full}.png") if str(plot) == "-" else plot)
+    except JournalError as exc:
+        _fail([UserError(str(exc)).diagnostics[0]])
+    finally:
+        journal.close()
+    click.echo(f"plot: {path}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Directory the report goes into (as RUN_ID.html or RUN_ID.pdf).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "pdf"]),
+    default="html",
+    show_default=True,
+    help="html: one self-contained file (figures embedded, opens offline); pdf: the same "
+    "figures a page each, for print.",
+)
+@data_dir_option
+def report(run_id: str, out: Path, fmt: str, data_dir: Path | None) -> None:
+    """Write a run's report: summary, recipe, pressure traces, dose responses, pulse timing,
+    temperatures and flows, growth, alarms and events.
+
+    \b
+    Examples:
+      aldctl run recipes/al2o3_tma_h2o.yaml && aldctl report 20261206     # a run id prefix
+      aldctl report 20261206-0649 --out reports/ --format pdf
+    """
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import JournalError
+    from aldctl.front.report import write
+    from aldctl.session import open_journal
+
+    journal = open_journal(data_dir, readonly=True)
+    _warn_damaged(journal)
+    try:
+        path = write(journal, run_id, out, fmt)
+    except JournalError as exc:
+        _fail([UserError(str(exc)).diagnostics[0]])
+    except OSError as exc:
+        _fail([UserError(f"cannot write the report into {out}: {exc.strerror}").diagnostics[0]])
+    finally:
+        journal.close()
+    click.echo(f"report: {path}")
+
+
+@runs.command("export")
+@click.argument("run_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "parquet"]),
+    required=True,
+    help="csv: a directory of one CSV per table plus run.json; json: one file with every "
+    "table, the recipe text and the tool config; parquet: a directory of Parquet files "
+    "(needs pip install 'aldctl[parquet]').",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Directory to write into.",
+)
+@data_dir_option
+def runs_export(run_id: str, fmt: str, out: Path, data_dir: Path | None) -> None:
+    """Export every table of a run (run, events, checkpoints, pulses, samples); the README
+    documents the columns.
+
+    \b
+    Examples:
+      aldctl runs export 20261206-0649 --format json
+      aldctl runs export 20261206-0649 --format csv --out exports/
+      aldctl runs export 20261206-0649 --format parquet
+    """
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.journal import JournalError
+    from aldctl.front.export import export
+    from aldctl.session import open_journal
+
+    journal = open_journal(data_dir, readonly=True)
+    _warn_damaged(journal)
+    try:
+        paths = export(journal, run_id, fmt, out)
+    except JournalError as exc:
+        _fail([UserError(str(exc)).diagnostics[0]])
+    except UserError as exc:
+        _fail(exc.diagnostics)
+    except OSError as exc:
+        _fail([UserError(f"cannot write into {out}: {exc.strerror}").diagnostics[0]])
+    finally:
+        journal.close()
+    for p in paths:
+        click.echo(str(p))
 
 
 @cli.command()
@@ -1180,6 +1307,26 @@ def bench_engine(cycles: int, as_json: bool) -> None:
       aldctl bench engine -n 10000
     """
     from aldctl.front.bench import bench_engine as run
+
+    _print_rows(run(cycles), as_json)
+
+
+@bench.command("report")
+@click.option("--cycles", "-n", type=int, default=10_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_report(cycles: int, as_json: bool) -> None:
+    """``aldctl report`` on a long run: runs the benchmark recipe for N cycles (virtual
+    time), then times the report in a process of its own.
+
+    Prints the report's wall time, its peak memory (maximum resident set of that process)
+    and the sizes of the journal and the report.
+
+    \b
+    Examples:
+      aldctl bench report
+      aldctl bench report -n 1000
+    """
+    from aldctl.front.bench import bench_report as run
 
     _print_rows(run(cycles), as_json)
 

@@ -136,7 +136,7 @@ def test_a_driver_raising_the_unexpected_does_not_silence_the_limits(sim_run: Ru
 def test_every_supervised_task_that_dies_aborts_the_run_naming_it(
     sim_run: Run, monkeypatch: pytest.MonkeyPatch, task: str
 ) -> None:
-    from aldctl.engine import runner as runner_mod
+    from aldctl.engine import dosewatch as dosewatch_mod
     from aldctl.engine import safety as safety_mod
     from drivers.simulated import SimValveBank
 
@@ -155,14 +155,14 @@ def test_every_supervised_task_that_dies_aborts_the_run_naming_it(
 
         monkeypatch.setattr(safety_mod.Safety, "evaluate", evaluate)
     elif task == "pulse-monitor":
-        original_check = runner_mod.PulseMonitor._check
+        original_feed = dosewatch_mod.DoseWatch._feed
 
-        def check(self: Any, line: str, chemical: str, area: float) -> None:
-            if len(self.reference.get(line, [])) == 3:
+        def feed(self: Any, tr: Any, value: float, band: float, *, dose: bool) -> None:
+            if tr.seen == 3:
                 raise Boom("pressure response went NaN")
-            original_check(self, line, chemical, area)
+            original_feed(self, tr, value, band, dose=dose)
 
-        monkeypatch.setattr(runner_mod.PulseMonitor, "_check", check)
+        monkeypatch.setattr(dosewatch_mod.DoseWatch, "_feed", feed)
     else:
         # A valve bank with a module watchdog gets a heartbeat task; make its loop die.
         monkeypatch.setattr(SimValveBank, "watchdog", True, raising=False)
