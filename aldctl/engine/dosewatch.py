@@ -42,7 +42,7 @@ from aldctl.engine.journal import PulseRecord
 if TYPE_CHECKING:
     from aldctl.engine.runner import Runner
 
-PULSE_SAMPLE_TAU = (0.1, 0.6, 1.5, 3.0)
+PULSE_SAMPLE_TAU = (0.1, 0.6, 1.5)
 """Gauge samples after a valve closes, in chamber residence times."""
 
 LOW_CAUSES = (
@@ -214,7 +214,7 @@ class DoseWatch:
             self.alarm(
                 "alarm",
                 tr.source,
-                f"{tr.name}: no pressure response ({r:.0%} of its baseline) for "
+                f"{tr.name}: no pressure response ({max(r, 0.0):.0%} of its baseline) for "
                 f"{tr.missing} pulses in a row: {MISSING_CAUSES}",
             )
         elif tr.low >= s.persist and "low" in tr.armed:
@@ -225,7 +225,7 @@ class DoseWatch:
             self.alarm(
                 "warning",
                 tr.source,
-                f"{tr.name}: {what} down to {r:.0%} of its running baseline for {tr.low} "
+                f"{tr.name}: {what} down to {max(r, 0.0):.0%} of its running baseline for {tr.low} "
                 f"in a row (band +-{tr.band:.0%}): {causes}{more}",
             )
         elif tr.high >= s.persist and "high" in tr.armed:

@@ -85,7 +85,9 @@ def tool_config(run: dict[str, Any]) -> dict[str, Any] | str | None:
         p = prepare(Path(run["recipe_path"]), None, overrides=json.loads(run["overrides"]))
     except Exception:
         return None
-    return p.tool.model_dump(mode="json")
+    from aldctl.config import plain_for_display
+
+    return dict(plain_for_display(p.tool))
 
 
 def export(journal: Journal, run_id: str, fmt: str, out: Path) -> list[Path]:

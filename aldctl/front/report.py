@@ -329,7 +329,7 @@ def fig_temps(d: Data) -> Figure:
     m = 0
     for ch in sorted(c for c in d.samples if c.startswith("F.")):
         ts, vs = _decimate(*d.samples[ch])
-        if not any(vs):
+        if max(vs, default=0.0) < 0.5:  # a line that never flowed (plasma gases)
             continue
         ax2.plot(ts, vs, "-", lw=1.2, color=COLORS[m % len(COLORS)], label=ch[2:])
         m += 1
@@ -350,6 +350,11 @@ def growth(d: Data) -> tuple[list[int], list[float]]:
     ts, vs = d.samples["qcm"]
     units: list[int] = []
     nm: list[float] = []
+    if d.checkpoints:
+        i = bisect.bisect_right(ts, d.checkpoints[0][2]) - 1
+        if i >= 0 and vs[i] is not None:
+            units.append(d.checkpoints[0][0])
+            nm.append(float(vs[i] or 0.0) / 10.0)
     for unit, _, _, t_end, _ in d.checkpoints:
         i = bisect.bisect_right(ts, t_end) - 1
         if i >= 0 and vs[i] is not None:
@@ -468,6 +473,13 @@ def _dur(s: float | None) -> str:
     return f"{s:.1f} s"
 
 
+def _ms(v: object) -> str:
+    if not isinstance(v, int | float):
+        return "-"
+    # Virtual time has no timing error: its float residue is not a figure to print.
+    return "< 0.001 ms" if v < 1e-3 else f"{v:.3g} ms"
+
+
 def _e(x: object) -> str:
     return html.escape(str(x))
 
@@ -502,7 +514,7 @@ def _summary_html(d: Data) -> str:
             "thickness (simulated)",
             f"{sim['thickness_nm']:.3g} nm" if sim.get("thickness_nm") is not None else "-",
         ),
-        ("width error p99", f"{timing.get('p99', 0):.3g} ms" if timing else "-"),
+        ("width error p99", _ms(timing.get("p99")) if timing else "-"),
     ]
     rows = [
         ("recipe", f"{_e(r['recipe_name'])} <code>{_e(r['recipe_path'])}</code>"),
@@ -568,14 +580,16 @@ def html_report(d: Data) -> str:
     )
     dw = d.summary.get("dose_watch") or {}
     dw_rows = "".join(
-        f"<tr><td>{_e(k)}</td><td>{v.get('seen')}</td><td>{_fmt(v.get('baseline'), 1e3)}</td>"
-        f"<td>{_fmt(v.get('min_ratio'), 100)}</td><td>{_fmt(v.get('last_ratio'), 100)}</td>"
-        f"<td>{v.get('out_of_band')}</td><td>{_e(v.get('remaining_doses', '-'))}</td></tr>"
+        f"<tr><td>{_e(k)}</td><td>{v.get('seen')}</td>"
+        f"<td>{_fmt(v.get('baseline'), 1.0 if k.startswith('QCM') else 1e3)}"
+        f"{' A' if k.startswith('QCM') else ' mTorr s'}</td>"
+        f"<td>{_pct(v.get('min_ratio'))}</td><td>{_pct(v.get('last_ratio'))}</td>"
+        f"<td>{v.get('out_of_band')}</td><td>{_e(v.get('remaining_doses') or '-')}</td></tr>"
         for k, v in dw.items()
     )
     dw_table = (
-        "<table><tr><th>dose</th><th>pulses</th><th>baseline (mTorr s or A)</th><th>min %</th>"
-        f"<th>last %</th><th>out of band</th><th>doses left</th></tr>{dw_rows}</table>"
+        "<table><tr><th>dose</th><th>pulses</th><th>baseline</th><th>lowest</th>"
+        f"<th>last</th><th>out of band</th><th>doses left</th></tr>{dw_rows}</table>"
         if dw_rows
         else ""
     )
@@ -589,15 +603,15 @@ def html_report(d: Data) -> str:
     )
     ts = timing_stats(d)
     trows = "".join(
-        f"<tr><td>{_e(c)}</td><td>{int(v['pulses'])}</td><td>{v['p50']:.3g}</td>"
-        f"<td>{v['p99']:.3g}</td><td>{v['max']:.3g}</td></tr>"
+        f"<tr><td>{_e(c)}</td><td>{int(v['pulses'])}</td><td>{_ms(v['p50'])}</td>"
+        f"<td>{_ms(v['p99'])}</td><td>{_ms(v['max'])}</td></tr>"
         for c, v in ts.items()
     )
     parts.append(
         f'<section id="timing"><h2>{sec["timing"]}</h2>'
         + _img(fig_timing(d), "pulse widths")
-        + "<table><tr><th>chemical</th><th>pulses</th><th>|width error| p50 (ms)</th>"
-        f"<th>p99 (ms)</th><th>max (ms)</th></tr>{trows}</table></section>"
+        + "<table><tr><th>chemical</th><th>pulses</th><th>|width error| p50</th>"
+        f"<th>p99</th><th>max</th></tr>{trows}</table></section>"
     )
     parts.append(
         f'<section id="temperatures"><h2>{sec["temperatures"]}</h2>'
@@ -632,6 +646,10 @@ def html_report(d: Data) -> str:
         + "".join(parts)
         + "</body></html>\n"
     )
+
+
+def _pct(v: object) -> str:
+    return f"{max(0.0, float(v)):.0%}" if isinstance(v, int | float) else "-"
 
 
 def _fmt(v: object, scale: float) -> str:

@@ -26,7 +26,7 @@ CAMPAIGN_CYCLES = 1000
 
 
 def _recipes() -> list[Path]:
-    return sorted(RECIPES.glob("*.yaml"))
+    return sorted(RECIPES.rglob("*.yaml"))
 
 
 def _scale(path: Path, cycles: int) -> tuple[str, ...]:
