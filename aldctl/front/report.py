@@ -94,12 +94,18 @@ def load(journal: Journal, run_id: str) -> Data:
         (full,),
     ).fetchall()
     samples: dict[str, tuple[list[float], list[float | None]]] = {}
-    for ch, t, v in db.execute(
-        "SELECT channel, t, value FROM samples WHERE run_id=? ORDER BY channel, t", (full,)
-    ):
-        ts, vs = samples.setdefault(ch, ([], []))
-        ts.append(t)
-        vs.append(v)
+    channels = [
+        r[0]
+        for r in db.execute("SELECT DISTINCT channel FROM samples WHERE run_id=?", (full,))
+        if not r[0].startswith("rf.")  # RF power is in the events when it matters
+    ]
+    for ch in channels:
+        rows = db.execute(
+            "SELECT t, value FROM samples WHERE run_id=? AND channel=? ORDER BY t", (full, ch)
+        ).fetchall()
+        if rows:
+            ts, vs = zip(*rows, strict=True)
+            samples[ch] = (list(ts), list(vs))
     return Data(run, events, cps, pulses, samples, _plan(run))
 
 
@@ -129,7 +135,9 @@ def _plan(run: dict[str, Any]) -> dict[str, Any]:
 def _fig(w: float = 9.0, h: float = 3.4) -> Figure:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=100, facecolor="white", layout="constrained")
+    # Fixed margins, not the constrained layout: that doubled the time a figure takes.
+    fig = Figure(figsize=(w, h), dpi=100, facecolor="white")
+    fig.subplots_adjust(left=0.085, right=0.97, bottom=0.16, top=0.9, wspace=0.25, hspace=0.3)
     return fig
 
 
@@ -236,6 +244,7 @@ def fig_pressure(d: Data) -> Iterator[tuple[str, Figure]]:
             )
             marked.add(chem)
         ax.set_xlim(t0, t1)
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
         ax.set_title(title, fontsize=10, loc="left")
         _style(ax, "process time (s)", "pressure (Torr)")
         if drawn or marked:
