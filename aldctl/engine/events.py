@@ -101,7 +101,8 @@ class PulseDone:
 class Alarm:
     t: float
     severity: str
-    """"warning", "hold" or "abort"."""
+    """"warning", "alarm" (needs a person: a dose with no response; the run goes on),
+    "hold" or "abort"."""
     source: str
     message: str
 

@@ -890,6 +890,17 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
             f"  {line}: {d['pulses']} pulses"
             + (f", mean pressure response {area:.3g} Torr s" if area is not None else "")
         )
+    for name, dw in (r.summary.get("dose_watch") or {}).items():
+        if dw.get("baseline") is None:
+            continue
+        left = dw.get("remaining_doses")
+        click.echo(
+            f"  diagnostics: {name}: {dw.get('seen')} seen, last "
+            f"{max(0.0, dw.get('last_ratio') or 0.0):.0%} / lowest "
+            f"{max(0.0, dw.get('min_ratio') or 0.0):.0%} of its baseline, "
+            f"{dw.get('out_of_band')} out of band"
+            + (f", about {left} doses left" if left is not None else "")
+        )
     click.echo("  events:")
     for t, kind, _, msg in events[-30:]:
         click.echo(f"    {t:10.1f} s  {kind:<14} {msg}")

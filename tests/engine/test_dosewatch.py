@@ -90,3 +90,30 @@ def test_the_remaining_doses_warn_before_the_source_runs_out(sim_run: Run) -> No
     short = [w for w in result.warnings if "doses left" in w]
     assert len(short) == 1
     assert "runs out before the recipe ends" in short[0]
+
+
+def test_a_heated_source_whose_heater_fails_is_named_as_it_cools(sim_run: Run) -> None:
+    """LiTaOx: the TaOEt5 source heater's element opens at unit 21; the source cools over
+    minutes, and the warning comes within a few Ta2O5 doses (the film is not yet ruined)."""
+    onset = 21
+    seen: list[tuple[int, Alarm]] = []
+
+    async def script(h: Harness) -> None:
+        await h.until(lambda e: isinstance(e, UnitStarted) and e.index == onset)
+        h.sim.sync().faults.inject("cold_source", "TaOEt5")
+
+    result, h = sim_run(RECIPES / "litaox_1_6.yaml", sets=("supercycles=5",), script=script)
+    assert result.outcome == "complete", result.reason
+    unit = 0
+    for e in h.events:
+        if isinstance(e, UnitStarted):
+            unit = e.index
+        if isinstance(e, Alarm):
+            seen.append((unit, e))
+    assert seen, "the cooling source raised nothing"
+    first_unit, first = seen[0]
+    print(f"TaOEt5 heater off at unit {onset}: {first.severity} in unit {first_unit}")
+    assert first.source == "TaOEt5"
+    assert "TaOEt5 (in Ta2O5 cycles)" in first.message
+    assert "source emptying or cooling" in first.message
+    assert onset < first_unit <= onset + 6

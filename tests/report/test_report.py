@@ -187,6 +187,7 @@ def test_runs_show_plot_writes_a_png(
     assert res.code == 0, res.err
     assert f"plot: {out}" in res.out
     assert "outcome: complete" in res.out
+    assert re.search(r"diagnostics: TMA \(in Al2O3 cycles\): 24 seen, last (9\d|1\d\d)%", res.out)
     assert imread(out).shape[0] > 500
 
 
