@@ -476,6 +476,9 @@ async def execute(
         on_tool(tool)
     options = RunOptions(start_unit=req.start_unit)
     options.dose_grams, options.pulses_planned = dose_figures(p)
+    if req.resume_of is not None and journal is not None:
+        # The source gave the earlier sessions' doses too.
+        options.pulses_before = journal.pulse_counts(req.resume_of)
     if req.resume_of is not None:
         options.restore = restore_actions(p.compiled.schedule, req.start_unit)
     runner = Runner(

@@ -105,6 +105,7 @@ class DoseWatch:
         dose_grams: dict[str, float] | None = None,
         source_mass: dict[str, float] | None = None,
         pulses_planned: dict[str, int] | None = None,
+        pulses_before: dict[str, int] | None = None,
     ) -> None:
         self.spec = spec
         self.alarm = alarm
@@ -113,7 +114,8 @@ class DoseWatch:
         self.dose_grams = dose_grams or {}
         self.source_mass = source_mass or {}
         self.pulses_planned = dict(pulses_planned or {})
-        self.pulses_done: dict[str, int] = {}
+        self.pulses_done: dict[str, int] = dict(pulses_before or {})
+        """Doses of the whole run so far, per line (earlier sessions included)."""
         self.short_warned: set[str] = set()
 
     # ------------------------------------------------------------------ pulses

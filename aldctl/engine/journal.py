@@ -901,6 +901,15 @@ class Journal:
             "SELECT t, kind, state, message FROM events WHERE run_id=? ORDER BY seq", (run_id,)
         )
 
+    def pulse_counts(self, run_id: str) -> dict[str, int]:
+        """Doses journaled per line (a resume's diagnostics count the earlier sessions')."""
+        return {
+            str(line): int(n)
+            for line, n in self.db.execute(
+                "SELECT line, COUNT(*) FROM pulses WHERE run_id=? GROUP BY line", (run_id,)
+            )
+        }
+
     def pulses(self, run_id: str, line: str | None = None) -> list[PulseRecord]:
         q = (
             "SELECT unit, line, chemical, commanded_open, achieved_open, commanded_close,"

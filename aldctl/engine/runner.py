@@ -80,6 +80,8 @@ class RunOptions:
     remaining-doses estimate."""
     pulses_planned: dict[str, int] = field(default_factory=dict)
     """Per line: doses the recipe makes over the whole run."""
+    pulses_before: dict[str, int] = field(default_factory=dict)
+    """Per line: doses earlier sessions of the run made (a resume)."""
 
 
 @dataclass
@@ -180,6 +182,7 @@ class Runner:
             dose_grams=self.options.dose_grams,
             source_mass={k: v.source_mass for k, v in cfg.lines.items()},
             pulses_planned=self.options.pulses_planned,
+            pulses_before=self.options.pulses_before,
         )
         self.monitor = PulseMonitor(self, self.watch)
         self.tracer = Tracer(self) if journal is not None and cfg.journal.traces else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -200,3 +201,27 @@ def test_a_report_of_an_unknown_run_is_one_error_line(
     assert res.err.startswith("error: no run '19990101'")
     assert res.err.strip().splitlines()[1:] == ["1 error"]  # the CLI's count line
     assert list(tmp_path.glob("*.html")) == []
+
+
+def test_a_resumed_run_counts_the_doses_of_every_session(make_run: MakeRun) -> None:
+    import sqlite3
+
+    from aldctl.session import dose_figures, prepare
+    from tests.report.conftest import AL2O3, CYCLES
+
+    data, run_id = make_run("crash-resumed")
+    con = sqlite3.connect(data / "journal.sqlite")
+    row = con.execute("SELECT summary FROM runs WHERE id=?", (run_id,)).fetchone()
+    summary = json.loads(row[0])
+    sessions = con.execute(
+        "SELECT COUNT(DISTINCT session) FROM checkpoints WHERE run_id=?", (run_id,)
+    ).fetchone()[0]
+    tma = con.execute(
+        "SELECT COUNT(*) FROM pulses WHERE run_id=? AND line='TMA'", (run_id,)
+    ).fetchone()[0]
+    con.close()
+    assert sessions == 2
+    grams, _ = dose_figures(prepare(AL2O3, None, [f"cycles={CYCLES}"]))
+    left = summary["dose_watch"]["TMA (in Al2O3 cycles)"]["remaining_doses"]
+    # 25 g (the built-in tool's source_mass) less every dose of both sessions
+    assert left == int((25.0 - grams["TMA"] * tma) / grams["TMA"])
