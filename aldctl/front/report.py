@@ -582,7 +582,9 @@ def html_report(d: Data) -> str:
         f" ({len(r['recipe_text'].splitlines())} lines; printed in full)</summary>"
         f"<pre>{_e(r['recipe_text'])}</pre></details></section>"
     )
-    figs = "".join(_img(f, t) for t, f in fig_pressure(d))
+    figs = "".join(_img(f, t) for t, f in fig_pressure(d)) or (
+        '<p class="sub">No cycle of main ran and no alarm came: no pressure to show.</p>'
+    )
     parts.append(
         f'<section id="pressure"><h2>{sec["pressure"]}</h2><p class="sub">First, middle and '
         "last cycle, and around every alarm; shaded: the doses.</p>" + figs + "</section>"

@@ -113,7 +113,7 @@ class ProgressView:
             if ev.reason and ev.state.value in ("held", "paused", "aborting", "stopping"):
                 self.progress.console.print(f"[yellow]{ev.state}: {ev.reason}")
         elif isinstance(ev, Alarm):
-            color = "red" if ev.severity == "abort" else "yellow"
+            color = "red" if ev.severity in ("abort", "alarm") else "yellow"
             self.progress.console.print(f"[{color}]{ev.severity}: {ev.source}: {ev.message}")
 
 

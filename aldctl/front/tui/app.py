@@ -584,7 +584,7 @@ class Console(App[None]):
                 st["dosing"] = []
             self.log_line(f"state {ev['state']}: {ev['reason']}", "bold")
         elif kind == "Alarm":
-            style = "red" if ev["severity"] == "abort" else "yellow"
+            style = "red" if ev["severity"] in ("abort", "alarm") else "yellow"
             text = f"{ev['severity']}: {ev['source']}: {ev['message']}"
             self.log_line(text, style)
             self._w("#alarms", RichLog).write(f"[{style}]{self.stamp()} {escape(text)}[/]")
