@@ -286,6 +286,91 @@ class OperatorSpec(_Model):
     """Who may connect to watch: the owner only, the group, or anyone on the host."""
 
 
+class TlsSpec(_Model):
+    """TLS to the broker (``mqtts://`` URLs use it with the system's CAs by default)."""
+
+    ca: Path | None = None
+    """CA certificate(s) the broker's certificate must chain to (PEM)."""
+    cert: Path | None = None
+    """Client certificate (PEM), for brokers that authenticate clients by certificate."""
+    key: Path | None = None
+    """The client certificate's private key (PEM)."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSpec:
+        if self.key is not None and self.cert is None:
+            msg = "tls.key needs tls.cert (the certificate it belongs to)"
+            raise ValueError(msg)
+        return self
+
+
+class CommandsSpec(_Model):
+    """Remote commands on ``<prefix>/<tool>/cmd/<verb>/<sender>`` (off unless enabled)."""
+
+    enabled: bool = False
+    allow: tuple[str, ...] = ()
+    """Senders (broker users or client ids, as the broker's ACL binds them to the topic's
+    last level) that may command; every other sender may only watch."""
+
+
+_TOPIC_NAME = r"^[^/+#\s]+$"
+
+
+class TelemetrySpec(_Model):
+    """Fleet telemetry over MQTT (``aldctl.front.telemetry``): where to publish and what.
+
+    Credentials never live here (a config is journaled with every run) nor in a recipe:
+    the password comes from the environment or from a file this config names.
+    """
+
+    broker: str
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` (TLS); a user name may be given
+    as ``mqtt://user@host``, a password may not."""
+    enabled: bool = True
+    tool_id: str | None = Field(default=None, pattern=_TOPIC_NAME)
+    """This tool's topic level (default: the tool's name)."""
+    prefix: str = Field(default="ald", pattern=_TOPIC_NAME)
+    sample_interval: Seconds = 1.0
+    """How often the latest channel values go to ``<prefix>/<tool>/telemetry``."""
+    queue: int = Field(default=10000, ge=10, le=10_000_000)
+    """Messages kept while the broker is slow or away; beyond it the oldest are dropped
+    (and counted in the state)."""
+    qos_events: Literal[0, 1, 2] = 1
+    qos_telemetry: Literal[0, 1, 2] = 0
+    username_env: str = "ALDCTL_MQTT_USERNAME"
+    password_env: str = "ALDCTL_MQTT_PASSWORD"
+    credentials_file: Path | None = None
+    """A file with ``user`` on its first line and the password on its second (keep it
+    mode 0600); read when the run starts, instead of the environment."""
+    tls: TlsSpec | None = None
+    commands: CommandsSpec = CommandsSpec()
+
+    @field_validator("broker")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(v)
+        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            msg = f"broker URL {v!r}: scheme must be mqtt:// or mqtts://"
+            raise ValueError(msg)
+        if not u.hostname:
+            msg = f"broker URL {v!r} names no host"
+            raise ValueError(msg)
+        if u.password is not None:
+            msg = (
+                "a password in the broker URL would be journaled with every run: put it in "
+                "the environment (password_env) or a file (credentials_file)"
+            )
+            raise ValueError(msg)
+        try:
+            u.port  # noqa: B018  # raises for a port that is not a number
+        except ValueError:
+            msg = f"broker URL {v!r}: the port is not a number"
+            raise ValueError(msg) from None
+        return v
+
+
 class JournalSpec(_Model):
     sample_interval: Seconds = 5.0
     """How often the polled channels go into the run journal (the safety monitor polls
@@ -348,6 +433,9 @@ class ToolConfig(_Model):
     journal: JournalSpec = JournalSpec()
     dose_watch: DoseWatchSpec = DoseWatchSpec()
     operator: OperatorSpec = OperatorSpec()
+    telemetry: TelemetrySpec | None = None
+    """Publish state, telemetry, events and pulses to an MQTT broker; accept remote commands
+    (``aldctl.front.telemetry``)."""
     simulator: dict[str, Any] = {}
     """Options for the simulated reactor (only read by the simulated drivers)."""
 

@@ -244,6 +244,24 @@ def _growth_warnings(result: RunResult) -> list[str]:
     ]
 
 
+def _publisher(tool_cfg: Any, api: Any, journal: Any) -> Any:
+    """The run's MQTT bridge when the tool config enables telemetry, else None. A broker
+    that cannot be set up (credentials file, TLS files) leaves the run without telemetry,
+    said on stderr: telemetry is never a reason for a run not to run."""
+    spec = tool_cfg.telemetry
+    if spec is None or not spec.enabled:
+        return None
+    from aldctl.diagnostics import UserError
+    from aldctl.front.telemetry.publisher import Publisher
+
+    try:
+        return Publisher(spec, tool=tool_cfg.name, api=api, journal=journal)
+    except UserError as exc:
+        for d in exc.diagnostics:
+            click.echo(f"warning: telemetry off: {d.message}", err=True)
+        return None
+
+
 def _execute_run(
     req: Any,
     journal: Any,
@@ -292,10 +310,13 @@ def _execute_run(
         socket_path(journal.data_dir, run_id),
         Access(group=op.group, watchers_any=op.watchers == "any"),
     )
+    publisher = _publisher(tool_cfg, api, journal)
     if not as_json:
         _echo_diagnostics(quiet_warnings)
         mode = f"real time; {realtime_detail}" if req.realtime else "virtual time"
         console.print(f"run [bold]{run_id}[/]: {sched.recipe} on {sched.tool} ({mode})")
+        if publisher is not None:
+            console.print(f"telemetry: {publisher.broker.url} as {publisher.t('#')}", markup=False)
 
     async def main() -> Any:
         keys = Keys(api, console, interactive_terminal() and not as_json)
@@ -304,6 +325,9 @@ def _execute_run(
             await server.start()
         except OSError as exc:  # the run goes on without remote control, and says so
             console.print(f"operator API not available: {exc}", style="yellow", markup=False)
+        if publisher is not None:
+            publisher.start()
+            bus.listen(publisher.listener)
         announce(run_id)  # a console that started us detached may attach now
         try:
             if as_json:
@@ -317,6 +341,8 @@ def _execute_run(
                 return await execute(req, journal, bus=bus, control=control)
         finally:
             keys.remove()
+            if publisher is not None:
+                await publisher.stop()  # bounded: a broker that is away costs FLUSH_S at most
             await server.stop()
 
     runner = run_real if req.realtime else run_virtual
@@ -1222,6 +1248,190 @@ def tool_show(recipe: Path | None, config: Path | None) -> None:
     except UserError as exc:
         _fail(exc.diagnostics)
     click.echo(yaml.safe_dump(cfg.plain_for_display(t), sort_keys=False), nl=False)
+
+
+def broker_options(f: F) -> F:
+    """--broker and how to log in, shared by `monitor` and `record`."""
+    opts = [
+        click.option(
+            "--broker",
+            default="mqtt://localhost",
+            show_default=True,
+            envvar="ALDCTL_MQTT_BROKER",
+            help="mqtt://host[:port] or mqtts://host[:port] (TLS); also $ALDCTL_MQTT_BROKER. "
+            "User name and password come from $ALDCTL_MQTT_USERNAME/$ALDCTL_MQTT_PASSWORD "
+            "or --credentials, never the URL.",
+        ),
+        click.option(
+            "--credentials",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="File with the user name on line 1 and the password on line 2.",
+        ),
+        click.option("--ca", type=click.Path(path_type=Path, dir_okay=False), help="CA (PEM)."),
+        click.option(
+            "--cert", type=click.Path(path_type=Path, dir_okay=False), help="Client cert (PEM)."
+        ),
+        click.option(
+            "--key", type=click.Path(path_type=Path, dir_okay=False), help="Client key (PEM)."
+        ),
+        click.option("--prefix", default="ald", show_default=True, help="Topic root."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _broker(
+    url: str, credentials: Path | None, ca: Path | None, cert: Path | None, key: Path | None
+) -> Any:
+    from aldctl.diagnostics import UserError
+    from aldctl.front.telemetry.broker import connect_info
+
+    try:
+        return connect_info(url, credentials_file=credentials, ca=ca, cert=cert, key=key)
+    except UserError as exc:
+        _fail(exc.diagnostics)
+
+
+@cli.command()
+@broker_options
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one per change of a tool.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Print the fleet as the broker holds it (after --wait seconds) and exit.",
+)
+@click.option("--wait", type=float, default=1.0, show_default=True, help="With --once.")
+def monitor(
+    broker: str,
+    credentials: Path | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    prefix: str,
+    as_json: bool,
+    once: bool,
+    wait: float,
+) -> None:
+    """Watch every tool that publishes to an MQTT broker.
+
+    One row per tool: online or offline (the run process's last will), run state,
+    recipe, cycle n/N, ETA and the last alarm; the selected tool's run panel below.
+    Tools publish when their config has a `telemetry:` section (README: "Fleet telemetry").
+
+    \b
+    Examples:
+      aldctl monitor --broker mqtt://broker.lab
+      aldctl monitor --once --json | jq '.[] | select(.state == "held")'
+      aldctl monitor --json            # a JSON line per change, for scripts
+    """
+    import asyncio
+
+    from aldctl.front.telemetry.monitor import Fleet, make_app, text_table, watch
+
+    target = _broker(broker, credentials, ca, cert, key)
+    if once or as_json:
+        fleet = Fleet(prefix)
+
+        def changed(tool: str) -> None:
+            if as_json and not once:
+                click.echo(json.dumps(fleet.tools[tool].row()))
+
+        def link(text: str) -> None:
+            if "retrying" in text:
+                click.echo(f"warning: {text}", err=True)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(watch(target, fleet, changed, on_link=link, stop=stop))
+            try:
+                if once:
+                    await asyncio.sleep(wait)
+                    stop.set()
+                await task
+            finally:
+                stop.set()
+                await task
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+        if once:
+            if as_json:
+                click.echo(json.dumps(fleet.rows(), indent=2))
+            else:
+                from rich.console import Console
+
+                Console().print(text_table(fleet.rows()))
+        return
+    make_app(target, prefix).run()
+
+
+@cli.command()
+@broker_options
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory of the record: OUT/<tool>/<YYYY-MM-DD>.sqlite.",
+)
+@click.option(
+    "--client-id",
+    help="The historian's MQTT session (default aldctl-record-<host>). Keep it fixed: the "
+    "broker holds what arrives while the historian is down for this id.",
+)
+def record(
+    broker: str,
+    credentials: Path | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    prefix: str,
+    out: Path,
+    client_id: str | None,
+) -> None:
+    """Record every tool's telemetry, pulses, events and alarms from a broker.
+
+    Appends to SQLite files partitioned by tool and UTC day, OUT/<tool>/<day>.sqlite
+    (tables telemetry, pulses, events). Restart-safe: a persistent session keeps what
+    arrives while it is down, and a message stored twice is stored once. Runs until
+    Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      aldctl record --broker mqtt://broker.lab --out /srv/ald-history
+      sqlite3 /srv/ald-history/reactor-a/2026-12-06.sqlite 'select count(*) from pulses'
+    """
+    import asyncio
+    import signal
+
+    from aldctl.front.telemetry.historian import record as run_record
+
+    target = _broker(broker, credentials, ca, cert, key)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _refuse(f"cannot create {out}: {exc.strerror}")
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_record(
+            target,
+            out,
+            client_id=client_id,
+            prefix=prefix,
+            stop=stop,
+            on_status=lambda text: click.echo(text, err=True),
+        )
+
+    stats = asyncio.run(main())
+    click.echo(
+        f"stored {stats.new} messages ({stats.duplicates} duplicates ignored, "
+        f"{stats.rejected} not ours) in {out}",
+        err=True,
+    )
 
 
 @cli.group()

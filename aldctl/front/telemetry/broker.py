@@ -1,0 +1,140 @@
+"""What every MQTT client of aldctl shares: the topic tree, and how to reach a broker.
+
+Topic tree (``<prefix>`` is ``ald`` unless the tool config says otherwise)::
+
+    <prefix>/<tool>/online           "online" | "offline" (retained; the last will)
+    <prefix>/<tool>/state            run state, recipe, cycle n/N, ETA, active alarms,
+                                     dropped messages (retained JSON)
+    <prefix>/<tool>/telemetry        the latest channel values, at the configured interval
+    <prefix>/<tool>/event            state changes, units, steps, doses, messages
+    <prefix>/<tool>/pulse            one record per dose pulse (timing errors)
+    <prefix>/<tool>/alarm            warnings, holds, aborts
+    <prefix>/<tool>/cmd/<verb>/<sender>   remote commands (see publisher.py)
+    <prefix>/<tool>/reply/<sender>   answers, when the command named no response topic
+
+Every message but ``online`` is a JSON object with ``tool``, ``run_id`` and, for the
+streams, ``seq`` (one counter per run across every stream: a historian deduplicates on
+(run_id, seq), a gap is a dropped or lost message) and ``wall`` (Unix time it happened).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aldctl.diagnostics import UserError
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+    from aldctl.config import TlsSpec
+
+STREAMS = ("telemetry", "event", "pulse", "alarm")
+DEFAULT_PREFIX = "ald"
+USERNAME_ENV = "ALDCTL_MQTT_USERNAME"
+PASSWORD_ENV = "ALDCTL_MQTT_PASSWORD"
+
+
+def topic(prefix: str, tool: str, *rest: str) -> str:
+    return "/".join((prefix, tool, *rest))
+
+
+def split(topic_name: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, list[str]] | None:
+    """(tool, the levels after it) of a topic under ``prefix``, or None."""
+    parts = topic_name.split("/")
+    if len(parts) < 3 or parts[0] != prefix:
+        return None
+    return parts[1], parts[2:]
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where a broker is and how to log in: built from a URL, credentials and TLS options."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    url: str = ""
+
+    def client(self, **kw: Any) -> aiomqtt.Client:
+        import aiomqtt
+
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self.password,
+            tls_context=self.tls,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            **kw,
+        )
+
+
+def read_credentials(path: Path) -> tuple[str, str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read the MQTT credentials file {path}: {exc.strerror}") from None
+    if len(lines) < 2 or not lines[0].strip():
+        raise UserError(
+            f"{path}: an MQTT credentials file holds the user name on its first "
+            "line and the password on its second"
+        )
+    return lines[0].strip(), lines[1].rstrip("\n")
+
+
+def tls_context(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if cert is not None:
+            ctx.load_cert_chain(str(cert), str(key) if key else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(f"TLS setup for the MQTT broker failed: {exc}") from None
+    return ctx
+
+
+def connect_info(
+    url: str,
+    *,
+    credentials_file: Path | None = None,
+    username_env: str = USERNAME_ENV,
+    password_env: str = PASSWORD_ENV,
+    tls: TlsSpec | None = None,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> Broker:
+    """The broker a URL names, with credentials from a file, else the environment, else the
+    URL's user name (no password: anonymous or certificate login)."""
+    u = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
+        raise UserError(f"broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    if u.password is not None:
+        raise UserError(
+            "a password in the broker URL shows in `ps` and shell history: use "
+            f"${password_env} or a credentials file"
+        )
+    secure = u.scheme in ("mqtts", "ssl")
+    try:
+        port = u.port or (8883 if secure else 1883)
+    except ValueError:
+        raise UserError(f"broker URL {url!r}: the port is not a number") from None
+    user: str | None = u.username
+    password: str | None = None
+    if credentials_file is not None:
+        user, password = read_credentials(credentials_file)
+    elif os.environ.get(username_env):
+        user = os.environ[username_env]
+        password = os.environ.get(password_env)
+    if tls is not None:
+        ca, cert, key = tls.ca, tls.cert, tls.key
+    ctx = tls_context(ca, cert, key) if secure or ca or cert else None
+    return Broker(u.hostname, port, user, password, ctx, url)

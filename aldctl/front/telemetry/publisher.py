@@ -1,0 +1,479 @@
+"""The run process's bridge to an MQTT broker: publishes, and takes remote commands.
+
+Nothing here can block, slow or stop a run:
+
+* the bus listener (on the run's event loop) only appends the event to a bounded queue:
+  O(1), no encoding, no I/O. A full queue drops its oldest message and counts it; the count
+  goes out in the retained state;
+* the MQTT client runs in a thread of its own with its own event loop (at normal priority
+  even when the run asked for real-time scheduling), so a broker that is slow, down or gone
+  costs the run nothing but those appends;
+* it reconnects with exponential backoff (with jitter, so a fleet does not reconnect in
+  step); a message stays queued until the broker acknowledged it (QoS 1), so an outage
+  loses only what the queue could not hold;
+* at the end of the run it flushes for at most ``FLUSH_S`` seconds, after the run is over.
+
+Remote commands (``<prefix>/<tool>/cmd/<verb>/<sender>``, JSON object payload, optional):
+they go through the same operator API as the console (:class:`OperatorApi`), on the run's
+loop. The sender is the topic's last level; it is only as trustworthy as the broker's ACL
+that binds it to the login (mosquitto: ``pattern write ald/+/cmd/+/%u``): README, "Securing
+the broker". A command is refused, with the reason, when commands are disabled in the tool
+config, when it names no sender, when the sender is not on ``commands.allow`` (a watcher),
+when the payload is not a JSON object or is larger than ``MAX_PAYLOAD``, for an unknown verb,
+and when the run's state does not allow it. Every one is journaled (kind ``command``) with
+its sender and outcome, and answered: on the MQTT 5 response topic with the request's
+correlation data when the request carries one, else on ``<prefix>/<tool>/reply/<sender>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aldctl.engine.events import Alarm, Event, PulseDone, Sample, StateChanged, UnitDone
+from aldctl.engine.events import UnitStarted as _UnitStarted
+from aldctl.engine.opapi import API_VERSION, event_json
+from aldctl.front.telemetry.broker import Broker, connect_info, topic
+
+if TYPE_CHECKING:
+    from aldctl.config import TelemetrySpec
+    from aldctl.engine.journal import Journal
+    from aldctl.engine.opapi import OperatorApi, RunStatus
+
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 15.0
+FLUSH_S = 3.0
+"""At the end of a run: how long the queue may take to reach the broker."""
+STATE_MIN_S = 0.1
+"""The retained state goes out at most this often (it is coalesced: latest wins)..."""
+STATE_MAX_S = 1.0
+"""...and at least this often while connected (ETA, queue length)."""
+MAX_PAYLOAD = 65536
+REMOTE_VERBS = frozenset({"pause", "resume", "stop", "abort", "clear", "ack"})
+WATCH_VERBS = frozenset({"status"})
+PUBLISH_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class _Item:
+    stream: str
+    seq: int
+    wall: float
+    body: Event | dict[str, Any]
+
+
+@dataclass
+class Counters:
+    seq: int = 0
+    """Stream messages made (the last ``seq`` given)."""
+    dropped: int = 0
+    """Of them, dropped from a full queue (never sent)."""
+    sent: int = 0
+    """Of them, acknowledged by the broker (QoS 1) or written to it (QoS 0)."""
+    connects: int = 0
+    commands: int = 0
+
+
+class Publisher:
+    """One run's MQTT bridge. :meth:`start` and :meth:`stop` on the run's event loop."""
+
+    def __init__(
+        self,
+        spec: TelemetrySpec,
+        *,
+        tool: str,
+        api: OperatorApi,
+        journal: Journal | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        self.spec = spec
+        self.tool = spec.tool_id or tool
+        self.prefix = spec.prefix
+        self.api = api
+        self.status: RunStatus = api.status
+        self.journal = journal
+        self.broker = broker or connect_info(
+            spec.broker,
+            credentials_file=spec.credentials_file,
+            username_env=spec.username_env,
+            password_env=spec.password_env,
+            tls=spec.tls,
+        )
+        self.counters = Counters()
+        self.connected = False
+        self.last_error = ""
+        self._queue: deque[_Item] = deque()
+        self._lock = threading.Lock()
+        self._values: dict[str, float | None] = {}
+        self._t = 0.0
+        self._state_dirty = True
+        self._state: dict[str, Any] | None = None
+        self._run_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._state_ready: asyncio.Event | None = None
+        self._closing_ev: asyncio.Event | None = None
+        self._idle = False
+        self._closing = False
+        self._deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+
+    def t(self, *rest: str) -> str:
+        return topic(self.prefix, self.tool, *rest)
+
+    # ------------------------------------------------------------- run loop side
+
+    def start(self) -> None:
+        self._run_loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"mqtt-{self.tool}", daemon=True
+        )
+        self._thread.start()
+        self._started.wait(5.0)
+
+    async def stop(self, flush_s: float = FLUSH_S) -> None:
+        """Flush (bounded), publish the final state and ``offline``, disconnect."""
+        if self._values:  # the channels as the run ended
+            self._put("telemetry", {"type": "Sample", "t": self._t, "values": self._values.copy()})
+        self._deadline = time.monotonic() + flush_s
+        self._closing = True
+        self._state_dirty = True
+        loop, ev = self._loop, self._closing_ev
+        if loop is not None and ev is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ev.set)
+        self._kick()
+        thread = self._thread
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, flush_s + 2.0)
+
+    def listener(self, ev: Event) -> None:
+        """On the run's loop, for every event: O(1), never blocks, never raises."""
+        self._t = ev.t
+        if isinstance(ev, Sample):
+            self._values.update(ev.values)
+            return
+        if isinstance(ev, PulseDone):
+            stream = "pulse"
+        elif isinstance(ev, Alarm):
+            stream = "alarm"
+            self._state_dirty = True
+        else:
+            stream = "event"
+            if isinstance(ev, StateChanged | _UnitStarted | UnitDone):
+                self._state_dirty = True
+        self._put(stream, ev)
+
+    def _put(self, stream: str, body: Event | dict[str, Any]) -> None:
+        with self._lock:
+            self.counters.seq += 1
+            if len(self._queue) >= self.spec.queue:
+                self._queue.popleft()
+                self.counters.dropped += 1
+                self._state_dirty = True
+            self._queue.append(_Item(stream, self.counters.seq, time.time(), body))
+        self._kick()
+
+    def _kick(self) -> None:
+        loop = self._loop
+        if self._idle and loop is not None and self._wake is not None:
+            self._idle = False
+            with contextlib.suppress(RuntimeError):  # the thread's loop just closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _snapshot_state(self) -> None:
+        """On the run's loop (the status is changed there): the retained state payload."""
+        snap = self.status.snapshot()
+        alarms = snap.pop("alarms")
+        snap.pop("lines", None)
+        snap.update(
+            tool=self.tool,
+            online=not self._closing,
+            alarms_active=[a for a in alarms if not a["acknowledged"]][-20:],
+            last_alarm=alarms[-1] if alarms else None,
+            seq=self.counters.seq,
+            dropped=self.counters.dropped,
+            queued=len(self._queue),
+            commands=self.spec.commands.enabled,
+            wall=time.time(),
+        )
+        self._state = snap
+        loop, ready = self._loop, self._state_ready
+        if loop is not None and ready is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ready.set)
+
+    def _journal_command(self, sender: str, verb: str, reply: dict[str, Any]) -> None:
+        ok = bool(reply.get("ok"))
+        outcome = str(reply.get("result") if ok else reply.get("error"))
+        self.counters.commands += 1
+        if self.journal is None:
+            return
+        with contextlib.suppress(Exception):  # a journal that fails is the runner's to report
+            self.journal.event(
+                self.status.t,
+                "command",
+                f"{sender}: {verb} -> {'ok' if ok else 'refused'}: {outcome}"[:500],
+                data={"via": "mqtt", "sender": sender, "verb": verb, "ok": ok, "outcome": outcome},
+            )
+
+    async def _on_run_loop(
+        self, sender: str, verb: str, args: dict[str, Any], refusal: str | None
+    ) -> dict[str, Any]:
+        if refusal is not None:
+            reply: dict[str, Any] = {"v": API_VERSION, "ok": False, "error": refusal}
+        else:
+            msg = {"v": API_VERSION, "id": None, "cmd": verb, **args}
+            reply = await self.api.handle_async(msg, may_command=True, who=f"mqtt:{sender}")
+        if verb not in WATCH_VERBS:
+            self._journal_command(sender, verb, reply)
+            self._state_dirty = True
+        return reply
+
+    # ------------------------------------------------------------- MQTT thread
+
+    def _thread_main(self) -> None:
+        # A real-time run's scheduling class is inherited by new threads: this one does
+        # not need it, and must not compete with the executor for the CPU.
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            self._loop = None
+            loop.close()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._state_ready = asyncio.Event()
+        self._closing_ev = asyncio.Event()
+        if self._closing:
+            self._closing_ev.set()
+        self._started.set()
+        backoff = BACKOFF_MIN_S
+        while True:
+            if self._closing and time.monotonic() > self._deadline:
+                return
+            try:
+                await self._session()
+                return  # closed cleanly at the end of the run
+            except Exception as exc:  # every failure of the link: wait, and try again
+                self.connected = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            delay = backoff * random.uniform(0.8, 1.2)  # jitter, not cryptography
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            if self._closing:  # one more try before the deadline, never a busy loop
+                await asyncio.sleep(min(delay, max(0.0, self._deadline - time.monotonic())))
+                continue
+            assert self._closing_ev is not None
+            with contextlib.suppress(TimeoutError):
+                # The end of the run cuts a long backoff short: the final state goes out.
+                await asyncio.wait_for(self._closing_ev.wait(), delay)
+
+    async def _session(self) -> None:
+        import aiomqtt
+
+        will = aiomqtt.Will(self.t("online"), b"offline", qos=1, retain=True)
+        client = self.broker.client(
+            identifier=f"aldctl-{self.tool}-{self.status.run_id}",
+            will=will,
+            keepalive=10,
+            timeout=PUBLISH_TIMEOUT_S,
+            max_queued_incoming_messages=100,
+        )
+        async with client:
+            self.connected = True
+            self.counters.connects += 1
+            await client.publish(self.t("online"), b"online", qos=1, retain=True)
+            await client.subscribe(self.t("cmd", "#"), qos=1)
+            self._state_dirty = True
+            tasks = [
+                asyncio.create_task(self._sender(client), name="mqtt-sender"),
+                asyncio.create_task(self._sampler(), name="mqtt-sampler"),
+                asyncio.create_task(self._commands(client), name="mqtt-commands"),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+            # The sender returned: the run is over and the queue is out (or out of time).
+            await self._publish_state(client)
+            await client.publish(self.t("online"), b"offline", qos=1, retain=True)
+        self.connected = False
+
+    async def _publish_state(self, client: Any) -> None:
+        assert self._state_ready is not None
+        assert self._run_loop is not None
+        self._state_dirty = False
+        self._state_ready.clear()
+        try:
+            self._run_loop.call_soon_threadsafe(self._snapshot_state)
+        except RuntimeError:  # the run's loop is closed: its last snapshot stands
+            self._state_ready.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._state_ready.wait(), 1.0)
+        if self._state is not None:
+            payload = json.dumps(self._state, default=str).encode()
+            await client.publish(self.t("state"), payload, qos=1, retain=True)
+
+    async def _sender(self, client: Any) -> None:
+        assert self._wake is not None
+        last_state = 0.0
+        while True:
+            now = time.monotonic()
+            if (self._state_dirty and now - last_state >= STATE_MIN_S) or (
+                now - last_state >= STATE_MAX_S
+            ):
+                await self._publish_state(client)
+                last_state = time.monotonic()
+            with self._lock:
+                item = self._queue[0] if self._queue else None
+            if item is None:
+                if self._closing:
+                    return
+                self._wake.clear()
+                self._idle = True
+                with self._lock:
+                    pending = bool(self._queue)
+                if not pending:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), STATE_MIN_S)
+                self._idle = False
+                continue
+            if self._closing and time.monotonic() > self._deadline:
+                return
+            name, payload, qos = self._encode(item)
+            await client.publish(name, payload, qos=qos)
+            with self._lock:
+                if self._queue and self._queue[0] is item:
+                    self._queue.popleft()
+            self.counters.sent += 1
+
+    def _encode(self, item: _Item) -> tuple[str, bytes, int]:
+        body = item.body if isinstance(item.body, dict) else event_json(item.body)
+        obj = {"tool": self.tool, "run_id": self.status.run_id, "seq": item.seq, "wall": item.wall}
+        obj.update(body)
+        qos = self.spec.qos_telemetry if item.stream == "telemetry" else self.spec.qos_events
+        return self.t(item.stream), json.dumps(obj, default=str).encode(), qos
+
+    async def _sampler(self) -> None:
+        interval = max(self.spec.sample_interval, 0.001)
+        nxt = time.monotonic()
+        while not self._closing:
+            if self._values:
+                self._put(
+                    "telemetry", {"type": "Sample", "t": self._t, "values": self._values.copy()}
+                )
+            nxt += interval
+            delay = nxt - time.monotonic()
+            if delay < 0:  # fell behind (a stall): skip, never burst to catch up
+                nxt = time.monotonic()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def _commands(self, client: Any) -> None:
+        async for message in client.messages:
+            await self._command(client, message)
+
+    async def _command(self, client: Any, message: Any) -> None:
+        name = str(message.topic)
+        levels = name.split("/")[3:] if name.startswith(self.t("cmd")) else []
+        verb = levels[0] if levels else ""
+        sender = levels[1] if len(levels) == 2 and levels[1] else "anonymous"
+        payload: bytes = message.payload if isinstance(message.payload, bytes) else b""
+        args: dict[str, Any] = {}
+        refusal: str | None = None
+        rid: Any = None
+        if len(payload) > MAX_PAYLOAD:
+            refusal = f"payload too large ({len(payload)} bytes; at most {MAX_PAYLOAD})"
+        else:
+            try:
+                obj = json.loads(payload) if payload.strip() else {}
+                if not isinstance(obj, dict):
+                    raise ValueError("expected a JSON object")
+            except (ValueError, UnicodeDecodeError) as exc:
+                refusal = f"malformed payload: {exc}"[:200]
+            else:
+                rid = obj.get("id")
+                args = {k: obj[k] for k in ("reason", "alarm") if k in obj}
+        verb_ok = verb in REMOTE_VERBS or verb in WATCH_VERBS
+        if refusal is None and not verb_ok:
+            known = ", ".join(sorted(REMOTE_VERBS | WATCH_VERBS))
+            refusal = f"unknown verb {verb[:40]!r}; known: {known}"
+        if refusal is None and len(levels) > 2:
+            refusal = f"command topics are {self.t('cmd', '<verb>', '<sender>')}"
+        if refusal is None and verb not in WATCH_VERBS:
+            cmds = self.spec.commands
+            if not cmds.enabled:
+                refusal = "remote commands are disabled in this tool's config (telemetry.commands)"
+            elif len(levels) < 2:
+                refusal = (
+                    f"no sender: publish to {self.t('cmd', verb, '<your user>')} (the broker's "
+                    "ACL binds that level to your login)"
+                )
+            elif sender not in cmds.allow:
+                refusal = f"not permitted: {sender} may watch this tool, not command it"
+        journal_verb = verb[:40] if verb_ok else f"?{verb[:40]}"
+        run_loop = self._run_loop
+        if run_loop is None or run_loop.is_closed():
+            reply: dict[str, Any] = {"ok": False, "error": "the run is over"}
+        else:
+            try:
+                fut = asyncio.run_coroutine_threadsafe(
+                    self._on_run_loop(sender, journal_verb, args, refusal), run_loop
+                )
+                reply = await asyncio.wait_for(asyncio.wrap_future(fut), 10.0)
+            except (RuntimeError, TimeoutError) as exc:
+                reply = {"ok": False, "error": f"the run did not answer: {exc}"}
+        reply = {
+            "tool": self.tool,
+            "run_id": self.status.run_id,
+            "verb": verb[:40],
+            "sender": sender,
+            "id": rid,
+            "ok": bool(reply.get("ok")),
+            **(
+                {"result": reply.get("result")}
+                if reply.get("ok")
+                else {"error": reply.get("error")}
+            ),
+        }
+        await self._reply(client, message, sender, reply)
+
+    async def _reply(self, client: Any, request: Any, sender: str, reply: dict[str, Any]) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props_in = request.properties
+        response = getattr(props_in, "ResponseTopic", None) if props_in is not None else None
+        props = None
+        if response:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            corr = getattr(props_in, "CorrelationData", None)
+            if corr is not None:
+                props.CorrelationData = corr
+        target = response or self.t("reply", sender)
+        payload = json.dumps(reply, default=str).encode()
+        with contextlib.suppress(Exception):  # a reply topic we may not write: ours to skip
+            await client.publish(target, payload, qos=1, properties=props)
