@@ -19,6 +19,8 @@ streams, ``seq`` (one counter per run across every stream: a historian deduplica
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import ssl
 from dataclasses import dataclass
@@ -74,6 +76,35 @@ class Broker:
             protocol=aiomqtt.ProtocolVersion.V5,
             **kw,
         )
+
+
+class Messages:
+    """aiomqtt's message iterator with a timeout that never loses a message.
+
+    Cancelling ``anext(client.messages)`` (``asyncio.wait_for``) right as a message arrives
+    drops that message (aiomqtt 2.5: the inner queue task completed, its result is never
+    returned). Here one ``anext`` is kept pending across timeouts instead.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._it = aiter(client.messages)
+        self._next: asyncio.Future[aiomqtt.Message] | None = None
+
+    async def get(self, within: float) -> aiomqtt.Message | None:
+        if self._next is None:
+            self._next = asyncio.ensure_future(anext(self._it))
+        done, _ = await asyncio.wait({self._next}, timeout=within)
+        if not done:
+            return None
+        fut, self._next = self._next, None
+        return fut.result()
+
+    async def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            with contextlib.suppress(BaseException):
+                await self._next
+            self._next = None
 
 
 def read_credentials(path: Path) -> tuple[str, str]:

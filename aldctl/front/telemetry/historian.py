@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aldctl.front.telemetry.broker import DEFAULT_PREFIX, STREAMS, Broker, split
+from aldctl.front.telemetry.broker import DEFAULT_PREFIX, STREAMS, Broker, Messages, split
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -205,7 +205,7 @@ async def record(
 
 
 async def _pump(client: Any, store: Store, stop: asyncio.Event) -> None:
-    it = aiter(client.messages)
+    messages = Messages(client)
     pending: list[tuple[int, int]] = []
     first = 0.0
 
@@ -219,9 +219,8 @@ async def _pump(client: Any, store: Store, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             timeout = BATCH_S if pending else 0.5
-            try:
-                msg = await asyncio.wait_for(anext(it), timeout)
-            except TimeoutError:
+            msg = await messages.get(timeout)
+            if msg is None:
                 if pending:
                     flush()
                 continue
@@ -233,5 +232,7 @@ async def _pump(client: Any, store: Store, stop: asyncio.Event) -> None:
             if len(pending) >= BATCH or time.monotonic() - first >= BATCH_S:
                 flush()
     finally:
+        # A message taken but not stored is not acknowledged: the broker sends it again.
+        await messages.close()
         with contextlib.suppress(Exception):
             flush()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from aldctl.front.telemetry.broker import DEFAULT_PREFIX, Broker, split
+from aldctl.front.telemetry.broker import DEFAULT_PREFIX, Broker, Messages, split
 from aldctl.units import format_duration
 
 
@@ -117,16 +117,18 @@ async def watch(
                     await client.subscribe(t, qos=1)
                 if on_link is not None:
                     on_link(f"connected to {broker.url}")
-                it = aiter(client.messages)
-                while not stop.is_set():
-                    try:
-                        msg = await asyncio.wait_for(anext(it), 0.5)
-                    except TimeoutError:
-                        continue
-                    payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                    tool = fleet.feed(str(msg.topic), payload)
-                    if tool is not None:
-                        on_change(tool)
+                messages = Messages(client)
+                try:
+                    while not stop.is_set():
+                        msg = await messages.get(0.5)
+                        if msg is None:
+                            continue
+                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                        tool = fleet.feed(str(msg.topic), payload)
+                        if tool is not None:
+                            on_change(tool)
+                finally:
+                    await messages.close()
         except Exception as exc:  # the broker is away: say so, retry
             if on_link is not None:
                 on_link(f"{broker.url}: {type(exc).__name__}: {exc}; retrying")

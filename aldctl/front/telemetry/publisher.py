@@ -273,6 +273,10 @@ class Publisher:
             except Exception as exc:  # every failure of the link: wait, and try again
                 self.connected = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if os.environ.get("ALDCTL_DEBUG_TELEMETRY"):
+                    import traceback
+
+                    traceback.print_exc()
             delay = backoff * random.uniform(0.8, 1.2)  # jitter, not cryptography
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             if self._closing:  # one more try before the deadline, never a busy loop
@@ -380,8 +384,8 @@ class Publisher:
     async def _sampler(self) -> None:
         interval = max(self.spec.sample_interval, 0.001)
         nxt = time.monotonic()
-        while not self._closing:
-            if self._values:
+        while True:  # ends with the session (cancelled): the sender decides when that is
+            if self._values and not self._closing:
                 self._put(
                     "telemetry", {"type": "Sample", "t": self._t, "values": self._values.copy()}
                 )
