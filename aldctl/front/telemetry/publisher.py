@@ -5,9 +5,15 @@ Nothing here can block, slow or stop a run:
 * the bus listener (on the run's event loop) only appends the event to a bounded queue:
   O(1), no encoding, no I/O. A full queue drops its oldest message and counts it; the count
   goes out in the retained state;
-* the MQTT client runs in a thread of its own with its own event loop (at normal priority
-  even when the run asked for real-time scheduling), so a broker that is slow, down or gone
-  costs the run nothing but those appends;
+* the MQTT client (aiomqtt: non-blocking sockets) runs as a task on the run's own loop, in
+  short steps (one message each) that fit in the slack the real-time clock leaves before
+  every deadline (it sleeps to ~1 ms before, then spins). A thread of its own was tried
+  first and measured worse: it shares the GIL with the executor, and under load the executor
+  waited for a telemetry thread the OS had descheduled (pulse-timing p99 x10-60,
+  ``aldctl bench telemetry``). A broker that is slow, down or gone only fills the queue.
+  Virtual-time runs are the exception: their loop's clock jumps, which would fire every
+  network timeout at once, so there the client has a thread and a real-time loop of its own
+  (nothing to protect: a simulated run has no pulse timing to keep);
 * it reconnects with exponential backoff (with jitter, so a fleet does not reconnect in
   step); a message stays queued until the broker acknowledged it (QoS 1), so an outage
   loses only what the queue could not hold;
@@ -93,6 +99,7 @@ class Publisher:
         api: OperatorApi,
         journal: Journal | None = None,
         broker: Broker | None = None,
+        own_thread: bool = False,
     ) -> None:
         self.spec = spec
         self.tool = spec.tool_id or tool
@@ -111,19 +118,22 @@ class Publisher:
         self.connected = False
         self.last_error = ""
         self._queue: deque[_Item] = deque()
-        self._lock = threading.Lock()
         self._values: dict[str, float | None] = {}
         self._t = 0.0
         self._state_dirty = True
         self._state: dict[str, Any] | None = None
-        self._run_loop: asyncio.AbstractEventLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._state_ready: asyncio.Event | None = None
         self._closing_ev: asyncio.Event | None = None
         self._idle = False
         self._closing = False
         self._deadline = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self.own_thread = own_thread
+        """A thread and loop of its own (virtual-time runs), else a task on the run's loop."""
+        self._lock = threading.Lock()
+        self._run_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The link's loop: the run's, or the thread's."""
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
 
@@ -134,11 +144,45 @@ class Publisher:
 
     def start(self) -> None:
         self._run_loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._thread_main, name=f"mqtt-{self.tool}", daemon=True
-        )
-        self._thread.start()
-        self._started.wait(5.0)
+        if self.own_thread:
+            self._thread = threading.Thread(
+                target=self._thread_main, name=f"mqtt-{self.tool}", daemon=True
+            )
+            self._thread.start()
+            self._started.wait(5.0)
+            return
+        self._loop = self._run_loop
+        self._wake = asyncio.Event()
+        self._closing_ev = asyncio.Event()
+        self._task = self._run_loop.create_task(self._main(), name="mqtt-publisher")
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._thread_body())
+        finally:
+            self._loop = None
+            loop.close()
+
+    async def _thread_body(self) -> None:
+        self._wake = asyncio.Event()
+        self._closing_ev = asyncio.Event()
+        if self._closing:
+            self._closing_ev.set()
+        self._loop = asyncio.get_running_loop()
+        self._started.set()
+        await self._main()
+
+    def _in_link(self, fn: Any) -> None:
+        """Call ``fn`` on the link's loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        if loop is self._run_loop and not self.own_thread:
+            fn()
+            return
+        with contextlib.suppress(RuntimeError):  # the thread's loop just closed
+            loop.call_soon_threadsafe(fn)
 
     async def stop(self, flush_s: float = FLUSH_S) -> None:
         """Flush (bounded), publish the final state and ``offline``, disconnect."""
@@ -147,14 +191,21 @@ class Publisher:
         self._deadline = time.monotonic() + flush_s
         self._closing = True
         self._state_dirty = True
-        loop, ev = self._loop, self._closing_ev
-        if loop is not None and ev is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(ev.set)
+        if self._closing_ev is not None:
+            self._in_link(self._closing_ev.set)
         self._kick()
-        thread = self._thread
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, thread.join, flush_s + 2.0)
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, flush_s + 2.0)
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), flush_s + 2.0)
+            except TimeoutError:  # a connect that hangs: the run is over, so is telemetry
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            except Exception as exc:  # telemetry failing never fails the run
+                self.last_error = f"{type(exc).__name__}: {exc}"
 
     def listener(self, ev: Event) -> None:
         """On the run's loop, for every event: O(1), never blocks, never raises."""
@@ -174,7 +225,7 @@ class Publisher:
         self._put(stream, ev)
 
     def _put(self, stream: str, body: Event | dict[str, Any]) -> None:
-        with self._lock:
+        with self._lock:  # virtual-time runs: the thread's sampler puts too
             self.counters.seq += 1
             if len(self._queue) >= self.spec.queue:
                 self._queue.popleft()
@@ -184,14 +235,12 @@ class Publisher:
         self._kick()
 
     def _kick(self) -> None:
-        loop = self._loop
-        if self._idle and loop is not None and self._wake is not None:
+        if self._idle and self._wake is not None:
             self._idle = False
-            with contextlib.suppress(RuntimeError):  # the thread's loop just closed
-                loop.call_soon_threadsafe(self._wake.set)
+            self._in_link(self._wake.set)
 
     def _snapshot_state(self) -> None:
-        """On the run's loop (the status is changed there): the retained state payload."""
+        """The retained state payload, from the run's status."""
         snap = self.status.snapshot()
         alarms = snap.pop("alarms")
         snap.pop("lines", None)
@@ -207,10 +256,6 @@ class Publisher:
             wall=time.time(),
         )
         self._state = snap
-        loop, ready = self._loop, self._state_ready
-        if loop is not None and ready is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(ready.set)
 
     def _journal_command(self, sender: str, verb: str, reply: dict[str, Any]) -> None:
         ok = bool(reply.get("ok"))
@@ -226,7 +271,7 @@ class Publisher:
                 data={"via": "mqtt", "sender": sender, "verb": verb, "ok": ok, "outcome": outcome},
             )
 
-    async def _on_run_loop(
+    async def _dispatch(
         self, sender: str, verb: str, args: dict[str, Any], refusal: str | None
     ) -> dict[str, Any]:
         if refusal is not None:
@@ -239,30 +284,9 @@ class Publisher:
             self._state_dirty = True
         return reply
 
-    # ------------------------------------------------------------- MQTT thread
-
-    def _thread_main(self) -> None:
-        # A real-time run's scheduling class is inherited by new threads: this one does
-        # not need it, and must not compete with the executor for the CPU.
-        with contextlib.suppress(OSError, AttributeError):
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            self._loop = None
-            loop.close()
+    # ------------------------------------------------------------- the link
 
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._state_ready = asyncio.Event()
-        self._closing_ev = asyncio.Event()
-        if self._closing:
-            self._closing_ev.set()
-        self._started.set()
         backoff = BACKOFF_MIN_S
         while True:
             if self._closing and time.monotonic() > self._deadline:
@@ -327,16 +351,25 @@ class Publisher:
         self.connected = False
 
     async def _publish_state(self, client: Any) -> None:
-        assert self._state_ready is not None
-        assert self._run_loop is not None
         self._state_dirty = False
-        self._state_ready.clear()
-        try:
-            self._run_loop.call_soon_threadsafe(self._snapshot_state)
-        except RuntimeError:  # the run's loop is closed: its last snapshot stands
-            self._state_ready.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._state_ready.wait(), 1.0)
+        run_loop, link = self._run_loop, asyncio.get_running_loop()
+        if run_loop is link:
+            self._snapshot_state()
+        else:  # the status changes on the run's loop: snapshot it there
+            done = asyncio.Event()
+
+            def snap() -> None:
+                self._snapshot_state()
+                with contextlib.suppress(RuntimeError):
+                    link.call_soon_threadsafe(done.set)
+
+            try:
+                assert run_loop is not None
+                run_loop.call_soon_threadsafe(snap)
+            except RuntimeError:  # the run's loop is closed: its last snapshot stands
+                done.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 1.0)
         if self._state is not None:
             payload = json.dumps(self._state, default=str).encode()
             await client.publish(self.t("state"), payload, qos=1, retain=True)
@@ -358,9 +391,7 @@ class Publisher:
                     return
                 self._wake.clear()
                 self._idle = True
-                with self._lock:
-                    pending = bool(self._queue)
-                if not pending:
+                if not self._queue:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), STATE_MIN_S)
                 self._idle = False
@@ -370,9 +401,10 @@ class Publisher:
             name, payload, qos = self._encode(item)
             await client.publish(name, payload, qos=qos)
             with self._lock:
-                if self._queue and self._queue[0] is item:
+                if self._queue and self._queue[0] is item:  # not dropped while in flight
                     self._queue.popleft()
             self.counters.sent += 1
+            await asyncio.sleep(0)  # QoS 0 returns at once: one message per loop step
 
     def _encode(self, item: _Item) -> tuple[str, bytes, int]:
         body = item.body if isinstance(item.body, dict) else event_json(item.body)
@@ -440,16 +472,19 @@ class Publisher:
                 refusal = f"not permitted: {sender} may watch this tool, not command it"
         journal_verb = verb[:40] if verb_ok else f"?{verb[:40]}"
         run_loop = self._run_loop
-        if run_loop is None or run_loop.is_closed():
-            reply: dict[str, Any] = {"ok": False, "error": "the run is over"}
-        else:
-            try:
+        try:
+            if run_loop is asyncio.get_running_loop():
+                reply = await asyncio.wait_for(
+                    self._dispatch(sender, journal_verb, args, refusal), 10.0
+                )
+            else:  # the journal and the run's state live on the run's loop
+                assert run_loop is not None
                 fut = asyncio.run_coroutine_threadsafe(
-                    self._on_run_loop(sender, journal_verb, args, refusal), run_loop
+                    self._dispatch(sender, journal_verb, args, refusal), run_loop
                 )
                 reply = await asyncio.wait_for(asyncio.wrap_future(fut), 10.0)
-            except (RuntimeError, TimeoutError) as exc:
-                reply = {"ok": False, "error": f"the run did not answer: {exc}"}
+        except (TimeoutError, RuntimeError):
+            reply = {"ok": False, "error": "the run did not answer (is it over?)"}
         reply = {
             "tool": self.tool,
             "run_id": self.status.run_id,
