@@ -1580,11 +1580,12 @@ def bench_realtime(cycles: int, as_json: bool) -> None:
 @bench.command("telemetry")
 @click.option("--broker", help="Use this broker (default: start a mosquitto on loopback).")
 @click.option("--tools", type=int, default=3, show_default=True, help="Simulated tools at once.")
-@click.option("--cycles", "-n", type=int, default=12, show_default=True, help="Cycles per run.")
+@click.option("--cycles", "-n", type=int, default=30, show_default=True, help="Cycles per run.")
 @click.option("--rate", type=float, default=50.0, show_default=True, help="Telemetry rate, Hz.")
+@click.option("--rounds", type=int, default=2, show_default=True, help="Off/on pairs, alternated.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
 def bench_telemetry(
-    broker: str | None, tools: int, cycles: int, rate: float, as_json: bool
+    broker: str | None, tools: int, cycles: int, rate: float, rounds: int, as_json: bool
 ) -> None:
     """What MQTT telemetry costs real-time runs: N tools, one broker, on vs off.
 
@@ -1599,7 +1600,7 @@ def bench_telemetry(
     """
     from aldctl.front.telemetry.bench import bench_telemetry as run
 
-    _print_rows([run(broker, tools, cycles, rate)], as_json)
+    _print_rows([run(broker, tools, cycles, rate, rounds)], as_json)
 
 
 @bench.command("timing")

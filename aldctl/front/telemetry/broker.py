@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,9 @@ class Broker:
             password=self.password,
             tls_context=self.tls,
             protocol=aiomqtt.ProtocolVersion.V5,
+            # Small messages go out at once, not batched by Nagle's algorithm behind the
+            # previous one's ACK (tens of ms of latency on telemetry).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             **kw,
         )
 
