@@ -538,3 +538,52 @@ def test_a_password_in_the_broker_url_is_refused_with_its_location(tmp_path: Pat
     assert f"{cfg}:" in lines[0]
     assert "password" in lines[0]
     assert "secret" not in p.stderr
+
+
+async def test_the_monitor_screen_lists_every_tool_and_shows_the_selected_ones_run(
+    broker: Mosquitto,
+) -> None:
+    from textual.widgets import DataTable, Static
+
+    from aldctl.front.telemetry.monitor import make_app
+
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        username="tool",
+        password="toolpw",
+        protocol=aiomqtt.ProtocolVersion.V5,
+    ) as c:
+        for tool, state, done in (("reactor-a", "running", 4), ("reactor-b", "held", 7)):
+            s = {
+                "run_id": "r",
+                "state": state,
+                "recipe": f"film {tool}",
+                "units_done": done,
+                "units_total": 10,
+                "eta_process_s": 60.0,
+                "last_alarm": {"severity": "hold", "source": "pressure", "message": "high"},
+            }
+            await c.publish(f"ald/{tool}/state", json.dumps(s), qos=1, retain=True)
+            await c.publish(f"ald/{tool}/online", b"online", qos=1, retain=True)
+    app = make_app(connect_info(broker.url))
+    async with app.run_test(size=(120, 24)) as pilot:
+        table = app.query_one(DataTable)
+        deadline = time.monotonic() + 15
+        while table.row_count < 2 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert table.row_count == 2
+        cells = {str(key.value): [str(c) for c in table.get_row(key)] for key in table.rows}
+        assert cells["reactor-a"][:5] == [
+            "reactor-a",
+            "online",
+            "running",
+            "film reactor-a",
+            "4/10",
+        ]
+        assert cells["reactor-b"][2] == "held"
+        assert cells["reactor-b"][-1] == "hold: pressure: high"
+        detail = str(app.query_one("#detail", Static).render())
+        assert "film reactor-a" in detail or "film reactor-b" in detail
+        assert "unit 4/10" in detail or "unit 7/10" in detail
+        await pilot.press("q")
