@@ -27,6 +27,7 @@ import math
 import os
 import selectors
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -106,6 +107,7 @@ class RealClock:
         self.lateness = LatenessStats()
         self.collections = 0
         self._sleeping: list[float] = []  # deadlines tasks are sleeping toward, sorted
+        _CLOCKS.add(self)
 
     def now(self) -> float:
         return time.monotonic()
@@ -150,6 +152,17 @@ class RealClock:
             return
         collect_if_due(0)
         self.collections += 1
+
+
+_CLOCKS: weakref.WeakSet[RealClock] = weakref.WeakSet()
+
+
+def slack_s() -> float:
+    """Seconds until the earliest deadline a task of this process sleeps toward precisely
+    (a valve edge), ``inf`` when there is none. Background work that shares the run's loop
+    (telemetry) starts a step only where this is long enough, as the collector does."""
+    now = time.monotonic()
+    return min((c._sleeping[0] - now for c in _CLOCKS if c._sleeping), default=math.inf)
 
 
 def collect_if_due(young: int = GC_YOUNG) -> bool:

@@ -10,7 +10,10 @@ Nothing here can block, slow or stop a run:
   every deadline (it sleeps to ~1 ms before, then spins). A thread of its own was tried
   first and measured worse: it shares the GIL with the executor, and under load the executor
   waited for a telemetry thread the OS had descheduled (pulse-timing p99 x10-60,
-  ``aldctl bench telemetry``). A broker that is slow, down or gone only fills the queue.
+  ``aldctl bench telemetry``). Each step waits for slack: it starts only where no valve edge
+  is due within ``SLACK_GUARD_S`` (:func:`aldctl.engine.clock.slack_s`), as the garbage
+  collector of a real-time run does. A broker that is slow, down or gone only fills the
+  queue.
   Virtual-time runs are the exception: their loop's clock jumps, which would fire every
   network timeout at once, so there the client has a thread and a real-time loop of its own
   (nothing to protect: a simulated run has no pulse timing to keep);
@@ -66,6 +69,10 @@ MAX_PAYLOAD = 65536
 REMOTE_VERBS = frozenset({"pause", "resume", "stop", "abort", "clear", "ack"})
 WATCH_VERBS = frozenset({"status"})
 PUBLISH_TIMEOUT_S = 5.0
+SLACK_GUARD_S = 0.006
+"""A step of telemetry work (encode, publish: well under 1 ms) starts only this far from
+the next valve edge: the real-time clock spins its last 3 ms, and work landing just before
+that would make the edge late."""
 
 
 @dataclass(slots=True)
@@ -350,7 +357,17 @@ class Publisher:
             await client.publish(self.t("online"), b"offline", qos=1, retain=True)
         self.connected = False
 
+    async def _wait_slack(self) -> None:
+        if self.own_thread:  # the thread's own loop: no valve edges to keep clear of
+            return
+        from aldctl.engine.clock import slack_s
+
+        # Polling: an edge has a time, not an event; sleep past it and look again.
+        while (left := slack_s()) < SLACK_GUARD_S:  # noqa: ASYNC110
+            await asyncio.sleep(max(left, 0.0) + 0.0005)
+
     async def _publish_state(self, client: Any) -> None:
+        await self._wait_slack()
         self._state_dirty = False
         run_loop, link = self._run_loop, asyncio.get_running_loop()
         if run_loop is link:
@@ -398,6 +415,7 @@ class Publisher:
                 continue
             if self._closing and time.monotonic() > self._deadline:
                 return
+            await self._wait_slack()
             name, payload, qos = self._encode(item)
             await client.publish(name, payload, qos=qos)
             with self._lock:
@@ -417,6 +435,7 @@ class Publisher:
         interval = max(self.spec.sample_interval, 0.001)
         nxt = time.monotonic()
         while True:  # ends with the session (cancelled): the sender decides when that is
+            await self._wait_slack()
             if self._values and not self._closing:
                 self._put(
                     "telemetry", {"type": "Sample", "t": self._t, "values": self._values.copy()}
