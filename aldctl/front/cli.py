@@ -367,6 +367,15 @@ def _execute_run(
             click.echo(json.dumps(out, indent=2))
         else:
             print_summary(console, run_id, result, req.realtime)
+        if publisher is not None:
+            c = publisher.counters
+            if c.dropped or c.sent < c.seq - c.dropped:
+                why = f"; last error: {publisher.last_error}" if publisher.last_error else ""
+                click.echo(
+                    f"warning: telemetry: {c.sent} of {c.seq} messages reached "
+                    f"{publisher.broker.url}, {c.dropped} dropped from the full queue{why}",
+                    err=True,
+                )
     except OSError:  # the terminal went away (SIGHUP): the journal has the record
         pass
     if result.journal_error is not None:

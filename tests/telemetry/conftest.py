@@ -52,8 +52,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_certs(d: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate with CN=tool."""
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aldctl test CA",
+    )
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn in (("server", "localhost"), ("client", "tool")):
+        ssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        ssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            *(["-extfile", "san.ext"] if name == "server" else []),
+        )
+
+
 class Mosquitto:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tls: bool = False) -> None:
         exe = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
@@ -85,6 +126,18 @@ class Mosquitto:
             f"log_dest file {root / 'mosquitto.log'}",
             "log_type all",
         ]
+        self.tls_port: int | None = None
+        if tls:  # a second listener: TLS, client certificates required, CN = user name
+            make_certs(root)
+            self.tls_port = free_port()
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {root / 'ca.pem'}",
+                f"certfile {root / 'server.pem'}",
+                f"keyfile {root / 'server.key'}",
+                "require_certificate true",
+                "use_identity_as_username true",
+            ]
         if os.getuid() == 0:  # as root, mosquitto drops to user "mosquitto" unless told
             lines.append(f"user {pwd.getpwuid(0).pw_name}")
         (root / "mosquitto.conf").write_text("\n".join(lines) + "\n")
@@ -119,10 +172,10 @@ class Mosquitto:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosquitto]:
     root = tmp_path / "broker"
     root.mkdir()
-    m = Mosquitto(root)
+    m = Mosquitto(root, tls=bool(getattr(request, "param", False)))
     m.start()
     try:
         yield m
@@ -137,7 +190,8 @@ def tool_config(
     *,
     commands: bool = False,
     allow: tuple[str, ...] = (),
-    credentials: Path | None = None,
+    credentials: Path | bool | None = None,
+    url: str | None = None,
     **telemetry: Any,
 ) -> Path:
     """The built-in simulated reactor, named ``name``, publishing to ``broker``."""
@@ -150,8 +204,8 @@ def tool_config(
         credentials.write_text("tool\ntoolpw\n")
         credentials.chmod(0o600)
     doc["telemetry"] = {
-        "broker": broker.url,
-        "credentials_file": str(credentials),
+        "broker": url or broker.url,
+        **({"credentials_file": str(credentials)} if credentials else {}),
         "sample_interval": "50 ms",
         "commands": {"enabled": commands, "allow": list(allow)},
         **telemetry,

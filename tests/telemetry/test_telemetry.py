@@ -587,3 +587,26 @@ async def test_the_monitor_screen_lists_every_tool_and_shows_the_selected_ones_r
         assert "film reactor-a" in detail or "film reactor-b" in detail
         assert "unit 4/10" in detail or "unit 7/10" in detail
         await pilot.press("q")
+
+
+@pytest.mark.parametrize("broker", [True], indirect=True)
+async def test_tls_with_a_client_certificate(broker: Mosquitto, tmp_path: Path) -> None:
+    root = broker.root
+    cfg = tool_config(
+        tmp_path / "a.yaml",
+        broker,
+        "reactor-a",
+        credentials=False,  # the certificate is the login (CN=tool)
+        url=f"mqtts://127.0.0.1:{broker.tls_port}",
+        tls={
+            "ca": str(root / "ca.pem"),
+            "cert": str(root / "client.pem"),
+            "key": str(root / "client.key"),
+        },
+    )
+    async with listening(broker, "ald/reactor-a/state") as sub:
+        result = await finish(await start_run(cfg, tmp_path / "d", "cycles=2"))
+        state = (await sub.wait_for(lambda g: g.json()["state"] == "complete")).json()
+    assert state["run_id"] == result["run_id"]
+    assert state["seq"] > 10
+    assert "warning: telemetry" not in result["stderr"]
