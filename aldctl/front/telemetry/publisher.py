@@ -7,16 +7,16 @@ Nothing here can block, slow or stop a run:
   goes out in the retained state;
 * the MQTT client (aiomqtt: non-blocking sockets) runs as a task on the run's own loop, in
   short steps (one message each) that fit in the slack the real-time clock leaves before
-  every deadline (it sleeps to ~1 ms before, then spins). A thread of its own was tried
+  every deadline (it sleeps to 3 ms before, then spins). A thread of its own was tried
   first and measured worse: it shares the GIL with the executor, and under load the executor
-  waited for a telemetry thread the OS had descheduled (pulse-timing p99 x10-60,
+  waited for a telemetry thread the OS had descheduled (pulse-timing p99 up to x65,
   ``aldctl bench telemetry``). Each step waits for slack: it starts only where no valve edge
   is due within ``SLACK_GUARD_S`` (:func:`aldctl.engine.clock.slack_s`), as the garbage
   collector of a real-time run does. A broker that is slow, down or gone only fills the
   queue.
   Virtual-time runs are the exception: their loop's clock jumps, which would fire every
   network timeout at once, so there the client has a thread and a real-time loop of its own
-  (nothing to protect: a simulated run has no pulse timing to keep);
+  (nothing to protect: a virtual-time run has no wall-clock timing to keep);
 * it reconnects with exponential backoff (with jitter, so a fleet does not reconnect in
   step); a message stays queued until the broker acknowledged it (QoS 1), so an outage
   loses only what the queue could not hold;
@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import threading
 import time
@@ -47,8 +46,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aldctl.engine.events import Alarm, Event, PulseDone, Sample, StateChanged, UnitDone
-from aldctl.engine.events import UnitStarted as _UnitStarted
+from aldctl.engine.events import (
+    Alarm,
+    Event,
+    PulseDone,
+    Sample,
+    StateChanged,
+    UnitDone,
+    UnitStarted,
+)
 from aldctl.engine.opapi import API_VERSION, event_json
 from aldctl.front.telemetry.broker import Broker, connect_info, topic
 
@@ -227,7 +233,7 @@ class Publisher:
             self._state_dirty = True
         else:
             stream = "event"
-            if isinstance(ev, StateChanged | _UnitStarted | UnitDone):
+            if isinstance(ev, StateChanged | UnitStarted | UnitDone):
                 self._state_dirty = True
         self._put(stream, ev)
 
@@ -304,10 +310,6 @@ class Publisher:
             except Exception as exc:  # every failure of the link: wait, and try again
                 self.connected = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                if os.environ.get("ALDCTL_DEBUG_TELEMETRY"):
-                    import traceback
-
-                    traceback.print_exc()
             delay = backoff * random.uniform(0.8, 1.2)  # jitter, not cryptography
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             if self._closing:  # one more try before the deadline, never a busy loop
