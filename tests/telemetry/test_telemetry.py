@@ -569,20 +569,27 @@ async def test_the_monitor_screen_lists_every_tool_and_shows_the_selected_ones_r
     app = make_app(connect_info(broker.url))
     async with app.run_test(size=(120, 24)) as pilot:
         table = app.query_one(DataTable)
+
+        def cells() -> dict[str, list[str]]:
+            return {str(k.value): [str(c) for c in table.get_row(k)] for k in table.rows}
+
+        # Retained messages come per subscription (online, then state): wait for both.
         deadline = time.monotonic() + 15
-        while table.row_count < 2 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (
+            len(cells()) == 2 and all(row[2] for row in cells().values())
+        ):
             await pilot.pause(0.05)
         assert table.row_count == 2
-        cells = {str(key.value): [str(c) for c in table.get_row(key)] for key in table.rows}
-        assert cells["reactor-a"][:5] == [
+        got = cells()
+        assert got["reactor-a"][:5] == [
             "reactor-a",
             "online",
             "running",
             "film reactor-a",
             "4/10",
         ]
-        assert cells["reactor-b"][2] == "held"
-        assert cells["reactor-b"][-1] == "hold: pressure: high"
+        assert got["reactor-b"][2] == "held"
+        assert got["reactor-b"][-1] == "hold: pressure: high"
         detail = str(app.query_one("#detail", Static).render())
         assert "film reactor-a" in detail or "film reactor-b" in detail
         assert "unit 4/10" in detail or "unit 7/10" in detail
