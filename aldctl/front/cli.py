@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -1225,6 +1226,100 @@ def tool_show(recipe: Path | None, config: Path | None) -> None:
 
 
 @cli.group()
+def tune() -> None:
+    """Saturating dose times from one trial (see `aldctl tune dose --help`)."""
+
+
+@tune.command("dose")
+@click.option(
+    "--profile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The trial's growth at N = 4..20 equal steps from inlet to outlet, one a line.",
+)
+@click.option("--trial-dose", "trial_dose", metavar="TIME", help="The trial dose, e.g. 6.5s.")
+@click.option(
+    "--saturated",
+    type=float,
+    help="The saturated growth in the profile's unit (default: fractions, or fitted).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def tune_dose(
+    profile: Path | None, trial_dose: str | None, saturated: float | None, as_json: bool
+) -> None:
+    """Saturation dose time of a cross-flow reactor from one trial's thickness profile.
+
+    The profile: growth after one trial dose of TIME that left the outlet under-saturated,
+    at N = 4..20 points, the k-th at k/N of the length from the inlet (the last at the
+    outlet), one value a line (CSV, first column, optional header). Values <= 1 (or a header
+    saying 'fraction') are fractions of saturated growth; otherwise thicknesses in any unit,
+    and the saturated growth is fitted (or give --saturated). Prints the saturation dose
+    time (the outlet at 99 % of saturated growth), its uncertainty and the reasoning. Refuses
+    a profile that is saturated everywhere, at noise level, or not a self-limiting front (CVD).
+
+    \b
+    Examples:
+      aldctl tune dose --profile trial.csv --trial-dose 6.5s
+      aldctl tune dose --profile trial.csv --trial-dose 800ms --json
+      aldctl tune dose --profile ellipsometry.csv --trial-dose 2s --saturated 11.0
+    """
+    _tune_dose(profile, trial_dose, saturated, as_json)
+
+
+def _tune_dose(
+    profile: Path | None, trial_dose: str | None, saturated: float | None, as_json: bool
+) -> None:
+    if profile is None:
+        _refuse("tune dose needs --profile FILE (hint: the trial's growth, one value a line)")
+    if trial_dose is None:
+        _refuse("tune dose needs --trial-dose TIME (hint: the trial's dose time, e.g. 6.5s)")
+    from aldctl.units import Kind, UnitError, parse
+
+    try:
+        t_s = parse(trial_dose, Kind.TIME)
+    except UnitError as exc:
+        _refuse(f"--trial-dose: {exc} (hint: a time with its unit, e.g. 6.5s or 800ms)")
+    if not t_s > 0.0:
+        _refuse(f"--trial-dose: {trial_dose} is not a positive time (hint: e.g. 6.5s)")
+    if saturated is not None and not saturated > 0.0:
+        _refuse("--saturated must be > 0 (hint: the saturated growth in the profile's unit)")
+    from aldctl.tune.dose import ProfileError, Refusal, fit_profile, read_profile
+
+    try:
+        prof = read_profile(profile)
+        fit = fit_profile(prof, t_s, saturated=saturated)
+    except ProfileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INVALID)
+    except Refusal as exc:
+        _refuse(f"{profile}: {exc.message} (hint: {exc.hint})")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "saturation_dose_s": fit.saturation_dose_s,
+                    "uncertainty_s": fit.uncertainty_s,
+                    "trial_dose_s": fit.trial_dose_s,
+                    "damkohler": fit.damkohler,
+                    "rate_per_s": fit.rate_per_s,
+                    "front": fit.front if math.isfinite(fit.front) else None,
+                    "saturated_growth": fit.saturated,
+                    "fit_rms": fit.residual,
+                    "fractions": list(fit.fractions),
+                    "reasoning": fit.reasoning(),
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"saturation dose time: {fit.saturation_dose_s:.3g} s "
+        f"+/- {fit.uncertainty_s:.2g} s  (trial {fit.trial_dose_s:g} s)"
+    )
+    click.echo("")
+    click.echo(fit.reasoning())
+
+
+@cli.group()
 def bench() -> None:
     """Benchmarks: print measured figures (wall time, memory, timing errors)."""
 
@@ -1402,6 +1497,38 @@ def bench_sim(cycles: tuple[int, ...], as_json: bool) -> None:
     from sim.bench import run_benchmark
 
     _print_rows([run_benchmark(n) for n in cycles], as_json)
+
+
+@bench.command("tune")
+@click.option("--n", "n", type=int, default=2000, show_default=True, help="Random conditions.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_tune(n: int, seed: int, as_json: bool) -> None:
+    """`tune dose` against brute-force dose sweeps on the cross-flow simulator.
+
+    Random conditions (sticking probability 3e-5..3e-2, flow, pressure, length, gap,
+    temperature, feed), each with its true saturation dose found by bisection on the
+    simulator; trials at 5-95 % of it measured at N = 5, 10, 20 points with 0 and 0.5 %
+    noise. Prints median and 90th-percentile relative error, for ideal plug flow and with
+    axial diffusion. Takes a few minutes at the default size.
+
+    \b
+    Examples:
+      aldctl bench tune --n 200
+      aldctl bench tune --json > tune-bench.json
+    """
+    from aldctl.front.tunebench import run as run_bench
+
+    res = run_bench(n, seed)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    _print_rows(res["rows"], False)
+    _print_rows(res["by_damkohler"], False)
+    click.echo(
+        f"{res['conditions']} conditions per chamber kind, {res['wall_s']:.0f} s; "
+        f"one fit of N = 20 points: {res['fit_ms_n20']:.2f} ms"
+    )
 
 
 def main() -> None:
