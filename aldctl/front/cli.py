@@ -1225,9 +1225,74 @@ def tool_show(recipe: Path | None, config: Path | None) -> None:
     click.echo(yaml.safe_dump(cfg.plain_for_display(t), sort_keys=False), nl=False)
 
 
-@cli.group()
+class _TuneGroup(click.Group):
+    """`aldctl tune RECIPE` as well as `aldctl tune dose ...`: a first argument that is not a
+    subcommand is the recipe of `tune recipe`."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "recipe", self.commands["recipe"], args
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=_TuneGroup)
 def tune() -> None:
-    """Saturating dose times from one trial (see `aldctl tune dose --help`)."""
+    """Saturating dose and purge times from one trial.
+
+    \b
+    aldctl tune RECIPE [--config C] [--line CHEM] [--write OUT.yaml] [--report PAGE.html]
+      run a short trial on the (simulated) tool; dose and purge per reactant line
+    aldctl tune dose --profile FILE --trial-dose T [--json]
+      saturation dose time of a cross-flow reactor from one trial's thickness profile
+    """
+
+
+@tune.command("recipe")
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
+@click.option("--line", "lines", multiple=True, metavar="CHEM", help="Tune only this line.")
+@click.option(
+    "--write",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a copy of the recipe with the recommended values.",
+)
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The report page (default: tune-RECIPE.html here).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def tune_recipe_cmd(
+    recipe: Path,
+    config: Path | None,
+    lines: tuple[str, ...],
+    write: Path | None,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    """Dose and purge of every reactant line from a short trial on the tool.
+
+    The trial runs on the simulated tool (the built-in one without --config): for each
+    reactant of the recipe's cycle, a train of short pulses on a surface ready for it, the
+    QCM's mass gain per pulse (the pressure response's per pulse without a QCM) giving the
+    saturation curve; two calibration pulses giving the valve's dead width; the pressure
+    decay giving the residence time; and cycles with that line's purge cut short giving the
+    CVD share, hence the shortest purge with CVD under 1 %. Prints the recommendations and
+    the --set overrides, writes a report page (saturation curve, data, fit) and, with
+    --write, a patched copy of the recipe.
+
+    \b
+    Examples:
+      aldctl tune recipes/al2o3_tma_h2o.yaml
+      aldctl tune recipes/al2o3_tma_h2o.yaml --line TMA --write tuned.yaml --json
+    """
+    if not recipe.is_file():
+        _refuse(f"{recipe}: no such recipe file")
+    from aldctl.front.tunerun import tune_recipe
+
+    tune_recipe(recipe, config, lines, write, report, as_json)
 
 
 @tune.command("dose")

@@ -18,6 +18,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -217,3 +218,111 @@ def _fit_time() -> float:
     for _ in range(20):
         fit_profile(prof, 5.0, fraction=True)
     return (time.perf_counter() - t0) / 20 * 1000.0
+
+
+# --- tune RECIPE against brute-force saturation and purge curves on the 0-D simulator -----
+
+
+def _grow(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any], n: int) -> float:
+    """Film grown by ``n`` cycles of ``steps`` after the recipe's setup (simulated truth)."""
+    import tempfile
+
+    import yaml as _yaml
+
+    from aldctl.front.simulate import simulate
+    from aldctl.session import prepare
+
+    d = dict(doc)
+    d["cycles"] = {cname: steps}
+    d["main"] = [{"cycle": {"name": cname, "repeat": n}}]
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".yaml", dir=recipe.parent, prefix=".bf-", delete=False
+    ) as f:
+        f.write(_yaml.safe_dump(d, sort_keys=False))
+        path = Path(f.name)
+    try:
+        res = simulate(prepare(path, None, ()))
+    finally:
+        path.unlink()
+    return float(res["thickness_nm"])
+
+
+def _steady_gpc(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any]) -> float:
+    return (_grow(recipe, doc, cname, steps, 6) - _grow(recipe, doc, cname, steps, 3)) / 3.0
+
+
+def brute_force(recipe: Path, chemical: str, rel_tol: float = 0.01) -> dict[str, float]:
+    """Saturating dose and shortest purge for one line, from growth curves on the simulator:
+    bisection on the dose (others saturating, purges long) for 99 % of the saturated growth,
+    and on the purge after it for CVD <= 1 % of the growth."""
+    import yaml as _yaml
+
+    from aldctl.front.tunerun import _doses
+
+    doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    doses, cname = _doses(recipe)
+    i = next(k for k, d in enumerate(doses) if d.chemical == chemical)
+    long = max(10.0, *(3.0 * d.purge_s for d in doses))
+    sat = [max(d.pulse_s * 10.0, 0.1) for d in doses]
+
+    def steps(pulse: float | None = None, purge: float | None = None) -> list[Any]:
+        out: list[Any] = []
+        for k, d in enumerate(doses):
+            w = pulse if (k == i and pulse is not None) else sat[k]
+            p = purge if (k == i and purge is not None) else long
+            out.append({"pulse": {d.chemical: f"{w * 1000:.4f} ms"}})
+            out.append({"purge": f"{p:.4f} s"})
+        return out
+
+    g_sat = _steady_gpc(recipe, doc, cname, steps())
+    from aldctl.session import load_tool
+
+    spec = load_tool(None, [d.chemical for d in doses]).lines.get(chemical)
+    lo, hi = (float(spec.min_pulse) if spec is not None else 0.0005), sat[i]
+    if _steady_gpc(recipe, doc, cname, steps(pulse=lo)) >= 0.99 * g_sat:
+        hi = lo  # the valve's shortest pulse already saturates
+    while hi / lo > 1.0 + rel_tol:
+        mid = math.sqrt(lo * hi)
+        if _steady_gpc(recipe, doc, cname, steps(pulse=mid)) < 0.99 * g_sat:
+            lo = mid
+        else:
+            hi = mid
+    dose = math.sqrt(lo * hi)
+    lo, hi = 0.01, long
+    while hi / lo > 1.0 + rel_tol:
+        mid = math.sqrt(lo * hi)
+        if _steady_gpc(recipe, doc, cname, steps(purge=mid)) > 1.01 * g_sat:
+            lo = mid
+        else:
+            hi = mid
+    return {"dose_s": dose, "purge_s": math.sqrt(lo * hi), "gpc_nm": g_sat}
+
+
+def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
+    """For every recipe and reactant line: the trial's recommendation against brute force."""
+    from aldctl.front.tunerun import _doses, run_trial
+    from aldctl.session import prepare
+
+    rows = []
+    for recipe in recipes:
+        doses, _ = _doses(recipe)
+        t0 = time.perf_counter()
+        results = run_trial(prepare(recipe, None, ()), doses, None)
+        t_trial = time.perf_counter() - t0
+        for res in results:
+            bf = brute_force(recipe, res.chemical)
+            rows.append(
+                {
+                    "recipe": recipe.name,
+                    "line": res.chemical,
+                    "signal": res.signal,
+                    "dose_ms": res.saturation.dose_s * 1000,
+                    "brute_dose_ms": bf["dose_s"] * 1000,
+                    "dose_err_pct": (res.saturation.dose_s / bf["dose_s"] - 1) * 100,
+                    "purge_s": res.purge_s,
+                    "brute_purge_s": bf["purge_s"],
+                    "purge_err_pct": (res.purge_s / bf["purge_s"] - 1) * 100,
+                    "trial_wall_s": t_trial,
+                }
+            )
+    return rows

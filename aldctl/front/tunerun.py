@@ -1,0 +1,503 @@
+"""``aldctl tune RECIPE``: design and run a short trial on the simulated tool, recommend the
+dose and purge of every reactant line of the recipe's cycle (:mod:`aldctl.tune.trial` has the
+method), and write ``--set`` overrides, a patched recipe copy and a report page.
+
+The trial runs on the tool's reactor model with its measured channels only (the QCM's
+thickness reading, the gauge's pressure reading), never the model's ground truth, so that the
+same analysis can take a real tool's readings. Real tools: not yet (the trial needs the
+engine to drive pulse trains and log QCM and gauge readings per pulse); the command says so.
+
+Trial, per line X of a cycle (doses D_0 .. D_{n-1} in order, X = D_i):
+1. setup as the recipe has it; three priming cycles with every dose 5x the recipe's and long
+   purges (10 residence times, at least the recipe's), then D_0 .. D_{i-1} likewise: the
+   surface is ready for X;
+2. the pulse train: pulses of a quarter of the recipe's dose (at least the line's minimum)
+   with long purges, until three pulses in a row gain < 0.5 % of the total (at most 80);
+3. calibration pulses of w and 2 w (pressure areas: the valve's dead width) and the decay
+   after the second (residence time);
+4. the rest of the cycle; then two cycles with long purges and two with X's purge cut to one
+   residence time: the CVD share at that purge.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from aldctl.tune.trial import (
+    Saturation,
+    TrialError,
+    purge_for,
+    residence_time,
+    saturation_from_train,
+    valve_dead_width,
+)
+
+NS = 1_000_000_000
+SAMPLE_S = 0.005
+QCM_READS = 5
+MAX_PULSES = 80
+PRIME_FACTOR = 5.0
+
+
+@dataclass
+class Dose:
+    chemical: str
+    pulse_s: float
+    purge_s: float
+    pulse_ref: tuple[str, Any]
+    """("param", name) or ("node", yaml node) of the pulse value."""
+    purge_ref: tuple[str, Any] | None
+
+
+@dataclass
+class LineResult:
+    chemical: str
+    signal: str
+    saturation: Saturation
+    tau_s: float
+    short_purge_s: float
+    cvd_share: float
+    cvd_x: float
+    purge_s: float
+    recipe_pulse_s: float
+    recipe_purge_s: float
+    decay: tuple[list[float], list[float], float] = field(default=([], [], 0.0))
+
+
+class _Trial:
+    """Drives the simulated reactor with measured readings only."""
+
+    def __init__(self, prepared: Any, seed: int = 0) -> None:
+        from aldctl.tool import simulated_reactor
+
+        self.tool = prepared.tool
+        self.sched = prepared.compiled.schedule
+        self.r = simulated_reactor(self.tool, seed).reactor
+        self.has_qcm = bool(self.r.has_qcm)
+
+    def line(self, chem: str) -> str:
+        for name, spec in self.tool.lines.items():
+            if chem in (spec.chemical, name):
+                return str(name)
+        return chem
+
+    def setup(self) -> None:
+        from aldctl.recipe import schedule as s
+        from aldctl.recipe.schedule import ActionKind
+
+        r = self.r
+        for phase in self.sched.setup.phases:
+            if isinstance(phase, s.Await):
+                # Heat-up: wait until every heater holds its setpoint (at most the timeout).
+                end = r.now_ns + phase.timeout_ns
+                while r.now_ns < end:
+                    r.advance_by(10 * NS)
+                    if all(_settled(r.read_heater(h)) for h in r.heaters):
+                        break
+                continue
+            t0 = r.now_ns
+            for a in sorted(phase.actions, key=lambda a: a.offset_ns):
+                r.advance_to(t0 + a.offset_ns)
+                if a.kind is ActionKind.SET_TEMPERATURE:
+                    r.set_heater(a.target, a.value, a.rate)
+                elif a.kind is ActionKind.SET_FLOW:
+                    r.set_mfc(a.target, a.value or 0.0)
+            r.advance_to(t0 + phase.duration_ns)
+
+    def qcm(self) -> float:
+        vals = []
+        for _ in range(QCM_READS):
+            self.r.advance_by(NS // 10)
+            vals.append(self.r.read_qcm().thickness_a)
+        return sum(vals) / len(vals)
+
+    def baseline(self) -> float:
+        vals = []
+        for _ in range(20):
+            self.r.advance_by(round(SAMPLE_S * NS))
+            p = self.r.read_pressure_torr()
+            vals.append(p if p is not None else 0.0)
+        return sum(vals) / len(vals)
+
+    def pulse(self, chem: str, width_s: float, purge_s: float, record: bool = False) -> Any:
+        """Pulse, purge; returns (pressure area above baseline, decay times, pressures)."""
+        r = self.r
+        base = self.baseline() if record else 0.0
+        line = self.line(chem)
+        t0 = r.now_ns
+        r.set_valve(line, True)
+        ts: list[float] = []
+        ps: list[float] = []
+        if record:
+            r.advance_to(t0 + round(width_s * NS))
+            r.set_valve(line, False)
+            end = t0 + round((width_s + purge_s) * NS)
+            step = round(SAMPLE_S * NS)
+            while r.now_ns + step <= end:
+                r.advance_by(step)
+                p = r.read_pressure_torr()
+                ts.append((r.now_ns - t0) / NS)
+                ps.append(p if p is not None else 0.0)
+            r.advance_to(end)
+            area = sum(p - base for p in ps) * SAMPLE_S
+            return area, ts, ps, base
+        r.advance_to(t0 + round(width_s * NS))
+        r.set_valve(line, False)
+        r.advance_to(t0 + round((width_s + purge_s) * NS))
+        return None
+
+
+def _settled(st: Any) -> bool:
+    if st.setpoint_c is None or st.pv_c is None:
+        return True
+    return bool(abs(st.pv_c - st.setpoint_c) < 1.0) and not st.ramping
+
+
+def _doses(recipe_path: Path) -> tuple[list[Dose], str]:
+    """The pulses and purges of the recipe's first cycle with doses, with where each value
+    comes from (a parameter, or a literal in the file)."""
+    from aldctl.units import Kind, parse
+
+    text = recipe_path.read_text(encoding="utf-8")
+    root = yaml.compose(text)
+    doc = yaml.safe_load(text)
+    params = doc.get("params") or {}
+
+    def node_of(mapping: yaml.Node | None, key: str) -> yaml.Node | None:
+        if not isinstance(mapping, yaml.MappingNode):
+            return None
+        for k, v in mapping.value:
+            if k.value == key:
+                found: yaml.Node = v
+                return found
+        return None
+
+    def value(raw: Any) -> tuple[float, tuple[str, Any] | None]:
+        if isinstance(raw, str) and raw.startswith("$"):
+            name = raw[1:]
+            return parse(str(params[name]), Kind.TIME), ("param", name)
+        return parse(str(raw), Kind.TIME), None
+
+    cycles_node = node_of(root, "cycles") if isinstance(root, yaml.MappingNode) else None
+    for cname, steps in (doc.get("cycles") or {}).items():
+        cnode = node_of(cycles_node, cname) if isinstance(cycles_node, yaml.MappingNode) else None
+        doses: list[Dose] = []
+        for i, step in enumerate(steps):
+            snode = cnode.value[i] if isinstance(cnode, yaml.SequenceNode) else None
+            if "pulse" in step and isinstance(step["pulse"], dict) and len(step["pulse"]) == 1:
+                ((chem, raw),) = step["pulse"].items()
+                v, ref = value(raw)
+                pnode = node_of(node_of(snode, "pulse"), chem) if snode is not None else None
+                doses.append(Dose(chem, v, 0.0, ref or ("node", pnode), None))
+            elif "purge" in step and doses and doses[-1].purge_ref is None:
+                raw = step["purge"]
+                pn = node_of(snode, "purge") if snode is not None else None
+                if isinstance(raw, dict):
+                    raw = raw.get("time")
+                    pn = node_of(pn, "time") if isinstance(pn, yaml.MappingNode) else None
+                v, ref = value(raw)
+                doses[-1].purge_s = v
+                doses[-1].purge_ref = ref or ("node", pn)
+        if len(doses) >= 2:
+            return doses, str(cname)
+    msg = "the recipe has no cycle with two or more single-chemical pulses to tune"
+    raise TrialError(msg)
+
+
+def run_trial(prepared: Any, doses: list[Dose], only: set[str] | None) -> list[LineResult]:
+    trial = _Trial(prepared)
+    trial.setup()
+    tau0 = float(trial.r.residence_time_s())
+    long = max(10.0 * tau0, *(d.purge_s for d in doses))
+    sat = [max(d.pulse_s * PRIME_FACTOR, 0.05) for d in doses]
+
+    def cycle(purges: list[float] | None = None, doses_sat: list[float] | None = None) -> None:
+        for j, d in enumerate(doses):
+            trial.pulse(d.chemical, (doses_sat or sat)[j], (purges or [long] * len(doses))[j])
+
+    for _ in range(3):
+        cycle()
+    results = []
+    for i, d in enumerate(doses):
+        if only and d.chemical not in only:
+            continue
+        for j in range(i):
+            trial.pulse(doses[j].chemical, sat[j], long)
+        spec = trial.tool.lines.get(trial.line(d.chemical))
+        w = max(d.pulse_s / 4.0, float(spec.min_pulse) if spec is not None else 0.01, 0.005)
+        gains: list[float] = []
+        areas: list[float] = []
+        signal = "QCM per-pulse mass gain" if trial.has_qcm else "per-pulse pressure response"
+        m0 = trial.qcm() if trial.has_qcm else 0.0
+        for _ in range(MAX_PULSES):
+            area, _, _, _ = trial.pulse(d.chemical, w, long, record=True)
+            areas.append(area)
+            if trial.has_qcm:
+                m1 = trial.qcm()
+                gains.append(m1 - m0)
+                m0 = m1
+                total = sum(gains)
+                if len(gains) >= 4 and total > 0 and all(g < 0.005 * total for g in gains[-3:]):
+                    break
+            elif len(areas) >= 6:
+                ref = sum(areas[-3:]) / 3.0
+                if all(abs(a - ref) < 0.005 * ref for a in areas[-3:]):
+                    break
+        if not trial.has_qcm:
+            ref = sum(areas[-3:]) / 3.0
+            gains = [max(ref - a, 0.0) for a in areas]
+        a1, _, _, _ = trial.pulse(d.chemical, w, long, record=True)
+        a2, ts, ps, base = trial.pulse(d.chemical, 2 * w, long, record=True)
+        dead = valve_dead_width(w, a1, a2)
+        # The decay: from the peak on.
+        k_peak = max(range(len(ps)), key=lambda k: ps[k])
+        tau = residence_time(ts[k_peak:], ps[k_peak:], base)
+        s = saturation_from_train(gains, w, dead)
+        if spec is not None and s.dose_s < float(spec.min_pulse):
+            # The valve cannot open for less: its shortest pulse is the dose.
+            s = Saturation(s.pulse_s, s.dead_s, s.gains, float(spec.min_pulse), s.free)
+        for j in range(i + 1, len(doses)):
+            trial.pulse(doses[j].chemical, sat[j], long)
+        # CVD share at a purge of one residence time after X.
+        short = tau
+        g_long = _cycle_gain(trial, cycle, [long] * len(doses))
+        purges = [long] * len(doses)
+        purges[i] = short
+        g_short = _cycle_gain(trial, cycle, purges)
+        share = g_short / g_long - 1.0 if g_long > 0 else 0.0
+        purge, x = purge_for(tau, short, share)
+        results.append(
+            LineResult(
+                d.chemical,
+                signal,
+                s,
+                tau,
+                short,
+                share,
+                x,
+                purge,
+                d.pulse_s,
+                d.purge_s,
+                (ts[k_peak:], ps[k_peak:], base),
+            )
+        )
+    return results
+
+
+def _cycle_gain(trial: _Trial, cycle: Any, purges: list[float]) -> float:
+    """Growth of the second of two cycles (QCM, A), after one to settle the surface."""
+    cycle(purges)
+    m0 = trial.qcm() if trial.has_qcm else 0.0
+    cycle(purges)
+    return (trial.qcm() - m0) if trial.has_qcm else 0.0
+
+
+def _round_up_ms(t: float) -> float:
+    return math.ceil(t * 1000.0 - 1e-9) / 1000.0
+
+
+def _fmt(t: float) -> str:
+    return f"{t * 1000:.0f} ms" if t < 1.0 else f"{t:.3g} s"
+
+
+def recommendations(
+    doses: list[Dose], results: list[LineResult]
+) -> tuple[dict[str, float], list[tuple[Any, float]]]:
+    """``--set`` overrides per parameter (a shared parameter takes the largest value) and
+    literal nodes to patch."""
+    sets: dict[str, float] = {}
+    nodes: list[tuple[Any, float]] = []
+    by_chem = {r.chemical: r for r in results}
+    for d in doses:
+        res = by_chem.get(d.chemical)
+        if res is None:
+            continue
+        for ref, val in (
+            (d.pulse_ref, _round_up_ms(res.saturation.dose_s)),
+            (d.purge_ref, _round_up_ms(res.purge_s)),
+        ):
+            if ref is None:
+                continue
+            if ref[0] == "param":
+                sets[ref[1]] = max(sets.get(ref[1], 0.0), val)
+            elif ref[1] is not None:
+                nodes.append((ref[1], val))
+    return sets, nodes
+
+
+def patch_recipe(text: str, sets: dict[str, float], nodes: list[tuple[Any, float]]) -> str:
+    """The recipe text with the recommended values in place (parameters' defaults and
+    literal values), everything else untouched."""
+    root = yaml.compose(text)
+    edits: list[tuple[int, int, str]] = []
+    for k, v in root.value if isinstance(root, yaml.MappingNode) else []:
+        if k.value == "params" and isinstance(v, yaml.MappingNode):
+            for pk, pv in v.value:
+                if pk.value in sets:
+                    edits.append((pv.start_mark.index, pv.end_mark.index, _fmt(sets[pk.value])))
+    for node, val in nodes:
+        edits.append((node.start_mark.index, node.end_mark.index, _fmt(val)))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>aldctl tune</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "td,th{padding:2px 8px;text-align:right}</style>",
+        f"<h1>Dose and purge tuning: {recipe.name}</h1>",
+        "<table><tr><th>line</th><th>signal</th><th>recipe dose</th><th>saturating dose</th>"
+        "<th>recipe purge</th><th>purge (CVD &lt; 1 %)</th><th>tau</th><th>valve dead width</th>"
+        "</tr>",
+    ]
+    for res in results:
+        parts.append(
+            f"<tr><td>{res.chemical}</td><td>{res.signal}</td><td>{_fmt(res.recipe_pulse_s)}</td>"
+            f"<td>{_fmt(res.saturation.dose_s)}</td><td>{_fmt(res.recipe_purge_s)}</td>"
+            f"<td>{_fmt(res.purge_s)}</td><td>{res.tau_s:.3g} s</td>"
+            f"<td>{res.saturation.dead_s * 1000:.1f} ms</td></tr>"
+        )
+    parts.append("</table>")
+    if sets:
+        args = " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items())
+        parts.append(f"<p>Overrides: <code>{args}</code></p>")
+    for res in results:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        s = res.saturation
+        eff = [s.dead_s + s.effective(k) for k in range(1, len(s.free) + 1)]
+        theta = [1.0 - f for f in s.free]
+        ax1.plot(eff, theta, "o", label="trial (cumulative)")
+        ax1.axhline(0.99, color="grey", lw=0.8, ls="--")
+        ax1.axvline(s.dose_s, color="C3", label=f"99 %: {_fmt(s.dose_s)}")
+        ax1.set_xlabel("equivalent single dose (s)")
+        ax1.set_ylabel("fraction of saturation")
+        ax1.set_title(f"{res.chemical}: saturation curve ({res.signal})", fontsize=9)
+        ax1.legend(fontsize=8)
+        ts, ps, base = res.decay
+        ax2.semilogy(ts, [max(p - base, 1e-9) for p in ps], ".", ms=2, label="gauge - baseline")
+        if ts:
+            p0 = max(ps[0] - base, 1e-9)
+            ax2.semilogy(ts, [p0 * math.exp(-(t - ts[0]) / res.tau_s) for t in ts], label="fit")
+        ax2.set_xlabel("time after the pulse (s)")
+        ax2.set_ylabel("Torr")
+        ax2.set_title(
+            f"decay: tau {res.tau_s:.3g} s; CVD {res.cvd_share:.1%} at a "
+            f"{res.short_purge_s:.2g} s purge",
+            fontsize=9,
+        )
+        ax2.legend(fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        img = base64.b64encode(buf.getvalue()).decode()
+        parts.append(f"<h2>{res.chemical}</h2><img src='data:image/png;base64,{img}'>")
+        parts.append(
+            "<p>Per-pulse gains: "
+            + ", ".join(f"{g:.4g}" for g in s.gains)
+            + f"</p><p>CVD share at a {res.short_purge_s:.3g} s purge: {res.cvd_share:.2%} "
+            f"(X = {res.cvd_x:.3g}); shortest purge for CVD under 1 %: {_fmt(res.purge_s)}.</p>"
+        )
+    return "\n".join(parts)
+
+
+def tune_recipe(
+    recipe: Path,
+    config: Path | None,
+    lines: tuple[str, ...],
+    write: Path | None,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    from aldctl.diagnostics import UserError
+    from aldctl.session import prepare
+
+    try:
+        prepared = prepare(recipe, config, ())
+    except UserError as exc:
+        for d in exc.diagnostics:
+            click.echo(d.format(), err=True)
+        sys.exit(2)
+    if not prepared.simulated:
+        click.echo(
+            "error: tune RECIPE runs its trial on a simulated tool only for now "
+            "(hint: run it without --config, or with a simulated tool's config; on a real "
+            "tool, measure a thickness profile and use 'aldctl tune dose')",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        doses, cname = _doses(recipe)
+        chems = {d.chemical for d in doses}
+        unknown = [c for c in lines if c not in chems]
+        if unknown:
+            click.echo(
+                f"error: --line {unknown[0]}: not dosed in cycle '{cname}' "
+                f"(hint: one of {', '.join(sorted(chems))})",
+                err=True,
+            )
+            sys.exit(2)
+        results = run_trial(prepared, doses, set(lines) or None)
+    except TrialError as exc:
+        click.echo(f"error: {recipe}: {exc}", err=True)
+        sys.exit(1)
+    sets, nodes = recommendations(doses, results)
+    page = report or Path(f"tune-{recipe.stem}.html")
+    page.write_text(report_html(recipe, results, sets), encoding="utf-8")
+    if write is not None:
+        text = recipe.read_text(encoding="utf-8")
+        tmp = write.with_name(write.name + ".tmp")
+        tmp.write_text(patch_recipe(text, sets, nodes), encoding="utf-8")
+        tmp.replace(write)
+    out = {
+        "recipe": str(recipe),
+        "cycle": cname,
+        "lines": {
+            r.chemical: {
+                "signal": r.signal,
+                "dose_s": r.saturation.dose_s,
+                "purge_s": r.purge_s,
+                "recipe_dose_s": r.recipe_pulse_s,
+                "recipe_purge_s": r.recipe_purge_s,
+                "residence_time_s": r.tau_s,
+                "valve_dead_s": r.saturation.dead_s,
+                "cvd_share_at_short_purge": r.cvd_share,
+                "pulses": len(r.saturation.gains),
+            }
+            for r in results
+        },
+        "set": {k: _fmt(v) for k, v in sets.items()},
+        "report": str(page),
+        "patched": str(write) if write else None,
+    }
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for r in results:
+        click.echo(
+            f"{r.chemical}: dose {_fmt(r.saturation.dose_s)} (recipe {_fmt(r.recipe_pulse_s)}), "
+            f"purge {_fmt(r.purge_s)} (recipe {_fmt(r.recipe_purge_s)}); from the "
+            f"{r.signal}, {len(r.saturation.gains)} trial pulses, tau {r.tau_s:.3g} s"
+        )
+    if sets:
+        click.echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
+    if write is not None:
+        click.echo(f"patched recipe: {write}")
+    click.echo(f"report: {page}")

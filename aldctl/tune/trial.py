@@ -1,0 +1,131 @@
+"""Dose and purge times of one reactant line from a short trial on the tool.
+
+The trial (designed and run by ``aldctl tune RECIPE``) gives, for a line:
+
+* a **pulse train**: short pulses of width ``w`` on a surface ready for this reactant, each
+  followed by a long purge, with the mass the QCM gained per pulse (or, without a QCM, the
+  pressure response's area per pulse, which rises to its no-uptake value as the surface
+  saturates);
+* two **calibration pulses** of widths ``w`` and ``2 w`` after saturation: their pressure
+  areas ``A(w) = alpha (w - w0)`` give the valve's dead width ``w0`` (dead time and stroke: a
+  pulse of ``w`` delivers what an ideal valve delivers in ``w - w0``), so that ``k`` pulses of
+  ``w`` deliver what one pulse of ``w0 + k (w - w0)`` does;
+* a **pressure decay** after a pulse: the chamber's residence time ``tau``;
+* a **short-purge check**: the growth per cycle with this line's purge cut to ``p_s``, over the
+  growth with long purges: the CVD share ``c(p_s) = X e^{-p_s / tau}`` (the reactant left in
+  the chamber, ``e^{-p/tau}``, reacting with the next dose in the gas), which gives ``X``.
+
+Saturation from the train: with the surface's uptake first-order in exposure, the fraction
+still free after k pulses is ``1 - theta_k = sum_{i>k} dm_i / sum_i dm_i``; the effective dose
+at which it reaches 1 % is interpolated linearly in ``ln(1 - theta)`` (exact for first-order
+Langmuir, where ``ln(1 - theta)`` falls linearly with exposure, and still an interpolation of
+measured points where uptake is delivery-limited). The recommended dose is that effective
+dose plus ``w0``. Purge: the shortest ``p`` with ``X e^{-p / tau} <= 1 %``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CVD_LIMIT = 0.01
+SAT_TARGET = 0.99
+
+
+class TrialError(ValueError):
+    """The trial's data cannot give an answer (and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Saturation:
+    pulse_s: float
+    """Width of each train pulse."""
+    dead_s: float
+    """Valve dead width w0."""
+    gains: tuple[float, ...]
+    """Per-pulse signal gains (QCM mass or pressure-area deficit)."""
+    dose_s: float
+    """Recommended dose: 99 % of saturation in one pulse."""
+    free: tuple[float, ...]
+    """1 - theta after each pulse."""
+
+    def effective(self, k: int) -> float:
+        return k * (self.pulse_s - self.dead_s)
+
+
+def valve_dead_width(w: float, area_w: float, area_2w: float) -> float:
+    """``w0`` from the pressure areas of pulses of ``w`` and ``2 w`` on a saturated surface."""
+    alpha = (area_2w - area_w) / w
+    if not alpha > 0.0 or not area_w > 0.0:
+        msg = "the calibration pulses gave no pressure response (valve or gauge not working?)"
+        raise TrialError(msg)
+    return max(0.0, w - area_w / alpha)
+
+
+def saturation_from_train(gains: Sequence[float], pulse_s: float, dead_s: float) -> Saturation:
+    total = float(sum(gains))
+    if not total > 0.0:
+        msg = "the pulse train gave no signal: the line did not react"
+        raise TrialError(msg)
+    free: list[float] = []
+    left = total
+    for g in gains:
+        left -= g
+        free.append(max(left / total, 0.0))
+    eff = pulse_s - dead_s
+    if not eff > 0.0:
+        msg = f"the train's pulses ({pulse_s * 1e3:.0f} ms) are shorter than the valve's dead width"
+        raise TrialError(msg)
+    target = 1.0 - SAT_TARGET
+    # Fraction free before the first pulse is 1 at zero dose.
+    prev_f, prev_d = 1.0, 0.0
+    dose_eff = None
+    for k, f in enumerate(free, start=1):
+        d = k * eff
+        if f <= target:
+            # Pulses whose gain is below resolution leave nothing free: interpolate to a
+            # floor a decade under the target instead of log(0).
+            floor = f if f > 0.0 else min(target / 10.0, prev_f / 10.0)
+            lp, lf = math.log(prev_f), math.log(floor)
+            lt = math.log(target)
+            dose_eff = prev_d + (d - prev_d) * (lp - lt) / (lp - lf)
+            break
+        prev_f, prev_d = f, d
+    if dose_eff is None:
+        msg = "the train did not saturate the surface (more or longer pulses needed)"
+        raise TrialError(msg)
+    return Saturation(pulse_s, dead_s, tuple(gains), dose_eff + dead_s, tuple(free))
+
+
+def residence_time(times_s: Sequence[float], pressures: Sequence[float], base: float) -> float:
+    """Exponential decay time of ``p - base`` (log-linear fit between 50 % and 2 % of the
+    first point's excess)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    p0 = pressures[0] - base
+    for t, p in zip(times_s, pressures, strict=True):
+        ex = p - base
+        if 0.02 * p0 <= ex <= 0.5 * p0:
+            xs.append(t)
+            ys.append(math.log(ex))
+    if len(xs) < 3:
+        msg = "the pressure decay after a pulse was too small to measure the residence time"
+        raise TrialError(msg)
+    mx = sum(xs) / len(xs)
+    my = sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    if not slope < 0.0:
+        msg = "the pressure did not decay after a pulse"
+        raise TrialError(msg)
+    return -1.0 / slope
+
+
+def purge_for(tau_s: float, short_purge_s: float, cvd_share: float) -> tuple[float, float]:
+    """(shortest purge with CVD <= 1 %, X) from the CVD share measured at a short purge."""
+    if cvd_share <= CVD_LIMIT:
+        # Already under the limit at the short purge: the purge is bounded by it.
+        return short_purge_s, cvd_share * math.exp(short_purge_s / tau_s)
+    x = cvd_share * math.exp(short_purge_s / tau_s)
+    return tau_s * math.log(x / CVD_LIMIT), x
