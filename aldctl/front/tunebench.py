@@ -251,51 +251,63 @@ def _steady_gpc(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any])
     return (_grow(recipe, doc, cname, steps, 6) - _grow(recipe, doc, cname, steps, 3)) / 3.0
 
 
-def brute_force(recipe: Path, chemical: str, rel_tol: float = 0.01) -> dict[str, float]:
-    """Saturating dose and shortest purge for one line, from growth curves on the simulator:
-    bisection on the dose (others saturating, purges long) for 99 % of the saturated growth,
-    and on the purge after it for CVD <= 1 % of the growth."""
+def brute_force(recipe: Path, rel_tol: float = 0.01) -> dict[str, dict[str, float]]:
+    """Saturating dose and shortest purge of every line, from growth curves on the simulator.
+
+    Doses: bisection on each line's pulse (the others 10x the recipe's, purges long) for 99 %
+    of the saturated growth per cycle. Purges: with every line at its saturating dose,
+    bisection on the purge after each line (the others long) for CVD <= 1 % of the growth.
+    """
     import yaml as _yaml
 
     from aldctl.front.tunerun import _doses
+    from aldctl.session import load_tool
 
     doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
     doses, cname = _doses(recipe)
-    i = next(k for k, d in enumerate(doses) if d.chemical == chemical)
     long = max(10.0, *(3.0 * d.purge_s for d in doses))
     sat = [max(d.pulse_s * 10.0, 0.1) for d in doses]
+    tool = load_tool(None, [d.chemical for d in doses])
 
-    def steps(pulse: float | None = None, purge: float | None = None) -> list[Any]:
+    def steps(pulses: list[float], purges: list[float]) -> list[Any]:
         out: list[Any] = []
         for k, d in enumerate(doses):
-            w = pulse if (k == i and pulse is not None) else sat[k]
-            p = purge if (k == i and purge is not None) else long
-            out.append({"pulse": {d.chemical: f"{w * 1000:.4f} ms"}})
-            out.append({"purge": f"{p:.4f} s"})
+            out.append({"pulse": {d.chemical: f"{pulses[k] * 1000:.4f} ms"}})
+            out.append({"purge": f"{purges[k]:.4f} s"})
         return out
 
-    g_sat = _steady_gpc(recipe, doc, cname, steps())
-    from aldctl.session import load_tool
+    longs = [long] * len(doses)
+    g_sat = _steady_gpc(recipe, doc, cname, steps(sat, longs))
+    best: list[float] = []
+    for i, d in enumerate(doses):
+        spec = tool.lines.get(d.chemical)
+        lo, hi = (float(spec.min_pulse) if spec is not None else 0.0005), sat[i]
 
-    spec = load_tool(None, [d.chemical for d in doses]).lines.get(chemical)
-    lo, hi = (float(spec.min_pulse) if spec is not None else 0.0005), sat[i]
-    if _steady_gpc(recipe, doc, cname, steps(pulse=lo)) >= 0.99 * g_sat:
-        hi = lo  # the valve's shortest pulse already saturates
-    while hi / lo > 1.0 + rel_tol:
-        mid = math.sqrt(lo * hi)
-        if _steady_gpc(recipe, doc, cname, steps(pulse=mid)) < 0.99 * g_sat:
-            lo = mid
-        else:
-            hi = mid
-    dose = math.sqrt(lo * hi)
-    lo, hi = 0.01, long
-    while hi / lo > 1.0 + rel_tol:
-        mid = math.sqrt(lo * hi)
-        if _steady_gpc(recipe, doc, cname, steps(purge=mid)) > 1.01 * g_sat:
-            lo = mid
-        else:
-            hi = mid
-    return {"dose_s": dose, "purge_s": math.sqrt(lo * hi), "gpc_nm": g_sat}
+        def with_pulse(x: float, i: int = i) -> list[Any]:
+            return steps([x if k == i else sat[k] for k in range(len(doses))], longs)
+
+        if _steady_gpc(recipe, doc, cname, with_pulse(lo)) >= 0.99 * g_sat:
+            hi = lo  # the valve's shortest pulse already saturates
+        while hi / lo > 1.0 + rel_tol:
+            mid = math.sqrt(lo * hi)
+            if _steady_gpc(recipe, doc, cname, with_pulse(mid)) < 0.99 * g_sat:
+                lo = mid
+            else:
+                hi = mid
+        best.append(hi)
+    g_best = _steady_gpc(recipe, doc, cname, steps(best, longs))
+    out: dict[str, dict[str, float]] = {}
+    for i, d in enumerate(doses):
+        lo, hi = 0.01, long
+        while hi / lo > 1.0 + rel_tol:
+            mid = math.sqrt(lo * hi)
+            purges = [mid if k == i else long for k in range(len(doses))]
+            if _steady_gpc(recipe, doc, cname, steps(best, purges)) > 1.01 * g_best:
+                lo = mid
+            else:
+                hi = mid
+        out[d.chemical] = {"dose_s": best[i], "purge_s": hi, "gpc_nm": g_best}
+    return out
 
 
 def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
@@ -309,8 +321,9 @@ def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         results = run_trial(prepare(recipe, None, ()), doses, None)
         t_trial = time.perf_counter() - t0
+        truth = brute_force(recipe)
         for res in results:
-            bf = brute_force(recipe, res.chemical)
+            bf = truth[res.chemical]
             rows.append(
                 {
                     "recipe": recipe.name,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import math
 import sys
@@ -34,9 +35,12 @@ import click
 import yaml
 
 from aldctl.tune.trial import (
+    SAT_TARGET,
     Saturation,
     TrialError,
-    purge_for,
+    delivered_width,
+    fit_uptake,
+    purge_from_shares,
     residence_time,
     saturation_from_train,
     valve_dead_width,
@@ -44,7 +48,8 @@ from aldctl.tune.trial import (
 
 NS = 1_000_000_000
 SAMPLE_S = 0.005
-QCM_READS = 5
+QCM_READS = 20
+PLATEAU = 4
 MAX_PULSES = 80
 PRIME_FACTOR = 5.0
 
@@ -84,6 +89,7 @@ class _Trial:
         self.sched = prepared.compiled.schedule
         self.r = simulated_reactor(self.tool, seed).reactor
         self.has_qcm = bool(self.r.has_qcm)
+        self.sem = 0.0
 
     def line(self, chem: str) -> str:
         for name, spec in self.tool.lines.items():
@@ -119,7 +125,11 @@ class _Trial:
         for _ in range(QCM_READS):
             self.r.advance_by(NS // 10)
             vals.append(self.r.read_qcm().thickness_a)
-        return sum(vals) / len(vals)
+        mean = sum(vals) / len(vals)
+        var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+        # The standard error of a reading: the noise a change must clear to count.
+        self.sem = max(self.sem, math.sqrt(var / len(vals)))
+        return mean
 
     def baseline(self) -> float:
         vals = []
@@ -227,7 +237,7 @@ def run_trial(prepared: Any, doses: list[Dose], only: set[str] | None) -> list[L
 
     for _ in range(3):
         cycle()
-    results = []
+    found: list[tuple[int, Dose, str, Saturation, float, Any]] = []
     for i, d in enumerate(doses):
         if only and d.chemical not in only:
             continue
@@ -238,68 +248,131 @@ def run_trial(prepared: Any, doses: list[Dose], only: set[str] | None) -> list[L
         gains: list[float] = []
         areas: list[float] = []
         signal = "QCM per-pulse mass gain" if trial.has_qcm else "per-pulse pressure response"
-        m0 = trial.qcm() if trial.has_qcm else 0.0
+        # Signal after each pulse: the QCM reading, or the pulse's pressure area (which rises
+        # to its no-uptake value). Saturated once three pulses in a row change it by less
+        # than 3 % of the first pulse's change; then PLATEAU more pulses give its level.
+        start = trial.qcm() if trial.has_qcm else 0.0
+        levels: list[float] = []
+        quiet = 0
         for _ in range(MAX_PULSES):
             area, _, _, _ = trial.pulse(d.chemical, w, long, record=True)
             areas.append(area)
-            if trial.has_qcm:
-                m1 = trial.qcm()
-                gains.append(m1 - m0)
-                m0 = m1
-                total = sum(gains)
-                if len(gains) >= 4 and total > 0 and all(g < 0.005 * total for g in gains[-3:]):
-                    break
-            elif len(areas) >= 6:
-                ref = sum(areas[-3:]) / 3.0
-                if all(abs(a - ref) < 0.005 * ref for a in areas[-3:]):
-                    break
-        if not trial.has_qcm:
-            ref = sum(areas[-3:]) / 3.0
-            gains = [max(ref - a, 0.0) for a in areas]
-        a1, _, _, _ = trial.pulse(d.chemical, w, long, record=True)
-        a2, ts, ps, base = trial.pulse(d.chemical, 2 * w, long, record=True)
-        dead = valve_dead_width(w, a1, a2)
-        # The decay: from the peak on.
+            levels.append(trial.qcm() if trial.has_qcm else area)
+            if len(levels) >= 2:
+                first = abs(levels[0] - start) if trial.has_qcm else abs(levels[-1] - levels[0])
+                noise = 4.0 * trial.sem if trial.has_qcm else 0.0
+                change = abs(levels[-1] - levels[-2])
+                quiet = quiet + 1 if change < max(0.03 * first, noise) else 0
+            if quiet >= 3:
+                break
+        for _ in range(PLATEAU):
+            trial.pulse(d.chemical, w, long)
+            levels.append(trial.qcm() if trial.has_qcm else areas[-1])
+        final = sum(levels[-PLATEAU - 3 :]) / (PLATEAU + 3)
+        if trial.has_qcm:
+            span = final - start
+            theta = [(m - start) / span if span else 0.0 for m in levels[:-PLATEAU]]
+        else:
+            # Each pulse's deficit below the no-uptake area is what the surface took.
+            took = [max(final - a, 0.0) for a in areas]
+            total = sum(took)
+            run = 0.0
+            theta = []
+            for t in took:
+                run += t
+                theta.append(run / total if total else 0.0)
+        gains = [theta[0], *(b - a for a, b in itertools.pairwise(theta))]
+        # Calibration on the saturated surface: what single pulses of several widths deliver
+        # (pressure area), and the decay after the longest.
+        widths = sorted({w, 2 * w, 4 * w, 8 * w, 16 * w, sat[i]})
+        cal: dict[float, float] = {}
+        ts: list[float] = []
+        ps: list[float] = []
+        base = 0.0
+        for width in widths:
+            cal[width], ts, ps, base = trial.pulse(d.chemical, width, long, record=True)
+        dead = valve_dead_width(w, cal[w], cal[2 * w])
         k_peak = max(range(len(ps)), key=lambda k: ps[k])
         tau = residence_time(ts[k_peak:], ps[k_peak:], base)
-        s = saturation_from_train(gains, w, dead)
+        s = _saturation(gains, w, dead, widths, [cal[x] for x in widths])
         if spec is not None and s.dose_s < float(spec.min_pulse):
             # The valve cannot open for less: its shortest pulse is the dose.
             s = Saturation(s.pulse_s, s.dead_s, s.gains, float(spec.min_pulse), s.free)
         for j in range(i + 1, len(doses)):
             trial.pulse(doses[j].chemical, sat[j], long)
-        # CVD share at a purge of one residence time after X.
-        short = tau
-        g_long = _cycle_gain(trial, cycle, [long] * len(doses))
-        purges = [long] * len(doses)
-        purges[i] = short
-        g_short = _cycle_gain(trial, cycle, purges)
-        share = g_short / g_long - 1.0 if g_long > 0 else 0.0
-        purge, x = purge_for(tau, short, share)
+        found.append((i, d, signal, s, tau, (ts[k_peak:], ps[k_peak:], base)))
+    # Purges, with every line at its recommended dose (lines not tuned keep the recipe's):
+    # the CVD share with the purge after X cut to one and to three residence times.
+    rec = [d.pulse_s for d in doses]
+    for i, _, _, s, _, _ in found:
+        rec[i] = s.dose_s
+    results = []
+    for i, d, signal, s, tau, decay in found:
+        g_long = _cycle_gain(trial, doses, [long] * len(doses), rec, i)
+        shares = []
+        for short in (tau, 3.0 * tau):
+            purges = [long] * len(doses)
+            purges[i] = short
+            g = _cycle_gain(trial, doses, purges, rec, i)
+            shares.append(g / g_long - 1.0 if g_long > 0 else 0.0)
+        purge, x, short, share = purge_from_shares(
+            tau, shares, 2.0 * trial.sem / max(g_long, 1e-12)
+        )
         results.append(
             LineResult(
-                d.chemical,
-                signal,
-                s,
-                tau,
-                short,
-                share,
-                x,
-                purge,
-                d.pulse_s,
-                d.purge_s,
-                (ts[k_peak:], ps[k_peak:], base),
+                d.chemical, signal, s, tau, short, share, x, purge, d.pulse_s, d.purge_s, decay
             )
         )
     return results
 
 
-def _cycle_gain(trial: _Trial, cycle: Any, purges: list[float]) -> float:
-    """Growth of the second of two cycles (QCM, A), after one to settle the surface."""
-    cycle(purges)
-    m0 = trial.qcm() if trial.has_qcm else 0.0
-    cycle(purges)
-    return (trial.qcm() - m0) if trial.has_qcm else 0.0
+def _interp(xs: list[float], ys: list[float], x: float) -> float:
+    for k in range(1, len(xs)):
+        if x <= xs[k] or k == len(xs) - 1:
+            return ys[k - 1] + (ys[k] - ys[k - 1]) * (x - xs[k - 1]) / (xs[k] - xs[k - 1])
+    return ys[-1]
+
+
+def _saturation(
+    gains: list[float], w: float, dead: float, widths: list[float], areas: list[float]
+) -> Saturation:
+    """Saturating single-pulse dose from the train: fit the uptake law on the cumulative
+    delivery (k pulses deliver k A(w)), find the delivery for 99 %, convert it to a width on
+    the calibration curve. Falls back to interpolating the measured points."""
+    base = saturation_from_train([max(g, 0.0) for g in gains], w, dead)
+    per_pulse = areas[widths.index(w)]
+    theta = list(itertools.accumulate(gains))
+    # Only the rising part: up to the first point within 3 % of saturation (after it the
+    # signal is at its plateau and noise, which the uptake law cannot explain).
+    end = next((k for k, t in enumerate(theta) if t >= 0.97), len(theta))
+    theta = theta[:end]
+    delivered = [per_pulse * k for k in range(1, len(theta) + 1)]
+    try:
+        a, b = fit_uptake(delivered, theta)
+        need = SAT_TARGET * a + math.log(1.0 / (1.0 - SAT_TARGET)) * b
+    except TrialError:
+        need = saturation_from_train(gains, per_pulse, 0.0).dose_s
+    dose = delivered_width(widths, areas, need)
+    return Saturation(w, dead, base.gains, dose, base.free)
+
+
+def _cycle_gain(
+    trial: _Trial, doses: list[Dose], purges: list[float], pulses: list[float], short: int
+) -> float:
+    """Growth per cycle (QCM, A) at steady state: readings one cycle apart, taken inside a long
+    purge (not the shortened one: reading the QCM takes time that would lengthen it)."""
+    at = (short + 1) % len(doses)
+    readings: list[float] = []
+    for _ in range(3):
+        for j, d in enumerate(doses):
+            if j != at:
+                trial.pulse(d.chemical, pulses[j], purges[j])
+                continue
+            t0 = trial.r.now_ns
+            trial.pulse(d.chemical, pulses[j], 0.0)
+            readings.append(trial.qcm() if trial.has_qcm else 0.0)
+            trial.r.advance_to(max(trial.r.now_ns, t0 + round((pulses[j] + purges[j]) * NS)))
+    return readings[2] - readings[1]
 
 
 def _round_up_ms(t: float) -> float:

@@ -25,6 +25,7 @@ dose plus ``w0``. Purge: the shortest ``p`` with ``X e^{-p / tau} <= 1 %``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +62,52 @@ def valve_dead_width(w: float, area_w: float, area_2w: float) -> float:
         msg = "the calibration pulses gave no pressure response (valve or gauge not working?)"
         raise TrialError(msg)
     return max(0.0, w - area_w / alpha)
+
+
+def delivered_width(widths: Sequence[float], areas: Sequence[float], amount: float) -> float:
+    """The single-pulse width whose delivery (pressure area on a saturated surface) is
+    ``amount``: interpolated on the calibration pulses, linear beyond the last two."""
+    pts = sorted(zip(areas, widths, strict=True))
+    for (a0, w0), (a1, w1) in itertools.pairwise(pts):
+        if amount <= a1 or (a1, w1) == pts[-1]:
+            if a1 == a0:
+                return w1
+            return w0 + (w1 - w0) * (amount - a0) / (a1 - a0)
+    return pts[-1][1]
+
+
+def fit_uptake(delivered: Sequence[float], theta: Sequence[float]) -> tuple[float, float]:
+    """Least squares of the well-stirred uptake law ``D = a theta + b (-ln(1 - theta))``
+    (aldsim's well-stirred batch: a is the delivery of one monolayer, b = a / Da) on the
+    trial's points with 3-97 % coverage; a, b >= 0. Returns (a, b)."""
+    pts = [(d, t) for d, t in zip(delivered, theta, strict=True) if 0.03 <= t <= 0.97]
+    if len(pts) < 2:
+        msg = "too few trial points between 3 and 97 % of saturation to fit"
+        raise TrialError(msg)
+    xs1 = [t for _, t in pts]
+    xs2 = [-math.log1p(-t) for _, t in pts]
+    ys = [d for d, _ in pts]
+
+    def one(xs: list[float]) -> float:
+        return sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
+
+    s11 = sum(x * x for x in xs1)
+    s22 = sum(x * x for x in xs2)
+    s12 = sum(x * y for x, y in zip(xs1, xs2, strict=True))
+    r1 = sum(x * y for x, y in zip(xs1, ys, strict=True))
+    r2 = sum(x * y for x, y in zip(xs2, ys, strict=True))
+    det = s11 * s22 - s12 * s12
+    if det > 1e-12 * s11 * s22:
+        a = (r1 * s22 - r2 * s12) / det
+        b = (r2 * s11 - r1 * s12) / det
+        if a >= 0.0 and b >= 0.0:
+            return a, b
+    # On the boundary: the better of the two one-term fits.
+    a1 = one(xs1)
+    b2 = one(xs2)
+    e1 = sum((a1 * x - y) ** 2 for x, y in zip(xs1, ys, strict=True))
+    e2 = sum((b2 * x - y) ** 2 for x, y in zip(xs2, ys, strict=True))
+    return (a1, 0.0) if e1 < e2 else (0.0, b2)
 
 
 def saturation_from_train(gains: Sequence[float], pulse_s: float, dead_s: float) -> Saturation:
@@ -129,3 +176,23 @@ def purge_for(tau_s: float, short_purge_s: float, cvd_share: float) -> tuple[flo
         return short_purge_s, cvd_share * math.exp(short_purge_s / tau_s)
     x = cvd_share * math.exp(short_purge_s / tau_s)
     return tau_s * math.log(x / CVD_LIMIT), x
+
+
+def purge_from_shares(
+    tau_s: float, shares: Sequence[float], resolution: float
+) -> tuple[float, float, float, float]:
+    """Shortest purge with CVD <= 1 % from the CVD shares measured at purges of one and three
+    residence times: the share's own decay time between the two (a sticky species that the
+    walls release slowly decays slower than the gas), else tau. Returns (purge, X, the purge
+    the answer is anchored at, its share)."""
+    p1, p2 = tau_s, 3.0 * tau_s
+    s1, s2 = shares
+    if s2 > max(resolution, 1e-4) and s1 > s2:
+        decay = (p2 - p1) / math.log(s1 / s2)
+        purge = p2 + decay * math.log(s2 / CVD_LIMIT)
+        return max(purge, 0.0), s2 * math.exp(p2 / decay), p2, s2
+    if s1 > max(resolution, 1e-4):
+        purge, x = purge_for(tau_s, p1, s1)
+        return purge, x, p1, s1
+    # Under resolution already at one residence time.
+    return p1, 0.0, p1, max(s1, 0.0)
