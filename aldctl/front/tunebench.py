@@ -233,7 +233,7 @@ def _grow(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any], n: in
     from aldctl.session import prepare
 
     d = dict(doc)
-    d["cycles"] = {cname: steps}
+    d["cycles"] = {**(doc.get("cycles") or {}), cname: steps}
     d["main"] = [{"cycle": {"name": cname, "repeat": n}}]
     with tempfile.NamedTemporaryFile(
         "w", suffix=".yaml", dir=recipe.parent, prefix=".bf-", delete=False

@@ -481,7 +481,10 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
         img = base64.b64encode(buf.getvalue()).decode()
-        parts.append(f"<h2>{res.chemical}</h2><img src='data:image/png;base64,{img}'>")
+        parts.append(
+            f"<h2>{res.chemical}: saturation curve and pressure decay</h2>"
+            f"<img src='data:image/png;base64,{img}'>"
+        )
         parts.append(
             "<p>Per-pulse gains: "
             + ", ".join(f"{g:.4g}" for g in s.gains)
