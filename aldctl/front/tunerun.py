@@ -35,14 +35,11 @@ import click
 import yaml
 
 from aldctl.tune.trial import (
-    SAT_TARGET,
     Saturation,
     TrialError,
-    delivered_width,
-    fit_uptake,
     purge_from_shares,
     residence_time,
-    saturation_from_train,
+    single_pulse_saturation,
     valve_dead_width,
 )
 
@@ -294,10 +291,10 @@ def run_trial(prepared: Any, doses: list[Dose], only: set[str] | None) -> list[L
         dead = valve_dead_width(w, cal[w], cal[2 * w])
         k_peak = max(range(len(ps)), key=lambda k: ps[k])
         tau = residence_time(ts[k_peak:], ps[k_peak:], base)
-        s = _saturation(gains, w, dead, widths, [cal[x] for x in widths])
+        s = single_pulse_saturation(gains, w, dead, widths, [cal[x] for x in widths])
         if spec is not None and s.dose_s < float(spec.min_pulse):
             # The valve cannot open for less: its shortest pulse is the dose.
-            s = Saturation(s.pulse_s, s.dead_s, s.gains, float(spec.min_pulse), s.free)
+            s = Saturation(s.pulse_s, s.dead_s, s.gains, float(spec.min_pulse), s.free, s.reach)
         for j in range(i + 1, len(doses)):
             trial.pulse(doses[j].chemical, sat[j], long)
         found.append((i, d, signal, s, tau, (ts[k_peak:], ps[k_peak:], base)))
@@ -333,29 +330,6 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
     return ys[-1]
 
 
-def _saturation(
-    gains: list[float], w: float, dead: float, widths: list[float], areas: list[float]
-) -> Saturation:
-    """Saturating single-pulse dose from the train: fit the uptake law on the cumulative
-    delivery (k pulses deliver k A(w)), find the delivery for 99 %, convert it to a width on
-    the calibration curve. Falls back to interpolating the measured points."""
-    base = saturation_from_train([max(g, 0.0) for g in gains], w, dead)
-    per_pulse = areas[widths.index(w)]
-    theta = list(itertools.accumulate(gains))
-    # Only the rising part: up to the first point within 3 % of saturation (after it the
-    # signal is at its plateau and noise, which the uptake law cannot explain).
-    end = next((k for k, t in enumerate(theta) if t >= 0.97), len(theta))
-    theta = theta[:end]
-    delivered = [per_pulse * k for k in range(1, len(theta) + 1)]
-    try:
-        a, b = fit_uptake(delivered, theta)
-        need = SAT_TARGET * a + math.log(1.0 / (1.0 - SAT_TARGET)) * b
-    except TrialError:
-        need = saturation_from_train(gains, per_pulse, 0.0).dose_s
-    dose = delivered_width(widths, areas, need)
-    return Saturation(w, dead, base.gains, dose, base.free)
-
-
 def _cycle_gain(
     trial: _Trial, doses: list[Dose], purges: list[float], pulses: list[float], short: int
 ) -> float:
@@ -373,6 +347,17 @@ def _cycle_gain(
             readings.append(trial.qcm() if trial.has_qcm else 0.0)
             trial.r.advance_to(max(trial.r.now_ns, t0 + round((pulses[j] + purges[j]) * NS)))
     return readings[2] - readings[1]
+
+
+SOURCE_LIMITED = 0.98
+
+
+def _source_note(r: LineResult) -> str:
+    return (
+        f"source-limited: one pulse of any length reaches only {r.saturation.reach:.0%} of "
+        f"what the surface takes (the {r.chemical} source's delivery stops growing with the "
+        "pulse); the dose given is 99 % of that. Warm the source or dose twice per cycle"
+    )
 
 
 def _round_up_ms(t: float) -> float:
@@ -491,6 +476,8 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
             + f"</p><p>CVD share at a {res.short_purge_s:.3g} s purge: {res.cvd_share:.2%} "
             f"(X = {res.cvd_x:.3g}); shortest purge for CVD under 1 %: {_fmt(res.purge_s)}.</p>"
         )
+        if res.saturation.reach < SOURCE_LIMITED:
+            parts.append(f"<p><b>{_source_note(res)}.</b></p>")
     return "\n".join(parts)
 
 
@@ -556,6 +543,7 @@ def tune_recipe(
                 "valve_dead_s": r.saturation.dead_s,
                 "cvd_share_at_short_purge": r.cvd_share,
                 "pulses": len(r.saturation.gains),
+                "single_pulse_reach": r.saturation.reach,
             }
             for r in results
         },
@@ -572,6 +560,8 @@ def tune_recipe(
             f"purge {_fmt(r.purge_s)} (recipe {_fmt(r.recipe_purge_s)}); from the "
             f"{r.signal}, {len(r.saturation.gains)} trial pulses, tau {r.tau_s:.3g} s"
         )
+        if r.saturation.reach < SOURCE_LIMITED:
+            click.echo(f"  {_source_note(r)}")
     if sets:
         click.echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
     if write is not None:

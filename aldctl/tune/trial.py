@@ -50,6 +50,9 @@ class Saturation:
     """Recommended dose: 99 % of saturation in one pulse."""
     free: tuple[float, ...]
     """1 - theta after each pulse."""
+    reach: float = 1.0
+    """Fraction of the surface's capacity the longest single pulse reaches (< 1: the source,
+    not the pulse time, limits the dose)."""
 
     def effective(self, k: int) -> float:
         return k * (self.pulse_s - self.dead_s)
@@ -196,3 +199,55 @@ def purge_from_shares(
         return purge, x, p1, s1
     # Under resolution already at one residence time.
     return p1, 0.0, p1, max(s1, 0.0)
+
+
+def _theta_of(delivered: float, a: float, b: float) -> float:
+    """Inverse of the uptake law ``D = a theta + b (-ln(1 - theta))`` (monotone: bisection)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        d = a * mid + (b * -math.log1p(-mid) if mid < 1.0 else math.inf)
+        lo, hi = (mid, hi) if d < delivered else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def single_pulse_saturation(
+    gains: Sequence[float],
+    w: float,
+    dead: float,
+    widths: Sequence[float],
+    areas: Sequence[float],
+) -> Saturation:
+    """The single-pulse dose for 99 % of saturation from a pulse train.
+
+    ``gains``: the fraction of the surface each train pulse of ``w`` converted (they add up
+    to 1); ``widths``/``areas``: the calibration pulses' pressure areas on the saturated
+    surface (what a single pulse of each width delivers). The uptake law is fitted on the
+    cumulative delivery (k pulses deliver k A(w)); the delivery for 99 % is converted to a
+    width on the calibration curve. Where no single pulse delivers that much (a source whose
+    headspace empties: the area stops growing with the width), the target is 99 % of what the
+    longest pulse reaches, and ``reach`` says how much of the surface that is. Falls back to
+    interpolating the measured points when too few lie on the rising part to fit.
+    """
+    base = saturation_from_train([max(g, 0.0) for g in gains], w, dead)
+    per_pulse = areas[list(widths).index(w)]
+    theta = list(itertools.accumulate(gains))
+    # Only the rising part: up to the first point within 3 % of saturation (after it the
+    # signal is at its plateau and noise, which the uptake law cannot explain).
+    end = next((k for k, t in enumerate(theta) if t >= 0.97), len(theta))
+    delivered = [per_pulse * k for k in range(1, end + 1)]
+    top = max(areas)
+    try:
+        a, b = fit_uptake(delivered, theta[:end])
+    except TrialError:
+        need = saturation_from_train(gains, per_pulse, 0.0).dose_s
+        reach = 1.0
+    else:
+        need = SAT_TARGET * a + math.log(1.0 / (1.0 - SAT_TARGET)) * b
+        reach = 1.0
+        if need > top:
+            reach = _theta_of(top, a, b)
+            t = SAT_TARGET * reach
+            need = a * t + b * -math.log1p(-t)
+    dose = delivered_width(widths, areas, need)
+    return Saturation(w, dead, base.gains, dose, base.free, reach)
