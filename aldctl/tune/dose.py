@@ -159,6 +159,9 @@ class DoseFit:
     positions: tuple[float, ...]
     fractions: tuple[float, ...]
     fraction_input: bool
+    kinetic_damkohler: float = 0.0
+    """The trailing edge's logistic slope where it is steeper than the fit's (axial
+    dispersion spreads the leading edge), else the fit's Da."""
 
     def model(self, x: Array, dose_s: float | None = None) -> Array:
         """Fraction of saturated growth at positions x after ``dose_s`` (default: the trial)."""
@@ -181,7 +184,9 @@ class DoseFit:
     def reasoning(self) -> str:
         da = self.damkohler
         sat = self.saturation_dose_s
-        kin = math.log(99.0) / self.rate_per_s
+        # The local rate behind the front: the trailing edge's slope times the front speed.
+        a_kin = self.rate_per_s * max(self.kinetic_damkohler, da) / da if da > 0 else 0.0
+        kin = math.log(99.0) / (a_kin or self.rate_per_s)
         deliver = sat - kin
         regime = (
             "delivery-limited: most precursor sticks before the outlet, so the saturated zone "
@@ -197,6 +202,13 @@ class DoseFit:
             if 0.0 < self.front < 10.0
             else "there is no front inside the chamber"
         )
+        spread = (
+            f" Its trailing edge is steeper (slope {self.kinetic_damkohler:.2f}) than its "
+            "leading edge: axial dispersion spreads the leading edge, so the outlet's approach "
+            "to saturation is taken from the trailing edge's kinetics."
+            if self.kinetic_damkohler > self.damkohler
+            else ""
+        )
         return (
             f"The {len(self.positions)}-point profile after {self.trial_dose_s:g} s falls from "
             f"{self.fractions[0]:.1%} to {self.fractions[-1]:.1%} of saturated growth and fits a "
@@ -206,7 +218,7 @@ class DoseFit:
             f"is {self.rate_per_s:.3g}/s, i.e. a point that sees the full feed saturates to 99 % "
             f"in {kin:.3g} s; delivering enough precursor to reach the outlet takes another "
             f"{max(deliver, 0.0):.3g} s, so the outlet reaches 99 % after {sat:.3g} s "
-            f"(+/- {self.uncertainty_s:.2g} s)."
+            f"(+/- {self.uncertainty_s:.2g} s).{spread}"
         )
 
 
@@ -366,7 +378,24 @@ def fit_profile(
             "give --saturated THICKNESS, or a longer trial",
         )
     factor = _t99_factor(p, da)
-    t99 = trial_dose_s * factor
+    t_fit = trial_dose_s * factor
+    t99 = t_fit
+    # Axial dispersion (diffusion along the flow) spreads the front's leading edge, where the
+    # gas concentration changes, and leaves its trailing edge alone: behind the front the gas
+    # is at its inlet value and the surface follows its own kinetics. A trailing edge steeper
+    # than the logistic fit's says so; the outlet's last percent then follows the trailing
+    # edge's kinetics, at the front speed the fit gives (x_c / T).
+    frac = vals / s
+    trail = (frac > 0.5) & (frac < 1.0 - max(4.0 * sd, 0.02))
+    da_kin = da
+    if p > 3.0 and int(trail.sum()) >= 2:
+        xt = x[trail]
+        lg = np.log(frac[trail] / (1.0 - frac[trail]))
+        slope = -float(np.polyfit(xt, lg, 1)[0])
+        if slope > 1.02 * da:  # steeper beyond rounding and the fit's own wobble
+            da_kin = slope
+            tail = math.log(99.0) + da_kin + math.log1p(math.exp(-da_kin) / 99.0)
+            t99 = trial_dose_s * tail / (p / da * da_kin)
     # Delta method: gradient of T99 in (p, Da[, s]) times the covariance scaled by noise^2
     # (in the profile's unit).
     eps = 1e-6
@@ -374,8 +403,14 @@ def fit_profile(
     for i in range(2):
         q = params.copy()
         q[i] += eps
-        grad[i] = (trial_dose_s * _t99_factor(float(q[0]), float(q[1])) - t99) / eps
+        grad[i] = (trial_dose_s * _t99_factor(float(q[0]), float(q[1])) - t_fit) / eps
     var = float(grad @ cov @ grad) * (sd * s) ** 2
+    # Two terms the fit's covariance does not know: how far the dispersion correction moved
+    # the answer (the model's own doubt), and, for a front sharper than the points' spacing,
+    # where between two points it lies (uniform over one spacing).
+    var += (t99 - t_fit) ** 2
+    if da_kin * (1.0 / n) > 4.4 and p > 0.0:
+        var += (t99 * (1.0 / n) / math.sqrt(12.0) / max(p / da, 1.0 / n)) ** 2
     unc = math.sqrt(max(var, 0.0))
     rate = _softplus(p) / trial_dose_s
     fr = tuple(float(v) for v in vals / s)
@@ -391,4 +426,5 @@ def fit_profile(
         positions=tuple(float(v) for v in x),
         fractions=fr,
         fraction_input=is_frac,
+        kinetic_damkohler=da_kin,
     )
