@@ -195,11 +195,14 @@ class DoseFit:
             else "reaction-limited: most precursor passes a fresh surface unreacted, so growth "
             "rises nearly uniformly"
             if da < 0.5
-            else "both delivery and reaction matter"
+            else "limited by both delivery and reaction"
         )
         front = (
             f"the trial's half-saturation front is at {self.front:.2f} of the length"
-            if 0.0 < self.front < 10.0
+            if 0.0 < self.front <= 1.0
+            else f"the trial's half-saturation point lies beyond the outlet ({self.front:.2f} "
+            "lengths from the inlet)"
+            if 1.0 < self.front < 10.0
             else "there is no front inside the chamber"
         )
         spread = (
@@ -352,7 +355,7 @@ def fit_profile(
             f"the outlet is already saturated ({rel[-1]:.1%}): the trial dose "
             f"{trial_dose_s:g} s is at or above the saturation dose, and a saturated profile "
             "says nothing about how much shorter would do",
-            "repeat the trial with a dose that leaves the outlet under-saturated (e.g. half this)",
+            "repeat the trial with a dose that leaves the outlet under-saturated: half this one",
         )
     if not is_frac and float(rel.min()) > 1.0 - max(5.0 * sig, 0.03):
         raise Refusal(
@@ -388,7 +391,7 @@ def fit_profile(
     frac = vals / s
     trail = (frac > 0.5) & (frac < 1.0 - max(4.0 * sd, 0.02))
     da_kin = da
-    if p > 3.0 and int(trail.sum()) >= 2:
+    if p > 3.0 and da > 1e-6 and int(trail.sum()) >= 2:
         xt = x[trail]
         lg = np.log(frac[trail] / (1.0 - frac[trail]))
         slope = -float(np.polyfit(xt, lg, 1)[0])
@@ -409,7 +412,7 @@ def fit_profile(
     # the answer (the model's own doubt), and, for a front sharper than the points' spacing,
     # where between two points it lies (uniform over one spacing).
     var += (t99 - t_fit) ** 2
-    if da_kin * (1.0 / n) > 4.4 and p > 0.0:
+    if da_kin * (1.0 / n) > 4.4 and p > 0.0 and da > 1e-6:
         var += (t99 * (1.0 / n) / math.sqrt(12.0) / max(p / da, 1.0 / n)) ** 2
     unc = math.sqrt(max(var, 0.0))
     rate = _softplus(p) / trial_dose_s

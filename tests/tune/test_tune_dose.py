@@ -17,7 +17,7 @@ from tests.conftest import CliResult
 
 
 def _outlet(ch: Chamber, r: Reactant, t: float) -> float:
-    return float(saturation_profile([ch], [r], np.array([t]), [1.0], steps=200)[0, 0])
+    return float(saturation_profile([ch], [r], np.array([t]), [1.0], steps=120)[0, 0])
 
 
 def _brute_force_t99(ch: Chamber, r: Reactant) -> float:
@@ -43,7 +43,7 @@ def test_prediction_matches_a_brute_force_sweep_on_the_simulator(
     truth = _brute_force_t99(ch, r)
     trial = trial_fraction * truth
     pos = np.arange(1, n + 1) / n
-    prof = saturation_profile([ch], [r], np.array([trial]), pos, steps=200)[0]
+    prof = saturation_profile([ch], [r], np.array([trial]), pos, steps=120)[0]
     fit = fit_profile(list(prof), trial, fraction=True)
     assert fit.saturation_dose_s == pytest.approx(truth, rel=0.02)
     # The profile alone gives the chamber's Damkoehler number v beta A / (4 Q), which the
@@ -52,12 +52,12 @@ def test_prediction_matches_a_brute_force_sweep_on_the_simulator(
 
 
 def test_thickness_with_unknown_scale_and_noise() -> None:
-    ch = Chamber(cells=50, axial_diffusion=False)
+    ch = Chamber(cells=30, axial_diffusion=False)
     r = Reactant("P", 120.0, 3e-3, 4e18, feed_mol_s=3e-7)
     truth = _brute_force_t99(ch, r)
     trial = 0.5 * truth
     pos = np.arange(1, 11) / 10
-    frac = saturation_profile([ch], [r], np.array([trial]), pos, steps=200)[0]
+    frac = saturation_profile([ch], [r], np.array([trial]), pos, steps=120)[0]
     rng = np.random.default_rng(5)
     thick = 12.0 * (frac + rng.normal(0.0, 0.005, size=frac.shape))  # nm, 0.5 % noise
     fit = fit_profile(list(thick), trial, fraction=False)
@@ -134,3 +134,38 @@ def test_cli_errors_are_located(run_cli: CliRun, tmp_path: Path) -> None:
     res = run_cli("tune", "dose", "--profile", str(tmp_path / "none.csv"), "--trial-dose", "2s")
     assert res.code == 2
     assert "none.csv:1:1: error: no such file" in res.err
+
+
+def test_sim_profile_feeds_tune_dose(run_cli: CliRun, tmp_path: Path) -> None:
+    """The README's round trip: a trial on the cross-flow model, measured as a thickness map,
+    then the method; held against the model's own saturation dose (bisection)."""
+    from aldctl.front import simprofile as sp
+
+    args = ("--cells", "30", "--points", "8")
+    res = run_cli("sim", "profile", "--dose", "0.8s", *args)
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert lines[0] == "fraction"
+    assert len(lines) == 9
+    f = tmp_path / "trial.csv"
+    f.write_text(res.out)
+    res = run_cli("tune", "dose", "--profile", str(f), "--trial-dose", "0.8s", "--json")
+    assert res.code == 0, res.err
+    got = json.loads(res.out)["saturation_dose_s"]
+    ch, r = sp.build(
+        "TMA",
+        length_cm=20.0,
+        width_cm=15.0,
+        gap_mm=5.0,
+        temperature_c=200.0,
+        pressure_torr=1.0,
+        carrier_sccm=100.0,
+        feed_sccm=1.0,
+        sites_per_nm2=4.0,
+        cells=30,
+        diffusion=True,
+    )
+    assert got == pytest.approx(sp.true_saturation(ch, r), rel=0.03)
+    res = run_cli("sim", "profile", "--dose", "2", *args)
+    assert res.code == 2
+    assert "--dose" in res.err
