@@ -85,7 +85,8 @@ class _Trial:
         self.tool = prepared.tool
         self.sched = prepared.compiled.schedule
         self.r = simulated_reactor(self.tool, seed).reactor
-        self.has_qcm = bool(self.r.has_qcm)
+        # The tool config says whether there is a QCM to read (the model always has one).
+        self.has_qcm = bool(self.r.has_qcm) and self.tool.qcm is not None
         self.sem = 0.0
 
     def line(self, chem: str) -> str:
@@ -263,15 +264,22 @@ def run_trial(prepared: Any, doses: list[Dose], only: set[str] | None) -> list[L
             if quiet >= 3:
                 break
         for _ in range(PLATEAU):
-            trial.pulse(d.chemical, w, long)
-            levels.append(trial.qcm() if trial.has_qcm else areas[-1])
-        final = sum(levels[-PLATEAU - 3 :]) / (PLATEAU + 3)
+            if trial.has_qcm:
+                trial.pulse(d.chemical, w, long)
+                levels.append(trial.qcm())
+            else:
+                areas.append(trial.pulse(d.chemical, w, long, record=True)[0])
+                levels.append(areas[-1])
+        plateau = levels[-PLATEAU - 3 :]
+        final = sum(plateau) / len(plateau)
+        spread = math.sqrt(sum((v - final) ** 2 for v in plateau) / (len(plateau) - 1))
         if trial.has_qcm:
             span = final - start
             theta = [(m - start) / span if span else 0.0 for m in levels[:-PLATEAU]]
         else:
-            # Each pulse's deficit below the no-uptake area is what the surface took.
-            took = [max(final - a, 0.0) for a in areas]
+            # Each pulse's deficit below the no-uptake area is what the surface took; deficits
+            # within the plateau's own scatter are noise, not uptake.
+            took = [x if (x := final - a) > 3.0 * spread else 0.0 for a in areas[:-PLATEAU]]
             total = sum(took)
             run = 0.0
             theta = []
@@ -305,16 +313,23 @@ def run_trial(prepared: Any, doses: list[Dose], only: set[str] | None) -> list[L
         rec[i] = s.dose_s
     results = []
     for i, d, signal, s, tau, decay in found:
-        g_long = _cycle_gain(trial, doses, [long] * len(doses), rec, i)
-        shares = []
-        for short in (tau, 3.0 * tau):
-            purges = [long] * len(doses)
-            purges[i] = short
-            g = _cycle_gain(trial, doses, purges, rec, i)
-            shares.append(g / g_long - 1.0 if g_long > 0 else 0.0)
-        purge, x, short, share = purge_from_shares(
-            tau, shares, 2.0 * trial.sem / max(g_long, 1e-12)
-        )
+        if not trial.has_qcm:
+            # No growth signal to see CVD by: the purge rule validation uses (sim/purge.py:
+            # the dose excess X measured on the built-in chamber) on the measured tau.
+            from sim.purge import DOSE_EXCESS, purge_factor
+
+            purge, x, short, share = tau * purge_factor(), DOSE_EXCESS, tau, math.nan
+        else:
+            g_long = _cycle_gain(trial, doses, [long] * len(doses), rec, i)
+            shares = []
+            for short in (tau, 3.0 * tau):
+                purges = [long] * len(doses)
+                purges[i] = short
+                g = _cycle_gain(trial, doses, purges, rec, i)
+                shares.append(g / g_long - 1.0 if g_long > 0 else 0.0)
+            purge, x, short, share = purge_from_shares(
+                tau, shares, 2.0 * trial.sem / max(g_long, 1e-12)
+            )
         results.append(
             LineResult(
                 d.chemical, signal, s, tau, short, share, x, purge, d.pulse_s, d.purge_s, decay
@@ -455,11 +470,12 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
             ax2.semilogy(ts, [p0 * math.exp(-(t - ts[0]) / res.tau_s) for t in ts], label="fit")
         ax2.set_xlabel("time after the pulse (s)")
         ax2.set_ylabel("Torr")
-        ax2.set_title(
-            f"decay: tau {res.tau_s:.3g} s; CVD {res.cvd_share:.1%} at a "
-            f"{res.short_purge_s:.2g} s purge",
-            fontsize=9,
+        cvd = (
+            "CVD not measured (no QCM)"
+            if math.isnan(res.cvd_share)
+            else f"CVD {res.cvd_share:.1%} at a {res.short_purge_s:.2g} s purge"
         )
+        ax2.set_title(f"decay: tau {res.tau_s:.3g} s; {cvd}", fontsize=9)
         ax2.legend(fontsize=8)
         fig.tight_layout()
         buf = io.BytesIO()
@@ -473,8 +489,16 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
         parts.append(
             "<p>Per-pulse gains: "
             + ", ".join(f"{g:.4g}" for g in s.gains)
-            + f"</p><p>CVD share at a {res.short_purge_s:.3g} s purge: {res.cvd_share:.2%} "
-            f"(X = {res.cvd_x:.3g}); shortest purge for CVD under 1 %: {_fmt(res.purge_s)}.</p>"
+            + "</p><p>"
+            + (
+                "No QCM: the CVD share cannot be measured; the purge is the purge rule's "
+                f"(sim/purge.py, X = {res.cvd_x:.3g}) on the measured residence time: "
+                f"{_fmt(res.purge_s)}.</p>"
+                if math.isnan(res.cvd_share)
+                else f"CVD share at a {res.short_purge_s:.3g} s purge: {res.cvd_share:.2%} "
+                f"(X = {res.cvd_x:.3g}); shortest purge for CVD under 1 %: "
+                f"{_fmt(res.purge_s)}.</p>"
+            )
         )
         if res.saturation.reach < SOURCE_LIMITED:
             parts.append(f"<p><b>{_source_note(res)}.</b></p>")
@@ -541,7 +565,7 @@ def tune_recipe(
                 "recipe_purge_s": r.recipe_purge_s,
                 "residence_time_s": r.tau_s,
                 "valve_dead_s": r.saturation.dead_s,
-                "cvd_share_at_short_purge": r.cvd_share,
+                "cvd_share_at_short_purge": None if math.isnan(r.cvd_share) else r.cvd_share,
                 "pulses": len(r.saturation.gains),
                 "single_pulse_reach": r.saturation.reach,
             }

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from aldctl.front.tunebench import brute_force
-from aldctl.front.tunerun import _doses, run_trial
+from aldctl.front.tunerun import SOURCE_LIMITED, _doses, run_trial
 from aldctl.session import prepare
-from tests.conftest import RECIPES, CliResult
+from tests.conftest import RECIPES, ROOT, CliResult
 
 CliRun = Callable[..., CliResult]
 AL2O3 = RECIPES / "al2o3_tma_h2o.yaml"
@@ -58,16 +58,49 @@ def test_tune_recipe_errors(run_cli: CliRun, tmp_path: Path) -> None:
     assert "no such recipe file" in res.err
 
 
+_TRUTH: dict[Path, dict[str, dict[str, float]]] = {}
+
+
+def _truth(recipe: Path) -> dict[str, dict[str, float]]:
+    if recipe not in _TRUTH:
+        _TRUTH[recipe] = brute_force(recipe)
+    return _TRUTH[recipe]
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_recommendations_within_ten_percent_of_brute_force(recipe: Path, campaign: bool) -> None:
-    """Every recipe of the library whose lines the QCM sees. In CI only the Al2O3 recipe
-    runs (the brute-force sweeps take ~10 s a recipe); ``pytest --campaign`` runs them all."""
+    """Every recipe of the library (its first cycle; the built-in tool's QCM sees every
+    half-reaction). In CI only the Al2O3 recipe runs (the brute-force sweeps take ~10 s a
+    recipe); ``pytest --campaign`` runs them all."""
     if recipe != AL2O3 and not campaign:
         pytest.skip("brute-force sweeps of every recipe run under --campaign")
     doses, _ = _doses(recipe)
     results = run_trial(prepare(recipe, None, ()), doses, None)
-    truth = brute_force(recipe)
+    truth = _truth(recipe)
     for res in results:
         bf = truth[res.chemical]
-        assert res.saturation.dose_s == pytest.approx(bf["dose_s"], rel=0.10), res.chemical
+        if res.saturation.reach < SOURCE_LIMITED:
+            # One pulse cannot saturate the surface: growth per cycle is flat within 1 %
+            # between the brute force's point and ours; what matters is that ours is on
+            # the plateau (not shorter) and that the line is flagged.
+            assert res.saturation.dose_s >= 0.9 * bf["dose_s"], res.chemical
+        else:
+            assert res.saturation.dose_s == pytest.approx(bf["dose_s"], rel=0.10), res.chemical
         assert res.purge_s == pytest.approx(bf["purge_s"], rel=0.15), res.chemical
+
+
+def test_without_a_qcm_the_pressure_response_gives_the_doses(tmp_path: Path) -> None:
+    """A tool without a QCM: the doses from each pulse's pressure area (the surface's uptake
+    is the deficit below the saturated pulses' area); the purge from the purge rule on the
+    measured residence time (no growth signal to see CVD by)."""
+    cfg = tmp_path / "noqcm.yaml"
+    builtin = (ROOT / "aldctl" / "data" / "sim-tool.yaml").read_text()
+    cfg.write_text("".join(ln for ln in builtin.splitlines(keepends=True) if "qcm" not in ln))
+    doses, _ = _doses(AL2O3)
+    results = run_trial(prepare(AL2O3, cfg, ()), doses, None)
+    truth = _truth(AL2O3)
+    for res in results:
+        assert res.signal == "per-pulse pressure response"
+        assert res.saturation.dose_s == pytest.approx(truth[res.chemical]["dose_s"], rel=0.15)
+        # The rule is conservative against the measured CVD: longer, never shorter.
+        assert truth[res.chemical]["purge_s"] < res.purge_s < 1.6 * truth[res.chemical]["purge_s"]
