@@ -260,11 +260,11 @@ def brute_force(recipe: Path, rel_tol: float = 0.01) -> dict[str, dict[str, floa
     """
     import yaml as _yaml
 
-    from aldctl.front.tunerun import _doses
+    from aldctl.front.tunerun import cycle_doses
     from aldctl.session import load_tool
 
     doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    doses, cname = _doses(recipe)
+    doses, cname = cycle_doses(recipe)
     long = max(10.0, *(3.0 * d.purge_s for d in doses))
     sat = [max(d.pulse_s * 10.0, 0.1) for d in doses]
     tool = load_tool(None, [d.chemical for d in doses])
@@ -312,12 +312,12 @@ def brute_force(recipe: Path, rel_tol: float = 0.01) -> dict[str, dict[str, floa
 
 def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
     """For every recipe and reactant line: the trial's recommendation against brute force."""
-    from aldctl.front.tunerun import _doses, run_trial
+    from aldctl.front.tunerun import cycle_doses, run_trial
     from aldctl.session import prepare
 
     rows = []
     for recipe in recipes:
-        doses, _ = _doses(recipe)
+        doses, _ = cycle_doses(recipe)
         t0 = time.perf_counter()
         results = run_trial(prepare(recipe, None, ()), doses, None)
         t_trial = time.perf_counter() - t0

@@ -171,7 +171,7 @@ def _settled(st: Any) -> bool:
     return bool(abs(st.pv_c - st.setpoint_c) < 1.0) and not st.ramping
 
 
-def _doses(recipe_path: Path) -> tuple[list[Dose], str]:
+def cycle_doses(recipe_path: Path) -> tuple[list[Dose], str]:
     """The pulses and purges of the recipe's first cycle with doses, with where each value
     comes from (a parameter, or a literal in the file)."""
     from aldctl.units import Kind, parse
@@ -531,7 +531,7 @@ def tune_recipe(
         )
         sys.exit(2)
     try:
-        doses, cname = _doses(recipe)
+        doses, cname = cycle_doses(recipe)
         chems = {d.chemical for d in doses}
         unknown = [c for c in lines if c not in chems]
         if unknown:

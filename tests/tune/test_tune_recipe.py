@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aldctl.front.tunebench import brute_force
-from aldctl.front.tunerun import SOURCE_LIMITED, _doses, run_trial
+from aldctl.front.tunerun import SOURCE_LIMITED, cycle_doses, run_trial
 from aldctl.session import prepare
 from tests.conftest import RECIPES, ROOT, CliResult
 
@@ -74,7 +74,7 @@ def test_recommendations_within_ten_percent_of_brute_force(recipe: Path, campaig
     recipe); ``pytest --campaign`` runs them all."""
     if recipe != AL2O3 and not campaign:
         pytest.skip("brute-force sweeps of every recipe run under --campaign")
-    doses, _ = _doses(recipe)
+    doses, _ = cycle_doses(recipe)
     results = run_trial(prepare(recipe, None, ()), doses, None)
     truth = _truth(recipe)
     for res in results:
@@ -96,7 +96,7 @@ def test_without_a_qcm_the_pressure_response_gives_the_doses(tmp_path: Path) -> 
     cfg = tmp_path / "noqcm.yaml"
     builtin = (ROOT / "aldctl" / "data" / "sim-tool.yaml").read_text()
     cfg.write_text("".join(ln for ln in builtin.splitlines(keepends=True) if "qcm" not in ln))
-    doses, _ = _doses(AL2O3)
+    doses, _ = cycle_doses(AL2O3)
     results = run_trial(prepare(AL2O3, cfg, ()), doses, None)
     truth = _truth(AL2O3)
     for res in results:
