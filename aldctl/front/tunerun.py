@@ -45,7 +45,7 @@ from aldctl.tune.trial import (
 
 NS = 1_000_000_000
 SAMPLE_S = 0.005
-QCM_READS = 20
+QCM_READS = 50
 PLATEAU = 4
 MAX_PULSES = 80
 PRIME_FACTOR = 5.0
