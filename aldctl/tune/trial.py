@@ -53,6 +53,8 @@ class Saturation:
     reach: float = 1.0
     """Fraction of the surface's capacity the longest single pulse reaches (< 1: the source,
     not the pulse time, limits the dose)."""
+    curve: tuple[tuple[float, float], ...] = ()
+    """Measured growth per cycle against the single pulse's width, where one was taken."""
 
     def effective(self, k: int) -> float:
         return k * (self.pulse_s - self.dead_s)
@@ -251,3 +253,17 @@ def single_pulse_saturation(
             need = a * t + b * -math.log1p(-t)
     dose = delivered_width(widths, areas, need)
     return Saturation(w, dead, base.gains, dose, base.free, reach)
+
+
+def dose_from_curve(curve: Sequence[tuple[float, float]]) -> float:
+    """The shortest width whose growth per cycle reaches 99 % of the curve's plateau (its
+    largest value), interpolated linearly between measured widths."""
+    pts = sorted(curve)
+    top = max(g for _, g in pts)
+    goal = SAT_TARGET * top
+    for (w0, g0), (w1, g1) in itertools.pairwise(pts):
+        if g1 >= goal:
+            if g0 >= goal:
+                return w0
+            return w0 + (w1 - w0) * (goal - g0) / (g1 - g0)
+    return pts[-1][0]
