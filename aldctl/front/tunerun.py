@@ -614,8 +614,9 @@ def tune_recipe(
         return
     for r in results:
         click.echo(
-            f"{r.chemical}: dose {_fmt(r.saturation.dose_s)} (recipe {_fmt(r.recipe_pulse_s)}), "
-            f"purge {_fmt(r.purge_s)} (recipe {_fmt(r.recipe_purge_s)}); from the "
+            f"{r.chemical}: dose {_fmt(_round_up_ms(r.saturation.dose_s))} "
+            f"(recipe {_fmt(r.recipe_pulse_s)}), "
+            f"purge {_fmt(_round_up_ms(r.purge_s))} (recipe {_fmt(r.recipe_purge_s)}); from the "
             f"{r.signal}, {len(r.saturation.gains)} trial pulses, tau {r.tau_s:.3g} s"
         )
         if r.saturation.reach < SOURCE_LIMITED:
