@@ -328,7 +328,7 @@ def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
                 {
                     "recipe": recipe.name,
                     "line": res.chemical,
-                    "signal": res.signal,
+                    "signal": "QCM" if res.signal.startswith("QCM") else "pressure",
                     "dose_ms": res.saturation.dose_s * 1000,
                     "brute_dose_ms": bf["dose_s"] * 1000,
                     "dose_err_pct": (res.saturation.dose_s / bf["dose_s"] - 1) * 100,
