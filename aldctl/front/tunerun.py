@@ -480,28 +480,37 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
     for res in results:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
         s = res.saturation
-        eff = [s.dead_s + s.effective(k) for k in range(1, len(s.free) + 1)]
         theta = [1.0 - f for f in s.free]
-        ax1.plot(eff, theta, "o", label="trial (cumulative)")
+        eff = list(s.equivalent) or [s.dead_s + s.effective(k) for k in range(1, len(theta) + 1)]
+        # Widths in ms for short doses: tick labels in seconds would crowd.
+        k, unit = (1000.0, "ms") if s.dose_s < 1.0 else (1.0, "s")
+        ax1.plot([w * k for w in eff], theta, "o", label="trial pulses (cumulative)")
+        if s.fit:
+            ax1.plot([w * k for w, _ in s.fit], [t for _, t in s.fit], "-", label="uptake law fit")
         if s.curve:
             top = max(g for _, g in s.curve) or 1.0
             ax1.plot(
-                [w for w, _ in s.curve],
-                [g / top for _, g in s.curve],
+                [w * k for w, _ in sorted(s.curve)],
+                [g / top for _, g in sorted(s.curve)],
                 "s-",
                 label="growth per cycle vs single pulse",
             )
         ax1.axhline(0.99, color="grey", lw=0.8, ls="--")
-        ax1.axvline(s.dose_s, color="C3", label=f"99 %: {_fmt(s.dose_s)}")
-        ax1.set_xlabel("equivalent single dose (s)")
+        ax1.axvline(s.dose_s * k, color="C3", label=f"99 %: {_fmt(s.dose_s)}")
+        ax1.set_xlabel(f"single pulse delivering as much ({unit})")
         ax1.set_ylabel("fraction of saturation")
         ax1.set_title(f"{res.chemical}: saturation curve ({res.signal})", fontsize=9)
         ax1.legend(fontsize=8)
         ts, ps, base = res.decay
-        ax2.semilogy(ts, [max(p - base, 1e-9) for p in ps], ".", ms=2, label="gauge - baseline")
+        # Readings at or below the baseline are the gauge's noise floor: not plotted on a log axis.
+        pos = [(t, p - base) for t, p in zip(ts, ps, strict=True) if p > base]
+        ax2.semilogy([t for t, _ in pos], [e for _, e in pos], ".", ms=2, label="gauge - baseline")
         if ts:
             p0 = max(ps[0] - base, 1e-9)
-            ax2.semilogy(ts, [p0 * math.exp(-(t - ts[0]) / res.tau_s) for t in ts], label="fit")
+            floor = min((e for _, e in pos), default=0.0)
+            fit = [(t, p0 * math.exp(-(t - ts[0]) / res.tau_s)) for t in ts]
+            fit = [(t, v) for t, v in fit if v >= floor]
+            ax2.semilogy([t for t, _ in fit], [v for _, v in fit], label="fit")
         ax2.set_xlabel("time after the pulse (s)")
         ax2.set_ylabel("Torr")
         cvd = (

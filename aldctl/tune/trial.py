@@ -55,6 +55,10 @@ class Saturation:
     not the pulse time, limits the dose)."""
     curve: tuple[tuple[float, float], ...] = ()
     """Measured growth per cycle against the single pulse's width, where one was taken."""
+    equivalent: tuple[float, ...] = ()
+    """Per train pulse k: the single pulse width that delivers what k train pulses did."""
+    fit: tuple[tuple[float, float], ...] = ()
+    """The fitted uptake law as (single-pulse width, fraction of saturation) points."""
 
     def effective(self, k: int) -> float:
         return k * (self.pulse_s - self.dead_s)
@@ -239,12 +243,21 @@ def single_pulse_saturation(
     end = next((k for k, t in enumerate(theta) if t >= 0.97), len(theta))
     delivered = [per_pulse * k for k in range(1, end + 1)]
     top = max(areas)
+    equivalent = tuple(
+        delivered_width(widths, areas, per_pulse * k) for k in range(1, len(theta) + 1)
+    )
+    fit: tuple[tuple[float, float], ...] = ()
     try:
         a, b = fit_uptake(delivered, theta[:end])
     except TrialError:
         need = saturation_from_train(gains, per_pulse, 0.0).dose_s
         reach = 1.0
     else:
+        fit = tuple(
+            (delivered_width(widths, areas, d), _theta_of(d, a, b))
+            for d in (per_pulse * len(theta) * j / 60.0 for j in range(1, 61))
+            if d <= top
+        )
         need = SAT_TARGET * a + math.log(1.0 / (1.0 - SAT_TARGET)) * b
         reach = 1.0
         if need > top:
@@ -252,7 +265,7 @@ def single_pulse_saturation(
             t = SAT_TARGET * reach
             need = a * t + b * -math.log1p(-t)
     dose = delivered_width(widths, areas, need)
-    return Saturation(w, dead, base.gains, dose, base.free, reach)
+    return Saturation(w, dead, base.gains, dose, base.free, reach, equivalent=equivalent, fit=fit)
 
 
 def dose_from_curve(curve: Sequence[tuple[float, float]]) -> float:
