@@ -21,8 +21,6 @@ Trial, per line X of a cycle (doses D_0 .. D_{n-1} in order, X = D_i):
 
 from __future__ import annotations
 
-import base64
-import io
 import itertools
 import json
 import math
@@ -452,16 +450,14 @@ def patch_recipe(text: str, sets: dict[str, float], nodes: list[tuple[Any, float
 
 
 def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The run report's page style and figure helpers (aldctl report): one look for both.
+    from aldctl.front.report import CSS, _e, _fig, _img, _style
 
     parts = [
-        "<!doctype html><meta charset='utf-8'><title>aldctl tune</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "td,th{padding:2px 8px;text-align:right}</style>",
-        f"<h1>Dose and purge tuning: {recipe.name}</h1>",
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>aldctl tune {_e(recipe.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Dose and purge tuning: {_e(recipe.name)}</h1>",
+        "<p class='sub'>From one trial on the tool; the method is in the README (Tuning).</p>",
         "<table><tr><th>line</th><th>signal</th><th>recipe dose</th><th>saturating dose</th>"
         "<th>recipe purge</th><th>purge (CVD &lt; 1 %)</th><th>tau</th><th>valve dead width</th>"
         "</tr>",
@@ -478,7 +474,8 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
         args = " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items())
         parts.append(f"<p>Overrides: <code>{args}</code></p>")
     for res in results:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig = _fig(10.0, 3.6)
+        ax1, ax2 = fig.subplots(1, 2)
         s = res.saturation
         theta = [1.0 - f for f in s.free]
         eff = list(s.equivalent) or [s.dead_s + s.effective(k) for k in range(1, len(theta) + 1)]
@@ -497,8 +494,7 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
             )
         ax1.axhline(0.99, color="grey", lw=0.8, ls="--")
         ax1.axvline(s.dose_s * k, color="C3", label=f"99 %: {_fmt(s.dose_s)}")
-        ax1.set_xlabel(f"single pulse delivering as much ({unit})")
-        ax1.set_ylabel("fraction of saturation")
+        _style(ax1, f"single pulse delivering as much ({unit})", "fraction of saturation")
         ax1.set_title(f"{res.chemical}: saturation curve ({res.signal})", fontsize=9)
         ax1.legend(fontsize=8)
         ts, ps, base = res.decay
@@ -511,8 +507,7 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
             fit = [(t, p0 * math.exp(-(t - ts[0]) / res.tau_s)) for t in ts]
             fit = [(t, v) for t, v in fit if v >= floor]
             ax2.semilogy([t for t, _ in fit], [v for _, v in fit], label="fit")
-        ax2.set_xlabel("time after the pulse (s)")
-        ax2.set_ylabel("Torr")
+        _style(ax2, "time after the pulse (s)", "Torr")
         cvd = (
             "CVD not measured (no QCM)"
             if math.isnan(res.cvd_share)
@@ -520,14 +515,10 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
         )
         ax2.set_title(f"decay: tau {res.tau_s:.3g} s; {cvd}", fontsize=9)
         ax2.legend(fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        img = base64.b64encode(buf.getvalue()).decode()
+        fig.subplots_adjust(left=0.07, wspace=0.25)
         parts.append(
-            f"<h2>{res.chemical}: saturation curve and pressure decay</h2>"
-            f"<img src='data:image/png;base64,{img}'>"
+            f"<h2>{_e(res.chemical)}: saturation curve and pressure decay</h2>"
+            + _img(fig, f"{res.chemical} saturation curve and pressure decay")
         )
         parts.append(
             "<p>Per-pulse gains: "
@@ -545,6 +536,7 @@ def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float])
         )
         if res.saturation.reach < SOURCE_LIMITED:
             parts.append(f"<p><b>{_source_note(res)}.</b></p>")
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 
