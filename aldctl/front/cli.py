@@ -1455,6 +1455,7 @@ def _tune_dose(
                     "uncertainty_s": fit.uncertainty_s,
                     "trial_dose_s": fit.trial_dose_s,
                     "damkohler": fit.damkohler,
+                    "trailing_edge_damkohler": fit.kinetic_damkohler,
                     "rate_per_s": fit.rate_per_s,
                     "front": fit.front if math.isfinite(fit.front) else None,
                     "saturated_growth": fit.saturated,
