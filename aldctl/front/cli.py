@@ -1353,6 +1353,13 @@ def tune() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="The report page (default: tune-RECIPE.html here).",
 )
+@click.option(
+    "--map",
+    "map_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A thickness map measured after your own trial of --line (with --trial-dose).",
+)
+@click.option("--trial-dose", "trial_dose", metavar="TIME", help="With --map: its trial dose.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def tune_recipe_cmd(
     recipe: Path,
@@ -1360,6 +1367,8 @@ def tune_recipe_cmd(
     lines: tuple[str, ...],
     write: Path | None,
     report: Path | None,
+    map_file: Path | None,
+    trial_dose: str | None,
     as_json: bool,
 ) -> None:
     """Dose and purge of every reactant line from a short trial on the tool.
@@ -1373,13 +1382,35 @@ def tune_recipe_cmd(
     the --set overrides, writes a report page (saturation curve, data, fit) and, with
     --write, a patched copy of the recipe.
 
+    Without a QCM or gauge worth trusting, or on a real tool: run the trial yourself (the
+    recipe with one line's dose cut to a time that leaves the outlet under-saturated),
+    measure the thickness map along the flow and give it with --map and --trial-dose: the
+    dose comes from the map (as `aldctl tune dose`), the purge from the tool's purge rule.
+
     \b
     Examples:
       aldctl tune recipes/al2o3_tma_h2o.yaml
       aldctl tune recipes/al2o3_tma_h2o.yaml --line TMA --write tuned.yaml --json
+      aldctl tune recipes/al2o3_tma_h2o.yaml --line TMA --map trial.csv --trial-dose 0.8s
     """
     if not recipe.is_file():
         _refuse(f"{recipe}: no such recipe file")
+    if map_file is not None or trial_dose is not None:
+        if map_file is None or trial_dose is None or len(lines) != 1:
+            _refuse(
+                "--map needs --trial-dose and exactly one --line (hint: --line TMA --map "
+                "trial.csv --trial-dose 0.8s)"
+            )
+        from aldctl.units import Kind, UnitError, parse
+
+        try:
+            t_s = parse(trial_dose, Kind.TIME)
+        except UnitError as exc:
+            _refuse(f"--trial-dose: {exc} (hint: a time with its unit, e.g. 0.8s)")
+        from aldctl.front.tunerun import tune_from_map
+
+        tune_from_map(recipe, config, lines[0], map_file, t_s, write, report, as_json)
+        return
     from aldctl.front.tunerun import tune_recipe
 
     tune_recipe(recipe, config, lines, write, report, as_json)

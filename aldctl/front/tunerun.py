@@ -627,3 +627,138 @@ def tune_recipe(
     if write is not None:
         click.echo(f"patched recipe: {write}")
     click.echo(f"report: {page}")
+
+
+def tune_from_map(
+    recipe: Path,
+    config: Path | None,
+    line: str,
+    map_file: Path,
+    trial_dose_s: float,
+    write: Path | None,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    """`tune RECIPE --line X --map FILE --trial-dose T`: the trial was the user's (the recipe
+    run with X's dose at T on any tool, real or simulated), the signal the thickness map they
+    measured after it. The dose comes from the map (``aldctl tune dose``'s method); no trial
+    here measured the purge, so it is the tool's purge rule (its residence time times its
+    purge factor), as validation asks."""
+    from aldctl.diagnostics import UserError
+    from aldctl.session import prepare
+    from aldctl.tune.dose import ProfileError, Refusal, fit_profile, read_profile
+
+    try:
+        prepared = prepare(recipe, config, ())
+    except UserError as exc:
+        for d in exc.diagnostics:
+            click.echo(d.format(), err=True)
+        sys.exit(2)
+    doses, cname = cycle_doses(recipe)
+    dose = next((d for d in doses if d.chemical == line), None)
+    if dose is None:
+        chems = ", ".join(sorted(d.chemical for d in doses))
+        click.echo(
+            f"error: --line {line}: not dosed in cycle '{cname}' (hint: one of {chems})", err=True
+        )
+        sys.exit(2)
+    try:
+        fit = fit_profile(read_profile(map_file), trial_dose_s)
+    except ProfileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    except Refusal as exc:
+        click.echo(f"error: {map_file}: {exc.message} (hint: {exc.hint})", err=True)
+        sys.exit(2)
+    chamber = prepared.tool.chamber
+    purge = float(chamber.residence_time) * float(chamber.purge_factor)
+    sets: dict[str, float] = {}
+    nodes: list[tuple[Any, float]] = []
+    for ref, val in (
+        (dose.pulse_ref, _round_up_ms(fit.saturation_dose_s)),
+        (dose.purge_ref, _round_up_ms(purge)),
+    ):
+        if ref is None:
+            continue
+        if ref[0] == "param":
+            sets[ref[1]] = val
+        elif ref[1] is not None:
+            nodes.append((ref[1], val))
+    page = report or Path(f"tune-{recipe.stem}.html")
+    page.write_text(_map_page(recipe, line, fit, purge, sets), encoding="utf-8")
+    if write is not None:
+        tmp = write.with_name(write.name + ".tmp")
+        tmp.write_text(
+            patch_recipe(recipe.read_text(encoding="utf-8"), sets, nodes), encoding="utf-8"
+        )
+        tmp.replace(write)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "recipe": str(recipe),
+                    "cycle": cname,
+                    "lines": {
+                        line: {
+                            "signal": "thickness map",
+                            "dose_s": fit.saturation_dose_s,
+                            "uncertainty_s": fit.uncertainty_s,
+                            "purge_s": purge,
+                            "purge_from": "the tool's purge rule",
+                            "recipe_dose_s": dose.pulse_s,
+                            "recipe_purge_s": dose.purge_s,
+                        }
+                    },
+                    "set": {k: _fmt(v) for k, v in sets.items()},
+                    "report": str(page),
+                    "patched": str(write) if write else None,
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"{line}: dose {_fmt(_round_up_ms(fit.saturation_dose_s))} +/- "
+        f"{_fmt(fit.uncertainty_s)} (recipe {_fmt(dose.pulse_s)}) from the thickness map; "
+        f"purge {_fmt(_round_up_ms(purge))} (recipe {_fmt(dose.purge_s)}) from the tool's purge "
+        f"rule ({float(chamber.purge_factor):g} x {float(chamber.residence_time):g} s)"
+    )
+    click.echo(fit.reasoning())
+    if sets:
+        click.echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
+    if write is not None:
+        click.echo(f"patched recipe: {write}")
+    click.echo(f"report: {page}")
+
+
+def _map_page(recipe: Path, line: str, fit: Any, purge: float, sets: dict[str, float]) -> str:
+    import numpy as np
+
+    from aldctl.front.report import CSS, _e, _fig, _img, _style
+
+    fig = _fig(8.0, 3.6)
+    ax = fig.subplots()
+    x = np.linspace(0.0, 1.0, 201)
+    ax.plot(
+        list(fit.positions), list(fit.fractions), "o", label=f"map after {_fmt(fit.trial_dose_s)}"
+    )
+    ax.plot(x, fit.model(x), "-", label="plug-flow Langmuir fit")
+    ax.plot(
+        x,
+        fit.model(x, fit.saturation_dose_s),
+        "--",
+        label=f"predicted at {_fmt(fit.saturation_dose_s)}",
+    )
+    ax.axhline(0.99, color="grey", lw=0.8, ls=":")
+    _style(ax, "position along the flow (fraction of the length)", "fraction of saturated growth")
+    ax.legend(fontsize=8)
+    args = " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items())
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>aldctl tune {_e(recipe.name)}</title><style>{CSS}</style></head><body>"
+        f"<h1>Dose tuning from a thickness map: {_e(recipe.name)}, {_e(line)}</h1>"
+        f"<p>Saturation dose {_fmt(fit.saturation_dose_s)} +/- {_fmt(fit.uncertainty_s)}; purge "
+        f"{_fmt(purge)} (the tool's purge rule). Overrides: <code>{_e(args)}</code></p>"
+        + _img(fig, "thickness map, fit and prediction")
+        + f"<p>{_e(fit.reasoning())}</p></body></html>"
+    )

@@ -98,3 +98,30 @@ def test_without_a_qcm_the_pressure_response_gives_the_doses(tmp_path: Path) -> 
         assert res.saturation.dose_s == pytest.approx(truth[res.chemical]["dose_s"], rel=0.15)
         # The rule is conservative against the measured CVD: longer, never shorter.
         assert truth[res.chemical]["purge_s"] < res.purge_s < 1.6 * truth[res.chemical]["purge_s"]
+
+
+def test_tune_recipe_from_a_thickness_map(run_cli: CliRun, tmp_path: Path) -> None:
+    """The user's own trial: a thickness map of one line's under-saturating dose gives the
+    dose (tune dose's method); the purge is the tool's rule; works without running anything."""
+    trial = tmp_path / "map.csv"
+    trial.write_text("fraction\n0.97\n0.94\n0.88\n0.78\n0.62\n")
+    out = tmp_path / "tuned.yaml"
+    page = tmp_path / "page.html"
+    args = ("--line", "TMA", "--map", str(trial), "--trial-dose", "0.5s")
+    res = run_cli("tune", str(AL2O3), *args, "--write", str(out), "--report", str(page), "--json")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    tma = data["lines"]["TMA"]
+    assert tma["signal"] == "thickness map"
+    assert 0.5 < tma["dose_s"] < 5.0
+    assert tma["purge_s"] == pytest.approx(0.45 * 7)  # the built-in tool's tau x purge factor
+    assert "tma_pulse: " + data["set"]["tma_pulse"] in out.read_text()
+    assert "data:image/png;base64," in page.read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0.9\nnope\n0.5\n0.3\n")
+    res = run_cli("tune", str(AL2O3), "--line", "TMA", "--map", str(bad), "--trial-dose", "1s")
+    assert res.code == 2
+    assert f"{bad}:2:1: error: not a number" in res.err
+    res = run_cli("tune", str(AL2O3), "--map", str(trial), "--trial-dose", "1s")
+    assert res.code == 2
+    assert "exactly one --line" in res.err
