@@ -560,8 +560,8 @@ def tune_recipe(
     if not prepared.simulated:
         click.echo(
             "error: tune RECIPE runs its trial on a simulated tool only for now "
-            "(hint: run it without --config, or with a simulated tool's config; on a real "
-            "tool, measure a thickness profile and use 'aldctl tune dose')",
+            "(hint: on a real tool, run the trial yourself and give its thickness map: "
+            "--line X --map FILE --trial-dose T)",
             err=True,
         )
         sys.exit(2)
