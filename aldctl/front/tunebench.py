@@ -1,0 +1,341 @@
+"""`aldctl bench tune`: the trial-profile method against brute-force dose sweeps on the
+cross-flow simulator (:mod:`sim.crossflow`).
+
+For each random condition (sticking probability over three decades, carrier flow, pressure,
+chamber length, temperature, precursor feed and molar mass) the ground truth is found on the
+simulator itself: a bisection over dose times, each a full dose + purge run of the cell model,
+for the shortest dose whose outlet growth reaches 99 % of saturation. Nothing of the method's
+closed form enters the truth. The trial is then a simulated run at 5-95 % of that dose, measured
+at N in {5, 10, 20} points with 0 or 0.5 % noise (of saturated growth), and the method's answer
+is compared with the truth. Two populations: ideal plug flow (no axial diffusion: the method's
+assumptions hold, any error is the method's and the discretisation's) and plug flow with
+kinetic-theory axial diffusion (the realistic chamber).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aldctl.tune.dose import Refusal, fit_profile
+from sim.crossflow import Chamber, Reactant, damkohler, delivery_time_s, saturation_profile
+
+CELLS = 100
+STEPS = 300
+NS = (5, 10, 20)
+NOISES = (0.0, 0.005)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    chamber: Chamber
+    precursor: Reactant
+
+
+def conditions(n: int, seed: int, diffusion: bool) -> list[Condition]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ch = Chamber(
+            length_m=float(rng.uniform(0.1, 0.4)),
+            width_m=0.15,
+            gap_m=float(rng.uniform(0.003, 0.01)),
+            temperature_c=float(rng.uniform(150.0, 300.0)),
+            pressure_torr=float(10 ** rng.uniform(math.log10(0.3), math.log10(3.0))),
+            carrier_sccm=float(10 ** rng.uniform(math.log10(50.0), math.log10(500.0))),
+            cells=CELLS,
+            axial_diffusion=diffusion,
+        )
+        feed_sccm = ch.carrier_sccm * float(rng.uniform(0.01, 0.1))
+        pre = Reactant(
+            name="P",
+            molar_mass=float(rng.uniform(60.0, 300.0)),
+            beta=float(10 ** rng.uniform(-4.5, -1.5)),
+            sites_per_m2=float(rng.uniform(2e18, 6e18)),
+            feed_mol_s=feed_sccm * 7.4367e-7,
+        )
+        out.append(Condition(ch, pre))
+    return out
+
+
+def outlet(conds: list[Condition], dose: np.ndarray) -> np.ndarray:
+    prof = saturation_profile(
+        [c.chamber for c in conds], [c.precursor for c in conds], dose, [1.0], steps=STEPS
+    )
+    return np.asarray(prof[:, 0])
+
+
+def truth(conds: list[Condition], rel_tol: float = 2e-4) -> np.ndarray:
+    """Brute force: bisection (in log time) on the simulated outlet growth."""
+    lo = np.empty(len(conds))
+    hi = np.empty(len(conds))
+    for i, c in enumerate(conds):
+        td = delivery_time_s(c.chamber, c.precursor)
+        # A bracket from delivery alone: never less than 1 % of one monolayer's delivery,
+        # and an upper bound that is checked, not assumed.
+        lo[i] = 0.01 * td
+        hi[i] = 50.0 * td * (1.0 + 1.0 / max(damkohler(c.chamber, c.precursor), 1e-3))
+    top = outlet(conds, hi)
+    if np.any(top < 0.99):
+        bad = int(np.sum(top < 0.99))
+        msg = f"{bad} conditions do not saturate within the bracket"
+        raise RuntimeError(msg)
+    while np.max(hi / lo) > 1.0 + rel_tol:
+        mid = np.sqrt(lo * hi)
+        f = outlet(conds, mid)
+        below = f < 0.99
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    out: np.ndarray = np.sqrt(lo * hi)
+    return out
+
+
+def run(n: int = 2000, seed: int = 1) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    detail: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for diffusion in (False, True):
+        conds = conditions(n, seed, diffusion)
+        t99 = truth(conds)
+        rng = np.random.default_rng(seed + 7)
+        frac = rng.uniform(0.05, 0.95, size=n)
+        ns = rng.choice(NS, size=n)
+        errs: dict[tuple[float, int], list[float]] = {}
+        refused: dict[tuple[float, int], int] = {}
+        for nn in NS:
+            idx = np.nonzero(ns == nn)[0]
+            if len(idx) == 0:
+                continue
+            pos = np.arange(1, nn + 1) / nn
+            sub = [conds[i] for i in idx]
+            prof = saturation_profile(
+                [c.chamber for c in sub],
+                [c.precursor for c in sub],
+                frac[idx] * t99[idx],
+                pos,
+                steps=STEPS,
+            )
+            for noise in NOISES:
+                key = (noise, nn)
+                errs[key] = []
+                refused[key] = 0
+                noisy = prof + rng.normal(0.0, noise, size=prof.shape) if noise else prof
+                for row, i in enumerate(idx):
+                    trial = float(frac[i] * t99[i])
+                    try:
+                        fit = fit_profile(
+                            list(np.clip(noisy[row], 0.0, None)), trial, fraction=True
+                        )
+                    except Refusal:
+                        refused[key] += 1
+                        continue
+                    e = fit.saturation_dose_s / float(t99[i]) - 1.0
+                    errs[key].append(e)
+                    detail.append(
+                        {
+                            "diffusion": diffusion,
+                            "noise": noise,
+                            "n": nn,
+                            "da": damkohler(conds[i].chamber, conds[i].precursor),
+                            "peclet": conds[i].chamber.peclet,
+                            "trial_fraction": float(frac[i]),
+                            "error": e,
+                            "within_2sigma": abs(fit.saturation_dose_s - float(t99[i]))
+                            <= 2.0 * fit.uncertainty_s,
+                        }
+                    )
+        for noise in NOISES:
+            all_e = [e for nn in NS for e in errs.get((noise, nn), [])]
+            n_ref = sum(refused.get((noise, nn), 0) for nn in NS)
+            rows.append(_row(diffusion, noise, "all", all_e, n_ref))
+            for nn in NS:
+                rows.append(
+                    _row(diffusion, noise, str(nn), errs.get((noise, nn), []), refused[(noise, nn)])
+                )
+    return {
+        "rows": rows,
+        "by_damkohler": _by_da(detail),
+        "conditions": n,
+        "wall_s": time.perf_counter() - t_start,
+        "fit_ms_n20": _fit_time(),
+    }
+
+
+def _row(diffusion: bool, noise: float, n: str, errs: list[float], refused: int) -> dict[str, Any]:
+    a = np.abs(np.array(errs)) if errs else np.array([math.nan])
+    return {
+        "chamber": "plug flow + axial diffusion" if diffusion else "ideal plug flow",
+        "noise": f"{noise:.1%}",
+        "N": n,
+        "answered": len(errs),
+        "refused": refused,
+        "median_err_pct": float(np.median(a) * 100),
+        "p90_err_pct": float(np.percentile(a, 90) * 100),
+        "bias_pct": float(np.median(np.array(errs)) * 100) if errs else math.nan,
+    }
+
+
+def _by_da(detail: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    edges = [0.0, 0.3, 1.0, 3.0, 10.0, 30.0, math.inf]
+    for diffusion in (False, True):
+        for noise in NOISES:
+            for lo, hi in itertools.pairwise(edges):
+                sel = [
+                    d
+                    for d in detail
+                    if d["diffusion"] == diffusion and d["noise"] == noise and lo <= d["da"] < hi
+                ]
+                if not sel:
+                    continue
+                a = np.abs([d["error"] for d in sel])
+                out.append(
+                    {
+                        "chamber": "axial diffusion" if diffusion else "ideal plug flow",
+                        "noise": f"{noise:.1%}",
+                        "Da": f"{lo:g}-{hi:g}",
+                        "count": len(sel),
+                        "median_err_pct": float(np.median(a) * 100),
+                        "p90_err_pct": float(np.percentile(a, 90) * 100),
+                        "truth_within_2sigma_pct": 100.0
+                        * sum(1 for d in sel if d["within_2sigma"])
+                        / len(sel),
+                    }
+                )
+    return out
+
+
+def _fit_time() -> float:
+    x = np.arange(1, 21) / 20
+    prof = list(1.0 / (1.0 + np.exp(8.0 * x - 4.0)))
+    t0 = time.perf_counter()
+    for _ in range(20):
+        fit_profile(prof, 5.0, fraction=True)
+    return (time.perf_counter() - t0) / 20 * 1000.0
+
+
+# --- tune RECIPE against brute-force saturation and purge curves on the 0-D simulator -----
+
+
+def _grow(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any], n: int) -> float:
+    """Film grown by ``n`` cycles of ``steps`` after the recipe's setup (simulated truth)."""
+    import tempfile
+
+    import yaml as _yaml
+
+    from aldctl.front.simulate import simulate
+    from aldctl.session import prepare
+
+    d = dict(doc)
+    d["cycles"] = {**(doc.get("cycles") or {}), cname: steps}
+    d["main"] = [{"cycle": {"name": cname, "repeat": n}}]
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".yaml", dir=recipe.parent, prefix=".bf-", delete=False
+    ) as f:
+        f.write(_yaml.safe_dump(d, sort_keys=False))
+        path = Path(f.name)
+    try:
+        res = simulate(prepare(path, None, ()))
+    finally:
+        path.unlink()
+    return float(res["thickness_nm"])
+
+
+def _steady_gpc(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any]) -> float:
+    return (_grow(recipe, doc, cname, steps, 6) - _grow(recipe, doc, cname, steps, 3)) / 3.0
+
+
+def brute_force(recipe: Path, rel_tol: float = 0.01) -> dict[str, dict[str, float]]:
+    """Saturating dose and shortest purge of every line, from growth curves on the simulator.
+
+    Doses: bisection on each line's pulse (the others 10x the recipe's, purges long) for 99 %
+    of the saturated growth per cycle. Purges: with every line at its saturating dose,
+    bisection on the purge after each line (the others long) for CVD <= 1 % of the growth.
+    """
+    import yaml as _yaml
+
+    from aldctl.front.tunerun import cycle_doses
+    from aldctl.session import load_tool
+
+    doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    doses, cname = cycle_doses(recipe)
+    long = max(10.0, *(3.0 * d.purge_s for d in doses))
+    sat = [max(d.pulse_s * 10.0, 0.1) for d in doses]
+    tool = load_tool(None, [d.chemical for d in doses])
+
+    def steps(pulses: list[float], purges: list[float]) -> list[Any]:
+        out: list[Any] = []
+        for k, d in enumerate(doses):
+            out.append({"pulse": {d.chemical: f"{pulses[k] * 1000:.4f} ms"}})
+            out.append({"purge": f"{purges[k]:.4f} s"})
+        return out
+
+    longs = [long] * len(doses)
+    g_sat = _steady_gpc(recipe, doc, cname, steps(sat, longs))
+    best: list[float] = []
+    for i, d in enumerate(doses):
+        spec = tool.lines.get(d.chemical)
+        lo, hi = (float(spec.min_pulse) if spec is not None else 0.0005), sat[i]
+
+        def with_pulse(x: float, i: int = i) -> list[Any]:
+            return steps([x if k == i else sat[k] for k in range(len(doses))], longs)
+
+        if _steady_gpc(recipe, doc, cname, with_pulse(lo)) >= 0.99 * g_sat:
+            hi = lo  # the valve's shortest pulse already saturates
+        while hi / lo > 1.0 + rel_tol:
+            mid = math.sqrt(lo * hi)
+            if _steady_gpc(recipe, doc, cname, with_pulse(mid)) < 0.99 * g_sat:
+                lo = mid
+            else:
+                hi = mid
+        best.append(hi)
+    g_best = _steady_gpc(recipe, doc, cname, steps(best, longs))
+    out: dict[str, dict[str, float]] = {}
+    for i, d in enumerate(doses):
+        lo, hi = 0.01, long
+        while hi / lo > 1.0 + rel_tol:
+            mid = math.sqrt(lo * hi)
+            purges = [mid if k == i else long for k in range(len(doses))]
+            if _steady_gpc(recipe, doc, cname, steps(best, purges)) > 1.01 * g_best:
+                lo = mid
+            else:
+                hi = mid
+        out[d.chemical] = {"dose_s": best[i], "purge_s": hi, "gpc_nm": g_best}
+    return out
+
+
+def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
+    """For every recipe and reactant line: the trial's recommendation against brute force."""
+    from aldctl.front.tunerun import cycle_doses, run_trial
+    from aldctl.session import prepare
+
+    rows = []
+    for recipe in recipes:
+        doses, _ = cycle_doses(recipe)
+        t0 = time.perf_counter()
+        results = run_trial(prepare(recipe, None, ()), doses, None)
+        t_trial = time.perf_counter() - t0
+        truth = brute_force(recipe)
+        for res in results:
+            bf = truth[res.chemical]
+            rows.append(
+                {
+                    "recipe": recipe.name,
+                    "line": res.chemical,
+                    "signal": "QCM" if res.signal.startswith("QCM") else "pressure",
+                    "dose_ms": res.saturation.dose_s * 1000,
+                    "brute_dose_ms": bf["dose_s"] * 1000,
+                    "dose_err_pct": (res.saturation.dose_s / bf["dose_s"] - 1) * 100,
+                    "purge_s": res.purge_s,
+                    "brute_purge_s": bf["purge_s"],
+                    "purge_err_pct": (res.purge_s / bf["purge_s"] - 1) * 100,
+                    "trial_wall_s": t_trial,
+                }
+            )
+    return rows

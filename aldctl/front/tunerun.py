@@ -1,0 +1,764 @@
+"""``aldctl tune RECIPE``: design and run a short trial on the simulated tool, recommend the
+dose and purge of every reactant line of the recipe's cycle (:mod:`aldctl.tune.trial` has the
+method), and write ``--set`` overrides, a patched recipe copy and a report page.
+
+The trial runs on the tool's reactor model with its measured channels only (the QCM's
+thickness reading, the gauge's pressure reading), never the model's ground truth, so that the
+same analysis can take a real tool's readings. Real tools: not yet (the trial needs the
+engine to drive pulse trains and log QCM and gauge readings per pulse); the command says so.
+
+Trial, per line X of a cycle (doses D_0 .. D_{n-1} in order, X = D_i):
+1. setup as the recipe has it; three priming cycles with every dose 5x the recipe's and long
+   purges (10 residence times, at least the recipe's), then D_0 .. D_{i-1} likewise: the
+   surface is ready for X;
+2. the pulse train: pulses of a quarter of the recipe's dose (at least the line's minimum)
+   with long purges, until three pulses in a row gain < 0.5 % of the total (at most 80);
+3. calibration pulses of w and 2 w (pressure areas: the valve's dead width) and the decay
+   after the second (residence time);
+4. the rest of the cycle; then two cycles with long purges and two with X's purge cut to one
+   residence time: the CVD share at that purge.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from aldctl.tune.trial import (
+    SAT_TARGET,
+    Saturation,
+    TrialError,
+    dose_from_curve,
+    purge_from_shares,
+    residence_time,
+    single_pulse_saturation,
+    valve_dead_width,
+)
+
+NS = 1_000_000_000
+SAMPLE_S = 0.005
+QCM_READS = 50
+PLATEAU = 4
+MAX_PULSES = 80
+PRIME_FACTOR = 5.0
+
+
+@dataclass
+class Dose:
+    chemical: str
+    pulse_s: float
+    purge_s: float
+    pulse_ref: tuple[str, Any]
+    """("param", name) or ("node", yaml node) of the pulse value."""
+    purge_ref: tuple[str, Any] | None
+
+
+@dataclass
+class LineResult:
+    chemical: str
+    signal: str
+    saturation: Saturation
+    tau_s: float
+    short_purge_s: float
+    cvd_share: float
+    cvd_x: float
+    purge_s: float
+    recipe_pulse_s: float
+    recipe_purge_s: float
+    decay: tuple[list[float], list[float], float] = field(default=([], [], 0.0))
+
+
+class _Trial:
+    """Drives the simulated reactor with measured readings only."""
+
+    def __init__(self, prepared: Any, seed: int = 0) -> None:
+        from aldctl.tool import simulated_reactor
+
+        self.tool = prepared.tool
+        self.sched = prepared.compiled.schedule
+        self.r = simulated_reactor(self.tool, seed).reactor
+        # The tool config says whether there is a QCM to read (the model always has one).
+        self.has_qcm = bool(self.r.has_qcm) and self.tool.qcm is not None
+        self.sem = 0.0
+
+    def line(self, chem: str) -> str:
+        for name, spec in self.tool.lines.items():
+            if chem in (spec.chemical, name):
+                return str(name)
+        return chem
+
+    def setup(self) -> None:
+        from aldctl.recipe import schedule as s
+        from aldctl.recipe.schedule import ActionKind
+
+        r = self.r
+        for phase in self.sched.setup.phases:
+            if isinstance(phase, s.Await):
+                # Heat-up: wait until every heater holds its setpoint (at most the timeout).
+                end = r.now_ns + phase.timeout_ns
+                while r.now_ns < end:
+                    r.advance_by(10 * NS)
+                    if all(_settled(r.read_heater(h)) for h in r.heaters):
+                        break
+                continue
+            t0 = r.now_ns
+            for a in sorted(phase.actions, key=lambda a: a.offset_ns):
+                r.advance_to(t0 + a.offset_ns)
+                if a.kind is ActionKind.SET_TEMPERATURE:
+                    r.set_heater(a.target, a.value, a.rate)
+                elif a.kind is ActionKind.SET_FLOW:
+                    r.set_mfc(a.target, a.value or 0.0)
+            r.advance_to(t0 + phase.duration_ns)
+
+    def qcm(self) -> float:
+        vals = []
+        for _ in range(QCM_READS):
+            self.r.advance_by(NS // 10)
+            vals.append(self.r.read_qcm().thickness_a)
+        mean = sum(vals) / len(vals)
+        var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+        # The standard error of a reading: the noise a change must clear to count.
+        self.sem = max(self.sem, math.sqrt(var / len(vals)))
+        return mean
+
+    def baseline(self) -> float:
+        vals = []
+        for _ in range(20):
+            self.r.advance_by(round(SAMPLE_S * NS))
+            p = self.r.read_pressure_torr()
+            vals.append(p if p is not None else 0.0)
+        return sum(vals) / len(vals)
+
+    def pulse(self, chem: str, width_s: float, purge_s: float, record: bool = False) -> Any:
+        """Pulse, purge; returns (pressure area above baseline, decay times, pressures)."""
+        r = self.r
+        base = self.baseline() if record else 0.0
+        line = self.line(chem)
+        t0 = r.now_ns
+        r.set_valve(line, True)
+        ts: list[float] = []
+        ps: list[float] = []
+        if record:
+            r.advance_to(t0 + round(width_s * NS))
+            r.set_valve(line, False)
+            end = t0 + round((width_s + purge_s) * NS)
+            step = round(SAMPLE_S * NS)
+            while r.now_ns + step <= end:
+                r.advance_by(step)
+                p = r.read_pressure_torr()
+                ts.append((r.now_ns - t0) / NS)
+                ps.append(p if p is not None else 0.0)
+            r.advance_to(end)
+            area = sum(p - base for p in ps) * SAMPLE_S
+            return area, ts, ps, base
+        r.advance_to(t0 + round(width_s * NS))
+        r.set_valve(line, False)
+        r.advance_to(t0 + round((width_s + purge_s) * NS))
+        return None
+
+
+def _settled(st: Any) -> bool:
+    if st.setpoint_c is None or st.pv_c is None:
+        return True
+    return bool(abs(st.pv_c - st.setpoint_c) < 1.0) and not st.ramping
+
+
+def cycle_doses(recipe_path: Path) -> tuple[list[Dose], str]:
+    """The pulses and purges of the recipe's first cycle with doses, with where each value
+    comes from (a parameter, or a literal in the file)."""
+    from aldctl.units import Kind, parse
+
+    text = recipe_path.read_text(encoding="utf-8")
+    root = yaml.compose(text)
+    doc = yaml.safe_load(text)
+    params = doc.get("params") or {}
+
+    def node_of(mapping: yaml.Node | None, key: str) -> yaml.Node | None:
+        if not isinstance(mapping, yaml.MappingNode):
+            return None
+        for k, v in mapping.value:
+            if k.value == key:
+                found: yaml.Node = v
+                return found
+        return None
+
+    def value(raw: Any) -> tuple[float, tuple[str, Any] | None]:
+        if isinstance(raw, str) and raw.startswith("$"):
+            name = raw[1:]
+            return parse(str(params[name]), Kind.TIME), ("param", name)
+        return parse(str(raw), Kind.TIME), None
+
+    cycles_node = node_of(root, "cycles") if isinstance(root, yaml.MappingNode) else None
+    for cname, steps in (doc.get("cycles") or {}).items():
+        cnode = node_of(cycles_node, cname) if isinstance(cycles_node, yaml.MappingNode) else None
+        doses: list[Dose] = []
+        for i, step in enumerate(steps):
+            snode = cnode.value[i] if isinstance(cnode, yaml.SequenceNode) else None
+            if "pulse" in step and isinstance(step["pulse"], dict) and len(step["pulse"]) == 1:
+                ((chem, raw),) = step["pulse"].items()
+                v, ref = value(raw)
+                pnode = node_of(node_of(snode, "pulse"), chem) if snode is not None else None
+                doses.append(Dose(chem, v, 0.0, ref or ("node", pnode), None))
+            elif "purge" in step and doses and doses[-1].purge_ref is None:
+                raw = step["purge"]
+                pn = node_of(snode, "purge") if snode is not None else None
+                if isinstance(raw, dict):
+                    raw = raw.get("time")
+                    pn = node_of(pn, "time") if isinstance(pn, yaml.MappingNode) else None
+                v, ref = value(raw)
+                doses[-1].purge_s = v
+                doses[-1].purge_ref = ref or ("node", pn)
+        if len(doses) >= 2:
+            return doses, str(cname)
+    msg = "the recipe has no cycle with two or more single-chemical pulses to tune"
+    raise TrialError(msg)
+
+
+def run_trial(prepared: Any, doses: list[Dose], only: set[str] | None) -> list[LineResult]:
+    trial = _Trial(prepared)
+    trial.setup()
+    tau0 = float(trial.r.residence_time_s())
+    long = max(10.0 * tau0, *(d.purge_s for d in doses))
+    sat = [max(d.pulse_s * PRIME_FACTOR, 0.05) for d in doses]
+
+    def cycle(purges: list[float] | None = None, doses_sat: list[float] | None = None) -> None:
+        for j, d in enumerate(doses):
+            trial.pulse(d.chemical, (doses_sat or sat)[j], (purges or [long] * len(doses))[j])
+
+    for _ in range(3):
+        cycle()
+    found: list[tuple[int, Dose, str, Saturation, float, Any]] = []
+    for i, d in enumerate(doses):
+        if only and d.chemical not in only:
+            continue
+        for j in range(i):
+            trial.pulse(doses[j].chemical, sat[j], long)
+        spec = trial.tool.lines.get(trial.line(d.chemical))
+        w = max(d.pulse_s / 4.0, float(spec.min_pulse) if spec is not None else 0.01, 0.005)
+        gains: list[float] = []
+        areas: list[float] = []
+        signal = "QCM per-pulse mass gain" if trial.has_qcm else "per-pulse pressure response"
+        # Signal after each pulse: the QCM reading, or the pulse's pressure area (which rises
+        # to its no-uptake value). Saturated once three pulses in a row change it by less
+        # than 3 % of the first pulse's change; then PLATEAU more pulses give its level.
+        start = trial.qcm() if trial.has_qcm else 0.0
+        levels: list[float] = []
+        quiet = 0
+        for _ in range(MAX_PULSES):
+            area, _, _, _ = trial.pulse(d.chemical, w, long, record=True)
+            areas.append(area)
+            levels.append(trial.qcm() if trial.has_qcm else area)
+            if len(levels) >= 2:
+                first = abs(levels[0] - start) if trial.has_qcm else abs(levels[-1] - levels[0])
+                noise = 4.0 * trial.sem if trial.has_qcm else 0.0
+                change = abs(levels[-1] - levels[-2])
+                quiet = quiet + 1 if change < max(0.03 * first, noise) else 0
+            if quiet >= 3:
+                break
+        for _ in range(PLATEAU):
+            if trial.has_qcm:
+                trial.pulse(d.chemical, w, long)
+                levels.append(trial.qcm())
+            else:
+                areas.append(trial.pulse(d.chemical, w, long, record=True)[0])
+                levels.append(areas[-1])
+        plateau = levels[-PLATEAU - 3 :]
+        final = sum(plateau) / len(plateau)
+        spread = math.sqrt(sum((v - final) ** 2 for v in plateau) / (len(plateau) - 1))
+        if trial.has_qcm:
+            span = final - start
+            theta = [(m - start) / span if span else 0.0 for m in levels[:-PLATEAU]]
+        else:
+            # Each pulse's deficit below the no-uptake area is what the surface took; deficits
+            # within the plateau's own scatter are noise, not uptake.
+            took = [x if (x := final - a) > 3.0 * spread else 0.0 for a in areas[:-PLATEAU]]
+            total = sum(took)
+            run = 0.0
+            theta = []
+            for t in took:
+                run += t
+                theta.append(run / total if total else 0.0)
+        gains = [theta[0], *(b - a for a, b in itertools.pairwise(theta))]
+        # Calibration on the saturated surface: what single pulses of several widths deliver
+        # (pressure area), and the decay after the longest.
+        widths = sorted({w, 2 * w, 4 * w, 8 * w, 16 * w, sat[i]})
+        cal: dict[float, float] = {}
+        ts: list[float] = []
+        ps: list[float] = []
+        base = 0.0
+        for width in widths:
+            cal[width], ts, ps, base = trial.pulse(d.chemical, width, long, record=True)
+        dead = valve_dead_width(w, cal[w], cal[2 * w])
+        k_peak = max(range(len(ps)), key=lambda k: ps[k])
+        tau = residence_time(ts[k_peak:], ps[k_peak:], base)
+        s = single_pulse_saturation(gains, w, dead, widths, [cal[x] for x in widths])
+        if spec is not None and s.dose_s < float(spec.min_pulse):
+            # The valve cannot open for less: its shortest pulse is the dose.
+            s = Saturation(s.pulse_s, s.dead_s, s.gains, float(spec.min_pulse), s.free, s.reach)
+        for j in range(i + 1, len(doses)):
+            trial.pulse(doses[j].chemical, sat[j], long)
+        if s.reach < SOURCE_LIMITED and trial.has_qcm:
+            # Source-limited: the uptake law puts 99 % on a flat stretch of the delivery
+            # curve, where it is ill-conditioned. Measure the growth per cycle at the
+            # calibration widths instead (others saturating, purges long): a short saturation
+            # curve of this line, read for 99 % of its plateau.
+            def grow(width: float, i: int = i) -> float:
+                pulses = [width if k == i else sat[k] for k in range(len(doses))]
+                return _cycle_gain(trial, doses, [long] * len(doses), pulses, i)
+
+            curve = [(width, grow(width)) for width in widths]
+            # Then narrow the bracket around 99 % of the plateau by bisection (four more
+            # points: an eighth of the bracket), since the curve bends hard there.
+            goal = SAT_TARGET * max(g for _, g in curve)
+            for _ in range(4):
+                lo = max((c for c in curve if c[1] < goal), default=None)
+                hi = min((c for c in curve if c[1] >= goal), default=None)
+                if lo is None or hi is None or hi[0] < lo[0]:
+                    break
+                mid = 0.5 * (lo[0] + hi[0])
+                curve.append((mid, grow(mid)))
+            s = Saturation(
+                s.pulse_s, s.dead_s, s.gains, dose_from_curve(curve), s.free, s.reach, tuple(curve)
+            )
+        found.append((i, d, signal, s, tau, (ts[k_peak:], ps[k_peak:], base)))
+    # Purges, with every line at its recommended dose (lines not tuned keep the recipe's):
+    # the CVD share with the purge after X cut to one and to three residence times.
+    rec = [d.pulse_s for d in doses]
+    for i, _, _, s, _, _ in found:
+        rec[i] = s.dose_s
+    results = []
+    for i, d, signal, s, tau, decay in found:
+        if not trial.has_qcm:
+            # No growth signal to see CVD by: the purge rule validation uses (sim/purge.py:
+            # the dose excess X measured on the built-in chamber) on the measured tau.
+            from sim.purge import DOSE_EXCESS, purge_factor
+
+            purge, x, short, share = tau * purge_factor(), DOSE_EXCESS, tau, math.nan
+        else:
+            g_long = _cycle_gain(trial, doses, [long] * len(doses), rec, i)
+            shares = []
+            for short in (tau, 3.0 * tau):
+                purges = [long] * len(doses)
+                purges[i] = short
+                g = _cycle_gain(trial, doses, purges, rec, i)
+                shares.append(g / g_long - 1.0 if g_long > 0 else 0.0)
+            purge, x, short, share = purge_from_shares(
+                tau, shares, 2.0 * trial.sem / max(g_long, 1e-12)
+            )
+        results.append(
+            LineResult(
+                d.chemical, signal, s, tau, short, share, x, purge, d.pulse_s, d.purge_s, decay
+            )
+        )
+    return results
+
+
+def _interp(xs: list[float], ys: list[float], x: float) -> float:
+    for k in range(1, len(xs)):
+        if x <= xs[k] or k == len(xs) - 1:
+            return ys[k - 1] + (ys[k] - ys[k - 1]) * (x - xs[k - 1]) / (xs[k] - xs[k - 1])
+    return ys[-1]
+
+
+def _cycle_gain(
+    trial: _Trial, doses: list[Dose], purges: list[float], pulses: list[float], short: int
+) -> float:
+    """Growth per cycle (QCM, A) at steady state: readings one cycle apart, taken inside a long
+    purge (not the shortened one: reading the QCM takes time that would lengthen it)."""
+    at = (short + 1) % len(doses)
+    readings: list[float] = []
+    for _ in range(3):
+        for j, d in enumerate(doses):
+            if j != at:
+                trial.pulse(d.chemical, pulses[j], purges[j])
+                continue
+            t0 = trial.r.now_ns
+            trial.pulse(d.chemical, pulses[j], 0.0)
+            readings.append(trial.qcm() if trial.has_qcm else 0.0)
+            trial.r.advance_to(max(trial.r.now_ns, t0 + round((pulses[j] + purges[j]) * NS)))
+    return readings[2] - readings[1]
+
+
+SOURCE_LIMITED = 0.98
+
+
+def _source_note(r: LineResult) -> str:
+    return (
+        f"source-limited: one pulse of any length reaches only {r.saturation.reach:.0%} of "
+        f"what the surface takes (the {r.chemical} source's delivery stops growing with the "
+        "pulse); the dose given is the shortest pulse that grows 99 % of what the longest "
+        "does (measured per cycle). Warm the source or dose twice per cycle"
+    )
+
+
+def _round_up_ms(t: float) -> float:
+    return math.ceil(t * 1000.0 - 1e-9) / 1000.0
+
+
+def _fmt(t: float) -> str:
+    return f"{t * 1000:.0f} ms" if t < 1.0 else f"{t:.3g} s"
+
+
+def recommendations(
+    doses: list[Dose], results: list[LineResult]
+) -> tuple[dict[str, float], list[tuple[Any, float]]]:
+    """``--set`` overrides per parameter (a shared parameter takes the largest value) and
+    literal nodes to patch."""
+    sets: dict[str, float] = {}
+    nodes: list[tuple[Any, float]] = []
+    by_chem = {r.chemical: r for r in results}
+    for d in doses:
+        res = by_chem.get(d.chemical)
+        if res is None:
+            continue
+        for ref, val in (
+            (d.pulse_ref, _round_up_ms(res.saturation.dose_s)),
+            (d.purge_ref, _round_up_ms(res.purge_s)),
+        ):
+            if ref is None:
+                continue
+            if ref[0] == "param":
+                sets[ref[1]] = max(sets.get(ref[1], 0.0), val)
+            elif ref[1] is not None:
+                nodes.append((ref[1], val))
+    return sets, nodes
+
+
+def patch_recipe(text: str, sets: dict[str, float], nodes: list[tuple[Any, float]]) -> str:
+    """The recipe text with the recommended values in place (parameters' defaults and
+    literal values), everything else untouched."""
+    root = yaml.compose(text)
+    edits: list[tuple[int, int, str]] = []
+    for k, v in root.value if isinstance(root, yaml.MappingNode) else []:
+        if k.value == "params" and isinstance(v, yaml.MappingNode):
+            for pk, pv in v.value:
+                if pk.value in sets:
+                    edits.append((pv.start_mark.index, pv.end_mark.index, _fmt(sets[pk.value])))
+    for node, val in nodes:
+        edits.append((node.start_mark.index, node.end_mark.index, _fmt(val)))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def report_html(recipe: Path, results: list[LineResult], sets: dict[str, float]) -> str:
+    # The run report's page style and figure helpers (aldctl report): one look for both.
+    from aldctl.front.report import CSS, _e, _fig, _img, _style
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>aldctl tune {_e(recipe.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Dose and purge tuning: {_e(recipe.name)}</h1>",
+        "<p class='sub'>From one trial on the tool; the method is in the README (Tuning).</p>",
+        "<table><tr><th>line</th><th>signal</th><th>recipe dose</th><th>saturating dose</th>"
+        "<th>recipe purge</th><th>purge (CVD &lt; 1 %)</th><th>tau</th><th>valve dead width</th>"
+        "</tr>",
+    ]
+    for res in results:
+        parts.append(
+            f"<tr><td>{res.chemical}</td><td>{res.signal}</td><td>{_fmt(res.recipe_pulse_s)}</td>"
+            f"<td>{_fmt(res.saturation.dose_s)}</td><td>{_fmt(res.recipe_purge_s)}</td>"
+            f"<td>{_fmt(res.purge_s)}</td><td>{res.tau_s:.3g} s</td>"
+            f"<td>{res.saturation.dead_s * 1000:.1f} ms</td></tr>"
+        )
+    parts.append("</table>")
+    if sets:
+        args = " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items())
+        parts.append(f"<p>Overrides: <code>{args}</code></p>")
+    for res in results:
+        fig = _fig(10.0, 3.6)
+        ax1, ax2 = fig.subplots(1, 2)
+        s = res.saturation
+        theta = [1.0 - f for f in s.free]
+        eff = list(s.equivalent) or [s.dead_s + s.effective(k) for k in range(1, len(theta) + 1)]
+        # Widths in ms for short doses: tick labels in seconds would crowd.
+        k, unit = (1000.0, "ms") if s.dose_s < 1.0 else (1.0, "s")
+        ax1.plot([w * k for w in eff], theta, "o", label="trial pulses (cumulative)")
+        if s.fit:
+            ax1.plot([w * k for w, _ in s.fit], [t for _, t in s.fit], "-", label="uptake law fit")
+        if s.curve:
+            top = max(g for _, g in s.curve) or 1.0
+            ax1.plot(
+                [w * k for w, _ in sorted(s.curve)],
+                [g / top for _, g in sorted(s.curve)],
+                "s-",
+                label="growth per cycle vs single pulse",
+            )
+        ax1.axhline(0.99, color="grey", lw=0.8, ls="--")
+        ax1.axvline(s.dose_s * k, color="C3", label=f"99 %: {_fmt(s.dose_s)}")
+        _style(ax1, f"single pulse delivering as much ({unit})", "fraction of saturation")
+        ax1.set_title(f"{res.chemical}: saturation curve ({res.signal})", fontsize=9)
+        ax1.legend(fontsize=8)
+        ts, ps, base = res.decay
+        # Readings at or below the baseline are the gauge's noise floor: not plotted on a log axis.
+        pos = [(t, p - base) for t, p in zip(ts, ps, strict=True) if p > base]
+        ax2.semilogy([t for t, _ in pos], [e for _, e in pos], ".", ms=2, label="gauge - baseline")
+        if ts:
+            p0 = max(ps[0] - base, 1e-9)
+            floor = min((e for _, e in pos), default=0.0)
+            fit = [(t, p0 * math.exp(-(t - ts[0]) / res.tau_s)) for t in ts]
+            fit = [(t, v) for t, v in fit if v >= floor]
+            ax2.semilogy([t for t, _ in fit], [v for _, v in fit], label="fit")
+        _style(ax2, "time after the pulse (s)", "Torr")
+        cvd = (
+            "CVD not measured (no QCM)"
+            if math.isnan(res.cvd_share)
+            else f"CVD {res.cvd_share:.1%} at a {res.short_purge_s:.2g} s purge"
+        )
+        ax2.set_title(f"decay: tau {res.tau_s:.3g} s; {cvd}", fontsize=9)
+        ax2.legend(fontsize=8)
+        fig.subplots_adjust(left=0.07, wspace=0.25)
+        parts.append(
+            f"<h2>{_e(res.chemical)}: saturation curve and pressure decay</h2>"
+            + _img(fig, f"{res.chemical} saturation curve and pressure decay")
+        )
+        parts.append(
+            "<p>Per-pulse gains: "
+            + ", ".join(f"{g:.4g}" for g in s.gains)
+            + "</p><p>"
+            + (
+                "No QCM: the CVD share cannot be measured; the purge is the purge rule's "
+                f"(sim/purge.py, X = {res.cvd_x:.3g}) on the measured residence time: "
+                f"{_fmt(res.purge_s)}.</p>"
+                if math.isnan(res.cvd_share)
+                else f"CVD share at a {res.short_purge_s:.3g} s purge: {res.cvd_share:.2%} "
+                f"(X = {res.cvd_x:.3g}); shortest purge for CVD under 1 %: "
+                f"{_fmt(res.purge_s)}.</p>"
+            )
+        )
+        if res.saturation.reach < SOURCE_LIMITED:
+            parts.append(f"<p><b>{_source_note(res)}.</b></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def tune_recipe(
+    recipe: Path,
+    config: Path | None,
+    lines: tuple[str, ...],
+    write: Path | None,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    from aldctl.diagnostics import UserError
+    from aldctl.session import prepare
+
+    try:
+        prepared = prepare(recipe, config, ())
+    except UserError as exc:
+        for d in exc.diagnostics:
+            click.echo(d.format(), err=True)
+        sys.exit(2)
+    if not prepared.simulated:
+        click.echo(
+            "error: tune RECIPE runs its trial on a simulated tool only for now "
+            "(hint: on a real tool, run the trial yourself and give its thickness map: "
+            "--line X --map FILE --trial-dose T)",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        doses, cname = cycle_doses(recipe)
+        chems = {d.chemical for d in doses}
+        unknown = [c for c in lines if c not in chems]
+        if unknown:
+            click.echo(
+                f"error: --line {unknown[0]}: not dosed in cycle '{cname}' "
+                f"(hint: one of {', '.join(sorted(chems))})",
+                err=True,
+            )
+            sys.exit(2)
+        results = run_trial(prepared, doses, set(lines) or None)
+    except TrialError as exc:
+        click.echo(f"error: {recipe}: {exc}", err=True)
+        sys.exit(1)
+    sets, nodes = recommendations(doses, results)
+    page = report or Path(f"tune-{recipe.stem}.html")
+    page.write_text(report_html(recipe, results, sets), encoding="utf-8")
+    if write is not None:
+        text = recipe.read_text(encoding="utf-8")
+        tmp = write.with_name(write.name + ".tmp")
+        tmp.write_text(patch_recipe(text, sets, nodes), encoding="utf-8")
+        tmp.replace(write)
+    out = {
+        "recipe": str(recipe),
+        "cycle": cname,
+        "lines": {
+            r.chemical: {
+                "signal": r.signal,
+                "dose_s": r.saturation.dose_s,
+                "purge_s": r.purge_s,
+                "recipe_dose_s": r.recipe_pulse_s,
+                "recipe_purge_s": r.recipe_purge_s,
+                "residence_time_s": r.tau_s,
+                "valve_dead_s": r.saturation.dead_s,
+                "cvd_share_at_short_purge": None if math.isnan(r.cvd_share) else r.cvd_share,
+                "pulses": len(r.saturation.gains),
+                "single_pulse_reach": r.saturation.reach,
+            }
+            for r in results
+        },
+        "set": {k: _fmt(v) for k, v in sets.items()},
+        "report": str(page),
+        "patched": str(write) if write else None,
+    }
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for r in results:
+        click.echo(
+            f"{r.chemical}: dose {_fmt(_round_up_ms(r.saturation.dose_s))} "
+            f"(recipe {_fmt(r.recipe_pulse_s)}), "
+            f"purge {_fmt(_round_up_ms(r.purge_s))} (recipe {_fmt(r.recipe_purge_s)}); from the "
+            f"{r.signal}, {len(r.saturation.gains)} trial pulses, tau {r.tau_s:.3g} s"
+        )
+        if r.saturation.reach < SOURCE_LIMITED:
+            click.echo(f"  {_source_note(r)}")
+    if sets:
+        click.echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
+    if write is not None:
+        click.echo(f"patched recipe: {write}")
+    click.echo(f"report: {page}")
+
+
+def tune_from_map(
+    recipe: Path,
+    config: Path | None,
+    line: str,
+    map_file: Path,
+    trial_dose_s: float,
+    write: Path | None,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    """`tune RECIPE --line X --map FILE --trial-dose T`: the trial was the user's (the recipe
+    run with X's dose at T on any tool, real or simulated), the signal the thickness map they
+    measured after it. The dose comes from the map (``aldctl tune dose``'s method); no trial
+    here measured the purge, so it is the tool's purge rule (its residence time times its
+    purge factor), as validation asks."""
+    from aldctl.diagnostics import UserError
+    from aldctl.session import prepare
+    from aldctl.tune.dose import ProfileError, Refusal, fit_profile, read_profile
+
+    try:
+        prepared = prepare(recipe, config, ())
+    except UserError as exc:
+        for d in exc.diagnostics:
+            click.echo(d.format(), err=True)
+        sys.exit(2)
+    doses, cname = cycle_doses(recipe)
+    dose = next((d for d in doses if d.chemical == line), None)
+    if dose is None:
+        chems = ", ".join(sorted(d.chemical for d in doses))
+        click.echo(
+            f"error: --line {line}: not dosed in cycle '{cname}' (hint: one of {chems})", err=True
+        )
+        sys.exit(2)
+    try:
+        fit = fit_profile(read_profile(map_file), trial_dose_s)
+    except ProfileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    except Refusal as exc:
+        click.echo(f"error: {map_file}: {exc.message} (hint: {exc.hint})", err=True)
+        sys.exit(2)
+    chamber = prepared.tool.chamber
+    purge = float(chamber.residence_time) * float(chamber.purge_factor)
+    sets: dict[str, float] = {}
+    nodes: list[tuple[Any, float]] = []
+    for ref, val in (
+        (dose.pulse_ref, _round_up_ms(fit.saturation_dose_s)),
+        (dose.purge_ref, _round_up_ms(purge)),
+    ):
+        if ref is None:
+            continue
+        if ref[0] == "param":
+            sets[ref[1]] = val
+        elif ref[1] is not None:
+            nodes.append((ref[1], val))
+    page = report or Path(f"tune-{recipe.stem}.html")
+    page.write_text(_map_page(recipe, line, fit, purge, sets), encoding="utf-8")
+    if write is not None:
+        tmp = write.with_name(write.name + ".tmp")
+        tmp.write_text(
+            patch_recipe(recipe.read_text(encoding="utf-8"), sets, nodes), encoding="utf-8"
+        )
+        tmp.replace(write)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "recipe": str(recipe),
+                    "cycle": cname,
+                    "lines": {
+                        line: {
+                            "signal": "thickness map",
+                            "dose_s": fit.saturation_dose_s,
+                            "uncertainty_s": fit.uncertainty_s,
+                            "purge_s": purge,
+                            "purge_from": "the tool's purge rule",
+                            "recipe_dose_s": dose.pulse_s,
+                            "recipe_purge_s": dose.purge_s,
+                        }
+                    },
+                    "set": {k: _fmt(v) for k, v in sets.items()},
+                    "report": str(page),
+                    "patched": str(write) if write else None,
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"{line}: dose {_fmt(_round_up_ms(fit.saturation_dose_s))} +/- "
+        f"{_fmt(fit.uncertainty_s)} (recipe {_fmt(dose.pulse_s)}) from the thickness map; "
+        f"purge {_fmt(_round_up_ms(purge))} (recipe {_fmt(dose.purge_s)}) from the tool's purge "
+        f"rule ({float(chamber.purge_factor):g} x {float(chamber.residence_time):g} s)"
+    )
+    click.echo(fit.reasoning())
+    if sets:
+        click.echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
+    if write is not None:
+        click.echo(f"patched recipe: {write}")
+    click.echo(f"report: {page}")
+
+
+def _map_page(recipe: Path, line: str, fit: Any, purge: float, sets: dict[str, float]) -> str:
+    import numpy as np
+
+    from aldctl.front.report import CSS, _e, _fig, _img, _style
+
+    fig = _fig(8.0, 3.6)
+    ax = fig.subplots()
+    x = np.linspace(0.0, 1.0, 201)
+    ax.plot(
+        list(fit.positions), list(fit.fractions), "o", label=f"map after {_fmt(fit.trial_dose_s)}"
+    )
+    ax.plot(x, fit.model(x), "-", label="plug-flow Langmuir fit")
+    ax.plot(
+        x,
+        fit.model(x, fit.saturation_dose_s),
+        "--",
+        label=f"predicted at {_fmt(fit.saturation_dose_s)}",
+    )
+    ax.axhline(0.99, color="grey", lw=0.8, ls=":")
+    _style(ax, "position along the flow (fraction of the length)", "fraction of saturated growth")
+    ax.legend(fontsize=8)
+    args = " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items())
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>aldctl tune {_e(recipe.name)}</title><style>{CSS}</style></head><body>"
+        f"<h1>Dose tuning from a thickness map: {_e(recipe.name)}, {_e(line)}</h1>"
+        f"<p>Saturation dose {_fmt(fit.saturation_dose_s)} +/- {_fmt(fit.uncertainty_s)}; purge "
+        f"{_fmt(purge)} (the tool's purge rule). Overrides: <code>{_e(args)}</code></p>"
+        + _img(fig, "thickness map, fit and prediction")
+        + f"<p>{_e(fit.reasoning())}</p></body></html>"
+    )
