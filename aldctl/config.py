@@ -10,7 +10,8 @@ and provisions one line per chemical the recipe names (:func:`aldctl.session.pro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -614,7 +615,18 @@ def validation_diagnostics(
         diags.error(f"{path}: {msg}", loc, hint)
 
 
-def parse_tool(tree: yamlsrc.Node | None, file: str) -> ToolConfig:
+@dataclass(frozen=True)
+class KnownChemicals:
+    """The chemicals a config's lines may carry, and the hint for one that is unknown (given
+    by the caller: the catalogue lives in the simulator, which the engine never imports)."""
+
+    known: Collection[str]
+    hint: Callable[[str], str]
+
+
+def parse_tool(
+    tree: yamlsrc.Node | None, file: str, chemicals: KnownChemicals | None = None
+) -> ToolConfig:
     diags = Diagnostics()
     if not isinstance(tree, yamlsrc.Map):
         where = tree.loc if tree is not None else Location(file, 1, 1)
@@ -628,6 +640,14 @@ def parse_tool(tree: yamlsrc.Node | None, file: str) -> ToolConfig:
         raise AssertionError("unreachable") from None
     for path, msg, hint in tool.fail_safe_problems():
         diags.error(msg, _locate(tree, path, file), hint)
+    if chemicals is not None:
+        for name, line in tool.lines.items():
+            if line.chemical not in chemicals.known:
+                diags.error(
+                    f"lines.{name}.chemical: unknown chemical '{line.chemical}'",
+                    _locate(tree, ("lines", name, "chemical"), file),
+                    chemicals.hint(line.chemical),
+                )
     from drivers import registry
 
     installed = registry.available()
@@ -643,8 +663,8 @@ def parse_tool(tree: yamlsrc.Node | None, file: str) -> ToolConfig:
     return tool
 
 
-def load_tool(path: Path) -> ToolConfig:
-    return parse_tool(yamlsrc.load_file(path), str(path))
+def load_tool(path: Path, chemicals: KnownChemicals | None = None) -> ToolConfig:
+    return parse_tool(yamlsrc.load_file(path), str(path), chemicals)
 
 
 BUILTIN_NAME = "<built-in simulated tool>"

@@ -109,8 +109,20 @@ def provision_lines(tool: cfg.ToolConfig, chemicals: Iterable[str]) -> cfg.ToolC
     return tool.model_copy(update={"lines": lines, "devices": devices})
 
 
+def known_chemicals() -> cfg.KnownChemicals:
+    """The catalogue (shipped and the user's chemistry file) for checking a tool config."""
+    from aldctl.chemfile import unknown_chemical_hint
+    from sim import chemistry
+
+    cat = chemistry.catalogue()
+    return cfg.KnownChemicals(cat, lambda name: unknown_chemical_hint(name, cat))
+
+
 def load_tool(config: Path | None, chemicals: list[str]) -> cfg.ToolConfig:
-    tool = cfg.load_builtin() if config is None else cfg.load_tool(config)
+    from aldctl import chemfile
+
+    chemfile.ensure()
+    tool = cfg.load_builtin() if config is None else cfg.load_tool(config, known_chemicals())
     return provision_lines(tool, chemicals)
 
 
@@ -149,6 +161,9 @@ def prepare(
     ov = dict(overrides) if overrides is not None else parse_overrides(list(sets))
     # Recipe and tool are checked in one pass: a broken recipe does not hide a misspelled
     # driver in the config, or the other way round.
+    from aldctl import chemfile
+
+    chemfile.ensure()  # the user's chemistry file: its errors come first, and alone
     problems = Diagnostics()
     loaded: Loaded | None = None
     try:

@@ -37,6 +37,9 @@ class Kind(Enum):
     MASS = ("mass", "g", "[mass]", "25 g")
     AREA = ("area", "m**2", "[length]**2", "0.05 m**2")
     FRACTION = ("fraction", "percent", "", "10 %")
+    MOLAR_MASS = ("molar mass", "g/mol", "[mass]/[substance]", "72.09 g/mol")
+    DENSITY = ("density", "g/cm**3", "[mass]/[length]**3", "3.0 g/cm**3")
+    GROWTH = ("growth per cycle", "angstrom", "[length]", "1.0 angstrom")
 
     def __init__(self, label: str, unit: str, dims: str, example: str) -> None:
         self.label = label

@@ -77,6 +77,10 @@ class Chemical:
     decomposition_from: str = ""
     """"literature" or "assumed" (chemicals.yaml gives the source or the reasoning)."""
     decomposition_note: str = ""
+    origin: str = ""
+    """Where the entry comes from: "" for the shipped catalogue, else the user file."""
+    vapour_assumed: bool = False
+    """The vapour-pressure curve is an assumed engineering value, not a measured curve."""
 
     @property
     def is_dose(self) -> bool:
@@ -109,8 +113,11 @@ def _parse_vapour(spec: dict[str, list[float]] | None) -> VapourPressure | None:
 @cache
 def catalogue() -> dict[str, Chemical]:
     """All known chemicals by name (case-sensitive, as chemists write them)."""
+    from sim import userdata
+
     text = resources.files("sim.data").joinpath("chemicals.yaml").read_text(encoding="utf-8")
-    raw = yaml.load(text, Loader=_LOADER)["chemicals"]
+    raw = dict(yaml.load(text, Loader=_LOADER)["chemicals"])
+    raw.update(userdata.chemicals())  # a lab's own entries, replacing shipped ones by name
     out: dict[str, Chemical] = {}
     for name, spec in raw.items():
         dec = spec.get("decomposition")
@@ -130,6 +137,9 @@ def catalogue() -> dict[str, Chemical]:
             decomposition_onset_c=float(dec["onset"]) if dec else None,
             decomposition_from=str(dec.get("from", "")) if dec else "",
             decomposition_note=str(dec.get("note", "")) if dec else "",
+            origin=str(spec.get("origin", "")),
+            # chemicals.yaml: the "cc"/"antoine" curves are sourced, a "ref" point assumed
+            vapour_assumed=bool(spec.get("vapour_assumed", "ref" in (spec.get("vapour") or {}))),
         )
     return out
 

@@ -113,6 +113,10 @@ class Process:
     substrate_limits: Mapping[str, float] = field(default_factory=dict)
     hazards: tuple[str, ...] = ()
     note: str = ""
+    origin: str = ""
+    """"" for the shipped library (processes.yaml's five reviews), else the user file."""
+    source: str = ""
+    """Where the growth figures come from (the user file's ``source``)."""
 
     @property
     def is_supercycle(self) -> bool:
@@ -213,7 +217,9 @@ def _read(name: str) -> Any:
 
 @cache
 def phases() -> dict[str, Phase]:
-    raw = _read("library.yaml")["phases"]
+    from sim import userdata
+
+    raw = {**_read("library.yaml")["phases"], **userdata.phases()}
     return {
         name: Phase(
             name=name,
@@ -305,21 +311,43 @@ def _build(spec: Mapping[str, Any], params: Mapping[str, Any]) -> Process:
         substrate_limits=limits,
         hazards=tuple(spec.get("hazards", ())),
         note=str(spec.get("note", "")),
+        origin=str(spec.get("origin", "")),
+        source=str(spec.get("source", "")),
     )
 
 
 @cache
 def processes() -> dict[str, Process]:
     """Every process in the library, by id."""
+    from sim import userdata
+
     data = _read("processes.yaml")
     params = _read("library.yaml")["processes"]
-    return {str(p["id"]): _build(p, params[p["id"]]) for p in data["processes"]}
+    out = {str(p["id"]): _build(p, params[p["id"]]) for p in data["processes"]}
+    for spec, prm in userdata.processes():  # a lab's own, replacing shipped ones by id
+        out[str(spec["id"])] = _build(spec, prm)
+    return out
+
+
+def shipped_spec(pid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A shipped process's processes.yaml entry and library.yaml parameters (copies)."""
+    for p in _read("processes.yaml")["processes"]:
+        if p["id"] == pid:
+            return dict(p), dict(_read("library.yaml")["processes"][pid])
+    return None
 
 
 @cache
 def source_temperatures() -> dict[str, float]:
-    """Sublimation/evaporation temperatures the papers use, degC."""
-    return {k: float(v) for k, v in _read("processes.yaml")["source_temperatures"].items()}
+    """Sublimation/evaporation temperatures the papers use, degC (a lab's own source_T for
+    a chemical replaces the papers')."""
+    from sim import userdata
+
+    out = {k: float(v) for k, v in _read("processes.yaml")["source_temperatures"].items()}
+    for name, spec in userdata.chemicals().items():
+        if "source_T" in spec:
+            out[name] = float(spec["source_T"])
+    return out
 
 
 @cache

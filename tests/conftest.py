@@ -104,3 +104,19 @@ def _fill_disk(where: Path) -> Path:
         except OSError:
             pass
     return filler
+
+
+@pytest.fixture(autouse=True)
+def no_user_chemistry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts without a user chemistry file (a developer's own
+    ~/.config/aldctl/chemistry.yaml must not change what tests see), and whatever a test
+    installed into the simulator's catalogue is removed after it."""
+    monkeypatch.setenv("ALDCTL_CHEMISTRY", "")
+    yield
+    from aldctl import chemfile
+
+    if chemfile._state.active is not None:
+        from sim import userdata
+
+        userdata.install()
+        chemfile._state.active = None

@@ -88,8 +88,14 @@ def prepare(
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="aldctl")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option(
+    "--chemistry",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Your own chemicals and processes (YAML; default $ALDCTL_CHEMISTRY, else "
+    "chemistry.yaml in the user config dir). See `aldctl chemicals --help`.",
+)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, chemistry: Path | None) -> None:
     """Control and sequencing for ALD reactors.
 
     Recipes are YAML files that name chemicals, not valves; a tool configuration says
@@ -103,6 +109,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if chemistry is not None:
+        import os
+
+        # Through the environment, so run processes started from here (detached runs,
+        # the console's) read the same file.
+        os.environ["ALDCTL_CHEMISTRY"] = str(chemistry.absolute())
 
 
 @cli.command()
@@ -1314,6 +1326,175 @@ def sim_serve(
     except UserError as exc:
         _fail(exc.diagnostics)
     click.echo("stopped", err=True)
+
+
+def _load_chemistry() -> Path | None:
+    from aldctl import chemfile
+    from aldctl.diagnostics import UserError
+
+    try:
+        return chemfile.ensure()
+    except UserError as exc:
+        _fail(exc.diagnostics)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def chemicals(as_json: bool) -> None:
+    """List the chemicals aldctl knows, with sources and what is assumed.
+
+    The shipped catalogue (sim/data/chemicals.yaml) plus your own chemistry file, which
+    adds chemicals or replaces shipped entries. The file is found in this order:
+    --chemistry FILE, $ALDCTL_CHEMISTRY, chemistry.yaml in the user config directory
+    (~/.config/aldctl/ on Linux).
+
+    \b
+    A chemistry file (every value with its unit; errors are FILE:LINE:COL like a recipe's):
+      chemicals:
+        TEMAHf:
+          name: tetrakis(ethylmethylamido)hafnium
+          role: precursor              # precursor | coreactant | gas | plasma
+          state: liquid                # liquid | solid | gas
+          molar_mass: 410.9 g/mol
+          element: Hf                  # the cation it brings to the film
+          source_T: 75 degC
+          vapour: [{T: 75 degC, p: 0.1 Torr}, {T: 100 degC, p: 0.45 Torr}]
+          hazards: [water-reactive]
+          decomposition: {onset: 275 degC, from: literature, note: "where it comes from"}
+      processes:
+        HfO2-TEMAHf-H2O:
+          film: HfO2
+          half_reactions: [TEMAHf, H2O]
+          phase: {formula: HfO2, density: 9.7 g/cm**3, molar_mass: 210.5 g/mol,
+                  cations: {Hf: 1}}
+          window: [200 degC, 300 degC]
+          gpc: [{T: 250 degC, value: 1.0 angstrom}]
+          source: "our ellipsometry, 2026-11"
+
+    \b
+    Examples:
+      aldctl chemicals
+      aldctl --chemistry lab.yaml chemicals --json
+    """
+    from aldctl.hazards import INTERLOCK_LABELS, required
+    from sim import chemistry
+
+    path = _load_chemistry()
+    rows: list[dict[str, Any]] = []
+    for c in chemistry.catalogue().values():
+        vp = None
+        if c.vapour is not None and c.source_t_min is not None:
+            vp = c.vapour_pressure_torr(c.source_t_min)
+        rows.append(
+            {
+                "name": c.name,
+                "role": c.role.value,
+                "state": c.state.value,
+                "molar_mass_g_mol": c.molar_mass,
+                "source_T_C": c.source_t_min,
+                "source_T": None
+                if c.source_t_min is None
+                else ("assumed" if c.source_t_assumed else "data"),
+                "vapour_torr_at_source_T": vp,
+                "vapour": None
+                if c.vapour is None
+                else ("assumed" if c.vapour_assumed else "curve"),
+                "decomposition_onset_C": c.decomposition_onset_c,
+                "decomposition": c.decomposition_from or None,
+                "hazards": list(c.hazards),
+                "interlocks": sorted(required(c.hazards)),
+                "origin": c.origin or "shipped",
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"chemicals (user file: {path or 'none'})", title_justify="left")
+    for col in ("name", "role", "M g/mol", "source", "p at source", "onset", "hazards", "from"):
+        t.add_column(col)
+    for r in rows:
+        src = "-" if r["source_T_C"] is None else f"{r['source_T_C']:g} degC ({r['source_T']})"
+        vp_text = (
+            "-"
+            if r["vapour_torr_at_source_T"] is None
+            else f"{r['vapour_torr_at_source_T']:.2g} Torr ({r['vapour']})"
+        )
+        onset = (
+            "-"
+            if r["decomposition_onset_C"] is None
+            else f"{r['decomposition_onset_C']:g} degC ({r['decomposition']})"
+        )
+        hz = ", ".join(r["hazards"]) or "-"
+        if r["interlocks"]:
+            hz += " -> " + ", ".join(INTERLOCK_LABELS[i] for i in r["interlocks"])
+        t.add_row(
+            r["name"], r["role"], f"{r['molar_mass_g_mol']:g}", src, vp_text, onset, hz, r["origin"]
+        )
+    Console().print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def processes(as_json: bool) -> None:
+    """List the processes of the library, with their growth data and what it rests on.
+
+    The shipped library (sim/data/processes.yaml, five review papers) plus the processes
+    of your own chemistry file (see `aldctl chemicals --help`), which may replace a
+    shipped process with your tool's calibration: the same id with your 'gpc:' points.
+
+    \b
+    Examples:
+      aldctl processes
+      aldctl --chemistry lab.yaml processes --json
+    """
+    from sim import growthbasis, library
+
+    path = _load_chemistry()
+    rows: list[dict[str, Any]] = []
+    for p in library.processes().values():
+        b = growthbasis.summary(p)
+        rows.append(
+            {
+                "id": p.id,
+                "film": p.film,
+                "kind": p.kind,
+                "cycles": {k: list(c.chemicals) for k, c in p.cycles.items()},
+                "range_C": list(p.valid_range),
+                "window_C": list(p.window) if p.window else None,
+                "gpc_A": {k: [list(pt) for pt in c.points] for k, c in p.cycles.items()},
+                "basis": b.label,
+                "basis_detail": b.detail,
+                "uncertainty": b.uncertainty,
+                "source": p.source or ("" if p.origin else "processes.yaml (five reviews)"),
+                "origin": p.origin or "shipped",
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"processes (user file: {path or 'none'})", title_justify="left")
+    for col in ("id", "doses", "range degC", "growth A/cycle (T degC)", "rests on", "from"):
+        t.add_column(col)
+    for r in rows:
+        doses = " | ".join(
+            f"{k}: {'/'.join(v)}" if len(r["cycles"]) > 1 else "/".join(v)
+            for k, v in r["cycles"].items()
+        )
+        gpc = "; ".join(
+            (f"{k}: " if len(r["gpc_A"]) > 1 else "")
+            + ", ".join(f"{g:g} ({t_:g})" for t_, g in pts)
+            for k, pts in r["gpc_A"].items()
+        )
+        lo, hi = r["range_C"]
+        u = f" +-{r['uncertainty']:.0%}" if r["uncertainty"] is not None else ""
+        t.add_row(r["id"], doses, f"{lo:g}-{hi:g}", gpc, r["basis"] + u, r["origin"])
+    Console().print(t)
 
 
 @cli.group()

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
+from aldctl.chemfile import unknown_chemical_hint
 from aldctl.config import ToolConfig
 from aldctl.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean
 from aldctl.recipe import model as m
@@ -504,8 +505,7 @@ class _Compiler:
             self.d.error(
                 f"unknown chemical '{name}'",
                 loc,
-                did_you_mean(name, [*chemistry.catalogue(), *self.tool.lines])
-                or "see the chemical catalogue in sim/data/chemicals.yaml",
+                unknown_chemical_hint(name, [*chemistry.catalogue(), *self.tool.lines]),
             )
         elif chem.name != name:
             self.d.error(f"unknown chemical '{name}'", loc, f"did you mean '{chem.name}'?")
@@ -786,11 +786,27 @@ class _Compiler:
             known = [*self.temp_channels, *self.flow_channels] + (
                 ["ozone"] if self.tool.ozone else []
             )
-            self.d.error(
-                f"tool '{self.tool.name}' has no channel '{ch}'",
-                sp.loc,
-                did_you_mean(ch, known) or ("channels: " + ", ".join(sorted(known))),
-            )
+            if not self._unknown_chemical_channel(ch, sp.loc):
+                self.d.error(
+                    f"tool '{self.tool.name}' has no channel '{ch}'",
+                    sp.loc,
+                    did_you_mean(ch, known) or ("channels: " + ", ".join(sorted(known))),
+                )
+
+    def _unknown_chemical_channel(self, ch: str, loc: Location) -> bool:
+        """``source.X``/``line.X`` of a chemical nobody knows: say that, not "no channel"
+        (one misspelt chemical must not read as a list of missing heaters)."""
+        role, sep, name = ch.partition(".")
+        if not sep or role not in ("source", "line") or name in self.tool.lines:
+            return False
+        if chemistry.lookup(name) is not None:
+            return False
+        self.d.error(
+            f"unknown chemical '{name}' (in '{ch}')",
+            loc,
+            unknown_chemical_hint(name, [*chemistry.catalogue(), *self.tool.lines]),
+        )
+        return True
 
     def set_ozone(self, value: float, loc: Location, b: _Body) -> None:
         oz = self.tool.ozone
@@ -854,11 +870,12 @@ class _Compiler:
                 sp = self.state.flows.get(c.channel)
             else:
                 known = [*self.temp_channels, *self.flow_channels, "pressure"]
-                self.d.error(
-                    f"tool '{self.tool.name}' has no channel '{c.channel}'",
-                    c.loc,
-                    did_you_mean(c.channel, known),
-                )
+                if not self._unknown_chemical_channel(c.channel, c.loc):
+                    self.d.error(
+                        f"tool '{self.tool.name}' has no channel '{c.channel}'",
+                        c.loc,
+                        did_you_mean(c.channel, known),
+                    )
                 continue
             if c.relation is m.Relation.WITHIN and sp is None:
                 self.d.error(

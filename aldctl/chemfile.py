@@ -1,0 +1,812 @@
+"""Your own chemistry: a lab's chemicals and processes, in a file of its own.
+
+The shipped catalogue (``sim/data/chemicals.yaml``) and process library
+(``sim/data/processes.yaml`` + ``library.yaml``) are package files. A lab adds chemicals
+(TEMAHf), adds processes (HfO2 from TEMAHf and water) or replaces a shipped process with its
+own calibration (its ellipsometry GPC, so that ``target:`` computes the right cycle count)
+in one YAML file, found in this order:
+
+1. ``--chemistry FILE`` on the command line (it sets ``$ALDCTL_CHEMISTRY``, so run processes
+   started from that command read the same file);
+2. ``$ALDCTL_CHEMISTRY`` (an empty value: no user file at all);
+3. ``chemistry.yaml`` in the platform's user config directory
+   (``~/.config/aldctl/chemistry.yaml`` on Linux).
+
+The file is checked like a recipe: every problem at once, each with ``file:line:col`` and a
+hint. What it holds is handed to the simulator's catalogue and library
+(:mod:`sim.userdata`), so validation, plan, simulate and run all see the same chemistry.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aldctl import units, yamlsrc
+from aldctl.diagnostics import Diagnostics, Location, UserError, did_you_mean
+from aldctl.units import Kind
+
+ENV = "ALDCTL_CHEMISTRY"
+FILE_NAME = "chemistry.yaml"
+
+ADD_HINT = (
+    "a chemical aldctl does not ship is described in your own chemistry file "
+    "(--chemistry FILE, $ALDCTL_CHEMISTRY or ~/.config/aldctl/chemistry.yaml; see "
+    "`aldctl chemicals --help`)"
+)
+"""How to add a chemical: the end of every unknown-chemical hint."""
+
+
+def unknown_chemical_hint(name: str, choices: Iterable[str]) -> str:
+    """'did you mean X?' where a known name is close, and always how to add a new one."""
+    close = did_you_mean(name, choices)
+    if close.startswith("did you mean"):
+        return f"{close} If '{name}' is a new chemical: {ADD_HINT}"
+    return ADD_HINT
+
+
+ROLES = ("precursor", "coreactant", "gas", "plasma")
+STATES = ("liquid", "solid", "gas")
+KINDS = ("thermal", "PEALD", "ternary", "supercycle", "MLD")
+ORIGINS = ("literature", "measured", "assumed")
+
+_ASSUMED_DH_KJ = 70.0
+"""Enthalpy of vaporisation (kJ/mol) assumed when a chemical gives only its source
+temperature: a typical metal-organic value (60-100 kJ/mol); its vapour pressure is then
+taken as 0.1 Torr at that temperature, the usual working point of a heated source."""
+_ASSUMED_P_TORR = 0.1
+_R = 8.314462618
+
+
+def default_path() -> Path | None:
+    """The user file in effect: $ALDCTL_CHEMISTRY, or the platform config dir's."""
+    env = os.environ.get(ENV)
+    if env is not None:
+        return Path(env) if env.strip() else None
+    from platformdirs import user_config_path
+
+    p = user_config_path("aldctl") / FILE_NAME
+    return p if p.is_file() else None
+
+
+@dataclass
+class UserChemistry:
+    path: str
+    chemicals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    processes: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    active: tuple[str, float] | None = None
+    """(resolved path, mtime) of the file installed in the simulator's catalogue."""
+
+
+_state = _State()
+
+
+def ensure() -> Path | None:
+    """Load the user file in effect into the simulator's catalogue and library (once per
+    file version); UserError with every problem when the file is wrong. Returns its path."""
+    path = default_path()
+    if path is None:
+        if _state.active is not None:
+            from sim import userdata
+
+            userdata.install()
+            _state.active = None
+        return None
+    try:
+        stamp = path.stat().st_mtime
+    except OSError as exc:
+        raise UserError(
+            f"{path}: cannot read the chemistry file ({exc.strerror}) "
+            f"(hint: it comes from {'$' + ENV if os.environ.get(ENV) else 'the config dir'})"
+        ) from None
+    key = (str(path.resolve()), stamp)
+    if _state.active == key:
+        return path
+    user = load(path)
+    install(user)
+    _state.active = key
+    return path
+
+
+def install(user: UserChemistry) -> None:
+    from sim import userdata
+
+    userdata.install(user.chemicals, user.processes, user.phases)
+
+
+def load(path: Path) -> UserChemistry:
+    return parse(yamlsrc.load_file(path), str(path))
+
+
+# ---------------------------------------------------------------------- parsing
+
+
+class _Parser:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.d = Diagnostics()
+
+    def err(self, msg: str, loc: Location, hint: str = "") -> None:
+        self.d.error(msg, loc, hint)
+
+    def keys(self, node: yamlsrc.Map, allowed: tuple[str, ...], what: str) -> None:
+        for k, _ in node.entries:
+            if str(k.value) not in allowed:
+                self.err(
+                    f"{what}: unknown key '{k.value}'",
+                    k.loc,
+                    did_you_mean(str(k.value), allowed) or "expected one of: " + ", ".join(allowed),
+                )
+
+    def need(self, node: yamlsrc.Map, key: str, what: str) -> yamlsrc.Node | None:
+        v = node.get(key)
+        if v is None:
+            self.err(f"{what}: missing '{key}'", node.loc)
+        return v
+
+    def quantity(self, node: yamlsrc.Node | None, kind: Kind, what: str) -> float | None:
+        if node is None:
+            return None
+        if not isinstance(node, yamlsrc.Scalar):
+            self.err(f"{what}: expected a {kind.label} like '{kind.example}'", node.loc)
+            return None
+        try:
+            return units.parse_value(node.value, kind)
+        except units.UnitError as exc:
+            self.err(f"{what}: {exc.message}", node.loc, exc.hint)
+            return None
+
+    def number(self, node: yamlsrc.Node | None, what: str, positive: bool = True) -> float | None:
+        if node is None:
+            return None
+        if (
+            not isinstance(node, yamlsrc.Scalar)
+            or isinstance(node.value, bool)
+            or not isinstance(node.value, int | float)
+            or not math.isfinite(node.value)
+            or (positive and node.value <= 0)
+        ):
+            self.err(f"{what}: expected a {'positive ' if positive else ''}number", node.loc)
+            return None
+        return float(node.value)
+
+    def text(self, node: yamlsrc.Node | None, what: str) -> str | None:
+        if node is None:
+            return None
+        if not isinstance(node, yamlsrc.Scalar) or node.value is None:
+            self.err(f"{what}: expected text", node.loc)
+            return None
+        return str(node.value)
+
+    def choice(self, node: yamlsrc.Node | None, options: tuple[str, ...], what: str) -> str | None:
+        t = self.text(node, what)
+        if t is None or node is None:
+            return None
+        if t not in options:
+            self.err(
+                f"{what}: '{t}' is not one of {', '.join(options)}",
+                node.loc,
+                did_you_mean(t, options),
+            )
+            return None
+        return t
+
+    def words(self, node: yamlsrc.Node | None, what: str) -> list[str] | None:
+        if node is None:
+            return None
+        if not isinstance(node, yamlsrc.Seq) or not all(
+            isinstance(n, yamlsrc.Scalar) and isinstance(n.value, str) and n.value for n in node
+        ):
+            self.err(f"{what}: expected a list of names, like [TEMAHf, H2O]", node.loc)
+            return None
+        return [str(n.value) for n in node if isinstance(n, yamlsrc.Scalar)]
+
+
+def parse(tree: yamlsrc.Node | None, file: str) -> UserChemistry:
+    """Check a chemistry file and turn it into the simulator's data shapes."""
+    from sim import chemistry, library
+
+    p = _Parser(file)
+    out = UserChemistry(path=file)
+    if tree is None:
+        return out
+    if not isinstance(tree, yamlsrc.Map):
+        p.err("a chemistry file is a mapping with 'chemicals:' and/or 'processes:'", tree.loc)
+        p.d.raise_if_errors()
+    assert isinstance(tree, yamlsrc.Map)
+    p.keys(tree, ("chemicals", "processes"), "chemistry file")
+    chems = tree.get("chemicals")
+    if chems is not None:
+        if not isinstance(chems, yamlsrc.Map):
+            p.err("chemicals: expected a mapping of name -> description", chems.loc)
+        else:
+            for k, v in chems.entries:
+                spec = _chemical(p, str(k.value), v, k.loc, file)
+                if spec is not None:
+                    out.chemicals[str(k.value)] = spec
+    # Processes are checked against the shipped catalogue plus this file's chemicals.
+    known = set(chemistry.catalogue()) | set(out.chemicals)
+    if isinstance(chems, yamlsrc.Map):  # an entry with errors still counts as named
+        known |= {str(k) for k in chems}
+    shipped_cat = chemistry.catalogue()
+    roles = {n: str(s.get("role")) for n, s in out.chemicals.items()}
+    roles.update({n: c.role.value for n, c in shipped_cat.items() if n not in roles})
+    if isinstance(chems, yamlsrc.Map):
+        for k, v in chems.entries:
+            r = v.get("role") if isinstance(v, yamlsrc.Map) else None
+            if isinstance(r, yamlsrc.Scalar):
+                roles.setdefault(str(k.value), str(r.value))
+    elements = {n: s.get("element") for n, s in out.chemicals.items()}
+    procs = tree.get("processes")
+    if procs is not None:
+        if not isinstance(procs, yamlsrc.Map):
+            p.err("processes: expected a mapping of process id -> description", procs.loc)
+        else:
+            phases = set(library.phases())
+            for k, v in procs.entries:
+                got = _process(p, str(k.value), v, k.loc, known, roles, phases, out)
+                if got is not None:
+                    out.processes.append(got)
+    del elements
+    p.d.raise_if_errors()
+    _check_builds(p, out, procs)
+    return out
+
+
+def _check_builds(p: _Parser, out: UserChemistry, procs: yamlsrc.Node | None) -> None:
+    """Build every process with the file's data installed: what the checks above cannot
+    see (a ratio naming a subcycle the process does not have) is found here, located."""
+    from sim import library, userdata
+
+    before = (dict(userdata.chemicals()), list(userdata.processes()), dict(userdata.phases()))
+    try:
+        userdata.install(out.chemicals, out.processes, out.phases)
+        for spec, params in out.processes:
+            pid = str(spec["id"])
+            try:
+                proc = library._build(spec, params)
+                for pub in proc.published:
+                    for k in pub.ratio or {}:
+                        if k not in proc.cycles:
+                            raise KeyError(f"ratio names '{k}', not a subcycle")
+            except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
+                loc = procs.key_loc(pid) if isinstance(procs, yamlsrc.Map) else None
+                p.err(
+                    f"processes.{pid}: incomplete process description ({exc})",
+                    loc or Location(p.file, 1, 1),
+                )
+    finally:
+        userdata.install(*before)
+    p.d.raise_if_errors()
+
+
+_CHEM_KEYS = (
+    "name",
+    "formula",
+    "role",
+    "state",
+    "molar_mass",
+    "element",
+    "source_T",
+    "vapour",
+    "hazards",
+    "decomposition",
+    "gas",
+    "source",
+)
+
+
+def _chemical(
+    p: _Parser, name: str, node: yamlsrc.Node, kloc: Location, file: str
+) -> dict[str, Any] | None:
+    from sim import chemistry
+
+    what = f"chemicals.{name}"
+    if not isinstance(node, yamlsrc.Map):
+        p.err(f"{what}: expected a mapping (role, state, molar_mass, ...)", node.loc)
+        return None
+    n_before = len(p.d.errors)
+    p.keys(node, _CHEM_KEYS, what)
+    shipped = chemistry.catalogue().get(name)
+    role = p.choice(node.get("role"), ROLES, f"{what}.role")
+    state = p.choice(node.get("state"), STATES, f"{what}.state")
+    if shipped is None:
+        for key in ("role", "state", "molar_mass"):
+            p.need(node, key, what)
+    role = role or (shipped.role.value if shipped else None)
+    state = state or (shipped.state.value if shipped else None)
+    mass = p.quantity(node.get("molar_mass"), Kind.MOLAR_MASS, f"{what}.molar_mass")
+    if mass is not None and mass <= 0:
+        p.err(f"{what}.molar_mass: must be positive", node.loc)
+    src_t = p.quantity(node.get("source_T"), Kind.TEMPERATURE, f"{what}.source_T")
+    hazards = p.words(node.get("hazards"), f"{what}.hazards")
+    if hazards is not None:
+        from aldctl.hazards import CLASSES
+
+        hz = node.get("hazards")
+        for h in hazards:
+            if h not in CLASSES and isinstance(hz, yamlsrc.Seq):
+                p.err(
+                    f"{what}.hazards: unknown hazard class '{h}'",
+                    hz.loc,
+                    did_you_mean(h, CLASSES) or "classes: " + ", ".join(CLASSES),
+                )
+    spec: dict[str, Any] = {}
+    if shipped is not None:  # replace only what the lab gives
+        spec = _shipped_chemical_spec(shipped)
+    spec["origin"] = file
+    spec["formula"] = p.text(node.get("formula"), f"{what}.formula") or spec.get("formula", name)
+    spec["name"] = p.text(node.get("name"), f"{what}.name") or spec.get("name", name)
+    if role:
+        spec["role"] = role
+    if state:
+        spec["state"] = state
+    if mass is not None:
+        spec["mass"] = mass
+    element = p.text(node.get("element"), f"{what}.element")
+    if element is not None:
+        spec["element"] = element
+    elif role == "precursor" and "element" not in spec:
+        p.err(
+            f"{what}: a precursor names the element it brings to the film ('element: Hf')",
+            kloc,
+        )
+    if hazards is not None:
+        spec["hazards"] = hazards
+    spec.setdefault("hazards", [])
+    gas = p.text(node.get("gas"), f"{what}.gas")
+    if gas is not None:
+        spec["gas"] = gas
+    elif role == "plasma" and "gas" not in spec:
+        p.err(f"{what}: a plasma chemical names its feed gas ('gas: O2')", kloc)
+    if src_t is not None:
+        spec["source_T"] = src_t
+        spec["source_T_from"] = "data"
+    vap = node.get("vapour")
+    if vap is not None:
+        curve = _vapour(p, vap, what)
+        if curve is not None:
+            spec["vapour"] = curve
+            spec["vapour_assumed"] = False
+    elif state in ("liquid", "solid") and "vapour" not in spec:
+        if src_t is None:
+            p.err(
+                f"{what}: a {state} source needs its vapour pressure: 'vapour:' (points or "
+                "a curve) or at least 'source_T:'",
+                kloc,
+                "vapour: [{T: 75 degC, p: 0.1 Torr}, {T: 100 degC, p: 0.5 Torr}]",
+            )
+        else:
+            spec["vapour"] = {"ref": [_ASSUMED_P_TORR, src_t, _ASSUMED_DH_KJ]}
+            spec["vapour_assumed"] = True
+    if state == "gas":
+        spec.pop("vapour", None)
+    dec = node.get("decomposition")
+    if dec is not None:
+        d = _decomposition(p, dec, what)
+        if d is not None:
+            spec["decomposition"] = d
+    source = p.text(node.get("source"), f"{what}.source")
+    if source is not None:
+        spec["source"] = source
+    return spec if len(p.d.errors) == n_before else None
+
+
+def _shipped_chemical_spec(c: Any) -> dict[str, Any]:
+    from sim import chemistry
+
+    spec: dict[str, Any] = {
+        "formula": c.formula,
+        "name": c.long_name,
+        "role": c.role.value,
+        "state": c.state.value,
+        "mass": c.molar_mass,
+        "hazards": list(c.hazards),
+    }
+    if c.element:
+        spec["element"] = c.element
+    if c.feed_gas:
+        spec["gas"] = c.feed_gas
+    if c.source_t_min is not None:
+        spec["source_T"] = c.source_t_min
+        spec["source_T_from"] = "assumed" if c.source_t_assumed else "data"
+    if c.vapour is not None:
+        v: chemistry.VapourPressure = c.vapour
+        spec["vapour"] = {"antoine": [v.a, v.b, v.c]} if v.celsius else {"cc": [v.a, v.b]}
+        spec["vapour_assumed"] = c.vapour_assumed
+    if c.decomposition_onset_c is not None:
+        spec["decomposition"] = {
+            "onset": c.decomposition_onset_c,
+            "from": c.decomposition_from,
+            "note": c.decomposition_note,
+        }
+    return spec
+
+
+def _vapour(p: _Parser, node: yamlsrc.Node, what: str) -> dict[str, list[float]] | None:
+    where = f"{what}.vapour"
+    if isinstance(node, yamlsrc.Map):
+        p.keys(node, ("antoine", "cc"), where)
+        for form, n_coef in (("antoine", 3), ("cc", 2)):
+            sub = node.get(form)
+            if sub is None:
+                continue
+            if not isinstance(sub, yamlsrc.Seq) or len(sub) != n_coef:
+                p.err(f"{where}.{form}: expected {n_coef} numbers", sub.loc)
+                return None
+            coefs = [p.number(n, f"{where}.{form}", positive=False) for n in sub]
+            if any(c is None for c in coefs):
+                return None
+            return {form: [float(c) for c in coefs if c is not None]}
+        p.err(f"{where}: expected points or {{antoine: [A, B, C]}} or {{cc: [A, B]}}", node.loc)
+        return None
+    if not isinstance(node, yamlsrc.Seq) or len(node) < 2:
+        p.err(
+            f"{where}: give two or more points [{{T: ..., p: ...}}, ...] (log p is fitted "
+            "linear in 1/T), or {antoine: [A, B, C]} (log10 Torr, degC), or {cc: [A, B]}",
+            node.loc,
+        )
+        return None
+    pts: list[tuple[float, float]] = []
+    for item in node:
+        if not isinstance(item, yamlsrc.Map):
+            p.err(f"{where}: each point is {{T: 75 degC, p: 0.1 Torr}}", item.loc)
+            continue
+        p.keys(item, ("T", "p"), where)
+        t = p.quantity(p.need(item, "T", where), Kind.TEMPERATURE, f"{where}.T")
+        pr = p.quantity(p.need(item, "p", where), Kind.PRESSURE, f"{where}.p")
+        if pr is not None and pr <= 0:
+            p.err(f"{where}.p: a vapour pressure is positive", item.loc)
+            continue
+        if t is not None and pr is not None:
+            pts.append((t, pr))
+    if len(pts) < len(node):
+        return None
+    xs = [1.0 / (t + 273.15) for t, _ in pts]
+    ys = [math.log10(pr) for _, pr in pts]
+    if len(set(xs)) < 2:
+        p.err(f"{where}: the points need two different temperatures", node.loc)
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    if slope >= 0:
+        p.err(f"{where}: vapour pressure must rise with temperature", node.loc)
+        return None
+    return {"cc": [my - slope * mx, -slope]}
+
+
+def _decomposition(p: _Parser, node: yamlsrc.Node, what: str) -> dict[str, Any] | None:
+    where = f"{what}.decomposition"
+    if not isinstance(node, yamlsrc.Map):
+        p.err(f"{where}: expected {{onset: 275 degC, from: literature, note: ...}}", node.loc)
+        return None
+    p.keys(node, ("onset", "from", "note"), where)
+    onset = p.quantity(p.need(node, "onset", where), Kind.TEMPERATURE, f"{where}.onset")
+    origin = p.choice(p.need(node, "from", where), ORIGINS, f"{where}.from")
+    note = p.text(node.get("note"), f"{where}.note") or ""
+    if origin in ("literature", "measured") and not note:
+        p.err(f"{where}: say where the onset comes from in 'note:'", node.loc)
+    if onset is None or origin is None:
+        return None
+    return {"onset": onset, "from": origin, "note": note}
+
+
+_PROC_KEYS = (
+    "film",
+    "kind",
+    "half_reactions",
+    "subcycles",
+    "phase",
+    "window",
+    "gpc",
+    "gpc_vs_ratio",
+    "T",
+    "interaction",
+    "substrate_limit",
+    "source",
+    "note",
+)
+
+
+def _points(
+    p: _Parser, node: yamlsrc.Node | None, where: str, value_key: str = "value"
+) -> list[dict[str, float]] | None:
+    if node is None:
+        return None
+    if not isinstance(node, yamlsrc.Seq) or len(node) == 0:
+        p.err(f"{where}: expected a list of {{T: 250 degC, {value_key}: 1.0 angstrom}}", node.loc)
+        return None
+    out: list[dict[str, float]] = []
+    for item in node:
+        if not isinstance(item, yamlsrc.Map):
+            p.err(f"{where}: each point is {{T: 250 degC, {value_key}: 1.0 angstrom}}", item.loc)
+            continue
+        p.keys(item, ("T", value_key), where)
+        t = p.quantity(p.need(item, "T", where), Kind.TEMPERATURE, f"{where}.T")
+        g = p.quantity(p.need(item, value_key, where), Kind.GROWTH, f"{where}.{value_key}")
+        if g is not None and g <= 0:
+            p.err(f"{where}.{value_key}: growth per cycle is positive", item.loc)
+            continue
+        if t is not None and g is not None:
+            out.append({"T": t, value_key: g})
+    ts = [pt["T"] for pt in out]
+    if len(set(ts)) != len(ts):
+        p.err(f"{where}: two points at the same temperature", node.loc)
+        return None
+    return out if len(out) == len(node) else None
+
+
+def _phase(
+    p: _Parser, node: yamlsrc.Node, where: str, pid: str, phases: set[str], out: UserChemistry
+) -> str | None:
+    if isinstance(node, yamlsrc.Scalar):
+        name = str(node.value)
+        if name not in phases and name not in out.phases:
+            p.err(
+                f"{where}: no film phase '{name}'",
+                node.loc,
+                did_you_mean(name, [*phases, *out.phases])
+                or "describe it: {formula: HfO2, density: 9.7 g/cm**3, molar_mass: "
+                "210.5 g/mol, cations: {Hf: 1}}",
+            )
+            return None
+        return name
+    if not isinstance(node, yamlsrc.Map):
+        p.err(f"{where}: a phase name or {{formula, density, molar_mass, cations}}", node.loc)
+        return None
+    p.keys(node, ("formula", "density", "molar_mass", "cations"), where)
+    formula = p.text(p.need(node, "formula", where), f"{where}.formula")
+    dens = p.quantity(p.need(node, "density", where), Kind.DENSITY, f"{where}.density")
+    mm = p.quantity(p.need(node, "molar_mass", where), Kind.MOLAR_MASS, f"{where}.molar_mass")
+    cat = p.need(node, "cations", where)
+    cations: dict[str, float] = {}
+    if isinstance(cat, yamlsrc.Map):
+        for k, v in cat.entries:
+            n = p.number(v, f"{where}.cations.{k.value}")
+            if n is not None:
+                cations[str(k.value)] = n
+    elif cat is not None:
+        p.err(f"{where}.cations: expected {{element: count}}, like {{Hf: 1}}", cat.loc)
+    if formula is None or dens is None or mm is None or not cations:
+        return None
+    name = f"{pid}:{formula}"
+    out.phases[name] = {
+        "formula": formula,
+        "density": dens,
+        "molar_mass": mm,
+        "cations": cations,
+    }
+    return name
+
+
+def _doses(
+    p: _Parser,
+    node: yamlsrc.Node | None,
+    where: str,
+    known: set[str],
+    roles: dict[str, str],
+) -> list[str] | None:
+    names = p.words(node, where)
+    if names is None or node is None:
+        return None
+    ok = True
+    for n in names:
+        if n not in known:
+            p.err(
+                f"{where}: unknown chemical '{n}'",
+                node.loc,
+                (did_you_mean(n, known) + "; " if did_you_mean(n, known) else "")
+                + "add it under 'chemicals:' in this file",
+            )
+            ok = False
+    if ok and not any(roles.get(n) == "precursor" for n in names):
+        p.err(f"{where}: no precursor among {', '.join(names)}", node.loc)
+        ok = False
+    return names if ok else None
+
+
+def _process(
+    p: _Parser,
+    pid: str,
+    node: yamlsrc.Node,
+    kloc: Location,
+    known: set[str],
+    roles: dict[str, str],
+    phases: set[str],
+    out: UserChemistry,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    from sim import library
+
+    what = f"processes.{pid}"
+    if not isinstance(node, yamlsrc.Map):
+        p.err(f"{what}: expected a mapping (film, half_reactions, gpc, ...)", node.loc)
+        return None
+    n_before = len(p.d.errors)
+    p.keys(node, _PROC_KEYS, what)
+    shipped = library.shipped_spec(pid)
+    spec: dict[str, Any]
+    params: dict[str, Any]
+    if shipped is not None:
+        spec, params = shipped
+        spec.pop("gpc_value", None) if "gpc" in node or "gpc_vs_ratio" in node else None
+    else:
+        spec, params = {"id": pid}, {}
+        for key in ("film", "phase"):
+            if key not in node and not (key == "phase" and "subcycles" in node):
+                p.err(f"{what}: missing '{key}'", node.loc)
+        if "half_reactions" not in node and "subcycles" not in node:
+            p.err(
+                f"{what}: say what it doses: 'half_reactions: [TEMAHf, H2O]' or "
+                "'subcycles: {...}'",
+                node.loc,
+            )
+        if "gpc" not in node and "gpc_vs_ratio" not in node and "subcycles" not in node:
+            p.err(f"{what}: missing 'gpc' (growth per cycle vs temperature)", node.loc)
+    spec["origin"] = p.file
+    film = p.text(node.get("film"), f"{what}.film")
+    if film:
+        spec["film"] = film
+    kind = p.choice(node.get("kind"), KINDS, f"{what}.kind")
+    spec["kind"] = kind or spec.get("kind", "supercycle" if "subcycles" in node else "thermal")
+    hr = node.get("half_reactions")
+    if hr is not None:
+        doses = _doses(p, hr, f"{what}.half_reactions", known, roles)
+        if doses is not None:
+            spec["half_reactions"] = doses
+    ph = node.get("phase")
+    if ph is not None:
+        name = _phase(p, ph, f"{what}.phase", pid, phases, out)
+        if name:
+            params["phase"] = name
+    win = node.get("window")
+    if win is not None:
+        if not isinstance(win, yamlsrc.Seq) or len(win) != 2:
+            p.err(f"{what}.window: expected [low, high], like [200 degC, 300 degC]", win.loc)
+        else:
+            lo, hi = (p.quantity(n, Kind.TEMPERATURE, f"{what}.window") for n in win)
+            if lo is not None and hi is not None:
+                if lo >= hi:
+                    p.err(f"{what}.window: low must be below high", win.loc)
+                else:
+                    spec["window"] = [lo, hi]
+    gpc = _points(p, node.get("gpc"), f"{what}.gpc")
+    if gpc is not None:
+        if "subcycles" in spec or "subcycles" in node:
+            spec["gpc"] = gpc
+        else:
+            spec["gpc"] = gpc
+            params.pop("assumed_gpc", None)
+    t_node = node.get("T")
+    if t_node is not None:
+        t = p.quantity(t_node, Kind.TEMPERATURE, f"{what}.T")
+        if t is not None:
+            spec["T"] = t
+    subs = node.get("subcycles")
+    if subs is not None:
+        _subcycles(p, subs, what, known, roles, phases, out, spec, params)
+    gvr = node.get("gpc_vs_ratio")
+    if gvr is not None:
+        _ratio_points(p, gvr, what, spec)
+    inter = node.get("interaction")
+    if inter is not None:
+        _interaction(p, inter, what, spec, params)
+    lim = node.get("substrate_limit")
+    if lim is not None:
+        if not isinstance(lim, yamlsrc.Map):
+            p.err(f"{what}.substrate_limit: expected {{Li-metal: 150 degC}}", lim.loc)
+        else:
+            spec["substrate_limit"] = {
+                str(k.value): q
+                for k, v in lim.entries
+                if (q := p.quantity(v, Kind.TEMPERATURE, f"{what}.substrate_limit")) is not None
+            }
+    for key in ("source", "note"):
+        t2 = p.text(node.get(key), f"{what}.{key}")
+        if t2 is not None:
+            spec[key] = t2
+    if "source" not in spec and shipped is None:
+        p.err(
+            f"{what}: say where the growth figures come from in 'source:' (a paper, your "
+            "ellipsometry of date ...)",
+            kloc,
+        )
+    if len(p.d.errors) != n_before:
+        return None
+    return spec, params
+
+
+def _subcycles(
+    p: _Parser,
+    node: yamlsrc.Node,
+    what: str,
+    known: set[str],
+    roles: dict[str, str],
+    phases: set[str],
+    out: UserChemistry,
+    spec: dict[str, Any],
+    params: dict[str, Any],
+) -> None:
+    where = f"{what}.subcycles"
+    if not isinstance(node, yamlsrc.Map) or len(node) < 2:
+        p.err(
+            f"{where}: two or more named subcycles, each {{doses: [...], phase: ..., gpc: "
+            "[{T: ..., gpc: ...}]}} (growth per subcycle)",
+            node.loc,
+        )
+        return
+    subs: dict[str, list[str]] = {}
+    cycles: dict[str, Any] = {}
+    for k, v in node.entries:
+        w = f"{where}.{k.value}"
+        if not isinstance(v, yamlsrc.Map):
+            p.err(f"{w}: expected {{doses, phase, gpc}}", v.loc)
+            continue
+        p.keys(v, ("doses", "phase", "gpc"), w)
+        doses = _doses(p, p.need(v, "doses", w), f"{w}.doses", known, roles)
+        ph_node = p.need(v, "phase", w)
+        ph = _phase(p, ph_node, f"{w}.phase", str(k.value), phases, out) if ph_node else None
+        pts = _points(p, p.need(v, "gpc", w), f"{w}.gpc", "gpc")
+        if doses is not None and ph is not None and pts is not None:
+            subs[str(k.value)] = doses
+            cycles[str(k.value)] = {"phase": ph, "gpc": pts}
+    spec["subcycles"] = subs
+    params["cycles"] = cycles
+    params.pop("range_ratios", None)
+    spec.pop("gpc_range", None)
+    spec.pop("gpc_value", None)
+    if "gpc" in spec:
+        params.setdefault("check_ratio", dict.fromkeys(subs, 1))
+
+
+def _ratio_points(p: _Parser, node: yamlsrc.Node, what: str, spec: dict[str, Any]) -> None:
+    where = f"{what}.gpc_vs_ratio"
+    if not isinstance(node, yamlsrc.Seq):
+        p.err(f"{where}: a list of {{ratio: {{A: 1, B: 3}}, value: 4.2 angstrom}}", node.loc)
+        return
+    pts: list[dict[str, Any]] = []
+    for item in node:
+        if not isinstance(item, yamlsrc.Map):
+            p.err(f"{where}: each item is {{ratio: {{A: 1, B: 3}}, value: ...}}", item.loc)
+            continue
+        p.keys(item, ("ratio", "value", "per"), where)
+        r = p.need(item, "ratio", where)
+        ratio: dict[str, int] = {}
+        if isinstance(r, yamlsrc.Map):
+            for k, v in r.entries:
+                n = p.number(v, f"{where}.ratio.{k.value}")
+                if n is not None:
+                    ratio[str(k.value)] = int(n)
+        g = p.quantity(p.need(item, "value", where), Kind.GROWTH, f"{where}.value")
+        per = p.choice(item.get("per"), ("cycle", "supercycle"), f"{where}.per") or "supercycle"
+        if ratio and g is not None:
+            pts.append({"ratio": ratio, "value": g, "per": per})
+    spec["gpc_vs_ratio"] = pts
+
+
+def _interaction(
+    p: _Parser, node: yamlsrc.Node, what: str, spec: dict[str, Any], params: dict[str, Any]
+) -> None:
+    where = f"{what}.interaction"
+    if not isinstance(node, yamlsrc.Map):
+        p.err(f"{where}: expected {{'SiO2 after Li2O': 1.5}}", node.loc)
+        return
+    out: dict[str, float] = {}
+    for k, v in node.entries:
+        kind, sep, prev = str(k.value).partition(" after ")
+        n = p.number(v, f"{where}.{k.value}")
+        if not sep:
+            p.err(f"{where}: write the key as 'KIND after PREVIOUS'", k.loc)
+        elif n is not None:
+            out[f"{kind.strip()}|{prev.strip()}"] = n
+    params["interaction"] = out
