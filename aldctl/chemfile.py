@@ -236,7 +236,7 @@ def parse(tree: yamlsrc.Node | None, file: str) -> UserChemistry:
     # Processes are checked against the shipped catalogue plus this file's chemicals.
     known = set(chemistry.catalogue()) | set(out.chemicals)
     if isinstance(chems, yamlsrc.Map):  # an entry with errors still counts as named
-        known |= {str(k) for k in chems}
+        known |= {str(k.value) for k, _ in chems.entries}
     shipped_cat = chemistry.catalogue()
     roles = {n: str(s.get("role")) for n, s in out.chemicals.items()}
     roles.update({n: c.role.value for n, c in shipped_cat.items() if n not in roles})
