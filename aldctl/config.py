@@ -220,6 +220,18 @@ class ChamberSpec(_Model):
     """Carrier flow during an exposure when ``expose_carrier`` is ``reduce``."""
 
 
+class InterlockSpec(_Model):
+    """An interlock the tool has. aldctl does not read it: it acts on the hardware itself
+    (a gas-cabinet controller cutting the dose valves' supply); the declaration lets
+    validation refuse a hazardous dose on a tool that has no such protection."""
+
+    note: str = ""
+    """How it acts, e.g. 'flow switch in the cabinet exhaust, cuts the dose valves' 24 V'."""
+
+
+InterlockName = Literal["toxic_gas_detector", "exhaust_flow"]
+
+
 class LimitAction(StrEnum):
     HOLD = "hold"
     ABORT = "abort"
@@ -427,6 +439,8 @@ class ToolConfig(_Model):
     ozone: OzoneSpec | None = None
     qcm: QcmSpec | None = None
     chamber: ChamberSpec = ChamberSpec()
+    interlocks: dict[InterlockName, InterlockSpec] = {}
+    """The interlocks the tool has; hazardous chemicals need theirs (aldctl.hazards)."""
     codose: tuple[tuple[str, str], ...] = ()
     """Pairs of lines the hardware lets open together (e.g. a dopant co-dose)."""
     limits: Limits = Limits()

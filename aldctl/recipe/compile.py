@@ -540,6 +540,7 @@ class _Compiler:
                     "valves do not open reliably below their minimum pulse",
                 )
             self._check_source(line, dose.loc)
+            self._check_interlocks(line, dose.loc)
             if spec.chemical == "O3" and self.state.ozone is None:
                 self.d.error(
                     "O3 is dosed but the ozone generator is off",
@@ -550,6 +551,25 @@ class _Compiler:
             b.act(0, ActionKind.PULSE, line, duration_ns=to_ns(dose.duration_s), loc=dose.loc)
             resolved.append((dose, line))
         self._check_codose(resolved)
+
+    def _check_interlocks(self, line: str, loc: Location) -> None:
+        """A hazardous chemical is dosed only on a tool that declares the interlocks its
+        hazard classes need (aldctl.hazards): the error names each missing one."""
+        from aldctl.hazards import INTERLOCK_LABELS, required
+
+        spec = self.tool.lines[line]
+        chem = chemistry.lookup(spec.chemical)
+        hazards = {*(chem.hazards if chem else ()), *spec.hazards}
+        for il, why in sorted(required(hazards).items()):
+            if il in self.tool.interlocks:
+                continue
+            self.d.error(
+                f"{spec.chemical} is {' and '.join(sorted(why))}: dosing it needs the "
+                f"{INTERLOCK_LABELS[il]} interlock ({il}), which tool '{self.tool.name}' "
+                "does not declare",
+                loc,
+                f"if the tool has one, declare it: interlocks: {{{il}: {{note: how it acts}}}}",
+            )
 
     def _check_codose(self, resolved: list[tuple[m.Dose, str]]) -> None:
         for (_, l1), (d2, l2) in combinations(resolved, 2):
