@@ -1150,6 +1150,9 @@ def simulate(
     )
     if out["cvd_thickness_nm"] > 0.0005:
         click.echo(f"  of which CVD {out['cvd_thickness_nm']:.3f} nm")
+    for gb in out["growth_basis"]:
+        u = f" +-{gb['uncertainty']:.0%}" if gb["uncertainty"] is not None else ""
+        click.echo(f"  {gb['loop']}: library growth {gb['basis']}{u}: {gb['detail']}")
     for w in out["warnings"]:
         click.echo(f"warning: {w}", err=True)
     if trace is not None:

@@ -75,7 +75,13 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
         con.print(v)
 
     if plan.thickness_nm is not None:
-        con.print(f"expected thickness [bold]{plan.thickness_nm:.2f} nm[/bold]")
+        unsure = [lp for lp in plan.loops if lp.uncertainty is not None]
+        spread = max((lp.uncertainty or 0.0 for lp in unsure), default=0.0)
+        bound = f" +-{spread:.0%} (a published range)" if unsure else ""
+        con.print(f"expected thickness [bold]{plan.thickness_nm:.2f} nm[/bold]{bound}")
+    for lp in plan.loops:
+        if lp.basis is not None:
+            con.print(f"  {lp.label}: growth per cycle {lp.basis}: {lp.basis_detail}")
     for lp in plan.loops:
         if lp.supercycle:
             fr = ", ".join(f"{k} {v:.1%}" for k, v in lp.subcycle_fraction.items())

@@ -275,8 +275,35 @@ def simulate(
             for c, v in t.saturation.items()
         },
         "residence_time_s": t.residence_time_s,
+        "growth_basis": _growth_basis(sched),
         "warnings": warnings,
     }
+
+
+def _growth_basis(sched: s.Schedule) -> list[dict[str, Any]]:
+    """What the library growth the model saturates to rests on, per loop (the model is
+    calibrated to the library: a single point or an assumption stays one in simulation)."""
+    from sim import growthbasis, library
+
+    out: list[dict[str, Any]] = []
+    for loop, _ in s.walk_loops(sched.main):
+        if loop.process is None or loop.substrate_c is None:
+            continue
+        proc = library.processes().get(loop.process)
+        if proc is None:
+            continue
+        b = growthbasis.basis(proc, loop.substrate_c)
+        out.append(
+            {
+                "loop": loop.label,
+                "process": proc.id,
+                "substrate_c": loop.substrate_c,
+                "basis": b.label,
+                "detail": b.detail,
+                "uncertainty": b.uncertainty,
+            }
+        )
+    return out
 
 
 def _cycle_chemicals(sched: s.Schedule, name: str) -> set[str]:

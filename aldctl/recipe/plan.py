@@ -22,7 +22,7 @@ from aldctl.diagnostics import Diagnostic, Diagnostics
 from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS
 from aldctl.units import format_duration
-from sim import chemistry, delivery, library
+from sim import chemistry, delivery, growthbasis, library
 
 ROOM_C = 25.0
 
@@ -43,6 +43,12 @@ class LoopPlan:
     thickness_fraction: dict[str, float] = field(default_factory=dict)
     cations: dict[str, float] = field(default_factory=dict)
     target_nm: float | None = None
+    basis: str | None = None
+    """What the growth figure rests on: published, interpolated, single point, range,
+    extrapolated, derived or assumed (sim.growthbasis)."""
+    basis_detail: str = ""
+    uncertainty: float | None = None
+    """Relative half-width of a published range, where the data give one."""
 
 
 @dataclass(slots=True)
@@ -104,6 +110,9 @@ class Plan:
                     "target_nm": lp.target_nm,
                     "thickness_nm": _r(lp.thickness_nm),
                     "gpc_A": _r(lp.gpc_per_pass_a),
+                    "gpc_basis": lp.basis,
+                    "gpc_basis_detail": lp.basis_detail,
+                    "gpc_uncertainty": None if lp.uncertainty is None else round(lp.uncertainty, 4),
                     "subcycle_fraction": {k: round(v, 4) for k, v in lp.subcycle_fraction.items()},
                     "thickness_fraction": {
                         k: round(v, 4) for k, v in lp.thickness_fraction.items()
@@ -303,6 +312,8 @@ def _loop_plan(loop: s.Loop, times: int, loop_ns: int, diags: Diagnostics) -> Lo
     growth = proc.sequence_growth(kinds, t) if proc.is_supercycle else [proc.gpc(t)]
     per_pass = sum(growth)
     lp.gpc_per_pass_a = per_pass
+    b = growthbasis.basis(proc, t)
+    lp.basis, lp.basis_detail, lp.uncertainty = b.label, b.detail, b.uncertainty
     lp.thickness_nm = per_pass * passes / 10.0
     by_kind: dict[str, float] = {}
     for name, g in zip(loop.sequence, growth, strict=True):
