@@ -1501,6 +1501,55 @@ def processes(as_json: bool) -> None:
 
 
 @cli.group()
+def library() -> None:
+    """The process library: its growth data checked against the recipes."""
+
+
+@library.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+@click.option(
+    "--recipes",
+    "root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("recipes"),
+    show_default=True,
+    help="Where the recipes are (each names its process in its header).",
+)
+@click.option("--cycles", type=int, default=10, show_default=True, help="Cycles per simulation.")
+@click.option(
+    "--supercycles", type=int, default=3, show_default=True, help="Supercycles per simulation."
+)
+def library_check(as_json: bool, root: Path, cycles: int, supercycles: int) -> None:
+    """Simulate every published growth figure with its recipe and compare.
+
+    For every library process with growth figures, its recipe (the one in RECIPES whose
+    header says 'Growth data: process ID') is simulated as `aldctl simulate` would, on the
+    built-in tool, at each published temperature and subcycle ratio. Prints simulated vs
+    published growth per cycle (or per supercycle, as the data give it), the relative
+    error, the library's leave-one-out prediction error at that point (processes with
+    several points), whether the purges clear the chemistry (CVD under 1 % of the film)
+    and what the figure rests on. Exit status 1 when a point is off by more than 5 %.
+
+    \b
+    Examples:
+      aldctl library check
+      aldctl --chemistry lab.yaml library check --json
+    """
+    from aldctl.front.librarycheck import check, table
+
+    _load_chemistry()
+    if not root.is_dir():
+        _refuse(f"{root}: no such directory (give the recipes' directory with --recipes)")
+    rows = check(root, cycles=cycles, supercycles=supercycles)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        click.echo(table(rows))
+    if any(r.off for r in rows):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.group()
 def tool() -> None:
     """Inspect tool configurations."""
 
