@@ -221,12 +221,17 @@ class ChamberSpec(_Model):
 
 
 class InterlockSpec(_Model):
-    """An interlock the tool has. aldctl does not read it: it acts on the hardware itself
-    (a gas-cabinet controller cutting the dose valves' supply); the declaration lets
-    validation refuse a hazardous dose on a tool that has no such protection."""
+    """An interlock the tool has. It acts on the hardware itself (a gas-cabinet controller
+    cutting the dose valves' supply); the declaration lets validation refuse a hazardous
+    dose on a tool without it. With ``input``, the safety monitor also reads its contact
+    every poll and aborts the run (safe state) the moment it leaves its healthy level."""
 
     note: str = ""
     """How it acts, e.g. 'flow switch in the cabinet exhaust, cuts the dose valves' 24 V'."""
+    input: Channel | None = None
+    """The digital input (``device:channel``) its contact is wired to, if aldctl reads it."""
+    healthy: bool = True
+    """The input's level while all is well (True: contact closed)."""
 
 
 InterlockName = Literal["toxic_gas_detector", "exhaust_flow"]
@@ -493,6 +498,9 @@ class ToolConfig(_Model):
             check("carrier_shutoff", self.carrier_shutoff.device)
         if self.auto_lines is not None:
             check("auto_lines.valves", self.auto_lines.valves)
+        for name, il in self.interlocks.items():
+            if il.input is not None:
+                check(f"interlocks.{name}.input", il.input.device)
         used: dict[str, str] = {}
         outputs = [(f"lines.{n}", f"line {n}", ln.valve) for n, ln in self.lines.items()]
         for what in ("pump_isolation", "carrier_shutoff"):

@@ -17,6 +17,7 @@ from aldctl.engine.devices import Tool, ToolError
 from drivers import registry
 from drivers.base import (
     Device,
+    DigitalInputs,
     DriverContext,
     FlowController,
     OzoneGenerator,
@@ -123,6 +124,11 @@ def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | No
     plasma = need(config.plasma.device, PlasmaSource, "plasma") if config.plasma else None
     ozone = need(config.ozone.device, OzoneGenerator, "ozone") if config.ozone else None
     qcm = need(config.qcm.device, ThicknessMonitor, "qcm") if config.qcm else None
+    interlocks: dict[str, tuple[DigitalInputs, int, bool]] = {}
+    for il_name, il in config.interlocks.items():
+        if il.input is not None:
+            dev = need(il.input.device, DigitalInputs, f"interlock {il_name}")
+            interlocks[il_name] = (dev, il.input.channel, il.healthy)
     if problems:
         raise UserError([Diagnostic(Severity.ERROR, p) for p in problems])
     sim = ctx.shared.get("simulation")
@@ -140,6 +146,7 @@ def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | No
         qcm=qcm,
         simulation=sim if isinstance(sim, SimulationHandle) else None,
         ctx=ctx,
+        interlocks=interlocks,
     )
 
 

@@ -239,6 +239,16 @@ class ThicknessMonitor(Device, Protocol):
         ...
 
 
+@runtime_checkable
+class DigitalInputs(Device, Protocol):
+    """Digital inputs: interlock contacts (a toxic-gas detector's alarm relay, an exhaust
+    flow switch) the safety monitor reads every poll."""
+
+    async def read_inputs(self) -> Mapping[int, bool]:
+        """Channel -> level (True: contact closed / input energised)."""
+        ...
+
+
 # --------------------------------------------------------------------------- factories
 
 

@@ -450,6 +450,34 @@ def make_qcm(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimQc
     return SimQcm(name, _component(name, options), _reactor(ctx))
 
 
+INTERLOCK_INPUTS = {"toxic_gas_alarm": 0, "exhaust_flow_loss": 1}
+"""The simulated interlock inputs: channel 0 the toxic-gas detector (closed: no gas),
+channel 1 the exhaust flow switch (closed: exhaust flowing); each opens while its fault
+(``toxic_gas_alarm``, ``exhaust_flow_loss``) is active."""
+
+
+class SimInputs(_SimDevice):
+    """Interlock inputs of the simulated tool: healthy (closed) unless a fault says not."""
+
+    async def connect(self) -> None:
+        await self._link()  # not a physics component: no component check
+        self._health.connected = True
+
+    async def safe_state(self) -> None:
+        return None
+
+    async def read_inputs(self) -> Mapping[int, bool]:
+        r = await self._link()
+        return {
+            ch: not r.faults.active(kind, self.component) for kind, ch in INTERLOCK_INPUTS.items()
+        }
+
+
+def make_inputs(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimInputs:
+    _no_extra(options, {"component"})
+    return SimInputs(name, _component(name, options), _reactor(ctx))
+
+
 __all__ = ["SimulatedReactor"]
 
 

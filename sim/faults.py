@@ -37,7 +37,13 @@ comm_timeout              any device          - (device stops answering)
 corrupt_frame             any device          probability=0.2
 timing_jitter             any device          jitter_ms=5.0 (uniform extra command latency)
 disconnect                any device          - (link closed)
+toxic_gas_alarm           "interlocks"        - (the toxic-gas detector's input reads alarm)
+exhaust_flow_loss         "interlocks"        - (the exhaust flow switch's input reads no flow)
 ========================  ==================  ================================================
+
+The two interlock faults have no physics: they change what the tool's interlock inputs
+read (the in-process binding's ``simulated-inputs`` device), so that a detector alarm or an
+exhaust failure mid-run can be injected like any other fault.
 """
 
 from __future__ import annotations
@@ -87,6 +93,8 @@ class FaultKind(StrEnum):
     CORRUPT_FRAME = "corrupt_frame"
     TIMING_JITTER = "timing_jitter"
     DISCONNECT = "disconnect"
+    TOXIC_GAS_ALARM = "toxic_gas_alarm"
+    EXHAUST_FLOW_LOSS = "exhaust_flow_loss"
 
 
 COMM_KINDS = frozenset(
@@ -118,6 +126,8 @@ _PARAMS: dict[FaultKind, dict[str, float | None]] = {
     FaultKind.CORRUPT_FRAME: {"probability": 0.2},
     FaultKind.TIMING_JITTER: {"jitter_ms": 5.0},
     FaultKind.DISCONNECT: {},
+    FaultKind.TOXIC_GAS_ALARM: {},
+    FaultKind.EXHAUST_FLOW_LOSS: {},
 }
 
 _DEFAULT_TARGET: dict[FaultKind, str] = {
@@ -127,6 +137,8 @@ _DEFAULT_TARGET: dict[FaultKind, str] = {
     FaultKind.QCM_FAILURE: "qcm",
     FaultKind.PLASMA_NO_IGNITE: "rf",
     FaultKind.PLASMA_HIGH_REFLECTED: "rf",
+    FaultKind.TOXIC_GAS_ALARM: "interlocks",
+    FaultKind.EXHAUST_FLOW_LOSS: "interlocks",
 }
 
 

@@ -14,6 +14,7 @@ from aldctl.config import ToolConfig
 from drivers.base import (
     Device,
     DeviceError,
+    DigitalInputs,
     DriverContext,
     FlowController,
     OzoneGenerator,
@@ -46,6 +47,8 @@ class Tool:
     simulation: SimulationHandle | None = None
     ctx: DriverContext = field(default_factory=DriverContext)
     carrier_shutoff: tuple[ValveBank, int] | None = None
+    interlocks: dict[str, tuple[DigitalInputs, int, bool]] = field(default_factory=dict)
+    """Interlock name -> (input device, channel, healthy level): read every safety poll."""
 
     def _energise(self, which: str, is_open: bool) -> tuple[ValveBank, int, bool] | None:
         ref = getattr(self, which)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aldctl.config import LimitAction
@@ -244,6 +244,7 @@ class Safety:
         if idle_turn:
             for bank in tool.banks:
                 await self._read(self._device_of(bank), bank.read_valves)
+        await self._poll_interlocks()
         if tool.qcm is not None:  # every poll: the displays plot the growth per cycle
             th = await self._read(self._device_of(tool.qcm), tool.qcm.read_thickness)
             if isinstance(th, ThicknessReading):
@@ -256,6 +257,28 @@ class Safety:
             for ch, v in values.items():
                 self.journal.sample(r.t, ch, v)
         return r
+
+    async def _poll_interlocks(self) -> None:
+        """Every poll: an interlock input away from its healthy level aborts the run (the
+        interlock has cut the dose valves' supply in hardware already; the run must not go
+        on as if its doses happened). A device that does not answer is the watchdog's."""
+        from aldctl.hazards import INTERLOCK_LABELS
+
+        read: dict[int, object] = {}
+        for name, (dev, channel, healthy) in self.tool.interlocks.items():
+            key = id(dev)
+            if key not in read:
+                read[key] = await self._read(self._device_of(dev), dev.read_inputs)
+            levels = read[key]
+            if not isinstance(levels, Mapping) or channel not in levels:
+                continue
+            if bool(levels[channel]) != healthy:
+                label = INTERLOCK_LABELS.get(name, name)
+                self._abort(
+                    f"interlock {name}: the {label} tripped (input "
+                    f"{self._device_of(dev)}:{channel} reads "
+                    f"{'closed' if levels[channel] else 'open'})"
+                )
 
     def _default_flow(self, ch: str) -> float:
         spec = self.cfg.flows.get(ch)
