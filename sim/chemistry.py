@@ -81,6 +81,8 @@ class Chemical:
     """Where the entry comes from: "" for the shipped catalogue, else the user file."""
     vapour_assumed: bool = False
     """The vapour-pressure curve is an assumed engineering value, not a measured curve."""
+    source: str = ""
+    """Where a user file's figures come from (its ``source:``)."""
 
     @property
     def is_dose(self) -> bool:
@@ -138,6 +140,7 @@ def catalogue() -> dict[str, Chemical]:
             decomposition_from=str(dec.get("from", "")) if dec else "",
             decomposition_note=str(dec.get("note", "")) if dec else "",
             origin=str(spec.get("origin", "")),
+            source=str(spec.get("source", "")),
             # chemicals.yaml: the "cc"/"antoine" curves are sourced, a "ref" point assumed
             vapour_assumed=bool(spec.get("vapour_assumed", "ref" in (spec.get("vapour") or {}))),
         )

@@ -1404,9 +1404,11 @@ def chemicals(as_json: bool) -> None:
                 else ("assumed" if c.vapour_assumed else "curve"),
                 "decomposition_onset_C": c.decomposition_onset_c,
                 "decomposition": c.decomposition_from or None,
+                "decomposition_note": c.decomposition_note or None,
                 "hazards": list(c.hazards),
                 "interlocks": sorted(required(c.hazards)),
                 "origin": c.origin or "shipped",
+                "source": c.source or None,
             }
         )
     if as_json:

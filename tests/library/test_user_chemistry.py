@@ -23,6 +23,7 @@ chemicals:
     vapour: [{T: 75 degC, p: 0.1 Torr}, {T: 100 degC, p: 0.45 Torr}]
     hazards: [water-reactive]
     decomposition: {onset: 300 degC, from: literature, note: "Hausmann et al. 2002"}
+    source: "supplier data sheet"
 processes:
   HfO2-TEMAHf-H2O:
     film: HfO2
@@ -108,6 +109,8 @@ def test_the_environment_variable_finds_the_file_and_listings_show_it(
     assert res.code == 0, res.err
     rows = {r["name"]: r for r in json.loads(res.out)}
     assert rows["TEMAHf"]["origin"] == str(chem)
+    assert rows["TEMAHf"]["source"] == "supplier data sheet"
+    assert rows["TEMAHf"]["decomposition"] == "literature"
     assert rows["TEMAHf"]["vapour"] == "curve"
     assert rows["TEMAHf"]["vapour_torr_at_source_T"] == pytest.approx(0.1, rel=0.01)
     assert rows["TMA"]["origin"] == "shipped"
