@@ -12,14 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-KNOWN_OFF = {
-    # The simulator attributes the Li subcycle (LiOtBu then H2O) to the first half of
-    # Li3PO4-LiOtBu-TMP, because the tool also has TMP (sim.kinetics.select: a kind that
-    # prefixes a chosen whole-cycle process is skipped): the Li subcycle grows nothing, and
-    # the supercycle 6.7 A instead of 9.0. Issue 11's item 1 (chemistry by what meets in
-    # the chamber); this test fails, asking to drop the entry, once that is fixed.
-    ("LiFePO4-supercycle", 300.0),
-}
+KNOWN_OFF: set[tuple[str, float]] = set()
+"""Points the simulator is known to miss, each with its reason (none since issue 11's
+attribution by what meets in the chamber: before it, LiFePO4's Li subcycle grew nothing)."""
 
 
 @pytest.fixture(scope="module")
