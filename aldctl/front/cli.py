@@ -1297,10 +1297,12 @@ def sim_serve(
     from aldctl.diagnostics import UserError
     from aldctl.engine.clock import run_real
     from aldctl.front.simserve import FaultSpec, SimServer, serve_forever
+    from aldctl.session import known_chemicals
 
     path = config or Path("config/hil.yaml")
+    _load_chemistry()  # the lines may carry a lab's own chemicals
     try:
-        tool = cfg.load_tool(path)
+        tool = cfg.load_tool(path, known_chemicals())
         server = SimServer(
             tool,
             seed=seed,
