@@ -354,11 +354,22 @@ class RunRequest:
     sim_state: bytes | None = None
 
 
+CHEMISTRY_KEY = "chemistry:"
+"""Prefix of the chemistry file's entry among a run's recorded includes: a resume reads the
+same file (and refuses one that changed), whatever $ALDCTL_CHEMISTRY says then."""
+
+
 def _includes(recipe: Recipe) -> dict[str, str]:
+    from aldctl import chemfile
+
     out = {}
     for p in recipe.includes:
         with contextlib.suppress(OSError):
             out[str(p)] = sha256_text(p.read_text(encoding="utf-8"))
+    chem = chemfile.default_path()
+    if chem is not None:
+        with contextlib.suppress(OSError):
+            out[CHEMISTRY_KEY + str(chem.resolve())] = sha256_text(chem.read_text("utf-8"))
     return out
 
 
@@ -419,13 +430,25 @@ def check_resumable(journal: Journal, run_id: str) -> tuple[Prepared, int, bytes
             f"the recipe {path} changed since run {run_id} started; resuming would "
             "run a different recipe (restore the file, or start a new run)"
         )
+    chemistry = ""
     for inc, digest in rec.includes.items():
+        is_chem = inc.startswith(CHEMISTRY_KEY)
+        file = inc.removeprefix(CHEMISTRY_KEY)
         try:
-            now = sha256_text(Path(inc).read_text(encoding="utf-8"))
+            now = sha256_text(Path(file).read_text(encoding="utf-8"))
         except OSError:
             now = ""
         if now != digest:
-            raise UserError(f"the included recipe {inc} changed since run {run_id} started")
+            what = "chemistry file" if is_chem else "included recipe"
+            raise UserError(f"the {what} {file} changed since run {run_id} started")
+        if is_chem:
+            chemistry = file
+    # The run's own chemistry (none if it had none), for this process and a detached child.
+    import os
+
+    from aldctl.chemfile import ENV
+
+    os.environ[ENV] = chemistry
     config = Path(rec.config_path) if rec.config_path else None
     if config is not None:
         try:

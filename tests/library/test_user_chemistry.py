@@ -210,3 +210,36 @@ def test_an_unknown_chemical_in_a_tool_config_line_is_located(
         r"\(hint: .*chemistry file",
         res.err,
     ), res.err
+
+
+def test_a_resume_reads_the_runs_own_chemistry_file_and_refuses_a_changed_one(
+    run_cli: Callable[..., Any],
+    lab: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aldctl.session import RunRequest, new_run, open_journal, prepare
+
+    chem, recipe = lab
+    data = tmp_path / "data"
+    monkeypatch.setenv("ALDCTL_CHEMISTRY", str(chem))
+    prepared = prepare(recipe, None, ["cycles=2"])
+    journal = open_journal(data)
+    run_id = new_run(journal, RunRequest(prepared, realtime=False), "virtual time")
+    journal.finish("aborted", "operator abort before the first cycle", 0.0, {})
+    journal.close()
+    # later, in a shell without the variable: the run still knows its chemistry
+    monkeypatch.setenv("ALDCTL_CHEMISTRY", "")
+    res = run_cli("resume", run_id, "--data-dir", str(data), "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["outcome"] == "complete"
+    # a second aborted run, then the lab edits its calibration: that resume is refused
+    monkeypatch.setenv("ALDCTL_CHEMISTRY", str(chem))
+    journal = open_journal(data)
+    run_id = new_run(journal, RunRequest(prepare(recipe, None, ["cycles=2"]), realtime=False), "v")
+    journal.finish("aborted", "operator abort", 0.0, {})
+    journal.close()
+    chem.write_text(LAB.replace("value: 1.2 angstrom", "value: 1.3 angstrom"))
+    res = run_cli("resume", run_id, "--data-dir", str(data))
+    assert res.code == 2
+    assert f"the chemistry file {chem.resolve()} changed since run {run_id} started" in res.err
