@@ -1,5 +1,6 @@
 """Every YAML block of the README is something aldctl accepts: recipes validate, tool
-configs load and build, chemistry files load."""
+configs load and build (a fragment of settings, merged into the built-in tool), chemistry
+files load."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from aldctl.config import ToolConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -39,6 +42,14 @@ def test_readme_yaml_block_is_valid(
             from aldctl.tool import build
 
             build(config.load_tool(path))
+    elif set(data) <= set(ToolConfig.model_fields) | {"for"}:
+        # a fragment of a tool config (a few settings): merged into the built-in tool's
+        from aldctl import config
+
+        tool = yaml.safe_load(config.builtin_text())
+        tool.update(data)
+        path.write_text(yaml.safe_dump(tool, sort_keys=False))
+        res = run_cli("tool", "show", "--config", str(path))
     elif "chemicals" in data or "processes" in data:
         res = run_cli("--chemistry", str(path), "processes", "--json")
     else:
