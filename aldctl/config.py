@@ -276,11 +276,21 @@ class Limits(_Model):
     a hold restarts the unit, so a dose that always trips it would be retried for ever)."""
 
 
+def _yaml_word(v: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``off``/``on``/``no``/``yes`` as a boolean; a closed
+    vocabulary that has the word ``off`` means the word."""
+    if v is False:
+        return "off"
+    if v is True:
+        return "on"
+    return v
+
+
 class SafetySpec(_Model):
     poll_interval: Seconds = 1.0
     watchdog_polls: int = Field(default=3, ge=1)
     heartbeat_interval: Seconds = 0.25
-    heaters_on_safe_state: Literal["hold", "off"] = "hold"
+    heaters_on_safe_state: Annotated[Literal["hold", "off"], BeforeValidator(_yaml_word)] = "hold"
     safe_state_timeout: Seconds = 5.0
 
 
@@ -424,6 +434,14 @@ class DoseWatchSpec(_Model):
     qcm_band: float = Field(default=0.5, gt=0, lt=1)
 
 
+class ReferenceProblems(ValueError):
+    """Cross-reference errors of a tool config, each with its config path."""
+
+    def __init__(self, problems: list[tuple[tuple[str, ...], str, str]]) -> None:
+        super().__init__("; ".join(msg for _, msg, _ in problems))
+        self.problems = problems
+
+
 class ToolConfig(_Model):
     name: str = "reactor"
     description: str = ""
@@ -469,15 +487,28 @@ class ToolConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> ToolConfig:
+        problems = self.reference_problems()
+        if problems:
+            raise ReferenceProblems(problems)
+        return self
+
+    def reference_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """Names that point nowhere: (config path, message, hint) for each, so that the
+        loader can say which line is wrong."""
         known = set(self.devices)
-        problems: list[str] = []
+        problems: list[tuple[tuple[str, ...], str, str]] = []
 
         def check(where: str, dev: str | None) -> None:
             if dev is not None and dev not in known:
                 hint = did_you_mean(dev, known)
-                problems.append(
-                    f"{where}: no device '{dev}' in devices" + (f"; {hint}" if hint else "")
-                )
+                path: tuple[str, ...] = tuple(where.split("."))
+                if path[0] in ("lines", "heaters", "flows", "gauges") and len(path) == 2:
+                    path = (*path, "device")
+                elif path[0] in ("plasma", "ozone", "qcm"):
+                    path = (path[0], "device")
+                elif path[0] in ("pump_isolation", "carrier_shutoff"):
+                    path = (path[0], "valve")
+                problems.append((path, f"{where}: no device '{dev}' in devices", hint))
 
         for name, line in self.lines.items():
             check(f"lines.{name}.valve", line.valve.device)
@@ -510,15 +541,20 @@ class ToolConfig(_Model):
         for where, label, ref in outputs:
             key = str(ref)
             if key in used:
-                problems.append(f"{where}: valve {key} is already {used[key]}'s")
+                path = (*where.split("."), "valve")
+                problems.append((path, f"{where}: valve {key} is already {used[key]}'s", ""))
             used[key] = label
-        for a, b in self.codose:
+        for i, (a, b) in enumerate(self.codose):
             for ln in (a, b):
                 if ln not in self.lines and self.auto_lines is None:
-                    problems.append(f"codose: no line '{ln}'")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+                    problems.append(
+                        (
+                            ("codose", str(i)),
+                            f"codose: no line '{ln}'",
+                            did_you_mean(ln, self.lines),
+                        )
+                    )
+        return problems
 
     # ------------------------------------------------------------------ derived views
 
@@ -611,6 +647,10 @@ def _locate(tree: yamlsrc.Node | None, path: Iterable[int | str], file: str) -> 
     return loc
 
 
+def _index(part: str) -> int | str:
+    return int(part) if part.isdigit() else part
+
+
 def to_plain(node: yamlsrc.Node | None) -> Any:
     if node is None:
         return None
@@ -625,6 +665,13 @@ def validation_diagnostics(
     exc: ValidationError, tree: yamlsrc.Node | None, file: str, diags: Diagnostics
 ) -> None:
     for err in exc.errors():
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ReferenceProblems):
+            prefix = tuple(str(p) for p in err["loc"])
+            for ref_path, ref_msg, ref_hint in cause.problems:
+                full = (*prefix, *ref_path)
+                diags.error(ref_msg, _locate(tree, [_index(p) for p in full], file), ref_hint)
+            continue
         loc = _locate(tree, err["loc"], file)
         path = ".".join(str(p) for p in err["loc"] if p != "for_") or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")

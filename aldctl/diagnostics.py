@@ -7,6 +7,7 @@ keep going, so one pass reports every problem; they raise :class:`UserError` at 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,6 +16,24 @@ from enum import StrEnum
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+
+
+# C0 controls except tab and newline, DEL, C1 controls, and the bidirectional overrides that
+# make a terminal show text in another order than it is stored.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def neutralise(text: str) -> str:
+    r"""``text`` with control characters and escape sequences shown, not executed:
+    ESC becomes the four characters ``\x1b``."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(_visible, text)
+
+
+def _visible(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +60,7 @@ class Diagnostic:
         hint = f" (hint: {self.hint})" if self.hint else ""
         # One line each, always: editors and CI annotators parse file:line:col: kind: text.
         text = f"{where}{self.severity}: {self.message}{hint}"
-        return " ".join(text.split("\n"))
+        return neutralise(" ".join(text.split("\n")))
 
     def __str__(self) -> str:
         return self.format()

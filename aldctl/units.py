@@ -62,6 +62,17 @@ _NUMBER_UNIT = re.compile(
 )
 _DELTA_KINDS = (Kind.TEMPERATURE_DELTA, Kind.TEMPERATURE_RATE)
 
+MAX_UNIT_CHARS = 40
+"""Longest unit expression read ("mg/(cm**2*min)" is 14): pint's parser is super-linear
+(a 50 kB unit string took ~18 s), so length and token shape are checked before it runs."""
+_UNIT_WORD = r"(?:[A-Za-z_µμ°Ω][A-Za-z0-9_µμ°Ω]*|%)"
+_UNIT_TOKEN = re.compile(rf"\s*(?:{_UNIT_WORD}|\d+(?:\.\d+)?|\*\*|\*|/|\^|\(|\)|-)\s*")
+MIN_TIME_S = 1e-6
+"""Shortest nonzero duration: the engine's timeline is in nanoseconds and no valve moves in
+less than a microsecond; ``5e-324 s`` is a typo, not a purge."""
+MAX_MAGNITUDE = 1e12
+"""Largest magnitude, and 1/smallest nonzero one, of any quantity in its canonical unit."""
+
 
 @cache
 def registry() -> Any:
@@ -90,10 +101,39 @@ class _Parsed:
 
 
 def _split(text: str) -> _Parsed:
+    if len(text) > MAX_UNIT_CHARS + 40:
+        raise UnitError(
+            f"'{text[:40]}...' is too long for a number with a unit", "write e.g. '15 ms'"
+        )
     m = _NUMBER_UNIT.match(text)
     if not m:
         raise UnitError(f"'{text}' is not a number with a unit")
     return _Parsed(float(m["num"]), m["unit"])
+
+
+def _check_unit_shape(unit: str, text: str, kind: Kind) -> None:
+    """A unit is whole tokens (names, exponents, ``* / ** ^``, balanced parentheses):
+    ``15 'ms`` and ``15 ms#`` are errors, not 15 ms with the junk dropped."""
+    example = f"a {kind.label} is written like '{kind.example}'"
+    if len(unit) > MAX_UNIT_CHARS:
+        raise UnitError(f"the unit in '{text[:60]}' is too long", example)
+    pos = 0
+    depth = 0
+    while pos < len(unit):
+        m = _UNIT_TOKEN.match(unit, pos)
+        if m is None or m.end() == pos:
+            bad = unit[pos]
+            raise UnitError(f"unexpected character {bad!r} in the unit of '{text}'", example)
+        tok = m.group().strip()
+        if tok == "(":
+            depth += 1
+        elif tok == ")":
+            depth -= 1
+            if depth < 0:
+                raise UnitError(f"unbalanced ')' in the unit of '{text}'", example)
+        pos = m.end()
+    if depth:
+        raise UnitError(f"unbalanced '(' in the unit of '{text}'", example)
 
 
 @lru_cache(maxsize=4096)
@@ -107,6 +147,7 @@ def parse(text: str, kind: Kind) -> float:
         raise UnitError(
             f"'{text}' has no unit; a {kind.label} needs one", f"write e.g. '{kind.example}'"
         )
+    _check_unit_shape(unit, text, kind)
     if kind in _DELTA_KINDS:
         unit = re.sub(r"\bdeg(C|F)\b", r"delta_deg\1", unit)
     ureg = registry()
@@ -137,7 +178,33 @@ def parse(text: str, kind: Kind) -> float:
         value = float(q.to(kind.unit).magnitude)
     except pint.PintError as exc:  # e.g. offset-unit arithmetic
         raise UnitError(f"cannot read '{text}' as a {kind.label}: {exc}") from exc
+    _check_magnitude(value, text, kind)
     return value
+
+
+def _check_magnitude(value: float, text: str, kind: Kind) -> None:
+    """Physically meaningless magnitudes (subnormal, astronomical) are errors."""
+    if not math.isfinite(value):
+        raise UnitError(f"'{text}' is not a finite {kind.label}")
+    if kind is Kind.TEMPERATURE:
+        if value < -273.15:
+            raise UnitError(f"'{text}' is below absolute zero")
+        if value > 1e5:
+            raise UnitError(f"'{text}' is not a temperature any reactor reaches")
+        return
+    mag = abs(value)
+    if mag == 0:
+        return
+    if kind is Kind.TIME and mag < MIN_TIME_S:
+        raise UnitError(
+            f"'{text}' is shorter than a microsecond",
+            "no valve or controller acts that fast; check the exponent and the unit",
+        )
+    if mag < 1 / MAX_MAGNITUDE or mag > MAX_MAGNITUDE:
+        raise UnitError(
+            f"'{text}' is not a meaningful {kind.label} ({value:g} {kind.unit})",
+            "check the exponent and the unit",
+        )
 
 
 def parse_value(value: object, kind: Kind) -> float:

@@ -8,6 +8,9 @@ errors here: in a recipe they are always a mistake.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +18,15 @@ from typing import Any
 
 import yaml
 
-from aldctl.diagnostics import Diagnostic, Location, Severity, UserError
+from aldctl.diagnostics import Diagnostic, Location, Severity, UserError, neutralise
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists: a recipe needs ~8; PyYAML and every recursive walk
+after it would otherwise run out of stack at a few hundred."""
+MAX_NODES = 200_000
+"""Nodes after alias expansion: a 715-byte "billion laughs" file expands to billions."""
+MAX_ALIASES = 1_000
 
 try:  # the C parser is ~10x faster; fall back where libyaml is missing
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,unused-ignore]
@@ -89,7 +98,25 @@ class _Builder:
         self._constructor = _Loader("")
 
     def build(self, node: yaml.Node) -> Node:
+        self._nodes = 0
+        self._path: set[int] = set()
+        return self._build(node, 0)
+
+    def _build(self, node: yaml.Node, depth: int) -> Node:
         loc = _loc(self.file, node)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise UserError(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"the document expands to more than {MAX_NODES:,} values "
+                    "(aliases repeating aliases?)",
+                    loc,
+                    "write the values out; a recipe never needs this many",
+                )
+            )
+        if depth > MAX_DEPTH:
+            raise UserError(_too_deep(loc))
         if isinstance(node, yaml.ScalarNode):
             try:
                 value = self._constructor.construct_object(node, deep=True)
@@ -99,14 +126,37 @@ class _Builder:
             # YAML 1.1 turns dates into datetime objects; a recipe never means that.
             if not isinstance(value, str | int | float | bool | type(None)):
                 value = node.value
-            return Scalar(value, loc, node.value, quoted=node.style in ("'", '"'))
+            text = node.value
+            if isinstance(value, str):
+                # "\e[2J" in a double-quoted scalar is a real escape sequence; recipe text
+                # reaches terminals (errors, progress line, console), so it is made visible.
+                value = neutralise(value)
+                text = neutralise(text)
+            return Scalar(value, loc, text, quoted=node.style in ("'", '"'))
+        if id(node) in self._path:
+            # An alias inside its own anchor: a document that never ends.
+            raise UserError(
+                Diagnostic(
+                    Severity.ERROR,
+                    "an alias refers to a node that contains it (a recursive alias)",
+                    loc,
+                    "an anchor (&name) cannot be used (*name) inside itself",
+                )
+            )
+        self._path.add(id(node))
+        try:
+            return self._collection(node, loc, depth)
+        finally:
+            self._path.discard(id(node))
+
+    def _collection(self, node: yaml.Node, loc: Location, depth: int) -> Node:
         if isinstance(node, yaml.SequenceNode):
-            return Seq(tuple(self.build(n) for n in node.value), loc)
+            return Seq(tuple(self._build(n, depth + 1) for n in node.value), loc)
         if isinstance(node, yaml.MappingNode):
             entries: list[tuple[Scalar, Node]] = []
             seen: dict[str, Location] = {}
             for knode, vnode in node.value:
-                key = self.build(knode)
+                key = self._build(knode, depth + 1)
                 if not isinstance(key, Scalar):
                     self.problems.append(
                         Diagnostic(Severity.ERROR, "a key must be a plain word", key.loc)
@@ -125,15 +175,62 @@ class _Builder:
                     )
                     continue
                 seen[name] = key.loc
-                entries.append((key, self.build(vnode)))
+                entries.append((key, self._build(vnode, depth + 1)))
             return Map(tuple(entries), loc)
         raise AssertionError(f"unexpected YAML node {node!r}")
 
 
+def _too_deep(loc: Location) -> Diagnostic:
+    return Diagnostic(
+        Severity.ERROR,
+        f"nested more than {MAX_DEPTH} levels deep",
+        loc,
+        "a recipe or config needs a handful of levels; is a bracket unclosed?",
+    )
+
+
+def _mark_loc(file: str, mark: Any) -> Location:
+    if mark is None:
+        return Location(file, 1, 1)
+    return Location(file, int(mark.line) + 1, int(mark.column) + 1)
+
+
+def _prescan(text: str, file: str) -> None:
+    """Bound nesting depth and alias count on the event stream, which PyYAML produces
+    without recursion, before the (recursive) composer sees the document."""
+    depth = 0
+    aliases = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise UserError(_too_deep(_mark_loc(file, event.start_mark)))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise UserError(
+                    Diagnostic(
+                        Severity.ERROR,
+                        f"more than {MAX_ALIASES:,} aliases (*name) in one document",
+                        _mark_loc(file, event.start_mark),
+                        "write the values out",
+                    )
+                )
+
+
 def parse_text(text: str, file: str) -> Node | None:
-    """Parse YAML text into a located tree; None for an empty document."""
+    """Parse YAML text into a located tree; None for an empty document.
+
+    Bounded before anything grows: size (callers read at most :data:`MAX_FILE_BYTES`),
+    nesting depth and aliases on the event stream, nodes after alias expansion in the
+    builder. Each limit is a located error, never an internal one."""
     builder = _Builder(file)
+    if len(text) > MAX_FILE_BYTES:
+        raise UserError(_too_big(len(text), file))
     try:
+        _prescan(text, file)
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -146,6 +243,8 @@ def parse_text(text: str, file: str) -> Node | None:
         raise UserError(
             Diagnostic(Severity.ERROR, f"YAML syntax: {exc}", Location(file, 1, 1))
         ) from None
+    except RecursionError:  # pragma: no cover - the prescan bounds depth first
+        raise UserError(_too_deep(Location(file, 1, 1))) from None
     if root is None:
         return None
     tree = builder.build(root)
@@ -164,11 +263,26 @@ def _yaml_hint(problem: str) -> str:
     return ""
 
 
-def read_source(path: Path) -> str:
-    """Read a YAML file as text, refusing binaries and absurd sizes with a located error."""
+def _too_big(size: int, name: str) -> Diagnostic:
+    return Diagnostic(
+        Severity.ERROR,
+        f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB"
+        + (f" ({size / 1e6:.1f} MB)" if size > MAX_FILE_BYTES else "")
+        + "; a recipe or config is smaller",
+        Location(name, 1, 1),
+        "is this the right file?",
+    )
+
+
+def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, at most ``limit``; a located error otherwise.
+
+    Opened non-blocking and checked for its type before any read: a FIFO would block for
+    ever and ``/dev/zero`` never ends. At most ``limit + 1`` bytes are read, whatever the
+    file claims its size is (``/proc`` files say 0)."""
     name = str(path)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise UserError(
             Diagnostic(Severity.ERROR, f"no such file: {name}", hint="check the path")
@@ -176,17 +290,59 @@ def read_source(path: Path) -> str:
     except IsADirectoryError:
         raise UserError(Diagnostic(Severity.ERROR, f"{name} is a directory, not a file")) from None
     except OSError as exc:
-        raise UserError(Diagnostic(Severity.ERROR, f"cannot read {name}: {exc.strerror}")) from None
-    if len(data) > MAX_FILE_BYTES:
+        hint = ""
+        if exc.errno == errno.ENAMETOOLONG:
+            hint = "a file name is at most 255 bytes"
+        elif exc.errno == errno.ELOOP:
+            hint = "a symbolic link points (through others) back to itself"
         raise UserError(
-            Diagnostic(
-                Severity.ERROR,
-                f"file is {len(data) / 1e6:.1f} MB; a recipe or config is at most "
-                f"{MAX_FILE_BYTES // (1024 * 1024)} MB",
-                Location(name, 1, 1),
-                "is this the right file?",
+            Diagnostic(Severity.ERROR, f"cannot open {name}: {exc.strerror}", hint=hint)
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise UserError(Diagnostic(Severity.ERROR, f"{name} is a directory, not a file"))
+        if not stat.S_ISREG(st.st_mode):
+            kind = (
+                "a FIFO (named pipe)"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a device"
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file"
             )
-        )
+            raise UserError(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"{name} is {kind}, not a regular file",
+                    hint="recipes and configs are read from ordinary files",
+                )
+            )
+        if st.st_size > limit:
+            raise UserError(_too_big(st.st_size, name))
+        chunks: list[bytes] = []
+        got = 0
+        while got <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > limit:
+            raise UserError(_too_big(got, name))
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UserError(Diagnostic(Severity.ERROR, f"cannot read {name}: {exc.strerror}")) from None
+    finally:
+        os.close(fd)
+
+
+def read_source(path: Path) -> str:
+    """Read a YAML file as text, refusing binaries, special files and absurd sizes with a
+    located error."""
+    name = str(path)
+    data = read_bounded(path)
     if b"\x00" in data[:8192]:
         raise UserError(
             Diagnostic(

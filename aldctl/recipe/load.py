@@ -9,6 +9,9 @@ is parsed for the field that uses it, so ``T: 225 degC`` can feed a temperature 
 
 from __future__ import annotations
 
+import difflib
+import errno
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,10 +25,16 @@ from aldctl.diagnostics import Diagnostic, Diagnostics, Location, UserError, did
 from aldctl.recipe import model as m
 from aldctl.units import Kind, UnitError
 from aldctl.yamlsrc import Map, Node, Scalar, Seq
+from sim import library
 
 MAX_REPEAT = 1_000_000
 """Largest repetition count one loop may ask for (a 15 ms/5 s cycle: ~120 days)."""
 MAX_INCLUDE_DEPTH = 16
+MAX_NAME_BYTES = 255
+"""Longest file name (one path component) Linux allows."""
+ROOTS_ENV = "ALDCTL_RECIPE_PATH"
+"""Directories (``:``-separated) besides the recipe's own that ``include:`` may read from."""
+_RECIPE_SUFFIXES = (".yaml", ".yml")
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOP_KEYS = ("name", "description", "params", "substrate", "setup", "cycles", "main", "teardown")
@@ -116,7 +125,33 @@ def _load(
     except UserError as exc:
         diags.extend(exc.diagnostics)
         return None
+    if not _looks_like_recipe(tree):
+        # Say nothing of what the file holds: it may be /etc/shadow, reached by mistake.
+        diags.error(
+            "not a recipe: a recipe is a YAML mapping with 'main:' and optional 'name:', "
+            "'params:', 'substrate:', 'setup:', 'cycles:', 'teardown:'",
+            Location(str(path), 1, 1),
+            "is this the right file?",
+        )
+        return None
     return _Parser(path, text, overrides, stack, diags).recipe(tree, check_overrides)
+
+
+def _looks_like_recipe(tree: Node | None) -> bool:
+    """A mapping with at least one recipe key (an empty file is a recipe missing 'main')."""
+    if tree is None:
+        return True
+    return isinstance(tree, Map) and any(k in tree for k in _TOP_KEYS)
+
+
+def include_roots(recipe: Path) -> tuple[Path, ...]:
+    """Where a recipe's includes may come from: its own directory, and the directories of
+    ``$ALDCTL_RECIPE_PATH``."""
+    roots = [recipe.resolve().parent]
+    for part in os.environ.get(ROOTS_ENV, "").split(os.pathsep):
+        if part.strip():
+            roots.append(Path(part).expanduser().resolve())
+    return tuple(roots)
 
 
 class _Parser:
@@ -133,6 +168,7 @@ class _Parser:
         self.text = text
         self.overrides = overrides
         self.stack = (*stack, path.resolve())
+        self.roots = include_roots(Path(self.stack[0]))
         self.d = diags
         self.params: dict[str, m.Param] = {}
         self.used: set[str] = set()
@@ -374,16 +410,42 @@ class _Parser:
         if node is None:
             return None
         if isinstance(node, Scalar):
-            name = self.word(node, "substrate")
+            name = self._material(node, "substrate")
             return m.Substrate(name, None, node.loc) if name else None
         mp = self.mapping(node, "substrate", ("material", "max_temperature"), ("material",))
         if mp is None:
             return None
-        material = self.word(mp.get("material"), "substrate material") or "unknown"
+        material = self._material(mp.get("material"), "substrate material") or "unknown"
         tmax = self.quantity(
             mp.get("max_temperature"), Kind.TEMPERATURE, "substrate max_temperature", positive=False
         )
         return m.Substrate(material, tmax, mp.loc)
+
+    def _material(self, node: Node | None, what: str) -> str | None:
+        """A substrate material, canonical when the process library knows it.
+
+        The library's materials carry temperature limits (Li-metal: 150 degC), so spelling
+        must not drop one: ``li-metal``, ``Li metal`` and ``LI_METAL`` are Li-metal, and a
+        near miss (``Li-metl``) is an error naming it. Other materials (Si, glass) are free
+        text without a limit."""
+        name = self.word(node, what)
+        if name is None or node is None:
+            return name
+        known = library.substrate_limits()
+        folded = {_fold(k): k for k in known}
+        canonical = folded.get(_fold(name))
+        if canonical is not None:
+            return canonical
+        close = difflib.get_close_matches(_fold(name), list(folded), n=1, cutoff=0.75)
+        if close:
+            self.err(
+                f"unknown {what} '{name}'",
+                node.loc,
+                f"did you mean '{folded[close[0]]}'? (the process library's substrates with "
+                f"limits: {', '.join(sorted(known))})",
+            )
+            return None
+        return name
 
     def _cycles(self, node: Node | None) -> dict[str, m.Cycle]:
         out: dict[str, m.Cycle] = {}
@@ -814,6 +876,55 @@ class _Parser:
             return None
         return m.Supercycle(tuple(ratio), order, repeat, target, loc)
 
+    def _include_target(self, fname: str, at: Location) -> Path | None:
+        """The file an include names, if it is a recipe file inside the include roots."""
+        shown = fname if len(fname) <= 80 else fname[:77] + "..."
+        if "\x00" in fname:
+            self.err(f"include file name '{shown}' contains a NUL byte", at)
+            return None
+        if any(len(part.encode()) > MAX_NAME_BYTES for part in Path(fname).parts):
+            self.err(
+                f"include file name '{shown}' has a part longer than {MAX_NAME_BYTES} bytes",
+                at,
+                "file names on Linux are at most 255 bytes",
+            )
+            return None
+        if Path(fname).suffix.lower() not in _RECIPE_SUFFIXES:
+            self.err(
+                f"include '{shown}' is not a recipe file",
+                at,
+                "included recipes are .yaml or .yml files",
+            )
+            return None
+        try:
+            target = (self.path.parent / fname).resolve(strict=True)
+        except FileNotFoundError:
+            self.err(
+                f"included file not found: {shown}",
+                at,
+                f"paths are relative to {self.path.parent or '.'}",
+            )
+            return None
+        except RuntimeError:  # Python 3.11 reports a symlink loop so
+            self.err(f"include '{shown}': a symbolic link loop", at, "fix the link")
+            return None
+        except OSError as exc:
+            hint = "a symbolic link loop" if exc.errno == errno.ELOOP else ""
+            self.err(f"include '{shown}': {exc.strerror}", at, hint)
+            return None
+        if not any(target.is_relative_to(root) for root in self.roots):
+            self.err(
+                f"include '{shown}' is outside the recipe's directory",
+                at,
+                "includes come from the top recipe's directory (and below), or from the "
+                f"directories listed in ${ROOTS_ENV}",
+            )
+            return None
+        if not target.is_file():
+            self.err(f"include '{shown}' is not a regular file", at)
+            return None
+        return target
+
     def _step_include(self, node: Node, loc: Location, where: _Where) -> m.Step | None:
         node = self.resolve(node)
         params: dict[str, str | int | float | bool | None] = {}
@@ -839,20 +950,15 @@ class _Parser:
             at = node.loc
         if fname is None:
             return None
-        target = (self.path.parent / fname).resolve()
+        target = self._include_target(fname, at)
+        if target is None:
+            return None
         if target in self.stack:
             chain = " -> ".join(p.name for p in (*self.stack, target))
             self.err(f"circular include: {chain}", at, "a recipe cannot include itself")
             return None
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
             self.err(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", at)
-            return None
-        if not target.is_file():
-            self.err(
-                f"included file not found: {fname}",
-                at,
-                f"paths are relative to {self.path.parent or '.'}",
-            )
             return None
         sub_diags = Diagnostics()
         sub = _load(target, params, self.stack, sub_diags, check_overrides=False)
@@ -872,6 +978,11 @@ class _Parser:
         self.includes.append(target)
         self.includes.extend(sub.includes)
         return m.Include(sub, loc)
+
+
+def _fold(name: str) -> str:
+    """Case, spaces, hyphens and underscores do not make another material."""
+    return re.sub(r"[\s_\-]+", "", name).casefold()
 
 
 def _uses_cycle(steps: tuple[m.Step, ...], name: str) -> bool:
