@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aldctl import config as cfg
-from aldctl.diagnostics import Diagnostic, Severity, UserError
+from aldctl.diagnostics import Diagnostic, Severity, UserError, did_you_mean
 from aldctl.engine.clock import (
     RealClock,
     VirtualClock,
@@ -345,6 +345,70 @@ def open_journal(data_dir: Path | None, *, readonly: bool = False) -> Journal:
 
 
 @dataclass
+class FaultSpec:
+    """A simulator fault to inject: ``KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]``
+    (``aldctl run --fault``, ``aldctl sim serve --fault``)."""
+
+    kind: str
+    target: str | None
+    at_s: float
+    duration_s: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        """``KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]``.
+
+        E.g. ``comm_timeout:chamber@30+10`` (the gauge goes silent 30 s after start, for
+        10 s) or ``pressure_spike@20,torr=0,leak_sccm=90``.
+        """
+        from sim.faults import FaultKind
+
+        usage = "expected KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]"
+        head, *pairs = text.split(",")
+        body, _, rest = head.partition("@")
+        kind, _, target = body.partition(":")
+        at, _, dur = rest.partition("+")
+        kinds = [k.value for k in FaultKind]
+        if kind.strip() not in kinds:
+            raise UserError(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"--fault {text!r}: no fault kind '{kind.strip()}'",
+                    hint=did_you_mean(kind.strip(), kinds) or "see `aldctl run --help`",
+                )
+            )
+        try:
+            params = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in pairs)}
+            spec = cls(
+                kind.strip(),
+                target.strip() or None,
+                float(at or 0.0),
+                float(dur) if dur else None,
+                params,
+            )
+        except ValueError:
+            raise UserError(f"--fault {text!r}: {usage}") from None
+        if not (0 <= spec.at_s < 1e9) or (spec.duration_s is not None and spec.duration_s <= 0):
+            raise UserError(f"--fault {text!r}: times are seconds >= 0 (duration > 0)")
+        return spec
+
+    def inject(self, reactor: Any) -> None:
+        """Schedule the fault on a simulated reactor, ``at_s`` after its present."""
+        try:
+            reactor.faults.inject(
+                self.kind,
+                self.target,
+                at_ns=reactor.now_ns + round(self.at_s * 1e9) if self.at_s else None,
+                duration_ns=round(self.duration_s * 1e9) if self.duration_s else None,
+                **self.params,
+            )
+        except (ValueError, KeyError) as exc:
+            msg = str(exc).strip("'\"")
+            raise UserError(f"--fault {self.kind}: {msg}") from None
+
+
+@dataclass
 class RunRequest:
     prepared: Prepared
     realtime: bool
@@ -352,6 +416,8 @@ class RunRequest:
     resume_of: str | None = None
     start_unit: int = 0
     sim_state: bytes | None = None
+    faults: tuple[FaultSpec, ...] = ()
+    """Simulator faults to inject (the built-in simulated tool only)."""
 
 
 CHEMISTRY_KEY = "chemistry:"
@@ -504,6 +570,12 @@ async def execute(
         raise
     if tool.simulation is not None and req.sim_state is not None:
         tool.simulation.restore(req.sim_state)
+    if req.faults:
+        reactor = getattr(tool.simulation, "reactor", None)
+        if reactor is None:
+            raise UserError("--fault needs the built-in simulated reactor (no --config)")
+        for fault in req.faults:
+            fault.inject(reactor)
     try:
         await tool.connect()
     except ToolError as exc:

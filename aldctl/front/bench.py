@@ -449,3 +449,262 @@ def bench_timing(
             }
         )
     return rows
+
+
+# ---------------------------------------------------------------------- fault campaign
+
+FAULT_RECIPE = """\
+name: fault campaign
+description: every phase the campaign injects into, each short (aldctl bench faults)
+substrate: {material: Si}
+setup:
+  - set: {carrier: 20 sccm, substrate: 150 degC}
+  - wait_until: {substrate: {within: 2 K, for: 5 s}, timeout: 30 min}
+  - purge: 5 s
+cycles:
+  A:
+    - pulse: {TMA: 15 ms}
+    - purge: 4 s
+    - expose: {dose: {H2O: 20 ms}, hold: 1 s, pump: 4 s}
+    - purge: 4 s
+    - plasma: {gas: O2, flow: 20 sccm, power: 200 W, time: 3 s, stabilize: 1 s}
+    - purge: 4 s
+main:
+  - cycle: {name: A, repeat: 3}
+teardown:
+  - purge: 5 s
+  - set: {substrate: off}
+"""
+
+FAULT_TARGETS: dict[str, str | None] = {
+    "valve_stuck_closed": "TMA",
+    "valve_stuck_open": "TMA",
+    "valve_slow": "TMA",
+    "mfc_low": "carrier",
+    "mfc_stuck": "carrier",
+    "heater_runaway": "substrate",
+    "thermocouple_break": "substrate",
+    "pressure_spike": None,
+    "pump_degradation": None,
+    "empty_source": "TMA",
+    "cold_source": "TMA",
+    "gauge_drift": None,
+    "qcm_failure": None,
+    "plasma_no_ignite": None,
+    "plasma_high_reflected": None,
+    "comm_timeout": "valves",
+    "corrupt_frame": "valves",
+    "timing_jitter": "valves",
+    "disconnect": "valves",
+}
+"""Each fault kind of sim/faults.py and what it hits in the campaign's recipe."""
+
+FAULT_PHASES = ("setup", "pulse", "purge", "plasma", "exposure", "checkpoint", "teardown")
+
+
+def _phase_times(events: list[Any]) -> dict[str, float]:
+    """When, in process seconds, the campaign's recipe is in each phase (from a clean run):
+    a moment inside the step, where a fault changes what the step does."""
+    from aldctl.engine.events import StepStarted, UnitDone
+
+    out: dict[str, float] = {"setup": 60.0}
+    for e in events:
+        if isinstance(e, StepStarted) and e.phase == "main":
+            word = e.label.split(" ")[0]
+            if word == "pulse":
+                out.setdefault("pulse", e.t + 0.005)
+            elif word == "purge" and "pulse" in out:
+                out.setdefault("purge", e.t + 1.0)
+            elif word == "expose":
+                out.setdefault("exposure", e.t + 0.5)
+            elif "plasma" in e.label:
+                out.setdefault("plasma", e.t + 1.5)
+        elif isinstance(e, StepStarted) and e.phase == "teardown":
+            out.setdefault("teardown", e.t + 1.0)
+        elif isinstance(e, UnitDone):
+            # the commit of the first checkpoint: the unit's last action is done, the
+            # journal row is being written
+            out.setdefault("checkpoint", e.t)
+    return out
+
+
+def bench_faults(
+    kinds: list[str] | None = None,
+    phases: list[str] | None = None,
+    seed: int = 0,
+    cells: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Every fault kind injected at each phase of a run in virtual time, in process,
+    through the real engine, journal and simulated drivers: what the run did (detection),
+    whether the reactor was safe afterwards, whether the journal has the outcome and reason.
+    """
+    import tempfile
+
+    from aldctl.engine.clock import run_virtual
+    from aldctl.engine.events import Alarm, EventBus
+    from aldctl.engine.journal import Journal
+    from aldctl.session import FaultSpec, RunRequest, execute, new_run, prepare
+
+    kinds = list(FAULT_TARGETS) if kinds is None else kinds
+    phases = list(FAULT_PHASES) if phases is None else phases
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "campaign.yaml"
+        path.write_text(FAULT_RECIPE)
+        prepared = prepare(path, None, ())
+        _, events, _ = _run_once(FAULT_RECIPE, [], realtime=False, journal_dir=None, seed=seed)
+        when = _phase_times(events)
+        journal = Journal(Path(d) / "journal")
+        try:
+            if cells is None:
+                cells = [(k, p) for k in kinds for p in phases]
+            for kind, phase in cells:
+                spec = FaultSpec(kind, FAULT_TARGETS.get(kind), when[phase])
+                req = RunRequest(prepared, realtime=False, seed=seed, faults=(spec,))
+                run_id = new_run(journal, req, "fault campaign")
+                bus = EventBus()
+                alarms: list[str] = []
+
+                def on_event(e: Any, a: list[str] = alarms) -> None:
+                    if isinstance(e, Alarm):
+                        a.append(e.message)
+
+                bus.listen(on_event)
+                reactor: list[Any] = []
+
+                def keep(tool: Any, r: list[Any] = reactor) -> None:
+                    r.append(getattr(tool.simulation, "reactor", None))
+
+                error = ""
+                try:
+                    result = run_virtual(execute(req, journal, bus=bus, on_tool=keep))
+                    outcome, reason = result.outcome, result.reason
+                    safe_errors = result.safe_state_errors
+                except Exception as exc:  # an internal error is a campaign finding
+                    outcome, reason, safe_errors = "internal error", repr(exc), {}
+                    error = repr(exc)
+                rec = journal.get(run_id)
+                journal_ok = rec.outcome not in ("", "running") and bool(rec.reason)
+                safe, why = _reactor_safe(reactor[0] if reactor else None, kind, spec.target)
+                detected = outcome != "complete" or bool(alarms)
+                rows.append(
+                    {
+                        "fault": kind,
+                        "target": spec.target or "",
+                        "phase": phase,
+                        "at_s": round(spec.at_s, 3),
+                        "outcome": outcome,
+                        "reason": reason,
+                        "alarms": len(alarms),
+                        "first_alarm": alarms[0] if alarms else "",
+                        "detected": detected,
+                        "safe": safe,
+                        "unsafe_because": why,
+                        "safe_state_errors": safe_errors,
+                        "journal_complete": journal_ok,
+                        "survived": safe and journal_ok and not error,
+                    }
+                )
+        finally:
+            journal.close()
+    n_survived = sum(1 for r in rows if r["survived"])
+    n_detected = sum(1 for r in rows if r["detected"])
+    return {
+        "rows": rows,
+        "runs": len(rows),
+        "survived": n_survived,
+        "detected": n_detected,
+        "internal_errors": sum(r["outcome"] == "internal error" for r in rows),
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def _reactor_safe(reactor: Any, kind: str, target: str | None) -> tuple[bool, str]:
+    """After the run: every dose valve closed (but for one a stuck-open fault holds) and
+    the plasma off, judged on the model a while later (what a person would find)."""
+    if reactor is None:
+        return False, "no reactor"
+    reactor.advance_to(reactor.now_ns + 10 * 10**9)
+    t = reactor.truth()
+    open_lines = [
+        ln
+        for ln, pos in t.valve_positions.items()
+        if pos > 0.0 and not (kind == "valve_stuck_open" and ln == target)
+    ]
+    if open_lines:
+        return False, "valve open: " + ", ".join(open_lines)
+    return True, ""
+
+
+def format_fault_table(report: dict[str, Any]) -> str:
+    """The campaign as a table: fault x phase -> outcome, and "survived N of M"."""
+    rows = report["rows"]
+    phases = list(dict.fromkeys(r["phase"] for r in rows))
+    kinds = list(dict.fromkeys(r["fault"] for r in rows))
+    cell = {(r["fault"], r["phase"]): r for r in rows}
+
+    def mark(r: dict[str, Any]) -> str:
+        if r["outcome"] == "internal error":
+            return "INTERNAL"
+        what = {"aborted": "abort", "failed": "fail", "stopped": "stop"}.get(
+            r["outcome"], "ok" if not r["alarms"] else "alarm"
+        )
+        if r["outcome"] == "complete" and r["alarms"]:
+            what = "alarm"
+        if r["outcome"] == "complete" and not r["alarms"]:
+            what = "-"
+        return what + ("" if r["survived"] else " UNSAFE")
+
+    width = max(len(k) for k in kinds) + 2
+    lines = ["fault".ljust(width) + "".join(p[:12].ljust(14) for p in phases)]
+    for k in kinds:
+        lines.append(
+            k.ljust(width)
+            + "".join(
+                mark(cell[(k, p)]).ljust(14) if (k, p) in cell else "".ljust(14) for p in phases
+            )
+        )
+    lines.append("")
+    lines.append(
+        "abort/fail: the run ended to the safe state; alarm: the run raised an alarm and went "
+        "on; -: not detected (the run completed without an alarm); UNSAFE: a valve left open "
+        "or the journal without its outcome"
+    )
+    lines.append(
+        f"survived {report['survived']} of {report['runs']} (reactor safe, journal complete "
+        f"with its reason); detected {report['detected']} of {report['runs']}; internal "
+        f"errors {report['internal_errors']}; {report['wall_s']:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def bench_startup(repeat: int = 5) -> list[dict[str, Any]]:
+    """Wall time of ``aldctl --help`` and ``aldctl --version`` in fresh processes, and of
+    importing the heavy parts (what a first `validate` pays)."""
+    import statistics
+    import subprocess
+    import sys
+
+    rows = []
+    for label, args in (
+        ("aldctl --help", ["-m", "aldctl", "--help"]),
+        ("aldctl --version", ["-m", "aldctl", "--version"]),
+        ("import aldctl.session", ["-c", "import aldctl.session"]),
+        ("python -c pass", ["-c", "pass"]),
+    ):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, *args], capture_output=True, check=True)
+            times.append(time.perf_counter() - t0)
+        rows.append(
+            {
+                "command": label,
+                "median_s": statistics.median(times),
+                "min_s": min(times),
+                "max_s": max(times),
+                "runs": repeat,
+            }
+        )
+    return rows

@@ -428,6 +428,16 @@ def _execute_run(
     help="Start the run as a process of its own and return: it outlives this terminal. "
     "Watch and command it with `aldctl tui --attach RUN_ID`.",
 )
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND[:TARGET][@T]",
+    help="Inject a fault into the built-in simulated reactor, T seconds of process time "
+    "after the start (repeatable), e.g. valve_stuck_open:TMA@600, comm_timeout:gauge@700+5, "
+    "heater_runaway:substrate@300. Kinds: those of `aldctl sim serve --fault` "
+    "(README, Fault injection).",
+)
 @data_dir_option
 def run(
     recipe: Path,
@@ -437,6 +447,7 @@ def run(
     seed: int,
     as_json: bool,
     detach: bool,
+    faults: tuple[str, ...],
     data_dir: Path | None,
 ) -> None:
     """Run a recipe.
@@ -457,10 +468,12 @@ def run(
       aldctl run recipes/al2o3_tma_h2o.yaml --set cycles=1000 --json
       aldctl run recipes/al2o3_tma_h2o.yaml --config config/hil.yaml --realtime
       aldctl run recipes/al2o3_tma_h2o.yaml --detach
+      aldctl run recipes/al2o3_tma_h2o.yaml --fault valve_stuck_open:TMA@900
     """
     from aldctl.diagnostics import UserError
     from aldctl.engine.journal import JournalError
     from aldctl.session import (
+        FaultSpec,
         RunRequest,
         new_run,
         open_journal,
@@ -470,17 +483,24 @@ def run(
 
     try:
         prepared = prepare(recipe, config, sets)
+        fault_specs = tuple(FaultSpec.parse(f) for f in faults)
+        if fault_specs and not prepared.simulated:
+            raise UserError(
+                "--fault injects into the built-in simulated reactor; with --config use "
+                "`aldctl sim serve --fault` and the real drivers"
+            )
     except UserError as exc:
         _fail(exc.diagnostics)
     if detach:
         args = ["run", str(recipe), "--seed", str(seed)]
         args += ["--config", str(config)] if config else []
         args += [a for kv in sets for a in ("--set", kv)]
+        args += [a for f in faults for a in ("--fault", f)]
         args += ["--realtime"] if realtime else []
         _detach(args, data_dir, as_json)
         return
     rt = realtime or not prepared.simulated
-    req = RunRequest(prepared=prepared, realtime=rt, seed=seed)
+    req = RunRequest(prepared=prepared, realtime=rt, seed=seed, faults=fault_specs)
     journal = open_journal(data_dir)
     try:
         run_id = new_run(journal, req, "real time" if rt else "virtual time")
@@ -1296,8 +1316,8 @@ def sim_serve(
     from aldctl import config as cfg
     from aldctl.diagnostics import UserError
     from aldctl.engine.clock import run_real
-    from aldctl.front.simserve import FaultSpec, SimServer, serve_forever
-    from aldctl.session import known_chemicals
+    from aldctl.front.simserve import SimServer, serve_forever
+    from aldctl.session import FaultSpec, known_chemicals
 
     path = config or Path("config/hil.yaml")
     _load_chemistry()  # the lines may carry a lab's own chemicals
@@ -2150,6 +2170,75 @@ def bench_timing(config: Path | None, pulses: int, as_json: bool) -> None:
     from aldctl.front.bench import bench_timing as run
 
     _print_rows(run(config or Path("config/hil.yaml"), pulses), as_json)
+
+
+@bench.command("faults")
+@click.option(
+    "--fault",
+    "kinds",
+    multiple=True,
+    help="Only this fault kind (repeatable; default: every kind of sim/faults.py).",
+)
+@click.option(
+    "--phase",
+    "phases",
+    multiple=True,
+    help="Only this phase (repeatable): setup, pulse, purge, plasma, exposure, checkpoint, "
+    "teardown.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every run as JSON.")
+def bench_faults(kinds: tuple[str, ...], phases: tuple[str, ...], seed: int, as_json: bool) -> None:
+    """The fault campaign: every fault kind injected at each phase of a run.
+
+    Each cell is one run of a short recipe (setup, pulse, purge, exposure, plasma,
+    checkpoints, teardown) through the real engine and journal on the built-in simulated
+    reactor, in virtual time, with the fault injected inside that phase (what
+    `aldctl run --fault` does). The table says what the run did (abort, alarm, or '-' for
+    not detected), and "survived N of M": the reactor safe afterwards (every dose valve
+    closed) and the journal holding the outcome and its reason.
+
+    \b
+    Examples:
+      aldctl bench faults
+      aldctl bench faults --fault comm_timeout --fault disconnect --json
+    """
+    from aldctl.front.bench import FAULT_PHASES, FAULT_TARGETS, format_fault_table
+    from aldctl.front.bench import bench_faults as run
+
+    for k in kinds:
+        if k not in FAULT_TARGETS:
+            _refuse(f"no fault kind '{k}' ({did_you_mean_hint(k, FAULT_TARGETS)})")
+    for p in phases:
+        if p not in FAULT_PHASES:
+            _refuse(f"no phase '{p}' ({did_you_mean_hint(p, FAULT_PHASES)})")
+    report = run(list(kinds) or None, list(phases) or None, seed)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_fault_table(report))
+
+
+def did_you_mean_hint(word: str, choices: Any) -> str:
+    from aldctl.diagnostics import did_you_mean
+
+    return did_you_mean(word, list(choices)) or "see --help"
+
+
+@bench.command("startup")
+@click.option("--repeat", "-n", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_startup(repeat: int, as_json: bool) -> None:
+    """Start-up time: `aldctl --help`, `--version` and the core imports, in fresh processes.
+
+    \b
+    Examples:
+      aldctl bench startup
+      aldctl bench startup -n 20 --json
+    """
+    from aldctl.front.bench import bench_startup as run
+
+    _print_rows(run(repeat), as_json)
 
 
 @bench.command("sim")

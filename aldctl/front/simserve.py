@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aldctl.config import ToolConfig
 from aldctl.diagnostics import UserError
+from aldctl.session import FaultSpec
 from aldctl.tool import simulated_reactor
 
 if TYPE_CHECKING:
@@ -63,39 +64,6 @@ class Served:
     where: str
     devices: list[str]
     emulator: Emulator
-
-
-@dataclass
-class FaultSpec:
-    kind: str
-    target: str | None
-    at_s: float
-    duration_s: float | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str) -> FaultSpec:
-        """``KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]``.
-
-        E.g. ``comm_timeout:chamber@30+10`` (the gauge goes silent 30 s after start, for
-        10 s) or ``pressure_spike@20,torr=0,leak_sccm=90``.
-        """
-        head, *pairs = text.split(",")
-        body, _, rest = head.partition("@")
-        kind, _, target = body.partition(":")
-        at, _, dur = rest.partition("+")
-        try:
-            params = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in pairs)}
-            return cls(
-                kind.strip(),
-                target.strip() or None,
-                float(at or 0.0),
-                float(dur) if dur else None,
-                params,
-            )
-        except ValueError:
-            msg = f"--fault {text!r}: expected KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]"
-            raise UserError(msg) from None
 
 
 @dataclass

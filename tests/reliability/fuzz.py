@@ -226,7 +226,7 @@ def _tweak_quantity(value: str, data: st.DataObject) -> str:
     how = data.draw(st.sampled_from(["unit", "unit", "number", "repeat"]))
     if how == "unit":
         pos = data.draw(st.integers(0, len(unit)))
-        junk = data.draw(st.sampled_from(list("()'\"#*/^!?%$&[]{}<>,;:=") + ["**", " ", "\t"]))
+        junk = data.draw(st.sampled_from([*list("()'\"#*/^!?%$&[]{}<>,;:="), "**", " ", "\t"]))
         return f"{number} {unit[:pos]}{junk}{unit[pos:]}"
     if how == "number":
         new = data.draw(
