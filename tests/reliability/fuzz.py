@@ -182,7 +182,7 @@ def _mutate_tree(tree: Any, data: st.DataObject, n: int) -> Any:
             if isinstance(value, str) and _QUANTITY.match(value) and data.draw(st.booleans()):
                 parent[path[-1]] = _tweak_quantity(value, data)
             else:
-                parent[path[-1]] = data.draw(st.sampled_from(HOSTILE_SCALARS))
+                parent[path[-1]] = copy.deepcopy(data.draw(st.sampled_from(HOSTILE_SCALARS)))
             continue
         path = data.draw(st.sampled_from(paths))
         op = data.draw(
@@ -195,12 +195,14 @@ def _mutate_tree(tree: Any, data: st.DataObject, n: int) -> Any:
         parent = _get(tree, path[:-1])
         key = path[-1]
         if op == "replace":
-            parent[key] = data.draw(
-                st.one_of(
-                    st.sampled_from(HOSTILE_SCALARS),
-                    st.text(max_size=30),
-                    st.integers(),
-                    st.floats(),
+            parent[key] = copy.deepcopy(
+                data.draw(
+                    st.one_of(
+                        st.sampled_from(HOSTILE_SCALARS),
+                        st.text(max_size=30),
+                        st.integers(),
+                        st.floats(),
+                    )
                 )
             )
         elif op == "drop":
