@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from drivers.base import (
@@ -112,21 +112,49 @@ class SimulatedReactor:
         self.config = cfg
         self.reactor = Reactor(cfg, seed=seed)
         self.origin: float | None = None
+        self._deferred: list[tuple[int, Callable[[Reactor], None]]] = []
+        self.line_names = frozenset(lc.name for lc in cfg.lines)
+
+    def _now_ns(self) -> int:
+        now = asyncio.get_running_loop().time()
+        if self.origin is None:
+            self.origin = now - self.reactor.now_ns / 1e9
+        return round((now - self.origin) * 1e9)
 
     def sync(self) -> Reactor:
-        """Advance the reactor to the event loop's now and return it."""
-        now = asyncio.get_running_loop().time()
-        r = self.reactor
-        if self.origin is None:
-            self.origin = now - r.now_ns / 1e9
-        t_ns = round((now - self.origin) * 1e9)
+        """Advance the reactor to the event loop's now (applying deferred commands at their
+        own times on the way) and return it."""
+        t_ns = self._now_ns()
+        r = self._apply_deferred()
         if t_ns > r.now_ns:
             r.advance_to(t_ns)
         return r
 
+    def defer(self, command: Callable[[Reactor], None]) -> bool:
+        """Take a command now and apply it at this instant of model time later, at the next
+        :meth:`sync`: a valve edge then costs the caller no model catch-up between the
+        command and the timestamp it takes after it (the model computes the elapsed
+        interval on the next read, which nothing times). Refused (False) while a fault
+        waits for a time or a trigger: those must see the model brought up to now first."""
+        r = self.reactor
+        if r.faults.pending() or r.faults.has_triggers():
+            return False
+        self._deferred.append((max(self._now_ns(), r.now_ns), command))
+        return True
+
+    def _apply_deferred(self) -> Reactor:
+        r = self.reactor
+        if self._deferred:
+            todo, self._deferred = self._deferred, []
+            for t_ns, command in todo:
+                if t_ns > r.now_ns:
+                    r.advance_to(t_ns)
+                command(r)
+        return r
+
     # SimulationHandle ------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        t = self.reactor.truth()
+        t = self._apply_deferred().truth()
         return {
             "thickness_nm": t.thickness_a / 10.0,
             "ald_thickness_nm": t.ald_thickness_a / 10.0,
@@ -146,9 +174,10 @@ class SimulatedReactor:
         }
 
     def snapshot(self) -> bytes:
-        return self.reactor.snapshot_bytes()
+        return self._apply_deferred().snapshot_bytes()
 
     def restore(self, state: bytes) -> None:
+        self._deferred.clear()
         self.reactor.restore(Snapshot.from_bytes(state))
         self.origin = None
 
@@ -234,8 +263,21 @@ class SimValveBank(_SimDevice):
 
     async def set_valve(self, channel: int, is_open: bool) -> None:
         # ``is_open`` is the output (energised); for the dose lines that is "open".
-        r = await self._link()
         target = self._target(channel)
+        if (
+            target is not None
+            and not target.startswith("__")
+            and self.sim.reactor.faults.comm(self.component) is None
+        ):
+            line = target
+
+            def command(r: Reactor) -> None:
+                r.set_valve(line, is_open)
+
+            if line in self.sim.line_names and self.sim.defer(command):
+                self._health.record_ok()
+                return
+        r = await self._link()
         if target == "__pump__":
             r.set_pump_isolation(is_open != self.sim.pump_fails_open)
         elif target == "__carrier__":
