@@ -143,7 +143,13 @@ class Hang(Exception):
     pass
 
 
+_TIMED_OUT = [False]
+
+
 def _alarm(_signum: int, _frame: Any) -> None:
+    # Raised wherever the input is; if that is a place that swallows exceptions (a gc
+    # callback), the flag still marks the input as over its time limit.
+    _TIMED_OUT[0] = True
     raise Hang
 
 
@@ -276,9 +282,12 @@ class Campaign:
         """Run one input under the time limit and classify its outcome."""
         self.counts[f"{target}:tried"] += 1
         self.counts["tried"] += 1
+        _TIMED_OUT[0] = False
         signal.setitimer(signal.ITIMER_REAL, self.time_limit_s)
         try:
             outcome = call()
+            if _TIMED_OUT[0]:
+                outcome = "hang"
         except Hang:
             outcome = "hang"
         except MemoryError:
