@@ -254,6 +254,8 @@ def parse_text(text: str, file: str) -> Node | None:
 
 
 def _yaml_hint(problem: str) -> str:
+    if "nesting depth" in problem:
+        return f"a recipe or config needs a handful of levels (at most {MAX_DEPTH})"
     if "tab" in problem:
         return "indent with spaces, not tabs"
     if "mapping values are not allowed" in problem:

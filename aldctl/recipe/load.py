@@ -9,6 +9,7 @@ is parsed for the field that uses it, so ``T: 225 degC`` can feed a temperature 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import os
@@ -145,9 +146,15 @@ def _looks_like_recipe(tree: Node | None) -> bool:
 
 
 def include_roots(recipe: Path) -> tuple[Path, ...]:
-    """Where a recipe's includes may come from: its own directory, and the directories of
-    ``$ALDCTL_RECIPE_PATH``."""
-    roots = [recipe.resolve().parent]
+    """Where a recipe's includes may come from: its own directory; the working directory,
+    when the recipe lies inside it (a project's `recipes/` next to its `tests/recipes/`);
+    and the directories of ``$ALDCTL_RECIPE_PATH``."""
+    top = recipe.resolve()
+    roots = [top.parent]
+    with contextlib.suppress(OSError):
+        cwd = Path.cwd().resolve()
+        if top.is_relative_to(cwd) and cwd != Path(cwd.anchor):
+            roots.append(cwd)
     for part in os.environ.get(ROOTS_ENV, "").split(os.pathsep):
         if part.strip():
             roots.append(Path(part).expanduser().resolve())
@@ -916,8 +923,8 @@ class _Parser:
             self.err(
                 f"include '{shown}' is outside the recipe's directory",
                 at,
-                "includes come from the top recipe's directory (and below), or from the "
-                f"directories listed in ${ROOTS_ENV}",
+                "includes come from the top recipe's directory (and below), the working "
+                f"directory the recipe is in, or the directories listed in ${ROOTS_ENV}",
             )
             return None
         if not target.is_file():

@@ -179,7 +179,9 @@ def test_deep_nesting_is_a_located_error(depth: int, opener: str) -> None:
     (d,) = exc.value.diagnostics
     assert d.location is not None
     assert d.location.file == "deep.yaml"
-    assert "nested more than" in d.message
+    # ours ("nested more than 64 levels") or, past libyaml's own limit of 1,000, its
+    # "exceeded maximum nesting depth": both located user errors
+    assert "nest" in d.message
 
 
 @settings(max_examples=12, deadline=None)
