@@ -21,7 +21,7 @@ from aldctl.units import Kind, UnitError
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "al2o3_tma_h2o.yaml"
 LAB = ROOT / "config" / "example-lab.yaml"
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 
 VALID = [
     ("15 ms", Kind.TIME),
@@ -184,7 +184,7 @@ def test_deep_nesting_is_a_located_error(depth: int, opener: str) -> None:
     assert "nest" in d.message
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(st.integers(4, 12), st.integers(5, 12))
 def test_alias_expansion_is_bounded(levels: int, fan: int) -> None:
     lines = ["l0: &l0 [" + ", ".join(["x"] * fan) + "]"]
