@@ -153,11 +153,15 @@ def parse(text: str, kind: Kind) -> float:
     ureg = registry()
     import pint
 
+    # Whatever pint raises on a well-shaped but meaningless unit ("m/0s" divides by zero,
+    # "ms**0" loses its unit: KeyError) is the user's unit, not an internal error.
     try:
         units = ureg.parse_units(unit)
+        dims = units.dimensionality
     except (
-        pint.UndefinedUnitError,
-        pint.DefinitionSyntaxError,
+        pint.PintError,
+        ArithmeticError,
+        LookupError,
         AttributeError,
         TypeError,
         ValueError,
@@ -168,7 +172,7 @@ def parse(text: str, kind: Kind) -> float:
             f"a {kind.label} is written like '{kind.example}'",
         ) from exc
     want = ureg.parse_units(kind.unit) if kind is not Kind.FRACTION else ureg.dimensionless
-    if units.dimensionality != want.dimensionality:
+    if dims != want.dimensionality:
         raise UnitError(
             f"'{text}' is not a {kind.label}",
             f"a {kind.label} is written like '{kind.example}'",
@@ -176,7 +180,7 @@ def parse(text: str, kind: Kind) -> float:
     try:
         q = ureg.Quantity(parsed.number, units)
         value = float(q.to(kind.unit).magnitude)
-    except pint.PintError as exc:  # e.g. offset-unit arithmetic
+    except (pint.PintError, ArithmeticError, LookupError) as exc:  # offset arithmetic...
         raise UnitError(f"cannot read '{text}' as a {kind.label}: {exc}") from exc
     _check_magnitude(value, text, kind)
     return value

@@ -103,6 +103,21 @@ def test_astronomical_magnitudes_are_errors(value: float, valid: tuple[str, Kind
         units.parse(f"{value!r} {unit}", kind)
 
 
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("150 de1/0gC", Kind.TEMPERATURE),  # found by the 100,000-input campaign
+        ("15 m/0s", Kind.TIME),
+        ("15 ms/0", Kind.TIME),
+        ("15 ms**0", Kind.TIME),
+        ("15 s**-0", Kind.TIME),
+    ],
+)
+def test_well_shaped_but_meaningless_units_are_unit_errors(text: str, kind: Kind) -> None:
+    with pytest.raises(UnitError):
+        units.parse(text, kind)
+
+
 def test_whole_unit_tokens_in_a_recipe(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
     for bad in ("15 'ms", "15 ms#", "15 (ms", "5e-324 s"):
         r = tmp_path / "r.yaml"
