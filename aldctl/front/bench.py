@@ -513,8 +513,11 @@ FAULT_TARGETS: dict[str, str | None] = {
     "corrupt_frame": "valves",
     "timing_jitter": "valves",
     "disconnect": "valves",
+    "toxic_gas_alarm": None,
+    "exhaust_flow_loss": None,
 }
-"""Each fault kind of sim/faults.py and what it hits in the campaign's recipe."""
+"""Each fault kind of sim/faults.py and what it hits in the campaign's recipe (None: the
+kind's own default target); tests/reliability/test_faults.py checks none is missing."""
 
 FAULT_PHASES = ("setup", "pulse", "purge", "plasma", "exposure", "checkpoint", "teardown")
 

@@ -16,6 +16,8 @@ from aldctl.front.bench import FAULT_PHASES, FAULT_TARGETS, bench_faults, format
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml"
 # Faults the engine is built to catch wherever they happen in a cycle
 MUST_DETECT = {
+    "toxic_gas_alarm",
+    "exhaust_flow_loss",
     "valve_stuck_open",
     "heater_runaway",
     "thermocouple_break",
@@ -36,6 +38,12 @@ def _cells(campaign: bool) -> list[tuple[str, str]]:
     # inside a cycle (not teardown, after which there is nothing left to detect)
     inner = FAULT_PHASES[:-1]
     return [(k, inner[i % len(inner)]) for i, k in enumerate(kinds)]
+
+
+def test_the_campaign_covers_every_fault_kind() -> None:
+    from sim.faults import FaultKind
+
+    assert set(FAULT_TARGETS) == {k.value for k in FaultKind}
 
 
 def test_fault_campaign(campaign: bool) -> None:
