@@ -1944,7 +1944,7 @@ def _tune_dose(
         _refuse(f"--trial-dose: {trial_dose} is not a positive time (hint: e.g. 6.5s)")
     if saturated is not None and not saturated > 0.0:
         _refuse("--saturated must be > 0 (hint: the saturated growth in the profile's unit)")
-    from aldctl.tune.dose import ProfileError, Refusal, fit_profile, read_profile
+    from aldctl.tune.dose import COVERAGE, ProfileError, Refusal, fit_profile, read_profile
 
     try:
         prof = read_profile(profile)
@@ -1960,6 +1960,7 @@ def _tune_dose(
                 {
                     "saturation_dose_s": fit.saturation_dose_s,
                     "uncertainty_s": fit.uncertainty_s,
+                    "uncertainty_coverage": COVERAGE,
                     "trial_dose_s": fit.trial_dose_s,
                     "damkohler": fit.damkohler,
                     "trailing_edge_damkohler": fit.kinetic_damkohler,
@@ -1976,7 +1977,7 @@ def _tune_dose(
         return
     click.echo(
         f"saturation dose time: {fit.saturation_dose_s:.3g} s "
-        f"+/- {fit.uncertainty_s:.2g} s  (trial {fit.trial_dose_s:g} s)"
+        f"+/- {fit.uncertainty_s:.2g} s ({COVERAGE:.0%} interval)  (trial {fit.trial_dose_s:g} s)"
     )
     click.echo("")
     click.echo(fit.reasoning())
@@ -2259,32 +2260,56 @@ def bench_sim(cycles: tuple[int, ...], as_json: bool) -> None:
 
 @bench.command("tune")
 @click.option("--n", "n", type=int, default=2000, show_default=True, help="Random conditions.")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=None, help="Default: 1, or 2 with --calibrate.")
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Measure tune dose's model-error table instead (on seed 2, which the figures do not use).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_tune(n: int, seed: int, as_json: bool) -> None:
+def bench_tune(n: int, seed: int | None, calibrate: bool, as_json: bool) -> None:
     """`tune dose` against brute-force dose sweeps on the cross-flow simulator.
 
     Random conditions (sticking probability 3e-5..3e-2, flow, pressure, length, gap,
     temperature, feed), each with its true saturation dose found by bisection on the
     simulator; trials at 5-95 % of it measured at N = 5, 10, 20 points with 0 and 0.5 %
     noise. Prints median and 90th-percentile relative error, for ideal plug flow and with
-    axial diffusion. Takes a few minutes at the default size.
+    axial diffusion, and the coverage: how often the truth lies within the stated uncertainty
+    (meant to be 95 %). Takes a few minutes at the default size.
+
+    --calibrate measures the model-error table that the stated uncertainty uses (the relative
+    error the noise's part leaves uncovered, per front steepness and fit class) on a seed the
+    figures do not use, and prints it as the Python constant of aldctl/tune/dose.py.
 
     \b
     Examples:
       aldctl bench tune --n 200
       aldctl bench tune --json > tune-bench.json
+      aldctl bench tune --calibrate
     """
+    from aldctl.front.tunebench import calibrate as calibrate_bench
     from aldctl.front.tunebench import run as run_bench
 
-    res = run_bench(n, seed)
+    if calibrate:
+        cal = calibrate_bench(n, 2 if seed is None else seed)
+        if as_json:
+            click.echo(json.dumps(cal, indent=2))
+            return
+        click.echo(f"# {cal['conditions']} conditions per chamber kind, seed {cal['seed']}")
+        click.echo("MODEL_ERROR: tuple[tuple[float, ...], ...] = (")
+        for row, cnt in zip(cal["model_error"], cal["counts"], strict=True):
+            click.echo(f"    ({', '.join(f'{v:g}' for v in row)}),  # trials per bin: {cnt}")
+        click.echo(")")
+        return
+    res = run_bench(n, 1 if seed is None else seed)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
     _print_rows(res["rows"], False)
     _print_rows(res["by_damkohler"], False)
     click.echo(
-        f"{res['conditions']} conditions per chamber kind, {res['wall_s']:.0f} s; "
+        f"{res['conditions']} conditions per chamber kind, {res['wall_s']:.0f} s; coverage "
+        f"goal {res['coverage_goal_pct']:.0f} %; "
         f"one fit of N = 20 points: {res['fit_ms_n20']:.2f} ms"
     )
 

@@ -23,7 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from aldctl.tune.dose import Refusal, fit_profile
+from aldctl.tune.dose import (
+    COVERAGE,
+    RESIDUAL_EDGES,
+    STEEPNESS_EDGES,
+    Z_COVERAGE,
+    Refusal,
+    fit_class,
+    fit_profile,
+    steepness_bin,
+)
 from sim.crossflow import Chamber, Reactant, damkohler, delivery_time_s, saturation_profile
 
 CELLS = 100
@@ -96,18 +105,15 @@ def truth(conds: list[Condition], rel_tol: float = 2e-4) -> np.ndarray:
     return out
 
 
-def run(n: int = 2000, seed: int = 1) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
+def trials(n: int, seed: int) -> list[dict[str, Any]]:
+    """Every trial of the benchmark: the method's answer against the truth (or refused)."""
     detail: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
     for diffusion in (False, True):
         conds = conditions(n, seed, diffusion)
         t99 = truth(conds)
         rng = np.random.default_rng(seed + 7)
         frac = rng.uniform(0.05, 0.95, size=n)
         ns = rng.choice(NS, size=n)
-        errs: dict[tuple[float, int], list[float]] = {}
-        refused: dict[tuple[float, int], int] = {}
         for nn in NS:
             idx = np.nonzero(ns == nn)[0]
             if len(idx) == 0:
@@ -122,62 +128,109 @@ def run(n: int = 2000, seed: int = 1) -> dict[str, Any]:
                 steps=STEPS,
             )
             for noise in NOISES:
-                key = (noise, nn)
-                errs[key] = []
-                refused[key] = 0
                 noisy = prof + rng.normal(0.0, noise, size=prof.shape) if noise else prof
                 for row, i in enumerate(idx):
                     trial = float(frac[i] * t99[i])
+                    rec: dict[str, Any] = {
+                        "diffusion": diffusion,
+                        "noise": noise,
+                        "n": int(nn),
+                        "da": damkohler(conds[i].chamber, conds[i].precursor),
+                        "peclet": conds[i].chamber.peclet,
+                        "trial_fraction": float(frac[i]),
+                        "truth_s": float(t99[i]),
+                        "fit": None,
+                    }
                     try:
                         fit = fit_profile(
                             list(np.clip(noisy[row], 0.0, None)), trial, fraction=True
                         )
                     except Refusal:
-                        refused[key] += 1
+                        detail.append(rec)
                         continue
-                    e = fit.saturation_dose_s / float(t99[i]) - 1.0
-                    errs[key].append(e)
-                    detail.append(
-                        {
-                            "diffusion": diffusion,
-                            "noise": noise,
-                            "n": nn,
-                            "da": damkohler(conds[i].chamber, conds[i].precursor),
-                            "peclet": conds[i].chamber.peclet,
-                            "trial_fraction": float(frac[i]),
-                            "error": e,
-                            "within_2sigma": abs(fit.saturation_dose_s - float(t99[i]))
-                            <= 2.0 * fit.uncertainty_s,
-                        }
-                    )
+                    rec["fit"] = fit
+                    rec["error"] = fit.saturation_dose_s / float(t99[i]) - 1.0
+                    rec["covered"] = abs(fit.saturation_dose_s - float(t99[i])) <= fit.uncertainty_s
+                    detail.append(rec)
+    return detail
+
+
+def run(n: int = 2000, seed: int = 1) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    detail = trials(n, seed)
+    rows: list[dict[str, Any]] = []
+    for diffusion in (False, True):
         for noise in NOISES:
-            all_e = [e for nn in NS for e in errs.get((noise, nn), [])]
-            n_ref = sum(refused.get((noise, nn), 0) for nn in NS)
-            rows.append(_row(diffusion, noise, "all", all_e, n_ref))
-            for nn in NS:
-                rows.append(
-                    _row(diffusion, noise, str(nn), errs.get((noise, nn), []), refused[(noise, nn)])
-                )
+            for nn in ("all", *NS):
+                sel = [
+                    d
+                    for d in detail
+                    if d["diffusion"] == diffusion
+                    and d["noise"] == noise
+                    and (nn == "all" or d["n"] == nn)
+                ]
+                rows.append(_row(diffusion, noise, str(nn), sel))
     return {
         "rows": rows,
-        "by_damkohler": _by_da(detail),
+        "by_damkohler": _by_da([d for d in detail if d["fit"] is not None]),
         "conditions": n,
+        "coverage_goal_pct": COVERAGE * 100.0,
         "wall_s": time.perf_counter() - t_start,
         "fit_ms_n20": _fit_time(),
     }
 
 
-def _row(diffusion: bool, noise: float, n: str, errs: list[float], refused: int) -> dict[str, Any]:
+def calibrate(n: int = 2000, seed: int = 2) -> dict[str, Any]:
+    """The model-error table of :mod:`aldctl.tune.dose` from brute-force truth: per fit class
+    and steepness bin, the relative error that the noise's part of the uncertainty leaves
+    uncovered, at its COVERAGE quantile (non-decreasing with steepness)."""
+    detail = [d for d in trials(n, seed) if d["fit"] is not None]
+    nbins = len(STEEPNESS_EDGES) + 1
+    table: list[list[float]] = []
+    counts: list[list[int]] = []
+    for cls in range(len(RESIDUAL_EDGES) + 1):
+        row: list[float] = []
+        cnt: list[int] = []
+        for b in range(nbins):
+            need = []
+            for d in detail:
+                f = d["fit"]
+                if fit_class(f.residual) != cls or steepness_bin(f.steepness) != b:
+                    continue
+                err = f.saturation_dose_s - d["truth_s"]
+                covered = (Z_COVERAGE * f.statistical_s) ** 2 + (Z_COVERAGE * f.correction_s) ** 2
+                need.append(math.sqrt(max(err**2 - covered, 0.0)) / f.saturation_dose_s)
+            cnt.append(len(need))
+            # Too few trials for a quantile: the neighbour's value (filled below).
+            row.append(float(np.quantile(need, COVERAGE)) if len(need) >= 10 else math.nan)
+        # Non-decreasing with steepness; empty bins take the last measured one.
+        last = 0.0
+        for b in range(nbins):
+            last = row[b] = max(last, row[b]) if not math.isnan(row[b]) else last
+        table.append([round(v, 4) for v in row])
+        counts.append(cnt)
+    return {"seed": seed, "conditions": n, "model_error": table, "counts": counts}
+
+
+def _row(diffusion: bool, noise: float, n: str, sel: list[dict[str, Any]]) -> dict[str, Any]:
+    ans = [d for d in sel if d["fit"] is not None]
+    errs = [d["error"] for d in ans]
     a = np.abs(np.array(errs)) if errs else np.array([math.nan])
     return {
         "chamber": "plug flow + axial diffusion" if diffusion else "ideal plug flow",
         "noise": f"{noise:.1%}",
         "N": n,
         "answered": len(errs),
-        "refused": refused,
+        "refused": len(sel) - len(ans),
         "median_err_pct": float(np.median(a) * 100),
         "p90_err_pct": float(np.percentile(a, 90) * 100),
         "bias_pct": float(np.median(np.array(errs)) * 100) if errs else math.nan,
+        "coverage_pct": 100.0 * sum(1 for d in ans if d["covered"]) / len(ans) if ans else math.nan,
+        "median_width_pct": float(
+            np.median([d["fit"].uncertainty_s / d["fit"].saturation_dose_s for d in ans]) * 100
+        )
+        if ans
+        else math.nan,
     }
 
 
@@ -203,9 +256,7 @@ def _by_da(detail: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "count": len(sel),
                         "median_err_pct": float(np.median(a) * 100),
                         "p90_err_pct": float(np.percentile(a, 90) * 100),
-                        "truth_within_2sigma_pct": 100.0
-                        * sum(1 for d in sel if d["within_2sigma"])
-                        / len(sel),
+                        "coverage_pct": 100.0 * sum(1 for d in sel if d["covered"]) / len(sel),
                     }
                 )
     return out
@@ -251,20 +302,25 @@ def _steady_gpc(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any])
     return (_grow(recipe, doc, cname, steps, 6) - _grow(recipe, doc, cname, steps, 3)) / 3.0
 
 
-def brute_force(recipe: Path, rel_tol: float = 0.01) -> dict[str, dict[str, float]]:
+def brute_force(
+    recipe: Path, rel_tol: float = 0.01, cycle: str | None = None
+) -> dict[str, dict[str, float]]:
     """Saturating dose and shortest purge of every line, from growth curves on the simulator.
 
     Doses: bisection on each line's pulse (the others 10x the recipe's, purges long) for 99 %
     of the saturated growth per cycle. Purges: with every line at its saturating dose,
     bisection on the purge after each line (the others long) for CVD <= 1 % of the growth.
+    ``cycle``: which of the recipe's cycles (default: the first with doses), run on its own
+    after the recipe's setup.
     """
     import yaml as _yaml
 
-    from aldctl.front.tunerun import cycle_doses
+    from aldctl.front.tunerun import all_cycle_doses
     from aldctl.session import load_tool
 
     doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    doses, cname = cycle_doses(recipe)
+    cycles = all_cycle_doses(recipe)
+    cname, doses = next(((c, d) for c, d in cycles if c == cycle), cycles[0])
     long = max(10.0, *(3.0 * d.purge_s for d in doses))
     sat = [max(d.pulse_s * 10.0, 0.1) for d in doses]
     tool = load_tool(None, [d.chemical for d in doses])
@@ -312,30 +368,39 @@ def brute_force(recipe: Path, rel_tol: float = 0.01) -> dict[str, dict[str, floa
 
 def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
     """For every recipe and reactant line: the trial's recommendation against brute force."""
-    from aldctl.front.tunerun import cycle_doses, run_trial
+    from aldctl.front.tunerun import all_cycle_doses, run_trial
     from aldctl.session import prepare
 
     rows = []
     for recipe in recipes:
-        doses, _ = cycle_doses(recipe)
-        t0 = time.perf_counter()
-        results = run_trial(prepare(recipe, None, ()), doses, None)
-        t_trial = time.perf_counter() - t0
-        truth = brute_force(recipe)
-        for res in results:
-            bf = truth[res.chemical]
-            rows.append(
-                {
-                    "recipe": recipe.name,
-                    "line": res.chemical,
-                    "signal": "QCM" if res.signal.startswith("QCM") else "pressure",
-                    "dose_ms": res.saturation.dose_s * 1000,
-                    "brute_dose_ms": bf["dose_s"] * 1000,
-                    "dose_err_pct": (res.saturation.dose_s / bf["dose_s"] - 1) * 100,
-                    "purge_s": res.purge_s,
-                    "brute_purge_s": bf["purge_s"],
-                    "purge_err_pct": (res.purge_s / bf["purge_s"] - 1) * 100,
-                    "trial_wall_s": t_trial,
-                }
-            )
+        for cname, doses in all_cycle_doses(recipe):
+            rows += _recipe_rows(recipe, cname, doses, prepare, run_trial)
+    return rows
+
+
+def _recipe_rows(
+    recipe: Path, cname: str, doses: list[Any], prepare: Any, run_trial: Any
+) -> list[dict[str, Any]]:
+    rows = []
+    t0 = time.perf_counter()
+    results = run_trial(prepare(recipe, None, ()), doses, None, cname)
+    t_trial = time.perf_counter() - t0
+    truth = brute_force(recipe, cycle=cname)
+    for res in results:
+        bf = truth[res.chemical]
+        rows.append(
+            {
+                "recipe": recipe.name,
+                "cycle": cname,
+                "line": res.chemical,
+                "signal": "QCM" if res.signal.startswith("QCM") else "pressure",
+                "dose_ms": res.saturation.dose_s * 1000,
+                "brute_dose_ms": bf["dose_s"] * 1000,
+                "dose_err_pct": (res.saturation.dose_s / bf["dose_s"] - 1) * 100,
+                "purge_s": res.purge_s,
+                "brute_purge_s": bf["purge_s"],
+                "purge_err_pct": (res.purge_s / bf["purge_s"] - 1) * 100,
+                "trial_wall_s": t_trial,
+            }
+        )
     return rows

@@ -25,15 +25,22 @@ outlet (x = 1) reaches 99 % when ``E = 99 e^{Da}``, so the saturation dose time 
 Everything between inlet and outlet is the delivery: a dose saturates the length that its
 precursor can cover, ``(a/Da) T``, plus a kinetic tail of ``ln(99)/a``.
 
-Uncertainty: the delta method through the fit's covariance, with the residual standard
-deviation (floored at ``noise_floor`` of saturated growth, the measurement's resolution when
-residuals are nil) as the measurement noise.
+Uncertainty: the half-width of a 95 % interval (``COVERAGE``). Two parts in quadrature: the
+noise's, by the delta method through the fit's covariance with the residual standard deviation
+(floored at ``NOISE_FLOOR`` of saturated growth, the measurement's resolution when residuals are
+nil) as the measurement noise, together with how far the dispersion correction moved the answer;
+and the model's own error, which the residuals do not show (a front sharper than the points'
+spacing, axial dispersion that changes the front's shape): a table ``MODEL_ERROR`` of relative
+errors by the front's steepness per point spacing and by how well the logistic fits, measured by
+``aldctl bench tune --calibrate`` against brute-force truth on the cross-flow simulator (a seed
+the benchmark's own figures do not use).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +55,23 @@ MIN_POINTS = 4
 MAX_POINTS = 20
 TARGET = 0.99
 NOISE_FLOOR = 0.002
+COVERAGE = 0.95
+"""The stated uncertainty is the half-width of an interval meant to hold the truth this often."""
+Z_COVERAGE = 1.959964
+STEEPNESS_EDGES = (0.03, 0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
+"""Bin edges of the front's steepness per point spacing, max(Da, Da_kin) / N (open ends)."""
+RESIDUAL_EDGES = (2e-4, 2e-3)
+"""Fit classes by rms misfit (fraction of saturated growth): a clean logistic, a visible
+misfit below the noise floor (the model's shape is off), a noisy profile."""
+# Relative model error (95th percentile of what the noise's part leaves uncovered), per fit
+# class (rows) and steepness bin (columns); printed by `aldctl bench tune --calibrate`
+# (2,000 conditions per chamber kind, seed 2, both kinds and noise levels pooled). Zeros: the
+# noise's part alone already covers 95 % there.
+MODEL_ERROR: tuple[tuple[float, ...], ...] = (
+    (0, 0, 0, 0, 0, 0.0698, 0.1678, 0.1797),
+    (0.0126, 0.0167, 0.0199, 0.0249, 0.1006, 0.1026, 0.1936, 0.1936),
+    (0.0066, 0.0218, 0.0562, 0.0707, 0.0914, 0.1273, 0.1944, 0.402),
+)
 
 
 class ProfileError(ValueError):
@@ -162,6 +186,12 @@ class DoseFit:
     kinetic_damkohler: float = 0.0
     """The trailing edge's logistic slope where it is steeper than the fit's (axial
     dispersion spreads the leading edge), else the fit's Da."""
+    statistical_s: float = 0.0
+    """Standard deviation of the answer from the measurement noise alone (delta method)."""
+    correction_s: float = 0.0
+    """How far the dispersion correction moved the answer from the logistic fit's."""
+    steepness: float = 0.0
+    """max(Da, Da_kin) / N: the front's steepness per point spacing."""
 
     def model(self, x: Array, dose_s: float | None = None) -> Array:
         """Fraction of saturated growth at positions x after ``dose_s`` (default: the trial)."""
@@ -221,8 +251,27 @@ class DoseFit:
             f"is {self.rate_per_s:.3g}/s, i.e. a point that sees the full feed saturates to 99 % "
             f"in {kin:.3g} s; delivering enough precursor to reach the outlet takes another "
             f"{max(deliver, 0.0):.3g} s, so the outlet reaches 99 % after {sat:.3g} s "
-            f"(+/- {self.uncertainty_s:.2g} s).{spread}"
+            f"(+/- {self.uncertainty_s:.2g} s, a {COVERAGE:.0%} interval).{spread}"
         )
+
+
+def fit_class(residual: float) -> int:
+    """0: clean logistic, 1: misfit below the noise floor, 2: noisy (see RESIDUAL_EDGES)."""
+    return sum(1 for e in RESIDUAL_EDGES if residual >= e)
+
+
+def steepness_bin(steep: float) -> int:
+    return sum(1 for e in STEEPNESS_EDGES if steep >= e)
+
+
+def model_error(steep: float, residual: float) -> float:
+    """Relative model error of the answer (95 %), interpolated in log steepness between the
+    bins' geometric centres."""
+    row = MODEL_ERROR[fit_class(residual)]
+    edges = (STEEPNESS_EDGES[0] / 3.0, *STEEPNESS_EDGES, STEEPNESS_EDGES[-1] * 2.0)
+    centres = [math.log(math.sqrt(a * b)) for a, b in itertools.pairwise(edges)]
+    u = math.log(max(steep, 1e-9))
+    return float(np.interp(u, centres, row))
 
 
 def _sigmoid(z: Array) -> Array:
@@ -408,13 +457,14 @@ def fit_profile(
         q[i] += eps
         grad[i] = (trial_dose_s * _t99_factor(float(q[0]), float(q[1])) - t_fit) / eps
     var = float(grad @ cov @ grad) * (sd * s) ** 2
-    # Two terms the fit's covariance does not know: how far the dispersion correction moved
-    # the answer (the model's own doubt), and, for a front sharper than the points' spacing,
-    # where between two points it lies (uniform over one spacing).
-    var += (t99 - t_fit) ** 2
-    if da_kin * (1.0 / n) > 4.4 and p > 0.0 and da > 1e-6:
-        var += (t99 * (1.0 / n) / math.sqrt(12.0) / max(p / da, 1.0 / n)) ** 2
-    unc = math.sqrt(max(var, 0.0))
+    stat_s = math.sqrt(max(var, 0.0))
+    # The noise's part and the dispersion correction's size (the model's own doubt) at the
+    # interval's z, then the measured model error for this steepness and fit class.
+    steep = max(da, da_kin) / n
+    rel_model = model_error(steep, resid_sd)
+    unc = math.sqrt(
+        (Z_COVERAGE * stat_s) ** 2 + (Z_COVERAGE * (t99 - t_fit)) ** 2 + (rel_model * t99) ** 2
+    )
     rate = _softplus(p) / trial_dose_s
     fr = tuple(float(v) for v in vals / s)
     return DoseFit(
@@ -430,4 +480,7 @@ def fit_profile(
         fractions=fr,
         fraction_input=is_frac,
         kinetic_damkohler=da_kin,
+        statistical_s=stat_s,
+        correction_s=t99 - t_fit,
+        steepness=steep,
     )
