@@ -33,6 +33,7 @@ import click
 import yaml
 
 from aldctl.tune.trial import (
+    CVD_LIMIT,
     SAT_TARGET,
     Saturation,
     TrialError,
@@ -392,6 +393,22 @@ def run_trial(
             purge, x, short, share = purge_from_shares(
                 tau, shares, 2.0 * trial.sem / max(g_long, 1e-12)
             )
+            if purge > 3.0 * tau and shares[1] > CVD_LIMIT:
+                # The extrapolation from one and three tau, checked on the tool: the CVD share
+                # need not decay at one rate (water on the walls before TaOEt5 decays faster
+                # past 3 tau: +17 % against brute force). Where the answer keeps CVD under
+                # 1 %, a short bisection between 3 tau and it (six more readings: ~2 %).
+                def cvd(p: float, i: int = i, g_long: float = g_long) -> float:
+                    purges = [long] * len(doses)
+                    purges[i] = p
+                    return _cycle_gain(trial, doses, purges, rec, i) / g_long - 1.0
+
+                if cvd(purge) <= CVD_LIMIT:
+                    p_lo, p_hi = 3.0 * tau, purge
+                    for _ in range(6):
+                        mid = math.sqrt(p_lo * p_hi)
+                        p_lo, p_hi = (mid, p_hi) if cvd(mid) > CVD_LIMIT else (p_lo, mid)
+                    purge = p_hi
         results.append(
             LineResult(
                 d.chemical,
