@@ -1850,7 +1850,9 @@ def tune_recipe_cmd(
     """Dose and purge of every reactant line from a short trial on the tool.
 
     The trial runs on the simulated tool (the built-in one without --config): for each
-    reactant of the recipe's cycle, a train of short pulses on a surface ready for it, the
+    reactant of every cycle that doses two or more lines (a supercycle's subcycles each get
+    their own trial; a line in several is tuned in each, shown as CYCLE/LINE), a train of
+    short pulses on a surface ready for it, the
     QCM's mass gain per pulse (the pressure response's per pulse without a QCM) giving the
     saturation curve; two calibration pulses giving the valve's dead width; the pressure
     decay giving the residence time; and cycles with that line's purge cut short giving the
@@ -1868,6 +1870,7 @@ def tune_recipe_cmd(
       aldctl tune recipes/al2o3_tma_h2o.yaml
       aldctl tune recipes/al2o3_tma_h2o.yaml --line TMA --write tuned.yaml --json
       aldctl tune recipes/al2o3_tma_h2o.yaml --line TMA --map trial.csv --trial-dose 0.8s
+      aldctl tune recipes/litaox_1_6.yaml --line TaOEt5 --write tuned.yaml
     """
     if not recipe.is_file():
         _refuse(f"{recipe}: no such recipe file")
