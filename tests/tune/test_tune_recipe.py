@@ -13,6 +13,7 @@ import pytest
 from aldctl.front.tunebench import brute_force
 from aldctl.front.tunerun import all_cycle_doses, cycle_doses, run_trial
 from aldctl.session import prepare
+from aldctl.tune.trial import TrialError
 from tests.conftest import RECIPES, ROOT, CliResult
 
 CliRun = Callable[..., CliResult]
@@ -68,14 +69,21 @@ def _truth(recipe: Path, cycle: str | None = None) -> dict[str, dict[str, float]
     return _TRUTH[recipe, cycle]
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "recipe", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES))
+)
 def test_recommendations_within_ten_percent_of_brute_force(recipe: Path, campaign: bool) -> None:
     """Every recipe of the library, every cycle (a supercycle's subcycles each; the built-in
     tool's QCM sees every half-reaction). In CI only the Al2O3 recipe runs (the brute-force
-    sweeps take ~10 s a cycle); ``pytest --campaign`` runs them all."""
+    sweeps take ~10 s a cycle); ``pytest --campaign`` runs them all (see the README: not every
+    library process meets the goal yet)."""
     if recipe != AL2O3 and not campaign:
         pytest.skip("brute-force sweeps of every recipe run under --campaign")
-    for cname, doses in all_cycle_doses(recipe):
+    try:
+        cycles = all_cycle_doses(recipe)
+    except TrialError as exc:  # a stack of included recipes, single-line (PEALD) cycles
+        pytest.skip(f"nothing to tune: {exc}")
+    for cname, doses in cycles:
         results = run_trial(prepare(recipe, None, ()), doses, None, cname)
         truth = _truth(recipe, cname)
         for res in results:
