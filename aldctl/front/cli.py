@@ -2329,9 +2329,10 @@ def bench_tune(n: int, seed: int | None, calibrate: bool, as_json: bool) -> None
 def bench_tune_recipes(directory: Path, as_json: bool) -> None:
     """`tune RECIPE` on the built-in tool against brute-force curves, for every recipe.
 
-    For each recipe of DIR and each reactant line of its first cycle: the trial's dose and
-    purge against bisections of the simulated growth per cycle (dose for 99 % of saturated
-    growth, purge for growth at most 1 % above it). About 10 s a recipe.
+    For each recipe under DIR (subdirectories included) and each reactant line of each of its
+    cycles: the trial's dose and purge against bisections of the simulated growth per cycle
+    (dose for 99 % of saturated growth, purge for growth at most 1 % above it). A recipe the
+    trial refuses is a row with the reason. About 10 s a cycle.
 
     \b
     Examples:
@@ -2340,7 +2341,7 @@ def bench_tune_recipes(directory: Path, as_json: bool) -> None:
     """
     from aldctl.front.tunebench import run_recipes
 
-    _print_rows(run_recipes(sorted(directory.glob("*.yaml"))), as_json)
+    _print_rows(run_recipes(sorted(directory.rglob("*.yaml"))), as_json)
 
 
 def main() -> None:

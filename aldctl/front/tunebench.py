@@ -370,11 +370,15 @@ def run_recipes(recipes: list[Path]) -> list[dict[str, Any]]:
     """For every recipe and reactant line: the trial's recommendation against brute force."""
     from aldctl.front.tunerun import all_cycle_doses, run_trial
     from aldctl.session import prepare
+    from aldctl.tune.trial import TrialError
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for recipe in recipes:
-        for cname, doses in all_cycle_doses(recipe):
-            rows += _recipe_rows(recipe, cname, doses, prepare, run_trial)
+        try:
+            for cname, doses in all_cycle_doses(recipe):
+                rows += _recipe_rows(recipe, cname, doses, prepare, run_trial)
+        except TrialError as exc:
+            rows.append({"recipe": recipe.name, "cycle": "", "line": "", "refused": str(exc)})
     return rows
 
 
