@@ -315,7 +315,7 @@ def brute_force(
     """
     import yaml as _yaml
 
-    from aldctl.front.tunerun import all_cycle_doses
+    from aldctl.front.tunerun import all_cycle_doses, line_key
     from aldctl.session import load_tool
 
     doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
@@ -353,7 +353,7 @@ def brute_force(
         best.append(hi)
     g_best = _steady_gpc(recipe, doc, cname, steps(best, longs))
     out: dict[str, dict[str, float]] = {}
-    for i, d in enumerate(doses):
+    for i in range(len(doses)):
         lo, hi = 0.01, long
         while hi / lo > 1.0 + rel_tol:
             mid = math.sqrt(lo * hi)
@@ -362,7 +362,7 @@ def brute_force(
                 lo = mid
             else:
                 hi = mid
-        out[d.chemical] = {"dose_s": best[i], "purge_s": hi, "gpc_nm": g_best}
+        out[line_key(doses, i)] = {"dose_s": best[i], "purge_s": hi, "gpc_nm": g_best}
     return out
 
 
@@ -391,12 +391,12 @@ def _recipe_rows(
     t_trial = time.perf_counter() - t0
     truth = brute_force(recipe, cycle=cname)
     for res in results:
-        bf = truth[res.chemical]
+        bf = truth[res.key]
         rows.append(
             {
                 "recipe": recipe.name,
                 "cycle": cname,
-                "line": res.chemical,
+                "line": res.key,
                 "signal": "QCM" if res.signal.startswith("QCM") else "pressure",
                 "dose_ms": res.saturation.dose_s * 1000,
                 "brute_dose_ms": bf["dose_s"] * 1000,

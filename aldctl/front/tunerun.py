@@ -78,6 +78,9 @@ class LineResult:
     recipe_purge_s: float
     decay: tuple[list[float], list[float], float] = field(default=([], [], 0.0))
     cycle: str = ""
+    key: str = ""
+    """The line within its cycle: the chemical, or CHEM#k for its k-th pulse in a cycle that
+    doses it more than once (Li3PO4's two water pulses)."""
 
 
 class _Trial:
@@ -173,6 +176,14 @@ def _settled(st: Any) -> bool:
     if st.setpoint_c is None or st.pv_c is None:
         return True
     return bool(abs(st.pv_c - st.setpoint_c) < 1.0) and not st.ramping
+
+
+def line_key(doses: list[Dose], i: int) -> str:
+    """The i-th dose's name within its cycle (see LineResult.key)."""
+    chem = doses[i].chemical
+    if sum(1 for d in doses if d.chemical == chem) == 1:
+        return chem
+    return f"{chem}#{sum(1 for d in doses[: i + 1] if d.chemical == chem)}"
 
 
 def cycle_doses(recipe_path: Path) -> tuple[list[Dose], str]:
@@ -423,6 +434,7 @@ def run_trial(
                 d.purge_s,
                 decay,
                 cycle_name,
+                line_key(doses, i),
             )
         )
     return results
@@ -468,8 +480,9 @@ def _source_note(r: LineResult) -> str:
 
 def _label(r: LineResult, results: list[LineResult]) -> str:
     """The line's name, with its cycle where the line is dosed in more than one cycle."""
-    shared = sum(1 for o in results if o.chemical == r.chemical) > 1
-    return f"{r.cycle}/{r.chemical}" if shared and r.cycle else r.chemical
+    key = r.key or r.chemical
+    shared = sum(1 for o in results if (o.key or o.chemical) == key) > 1
+    return f"{r.cycle}/{key}" if shared and r.cycle else key
 
 
 def _round_up_ms(t: float) -> float:
@@ -488,15 +501,15 @@ def recommendations(
     every tuned cycle's as (name, doses)."""
     sets: dict[str, float] = {}
     nodes: list[tuple[Any, float]] = []
-    by_chem = {(r.cycle, r.chemical): r for r in results}
-    pairs: list[tuple[str, Dose]] = []
-    for item in doses:
-        if isinstance(item, tuple):
-            pairs.extend((item[0], d) for d in item[1])
-        else:
-            pairs.append(("", item))
-    for cname, d in pairs:
-        res = by_chem.get((cname, d.chemical))
+    by_key = {(r.cycle, r.key or r.chemical): r for r in results}
+    cycles: list[tuple[str, list[Dose]]] = [
+        item if isinstance(item, tuple) else ("", [item]) for item in doses
+    ]
+    if doses and not isinstance(doses[0], tuple):  # one cycle's doses, unnamed
+        cycles = [("", [d for d in doses if isinstance(d, Dose)])]
+    pairs = [(c, d, line_key(ds, k)) for c, ds in cycles for k, d in enumerate(ds)]
+    for cname, d, key in pairs:
+        res = by_key.get((cname, key))
         if res is None:
             continue
         for ref, val in (

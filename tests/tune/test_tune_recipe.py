@@ -87,8 +87,8 @@ def test_recommendations_within_ten_percent_of_brute_force(recipe: Path, campaig
         results = run_trial(prepare(recipe, None, ()), doses, None, cname)
         truth = _truth(recipe, cname)
         for res in results:
-            bf = truth[res.chemical]
-            name = f"{cname}/{res.chemical}"
+            bf = truth[res.key]
+            name = f"{cname}/{res.key}"
             assert res.saturation.dose_s == pytest.approx(bf["dose_s"], rel=0.10), name
             assert res.purge_s == pytest.approx(bf["purge_s"], rel=0.10), name
 
@@ -163,9 +163,9 @@ def test_without_a_qcm_the_pressure_response_gives_the_doses(tmp_path: Path) -> 
     truth = _truth(AL2O3, "Al2O3")
     for res in results:
         assert res.signal == "per-pulse pressure response"
-        assert res.saturation.dose_s == pytest.approx(truth[res.chemical]["dose_s"], rel=0.15)
+        assert res.saturation.dose_s == pytest.approx(truth[res.key]["dose_s"], rel=0.15)
         # The rule is conservative against the measured CVD: longer, never shorter.
-        assert truth[res.chemical]["purge_s"] < res.purge_s < 1.6 * truth[res.chemical]["purge_s"]
+        assert truth[res.key]["purge_s"] < res.purge_s < 1.6 * truth[res.key]["purge_s"]
 
 
 def test_tune_recipe_from_a_thickness_map(run_cli: CliRun, tmp_path: Path) -> None:
@@ -200,3 +200,25 @@ def test_tune_recipe_from_a_thickness_map(run_cli: CliRun, tmp_path: Path) -> No
     assert res.code == 0, res.err
     assert json.loads(res.out)["cycle"] == "Ta2O5"
     assert "- pulse: {TaOEt5: 2 s}" not in out2.read_text()
+
+
+def test_a_line_dosed_twice_in_one_cycle_is_tuned_per_pulse(
+    run_cli: CliRun, tmp_path: Path
+) -> None:
+    """Li3PO4 doses water twice per cycle (after LiOtBu and after TMP): two pulses, two
+    results (H2O#1, H2O#2) with their own purges, each patched in its own place."""
+    recipe = RECIPES / "lithium" / "li3po4_liotbu_tmp.yaml"
+    out = tmp_path / "tuned.yaml"
+    res = run_cli(
+        "tune", str(recipe), "--line", "H2O", "--write", str(out), "--report",
+        str(tmp_path / "p.html"), "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    lines = json.loads(res.out)["lines"]
+    assert set(lines) == {"H2O#1", "H2O#2"}
+    assert lines["H2O#1"]["chemical"] == lines["H2O#2"]["chemical"] == "H2O"
+    # The purge after the second water (before LiOtBu) is the one CVD needs; after the first
+    # (before TMP) nothing reacts, so one residence time does.
+    assert lines["H2O#2"]["purge_s"] > 2.0 * lines["H2O#1"]["purge_s"]
+    patched = out.read_text()
+    assert patched.count("- pulse: {H2O: 50 ms}") == 0
