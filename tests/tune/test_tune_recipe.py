@@ -196,7 +196,8 @@ def test_tune_recipe_from_a_thickness_map(run_cli: CliRun, tmp_path: Path) -> No
     # A line dosed only in a supercycle's later subcycle: found there, patched there.
     out2 = tmp_path / "tuned2.yaml"
     args = ("--line", "TaOEt5", "--map", str(trial), "--trial-dose", "0.1s")
-    res = run_cli("tune", str(LITAOX), *args, "--write", str(out2), "--json")
+    page2 = str(tmp_path / "p2.html")
+    res = run_cli("tune", str(LITAOX), *args, "--write", str(out2), "--report", page2, "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["cycle"] == "Ta2O5"
     assert "- pulse: {TaOEt5: 2 s}" not in out2.read_text()
