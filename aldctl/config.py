@@ -371,7 +371,16 @@ class TelemetrySpec(_Model):
     """A file with ``user`` on its first line and the password on its second (keep it
     mode 0600); read when the run starts, instead of the environment."""
     tls: TlsSpec | None = None
+    mqtt_version: Literal["5", "3.1.1"] = "5"
+    """MQTT 5 (replies carry the request's response topic and correlation data) or 3.1.1
+    for brokers that speak only that (replies go to ``<prefix>/<tool>/reply/<sender>``)."""
     commands: CommandsSpec = CommandsSpec()
+
+    @field_validator("mqtt_version", mode="before")
+    @classmethod
+    def _version(cls, v: object) -> object:
+        # YAML reads `mqtt_version: 5` as an int and `3.1.1` as a string
+        return str(v) if isinstance(v, int | float) else v
 
     @field_validator("broker")
     @classmethod

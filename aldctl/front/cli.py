@@ -1632,6 +1632,13 @@ def broker_options(f: F) -> F:
             "--key", type=click.Path(path_type=Path, dir_okay=False), help="Client key (PEM)."
         ),
         click.option("--prefix", default="ald", show_default=True, help="Topic root."),
+        click.option(
+            "--mqtt-version",
+            type=click.Choice(["5", "3.1.1"]),
+            default="5",
+            show_default=True,
+            help="3.1.1 for brokers that speak only that.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -1639,13 +1646,20 @@ def broker_options(f: F) -> F:
 
 
 def _broker(
-    url: str, credentials: Path | None, ca: Path | None, cert: Path | None, key: Path | None
+    url: str,
+    credentials: Path | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    mqtt_version: str = "5",
 ) -> Any:
     from aldctl.diagnostics import UserError
     from aldctl.front.telemetry.broker import connect_info
 
     try:
-        return connect_info(url, credentials_file=credentials, ca=ca, cert=cert, key=key)
+        return connect_info(
+            url, credentials_file=credentials, ca=ca, cert=cert, key=key, mqtt_version=mqtt_version
+        )
     except UserError as exc:
         _fail(exc.diagnostics)
 
@@ -1666,6 +1680,7 @@ def monitor(
     cert: Path | None,
     key: Path | None,
     prefix: str,
+    mqtt_version: str,
     as_json: bool,
     once: bool,
     wait: float,
@@ -1686,7 +1701,7 @@ def monitor(
 
     from aldctl.front.telemetry.monitor import Fleet, make_app, text_table, watch
 
-    target = _broker(broker, credentials, ca, cert, key)
+    target = _broker(broker, credentials, ca, cert, key, mqtt_version)
     if once or as_json:
         fleet = Fleet(prefix)
 
@@ -1743,6 +1758,7 @@ def record(
     cert: Path | None,
     key: Path | None,
     prefix: str,
+    mqtt_version: str,
     out: Path,
     client_id: str | None,
 ) -> None:
@@ -1763,7 +1779,7 @@ def record(
 
     from aldctl.front.telemetry.historian import record as run_record
 
-    target = _broker(broker, credentials, ca, cert, key)
+    target = _broker(broker, credentials, ca, cert, key, mqtt_version)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -617,3 +617,80 @@ async def test_tls_with_a_client_certificate(broker: Mosquitto, tmp_path: Path) 
     assert state["run_id"] == result["run_id"]
     assert state["seq"] > 10
     assert "warning: telemetry" not in result["stderr"]
+
+
+# ------------------------------------------------------------------------ MQTT 3.1.1
+
+
+async def test_a_broker_spoken_to_in_mqtt_3_1_1_gets_telemetry_and_commands_reply_by_topic(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    # A 3.1.1-only broker refuses an MQTT 5 CONNECT; with `mqtt_version: 3.1.1` the tool
+    # speaks 3.1.1, and replies (no response-topic property in 3.1.1) go to reply/<sender>.
+    cfg = tool_config(
+        tmp_path / "a.yaml",
+        broker,
+        "reactor-v3",
+        commands=True,
+        allow=("alice",),
+        mqtt_version="3.1.1",
+    )
+    data = tmp_path / "d"
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        username="alice",
+        password="alicepw",
+        protocol=aiomqtt.ProtocolVersion.V311,
+        identifier=f"test-v3-{uuid.uuid4().hex[:6]}",
+    )
+    proc = await start_run(cfg, data, "cycles=300", realtime=True)
+    try:
+        async with client:
+            await client.subscribe("ald/reactor-v3/#", qos=1)
+            lst = Listener(client)
+            task = asyncio.create_task(lst.run())
+            try:
+                running = await lst.wait_for(
+                    lambda g: g.topic.endswith("/state") and g.json()["state"] == "running"
+                )
+                run_id = running.json()["run_id"]
+                await lst.wait_for(lambda g: g.topic.endswith("/telemetry"))
+                await client.publish("ald/reactor-v3/cmd/pause/alice", b"{}", qos=1)
+                got = await lst.wait_for(lambda g: g.topic == "ald/reactor-v3/reply/alice")
+                assert got.json()["ok"] is True, got.json()
+                await lst.wait_for(
+                    lambda g: g.topic.endswith("/state") and g.json()["state"] == "paused"
+                )
+                mon = await asyncio.create_subprocess_exec(
+                    *aldctl(
+                        "monitor",
+                        "--broker",
+                        broker.url,
+                        "--mqtt-version",
+                        "3.1.1",
+                        "--once",
+                        "--json",
+                        "--wait",
+                        "1",
+                    ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                out, err = await asyncio.wait_for(mon.communicate(), 30)
+                assert mon.returncode == 0, err.decode()
+                rows = {r["tool"]: r for r in json.loads(out)}
+                assert rows["reactor-v3"]["state"] == "paused"
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        proc.kill()
+        await proc.wait()
+    # mosquitto logs each CONNECT's protocol: p2 is MQTT 3.1.1, p5 is MQTT 5.
+    connects = [ln for ln in broker.log().splitlines() if "New client connected" in ln]
+    ours = [ln for ln in connects if "aldctl-reactor-v3" in ln or "aldctl-monitor" in ln]
+    assert len(ours) >= 2, connects
+    assert all("(p2," in ln for ln in ours), ours
+    assert commands_journaled(data, run_id)[0][:3] == ("alice", "pause", True)

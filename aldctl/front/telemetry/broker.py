@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 STREAMS = ("telemetry", "event", "pulse", "alarm")
 DEFAULT_PREFIX = "ald"
+MQTT_VERSIONS = ("5", "3.1.1")
 USERNAME_ENV = "ALDCTL_MQTT_USERNAME"
 PASSWORD_ENV = "ALDCTL_MQTT_PASSWORD"
 
@@ -64,6 +65,12 @@ class Broker:
     password: str | None = None
     tls: ssl.SSLContext | None = None
     url: str = ""
+    mqtt_version: str = "5"
+    """"5" or "3.1.1": brokers that speak only 3.1.1 refuse an MQTT 5 CONNECT."""
+
+    @property
+    def v5(self) -> bool:
+        return self.mqtt_version == "5"
 
     def client(self, **kw: Any) -> aiomqtt.Client:
         import aiomqtt
@@ -74,7 +81,7 @@ class Broker:
             username=self.username,
             password=self.password,
             tls_context=self.tls,
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311,
             # Small messages go out at once, not batched by Nagle's algorithm behind the
             # previous one's ACK (tens of ms of latency on telemetry).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -146,6 +153,7 @@ def connect_info(
     ca: Path | None = None,
     cert: Path | None = None,
     key: Path | None = None,
+    mqtt_version: str = "5",
 ) -> Broker:
     """The broker a URL names, with credentials from a file, else the environment, else the
     URL's user name (no password: anonymous or certificate login)."""
@@ -171,5 +179,9 @@ def connect_info(
         password = os.environ.get(password_env)
     if tls is not None:
         ca, cert, key = tls.ca, tls.cert, tls.key
+    if mqtt_version not in MQTT_VERSIONS:
+        raise UserError(
+            f"MQTT version {mqtt_version!r}: expected one of {', '.join(MQTT_VERSIONS)}"
+        )
     ctx = tls_context(ca, cert, key) if secure or ca or cert else None
-    return Broker(u.hostname, port, user, password, ctx, url)
+    return Broker(u.hostname, port, user, password, ctx, url, mqtt_version)

@@ -175,13 +175,16 @@ async def record(
 
     try:
         while not stop.is_set():
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            if broker.v5:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = SESSION_EXPIRY_S
+                session: dict[str, Any] = {"clean_start": False, "properties": props}
+            else:  # 3.1.1 has no expiry: the broker keeps the session until it is cleaned
+                session = {"clean_session": False}
             client = broker.client(
                 identifier=client_id or default_client_id(),
-                clean_start=False,
-                properties=props,
                 keepalive=10,
+                **session,
             )
             # Acknowledge only what is committed: a kill between receipt and commit means
             # the broker sends it again (and the primary key ignores the copy).

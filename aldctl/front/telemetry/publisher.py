@@ -126,6 +126,7 @@ class Publisher:
             username_env=spec.username_env,
             password_env=spec.password_env,
             tls=spec.tls,
+            mqtt_version=spec.mqtt_version,
         )
         self.counters = Counters()
         self.connected = False
