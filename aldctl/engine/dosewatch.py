@@ -227,8 +227,9 @@ class DoseWatch:
             self.alarm(
                 "warning",
                 tr.source,
-                f"{tr.name}: {what} down to {max(r, 0.0):.0%} of its running baseline for {tr.low} "
-                f"in a row (band +-{tr.band:.0%}): {causes}{more}",
+                # `or 0.0`: a ratio of -0.0 would print as "-0%"
+                f"{tr.name}: {what} down to {max(r, 0.0) or 0.0:.0%} of its running baseline "
+                f"for {tr.low} in a row (band +-{tr.band:.0%}): {causes}{more}",
             )
         elif tr.high >= s.persist and "high" in tr.armed:
             tr.armed.discard("high")
