@@ -97,7 +97,18 @@ async def test_abort_asks_first_and_no_means_no(tmp_path: Path) -> None:
 
 
 async def test_manual_valve_toggle_is_refused_by_the_interlock(tmp_path: Path) -> None:
-    app = Console(data_dir=tmp_path, recipe=RECIPE)
+    # A dose valve held open fills the chamber: past 5 Torr the safety monitor aborts the
+    # session (as it should), a few seconds after "2" on a loaded machine. The interlock
+    # under test is the manifold's, so the chamber limits are raised out of its way.
+    import yaml
+
+    from aldctl.config import builtin_text
+
+    doc = yaml.safe_load(builtin_text())
+    doc["limits"]["pressure"] = {"max": "50 Torr", "hold_above": "40 Torr", "action": "abort"}
+    config = tmp_path / "roomy.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    app = Console(data_dir=tmp_path, recipe=RECIPE, config=config)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.status.get("units_total") == 100, "the plan")
         await pilot.press("m")
