@@ -131,7 +131,11 @@ def test_looking_at_the_model_does_not_change_it(
         while busy.now_ns < t:
             busy.advance_to(min(t, busy.now_ns + look_every_ms * MS))
     a, b = quiet.truth(), busy.truth()
-    assert abs(a.thickness_a - b.thickness_a) <= 2e-3 * a.thickness_a + 1e-4
+    # The gas-phase reaction of two species is integrated by splitting, so the step size
+    # moves CVD traces by a few 1e-4 A (H2O 8 ms then TMA 6 ms after a 2 s purge: 7.0e-4
+    # vs 8.8e-4 A, the same on bfba29c): far below a monolayer (~1 A), which is what a
+    # user sees. Real growth is held to 0.2 %.
+    assert abs(a.thickness_a - b.thickness_a) <= 2e-3 * a.thickness_a + 1e-3
     # The surface term is frozen within an integration step; hops split steps, so the two
     # runs differ by the integrator's local error: at most half a percent of the surface
     # (seen: 0.26 % for a 6 ms H2O dose, shorter than the valve's dead time, after TMA).
