@@ -133,7 +133,10 @@ class SimulatedReactor:
         """Advance the model to ``t_ns``, with every deferred command and every valve
         module's watchdog expiry applied at its own time on the way."""
         r = self._apply_deferred()
-        for bank in sorted(self.watchdogs, key=lambda b: b.deadline_ns or 0):
+        banks = self.watchdogs
+        if len(banks) > 1:  # the earliest expiry first
+            banks = sorted(banks, key=lambda b: b.deadline_ns or 0)
+        for bank in banks:
             due = bank.deadline_ns
             if due is not None and due <= t_ns:
                 if due > r.now_ns:
