@@ -441,6 +441,9 @@ class DoseWatchSpec(_Model):
     noise_sigmas: float = Field(default=6.0, ge=0)
     """The band is at least this many robust standard deviations of the warm-up pulses."""
     qcm_band: float = Field(default=0.5, gt=0, lt=1)
+    base_band: float = Field(default=0.05, gt=0, lt=1)
+    """The chamber pressure when a dose opens (the purged base) outside 1 +- base_band of
+    its running baseline counts as drifting (widened where it is noisier than that)."""
 
 
 class ReferenceProblems(ValueError):

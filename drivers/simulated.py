@@ -114,6 +114,9 @@ class SimulatedReactor:
         self.origin: float | None = None
         self._deferred: list[tuple[int, Callable[[Reactor], None]]] = []
         self.line_names = frozenset(lc.name for lc in cfg.lines)
+        self.watchdogs: list[SimValveBank] = []
+        """Valve modules with a watchdog: each drops its outputs at its deadline in model
+        time, whether or not anything is talking to the simulation then."""
 
     def _now_ns(self) -> int:
         now = asyncio.get_running_loop().time()
@@ -124,8 +127,21 @@ class SimulatedReactor:
     def sync(self) -> Reactor:
         """Advance the reactor to the event loop's now (applying deferred commands at their
         own times on the way) and return it."""
-        t_ns = self._now_ns()
+        return self.advance_to(self._now_ns())
+
+    def advance_to(self, t_ns: int) -> Reactor:
+        """Advance the model to ``t_ns``, with every deferred command and every valve
+        module's watchdog expiry applied at its own time on the way."""
         r = self._apply_deferred()
+        banks = self.watchdogs
+        if len(banks) > 1:  # the earliest expiry first
+            banks = sorted(banks, key=lambda b: b.deadline_ns or 0)
+        for bank in banks:
+            due = bank.deadline_ns
+            if due is not None and due <= t_ns:
+                if due > r.now_ns:
+                    r.advance_to(due)
+                bank.expire(r)
         if t_ns > r.now_ns:
             r.advance_to(t_ns)
         return r
@@ -246,13 +262,75 @@ class _SimDevice:
         return DeviceFault(self.name, str(exc))
 
 
+WATCHDOG_EXPIRED = (
+    "the module's watchdog has run out and switched every output off; connect again to restart it"
+)
+
+
 class SimValveBank(_SimDevice):
+    """The valve module, with the host watchdog of the WAGO-style module the emulator serves
+    (sim/devices/modbus_dio.py; WAGO 750-352/040-000 manual v1.3.0, 11.2.5) when the
+    ``watchdog`` option is set: started at ``connect``, retriggered by every request the
+    module accepts (the factory function mask: any request), and when it runs out every
+    output drops (dose valves close, the pump isolation and carrier shut-off go to their
+    de-energised position) and process data is refused until ``connect`` restarts it."""
+
     hardware_pulse = False
     watchdog = False
 
-    def __init__(self, name: str, component: str, sim: SimulatedReactor, channels: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        component: str,
+        sim: SimulatedReactor,
+        channels: int,
+        watchdog_s: float = 0.0,
+    ) -> None:
         super().__init__(name, component, sim)
         self.channels: Sequence[int] = tuple(range(channels))
+        self.watchdog_s = watchdog_s
+        self.deadline_ns: int | None = None
+        """When the running watchdog drops the outputs (model time); None: not running."""
+        self.expired = False
+        if watchdog_s > 0:
+            self.watchdog = True
+            sim.watchdogs.append(self)
+
+    def _retrigger(self) -> None:
+        if self.deadline_ns is not None:
+            self.deadline_ns = self.sim._now_ns() + round(self.watchdog_s * 1e9)
+
+    def expire(self, r: Reactor) -> None:
+        """The watchdog ran out (at the model's present time): every output off."""
+        self.deadline_ns = None
+        self.expired = True
+        for ch in self.channels:
+            self._write(r, ch, False)
+
+    def _write(self, r: Reactor, channel: int, is_open: bool) -> None:
+        target = self._target(channel)
+        if target == "__pump__":
+            r.set_pump_isolation(is_open != self.sim.pump_fails_open)
+        elif target == "__carrier__":
+            r.set_carrier_shutoff(is_open != self.sim.carrier_fails_open)
+        elif target is not None:
+            r.set_valve(target, is_open)
+
+    async def _link(self) -> Reactor:
+        r = await super()._link()  # raises on a lost link: no retrigger then
+        if self.expired:
+            err = DeviceFault(self.name, WATCHDOG_EXPIRED)
+            self._health.record_failure(err)
+            raise err
+        self._retrigger()
+        return r
+
+    async def connect(self) -> None:
+        await _SimDevice._link(self)  # the link, without the expired check: this restarts
+        self.expired = False
+        if self.watchdog_s > 0:
+            self.deadline_ns = self.sim._now_ns() + round(self.watchdog_s * 1e9)
+        await super().connect()
 
     def _target(self, channel: int) -> str | None:
         if self.sim.pump_channel == (self.name, channel):
@@ -274,8 +352,16 @@ class SimValveBank(_SimDevice):
             def command(r: Reactor) -> None:
                 r.set_valve(line, is_open)
 
-            if line in self.sim.line_names and self.sim.defer(command):
+            if (
+                line in self.sim.line_names
+                and not self.expired
+                # a deadline already passed: the request goes through the link, which
+                # applies the expiry first and refuses it
+                and (self.deadline_ns is None or self.deadline_ns > self.sim._now_ns())
+                and self.sim.defer(command)
+            ):
                 self._health.record_ok()
+                self._retrigger()
                 return
         r = await self._link()
         if target == "__pump__":
@@ -310,6 +396,22 @@ class SimValveBank(_SimDevice):
         raise DeviceFault(self.name, "simulated valves are software-timed (hardware_pulse False)")
 
     async def heartbeat(self) -> None:
+        # Four times a second for hours of virtual time: without a fault that could touch
+        # the link (none active on it, none waiting for a time or a trigger) the beat only
+        # retriggers the watchdog, without bringing the model up to now (as a deferred
+        # valve edge): the next read does that, expiries included.
+        faults = self.sim.reactor.faults
+        if (
+            not self.expired
+            and self.deadline_ns is not None
+            and self.deadline_ns > self.sim._now_ns()
+            and not faults.pending()
+            and not faults.has_triggers()
+            and faults.comm(self.component) is None
+        ):
+            self._health.record_ok()
+            self._retrigger()
+            return
         await self._link()
 
     async def safe_state(self) -> None:
@@ -451,12 +553,21 @@ def _no_extra(options: Mapping[str, Any], allowed: set[str]) -> None:
 
 
 def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimValveBank:
-    _no_extra(options, {"component", "channels"})
+    _no_extra(options, {"component", "channels", "watchdog"})
     channels = options.get("channels", 16)
     if not isinstance(channels, int) or channels < 1:
         msg = "option 'channels' must be a positive whole number"
         raise ValueError(msg)
-    return SimValveBank(name, _component(name, options), _reactor(ctx), channels)
+    # as the modbus-dio driver's option: seconds, 0 = none, 0.1 s steps up to 6553.5 s
+    watchdog = options.get("watchdog", 0.0)
+    if isinstance(watchdog, bool) or not isinstance(watchdog, int | float):
+        msg = "option 'watchdog' must be a number of seconds (0: no watchdog)"
+        raise ValueError(msg)
+    if not 0.0 <= watchdog <= 6553.5:
+        msg = "option 'watchdog' must be 0..6553.5 s"
+        raise ValueError(msg)
+    w = 0.0 if watchdog == 0 else max(1, round(watchdog * 10)) / 10
+    return SimValveBank(name, _component(name, options), _reactor(ctx), channels, w)
 
 
 def make_heater(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimHeater:

@@ -49,6 +49,10 @@ LOW_CAUSES = (
     "source emptying or cooling, valve degrading (slow or partly opening), or line clogging"
 )
 HIGH_CAUSES = "source hotter than set, valve leaking or sticking open, or a pressure disturbance"
+BASE_CAUSES = (
+    "the gauge drifting (zero offset), a leak or outgassing, or the pump or the carrier flow "
+    "changing"
+)
 MISSING_CAUSES = (
     "the valve may not have opened (stuck closed, no actuation air or power), or the source "
     "is empty or far too cold"
@@ -82,6 +86,9 @@ class Track:
     armed: set[str] = field(default_factory=lambda: {"low", "high", "missing"})
     flagged: int = 0
     """Pulses (steps) that were out of band."""
+    what: str = ""
+    """What drifts, for a track that is neither a dose nor a QCM step."""
+    causes: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -155,6 +162,22 @@ class DoseWatch:
                 f"a dose) for {still} still to come: it runs out before the recipe ends",
             )
 
+    def base_pressure(self, line: str, chemical: str, where: str, k: int, torr: float) -> None:
+        """The chamber pressure the moment a dose opened (the purged chamber): it stays put
+        from cycle to cycle, so a gauge whose zero drifts, a leak or a pump that weakens
+        shows here first (the dose's area, measured above this base, does not see it)."""
+        key = ("base", line, where, str(k))
+        tr = self.tracks.get(key)
+        if tr is None:
+            name = f"base pressure before {chemical}"
+            if where:
+                name += f" (in {where} cycles)"
+            if k > 0:
+                name += f", pulse {k + 1} of the cycle"
+            tr = Track(name, "pressure", what="base pressure", causes=BASE_CAUSES)
+            self.tracks[key] = tr
+        self._feed(tr, torr, self.spec.base_band, dose=False)
+
     # ------------------------------------------------------------------ QCM
 
     def qcm_step(self, label: str, step_a: float) -> None:
@@ -210,7 +233,7 @@ class DoseWatch:
             return
         tr.in_band = 0
         tr.flagged += 1
-        what = "dose pressure response" if dose else "value"
+        what = tr.what or ("dose pressure response" if dose else "value")
         if dose and tr.missing >= s.persist_missing and "missing" in tr.armed:
             tr.armed -= {"missing", "low"}
             self.alarm(
@@ -223,7 +246,9 @@ class DoseWatch:
             tr.armed.discard("low")
             left = self.remaining_doses(tr.source) if dose else None
             more = f"; about {left} doses left in the source" if left is not None else ""
-            causes = LOW_CAUSES if dose else "a dose fading (" + LOW_CAUSES + "), or the QCM"
+            causes = tr.causes or (
+                LOW_CAUSES if dose else "a dose fading (" + LOW_CAUSES + "), or the QCM"
+            )
             self.alarm(
                 "warning",
                 tr.source,
@@ -238,7 +263,10 @@ class DoseWatch:
                 tr.source,
                 f"{tr.name}: {what} up to {r:.0%} of its running baseline for {tr.high} "
                 f"in a row (band +-{tr.band:.0%}): "
-                + (HIGH_CAUSES if dose else "CVD (a purge too short, a source too hot)"),
+                + (
+                    tr.causes
+                    or (HIGH_CAUSES if dose else "CVD (a purge too short, a source too hot)")
+                ),
             )
 
     def summary(self) -> dict[str, Any]:
@@ -257,6 +285,7 @@ class _Slot:
     where: str
     k: int
     area: float | None = None
+    base: float | None = None
     done: bool = False
 
 
@@ -317,7 +346,7 @@ class PulseMonitor:
 
     async def _sample(self, slot: _Slot, t_open: float) -> None:
         try:
-            slot.area = await self._area(slot.rec, t_open)
+            slot.area, slot.base = await self._area(slot.rec, t_open)
             slot.done = True
             self._flush()
         except Exception as exc:
@@ -326,7 +355,8 @@ class PulseMonitor:
             slot.done = True
             self.r.monitor_died(f"task 'pulse-monitor' died: {type(exc).__name__}: {exc}")
 
-    async def _area(self, rec: PulseRecord, t_open: float) -> float | None:
+    async def _area(self, rec: PulseRecord, t_open: float) -> tuple[float | None, float | None]:
+        """The dose's area above the base pressure, and that base."""
         clock = self.r.clock
         tau = self.tau
         close = t_open + (rec.commanded_close - rec.commanded_open)
@@ -334,7 +364,7 @@ class PulseMonitor:
         if abs(t_base - t_open) > max(0.5, rec.commanded_close - rec.commanded_open):
             base = None
         if base is None:
-            return None
+            return None, None
         pts: list[tuple[float, float]] = [(t_open, base)]
         for f in PULSE_SAMPLE_TAU:
             t = close + f * tau
@@ -349,18 +379,21 @@ class PulseMonitor:
                 if self.r.tracer is not None:
                     self.r.tracer.pulse_point(self.r.now(), p)
         if len(pts) < 2:
-            return None
+            return None, base
         area = sum(
             (t1 - t0) * ((p0 + p1) / 2 - base) for (t0, p0), (t1, p1) in itertools.pairwise(pts)
         )
-        return area + max(0.0, pts[-1][1] - base) * tau  # the exponential tail
+        return area + max(0.0, pts[-1][1] - base) * tau, base  # + the exponential tail
 
     def _flush(self) -> None:
         while self.order and self.order[0].done:
             slot = self.order.popleft()
             self.r.record_pulse(slot.rec, slot.area)
+            rec = slot.rec
+            if slot.base is not None:
+                self.watch.base_pressure(rec.line, rec.chemical, slot.where, slot.k, slot.base)
             if slot.area is not None:
-                self.watch.pulse(slot.rec.line, slot.rec.chemical, slot.where, slot.k, slot.area)
+                self.watch.pulse(rec.line, rec.chemical, slot.where, slot.k, slot.area)
 
     def drain(self) -> None:
         """The run ends: record what is still being measured, without its area."""

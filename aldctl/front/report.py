@@ -598,8 +598,8 @@ def html_report(d: Data) -> str:
     dw = d.summary.get("dose_watch") or {}
     dw_rows = "".join(
         f"<tr><td>{_e(k)}</td><td>{v.get('seen')}</td>"
-        f"<td>{_fmt(v.get('baseline'), 1.0 if k.startswith('QCM') else 1e3)}"
-        f"{' A' if k.startswith('QCM') else ' mTorr s'}</td>"
+        f"<td>{_fmt(v.get('baseline'), 1e3 if _is_dose(k) else 1.0)}"
+        f"{' A' if k.startswith('QCM') else ' Torr' if k.startswith('base') else ' mTorr s'}</td>"
         f"<td>{_pct(v.get('min_ratio'))}</td><td>{_pct(v.get('last_ratio'))}</td>"
         f"<td>{v.get('out_of_band')}</td><td>{_e(v.get('remaining_doses') or '-')}</td></tr>"
         for k, v in dw.items()
@@ -667,6 +667,11 @@ def html_report(d: Data) -> str:
 
 def _pct(v: object) -> str:
     return f"{max(0.0, float(v)):.0%}" if isinstance(v, int | float) else "-"
+
+
+def _is_dose(name: str) -> bool:
+    """A dose-watch track measured in Torr s (not a QCM step, not a base pressure)."""
+    return not name.startswith(("QCM", "base pressure"))
 
 
 def _fmt(v: object, scale: float) -> str:

@@ -8,6 +8,7 @@ dose that tripped the pressure hold was retried for ever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,15 +165,17 @@ def test_every_supervised_task_that_dies_aborts_the_run_naming_it(
 
         monkeypatch.setattr(dosewatch_mod.DoseWatch, "_feed", feed)
     else:
-        # A valve bank with a module watchdog gets a heartbeat task; make its loop die.
+        # A valve bank with a module watchdog gets a heartbeat task; make its loop die
+        # after feeding the module for a while (the built-in tool's simulated module has a
+        # 1 s watchdog: a heartbeat that merely hung would let it drop the outputs first).
         monkeypatch.setattr(SimValveBank, "watchdog", True, raising=False)
-        monkeypatch.setattr(SimValveBank, "heartbeat", _noop, raising=False)
         original_hb = safety_mod.Safety.heartbeat
 
         async def heartbeat(self: Any) -> None:
-            await asyncio.sleep(30.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30.0):
+                    await original_hb(self)
             raise Boom("heartbeat lost its socket")
-            await original_hb(self)  # pragma: no cover
 
         monkeypatch.setattr(safety_mod.Safety, "heartbeat", heartbeat)
 
@@ -180,10 +183,6 @@ def test_every_supervised_task_that_dies_aborts_the_run_naming_it(
     assert result.outcome == "aborted", result.reason
     assert f"task '{task}' died: Boom" in result.reason
     assert h.states()[-2:] == ["aborting", "aborted"]
-
-
-async def _noop(self: Any) -> None:
-    return None
 
 
 def test_a_dose_that_trips_the_pressure_hold_every_time_aborts_saying_so(sim_run: Run) -> None:

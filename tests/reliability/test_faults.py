@@ -11,9 +11,30 @@ from typing import Any
 
 import pytest
 
-from aldctl.front.bench import FAULT_PHASES, FAULT_TARGETS, bench_faults, format_fault_table
+from aldctl.front.bench import (
+    FAULT_PHASES,
+    FAULT_TARGETS,
+    NOT_OBSERVABLE,
+    bench_faults,
+    format_fault_table,
+)
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml"
+
+
+def test_the_table_names_what_it_cannot_observe() -> None:
+    report = bench_faults(cells=[("empty_source", "setup"), ("empty_source", "purge")])
+    table = format_fault_table(report)
+    setup, purge = report["rows"]
+    assert not setup["observable"]
+    assert "before the first dose" in setup["not_observable_because"]
+    assert purge["observable"]
+    assert purge["detected"]
+    assert "n/o" in table
+    assert "before the first dose" in table
+    assert "detected 1 of 1 observable (1 not observable" in table
+
+
 # Faults the engine is built to catch wherever they happen in a cycle
 MUST_DETECT = {
     "toxic_gas_alarm",
@@ -25,10 +46,23 @@ MUST_DETECT = {
     "disconnect",
     "qcm_failure",
 }
-# Known gap: the in-process valve bank does not model the valve module's watchdog, so a
-# link lost in the middle of a pulse leaves that valve open in the model (over the real
-# protocol, the WAGO-style module's watchdog closes it: tests/hil/test_fail_safe.py).
-KNOWN_GAP = {("comm_timeout", "pulse"), ("disconnect", "pulse")}
+# Observable but not detected, known and reported: 5 ms of jitter on the valve link (no
+# alarm watches the delivered pulse width, which the run's timing summary shows), and faults
+# that start in teardown's last seconds, after which nothing is polled any more.
+UNDETECTED = {("timing_jitter", p) for p in FAULT_PHASES} | {
+    (k, "teardown") for k in ("mfc_stuck", "heater_runaway", "pump_degradation")
+}
+# Caught by the per-pulse diagnostics (aldctl/engine/dosewatch.py) a few doses after the
+# fault, once the baselines exist: a warning or an alarm naming the line, the run goes on.
+# (A valve 3x slower does not open at all in a 15 ms pulse: no response, like stuck.)
+LOW = ("no pressure response", "dose pressure response down")
+DOSE_WATCH = {
+    "valve_stuck_closed": LOW[:1],
+    "valve_slow": LOW,
+    "empty_source": LOW,
+    "cold_source": LOW,
+    "gauge_drift": ("base pressure up",),
+}
 
 
 def _cells(campaign: bool) -> list[tuple[str, str]]:
@@ -36,8 +70,17 @@ def _cells(campaign: bool) -> list[tuple[str, str]]:
     if campaign:
         return [(k, p) for k in kinds for p in FAULT_PHASES]
     # inside a cycle (not teardown, after which there is nothing left to detect)
-    inner = FAULT_PHASES[:-1]
-    return [(k, inner[i % len(inner)]) for i, k in enumerate(kinds)]
+    inner = FAULT_PHASES[1:-1]
+    cells = [(k, inner[i % len(inner)]) for i, k in enumerate(kinds)]
+    # and the two ends for one dose fault: not observable there, and the table says why;
+    # and the valve module's link lost mid-pulse (its watchdog must close the valve)
+    return [
+        *cells,
+        ("empty_source", "setup"),
+        ("gauge_drift", "teardown"),
+        ("comm_timeout", "pulse"),
+        ("disconnect", "pulse"),
+    ]
 
 
 def test_the_campaign_covers_every_fault_kind() -> None:
@@ -53,15 +96,21 @@ def test_fault_campaign(campaign: bool) -> None:
     assert report["internal_errors"] == 0
     for r in rows:
         assert r["journal_complete"], r  # every run's outcome and reason are journaled
-        if (r["fault"], r["phase"]) not in KNOWN_GAP:
-            assert r["safe"], r
-        late = r["phase"] == "teardown" or (
-            # the last units are too short for the substrate to overshoot by 15 K
-            r["fault"] == "heater_runaway" and r["phase"] == "checkpoint"
-        )
-        if r["fault"] in MUST_DETECT and not late:
+        assert r["safe"], r
+        if r["fault"] in MUST_DETECT and r["phase"] != "teardown":
             assert r["outcome"] in ("aborted", "failed"), r
             assert r["reason"], r
+        cell = (r["fault"], r["phase"])
+        if cell in NOT_OBSERVABLE:
+            assert not r["observable"], r
+            assert r["not_observable_because"], r
+        elif r["fault"] in DOSE_WATCH:
+            assert r["outcome"] == "complete", r
+            assert any(w in r["first_alarm"] for w in DOSE_WATCH[r["fault"]]), r
+    for r in rows:
+        cell = (r["fault"], r["phase"])
+        if r["observable"]:
+            assert r["detected"] == (cell not in UNDETECTED), r
 
 
 def test_run_fault_injects_into_the_built_in_simulator(
