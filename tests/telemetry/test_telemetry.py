@@ -287,7 +287,17 @@ async def test_two_tools_on_one_broker_commands_monitor_and_journal(
     pa = await start_run(a, data, "cycles=300", realtime=True)
     pb = await start_run(b, data, "cycles=300", realtime=True)
     try:
-        await until(lambda: st("reactor-a") == "running" and st("reactor-b") == "running")
+        try:
+            # Two real-time runs start at once on a 2-core machine busy with the suite.
+            await until(lambda: st("reactor-a") == "running" and st("reactor-b") == "running", 40.0)
+        except AssertionError as exc:
+            ended = {n: p.returncode for n, p in (("a", pa), ("b", pb))}
+            err = {
+                n: (await p.stderr.read()).decode()[-1500:] if p.returncode is not None else ""
+                for n, p in (("a", pa), ("b", pb))
+                if p.stderr is not None
+            }
+            raise AssertionError(f"{exc}; exit codes {ended}; stderr {err}") from None
         assert fleet.tools["reactor-a"].online
         assert fleet.tools["reactor-b"].online
 
