@@ -32,6 +32,7 @@ A journal that fails ``PRAGMA quick_check`` is refused for writing, with what to
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import getpass
 import hashlib
 import json
@@ -289,6 +290,37 @@ def me(lease_s: float = LEASE_S) -> Owner:
     )
 
 
+@contextlib.contextmanager
+def _setup_lock(path: Path, within_s: float = 10.0) -> Iterator[None]:
+    """One process at a time sets a journal up (WAL switch, schema, added columns, dead runs).
+
+    Two runs started together on a new data directory otherwise race: SQLite answers the
+    second WAL switch "database is locked" without waiting, and both add the same column
+    ("duplicate column name"). An advisory lock on a file beside the journal, held for the
+    milliseconds the setup takes, serialises them; the kernel drops it with a killed holder.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise JournalError(f"cannot open the journal's lock {path}: {exc.strerror}") from exc
+    try:
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise JournalError(
+                        f"the journal {path.with_suffix('')} is being set up by another "
+                        f"process for over {within_s:.0f} s (lock {path})"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 class Journal:
     """The run store. Open one per process; use it from the event-loop thread.
 
@@ -324,6 +356,10 @@ class Journal:
         except OSError as exc:
             msg = f"cannot create the data directory {self.data_dir}: {exc.strerror}"
             raise JournalError(msg) from exc
+        with _setup_lock(self.path.with_name(self.path.name + ".lock")):
+            return self._open_writable_locked()
+
+    def _open_writable_locked(self) -> sqlite3.Connection:
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)

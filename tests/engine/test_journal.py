@@ -105,3 +105,33 @@ def test_unwritable_data_dir(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(JournalError, match="cannot create the data directory"):
         Journal(blocker / "sub")
+
+
+def _open_at(args: tuple[str, float]) -> str:
+    import time
+
+    path, at = args
+    time.sleep(max(0.0, at - time.time()))
+    try:
+        Journal(Path(path)).close()
+    except JournalError as exc:
+        return str(exc)
+    return ""
+
+
+def test_runs_started_at_the_same_moment_on_a_new_data_dir_both_open_the_journal(
+    tmp_path: Path,
+) -> None:
+    # Two `aldctl run` started together on a fresh data directory: both create the schema
+    # and add its later columns. Found by the telemetry test as "duplicate column name".
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(6) as pool:
+        pool.map(_open_at, [("/dev/null/none", 0.0)] * 6)  # the workers are up and imported
+        for trial in range(15):
+            d = tmp_path / f"d{trial}"
+            at = time.time() + 0.3
+            errors = [e for e in pool.map(_open_at, [(str(d), at)] * 6) if e]
+            assert errors == [], (trial, errors)
