@@ -107,31 +107,40 @@ def test_unwritable_data_dir(tmp_path: Path) -> None:
         Journal(blocker / "sub")
 
 
-def _open_at(args: tuple[str, float]) -> str:
-    import time
-
-    path, at = args
-    time.sleep(max(0.0, at - time.time()))
-    try:
-        Journal(Path(path)).close()
-    except JournalError as exc:
-        return str(exc)
-    return ""
+_OPEN_AT = """
+import sys, time
+from pathlib import Path
+from aldctl.engine.journal import Journal, JournalError
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+try:
+    Journal(Path(sys.argv[1])).close()
+except JournalError as exc:
+    print(exc)
+    sys.exit(1)
+"""
 
 
 def test_runs_started_at_the_same_moment_on_a_new_data_dir_both_open_the_journal(
     tmp_path: Path,
 ) -> None:
     # Two `aldctl run` started together on a fresh data directory: both create the schema
-    # and add its later columns. Found by the telemetry test as "duplicate column name".
-    import multiprocessing
+    # and add its later columns. Found by the telemetry test as "duplicate column name"
+    # (and "database is locked" from the WAL switch).
+    import subprocess
+    import sys
     import time
 
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(6) as pool:
-        pool.map(_open_at, [("/dev/null/none", 0.0)] * 6)  # the workers are up and imported
-        for trial in range(15):
-            d = tmp_path / f"d{trial}"
-            at = time.time() + 0.3
-            errors = [e for e in pool.map(_open_at, [(str(d), at)] * 6) if e]
-            assert errors == [], (trial, errors)
+    for trial in range(6):
+        d = tmp_path / f"d{trial}"
+        at = time.time() + 1.0  # every process imported and waiting by then
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT, str(d), repr(at)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(5)
+        ]
+        errors = [out for p in procs if (out := p.communicate(timeout=60)[0]) or p.returncode]
+        assert errors == [], (trial, errors)
