@@ -346,3 +346,48 @@ async def test_the_api_refuses_what_it_cannot_take_and_a_stuck_client_never_stal
 def _short(path: Path) -> str:
     fd = os.open(path.parent, os.O_RDONLY)
     return f"/proc/self/fd/{fd}/{path.name}"
+
+
+async def test_a_status_poll_after_an_abort_never_shows_a_valve_open(tmp_path: Path) -> None:
+    """The race the console lost under load: the abort's StateChanged event arrives after a
+    newer status snapshot (so it is skipped as stale), and the poll of that snapshot kept the
+    last dose's line lit because 'dosing' was empty: the synoptic showed TMA open on an
+    aborted run. A real operator-API server on a Unix socket; the run's events are fed to its
+    RunStatus directly (the order is the point, and a real run cannot force it)."""
+    from aldctl.engine.control import RunControl
+    from aldctl.engine.events import DoseStarted, EventBus, Sample, State, StateChanged
+    from aldctl.engine.opapi import ApiServer, OperatorApi, RunStatus
+
+    status = RunStatus(
+        run_id="r1", recipe="r", tool="t", units_total=10, planned_s=100.0,
+        lines={"TMA": "TMA", "H2O": "H2O"},
+    )  # fmt: skip
+    path = tmp_path / "api.sock"
+    server = ApiServer(OperatorApi(RunControl(), status), EventBus(), path)
+    await server.start()
+    app = Console(data_dir=tmp_path, recipe=RECIPE)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.status.get("units_total") is not None, "the plan")
+            client = ApiClient(path)
+            await client.connect()
+            app.client = client
+            dose = DoseStarted(t=10.0, line="TMA", chemical="TMA", duration_s=0.5)
+            status.listener(dose)
+            app.on_run_event({"event": {"type": "DoseStarted", "t": 10.0, "line": "TMA"}})
+            await app.poll_status()
+            assert "[■]" in screen_text(app)  # mid-pulse: lit
+            status.listener(StateChanged(t=10.1, state=State.ABORTED, previous=State.RUNNING))
+            status.listener(Sample(t=10.2, values={"pressure": 0.5}))
+            await app.poll_status()  # the snapshot first, the event (now stale) after it
+            app.on_run_event(
+                {"event": {"type": "StateChanged", "t": 10.1, "state": "aborted", "reason": ""}}
+            )
+            await app.poll_status()
+            app.refresh_panels()
+            assert app.status["state"] == "aborted"
+            assert "[■]" not in screen_text(app)
+            app.client = None
+            await client.close()
+    finally:
+        await server.stop()

@@ -51,6 +51,10 @@ HISTORY_EVENTS = 200
 PLOT_POINTS = 240
 
 
+# The states in which the engine may hold a dose valve open.
+DOSING_STATES = ("running", "starting", "pausing", "stopping")
+
+
 @dataclass
 class ToolView:
     """What the synoptic draws: the tool as configured (names, lines, heaters, flows)."""
@@ -570,6 +574,8 @@ class Console(App[None]):
         if stale and kind in ("StateChanged", "UnitStarted", "UnitDone", "StepStarted"):
             if kind == "StateChanged":
                 self.log_line(f"state {ev['state']}: {ev['reason']}", "bold")
+                if ev["state"] not in DOSING_STATES:
+                    st["dosing"] = []  # stale or not, the dose valves are closed
             return
         if kind == "Sample":
             values = ev["values"]
@@ -580,7 +586,7 @@ class Console(App[None]):
                 self.substrate.append(values["T.substrate"])
         elif kind == "StateChanged":
             st["state"], st["reason"] = ev["state"], ev["reason"]
-            if ev["state"] not in ("running", "starting", "pausing", "stopping"):
+            if ev["state"] not in DOSING_STATES:
                 st["dosing"] = []
             self.log_line(f"state {ev['state']}: {ev['reason']}", "bold")
         elif kind == "Alarm":
@@ -625,7 +631,11 @@ class Console(App[None]):
             if reply.get("ok"):
                 dosing = self.status.get("dosing")
                 self.status = reply["result"]
-                if dosing and not self.status.get("dosing"):
+                # A pulse shorter than the poll may end between two snapshots, so the line the
+                # events lit stays lit until its PulseDone; never once the run left the
+                # states that dose: an aborted run with a valve shown open is a lie.
+                live = self.status.get("state") in DOSING_STATES
+                if dosing and live and not self.status.get("dosing"):
                     self.status["dosing"] = dosing
                 self.refresh_panels()
 
