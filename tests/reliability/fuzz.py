@@ -139,6 +139,9 @@ SYNTAX_SPLICES = [
 ]
 
 
+WALL_FACTOR = 10.0
+
+
 class Hang(Exception):
     pass
 
@@ -283,7 +286,11 @@ class Campaign:
         self.counts[f"{target}:tried"] += 1
         self.counts["tried"] += 1
         _TIMED_OUT[0] = False
-        signal.setitimer(signal.ITIMER_REAL, self.time_limit_s)
+        # The limit is on the process's CPU time: on a shared machine an input can wait
+        # for a core longer than its limit without hanging. A wall-clock limit ten times
+        # longer catches what hangs without computing (a blocking read).
+        signal.setitimer(signal.ITIMER_PROF, self.time_limit_s)
+        signal.setitimer(signal.ITIMER_REAL, WALL_FACTOR * self.time_limit_s)
         try:
             outcome = call()
             if _TIMED_OUT[0]:
@@ -296,6 +303,7 @@ class Campaign:
             outcome = "internal"
             sample = sample + "\n--- traceback\n" + traceback.format_exc(limit=6)
         finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
             signal.setitimer(signal.ITIMER_REAL, 0)
         self.counts[f"{target}:{outcome}"] += 1
         if outcome in ("hang", "memory", "internal"):
@@ -447,6 +455,7 @@ def frame_answers(rng: random.Random, n: int) -> list[bytes]:
 
 def run(n_inputs: int, n_frames: int, seed: int, time_limit_s: float) -> dict[str, Any]:
     signal.signal(signal.SIGALRM, _alarm)
+    signal.signal(signal.SIGPROF, _alarm)
     recipes = [(p, p.read_text()) for p in SEED_RECIPES]
     configs = [(p, p.read_text()) for p in SEED_CONFIGS]
     rtrees = [yaml.safe_load(t) for _, t in recipes]
@@ -527,7 +536,9 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=3000, help="recipes and configs")
     ap.add_argument("--frames", type=int, default=400, help="answers to the drivers")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--time-limit", type=float, default=5.0, help="seconds per input")
+    ap.add_argument(
+        "--time-limit", type=float, default=5.0, help="CPU seconds per input (wall: 10x)"
+    )
     ap.add_argument("--memory-mb", type=int, default=2048, help="address-space limit")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
