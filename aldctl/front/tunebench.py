@@ -315,7 +315,7 @@ def brute_force(
     """
     import yaml as _yaml
 
-    from aldctl.front.tunerun import all_cycle_doses, line_key
+    from aldctl.front.tunerun import PURGE_FLOOR, all_cycle_doses, line_key
     from aldctl.session import load_tool
 
     doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
@@ -323,12 +323,21 @@ def brute_force(
     cname, doses = next(((c, d) for c, d in cycles if c == cycle), cycles[0])
     long = max(10.0, *(3.0 * d.purge_s for d in doses))
     sat = [max(d.pulse_s * 10.0, 0.1) for d in doses]
-    tool = load_tool(None, [d.chemical for d in doses])
+    tool = load_tool(None, [d.chemical for d in doses if d.tunable])
+
+    raw_steps = doc["cycles"][cname]
+    plasma_steps = [st for st in raw_steps if isinstance(st, dict) and "plasma" in st]
 
     def steps(pulses: list[float], purges: list[float]) -> list[Any]:
         out: list[Any] = []
+        plasmas = iter(plasma_steps)
         for k, d in enumerate(doses):
-            out.append({"pulse": {d.chemical: f"{pulses[k] * 1000:.4f} ms"}})
+            if d.plasma is not None:
+                # The cycle's plasma step as the recipe has it (without it LiPON's N2 plasma
+                # never turned the surface over and nothing grew: a 10 ms "saturating" dose).
+                out.append(next(plasmas))
+            else:
+                out.append({"pulse": {d.chemical: f"{pulses[k] * 1000:.4f} ms"}})
             out.append({"purge": f"{purges[k]:.4f} s"})
         return out
 
@@ -336,6 +345,9 @@ def brute_force(
     g_sat = _steady_gpc(recipe, doc, cname, steps(sat, longs))
     best: list[float] = []
     for i, d in enumerate(doses):
+        if not d.tunable:
+            best.append(d.pulse_s)
+            continue
         spec = tool.lines.get(d.chemical)
         lo, hi = (float(spec.min_pulse) if spec is not None else 0.0005), sat[i]
 
@@ -353,12 +365,23 @@ def brute_force(
         best.append(hi)
     g_best = _steady_gpc(recipe, doc, cname, steps(best, longs))
     out: dict[str, dict[str, float]] = {}
+
+    def off(p: float, i: int) -> bool:
+        # Growth more than 1 % away from the long-purge growth: CVD above it, or a loss
+        # below it (a short purge after LiPON's water loses 42 %; counting only the excess,
+        # this reference once called 10 ms enough there).
+        purges = [p if k == i else long for k in range(len(doses))]
+        return abs(_steady_gpc(recipe, doc, cname, steps(best, purges)) / g_best - 1.0) > 0.01
+
     for i in range(len(doses)):
-        lo, hi = 0.01, long
+        if not doses[i].tunable:
+            continue
+        lo, hi = PURGE_FLOOR, long
+        if not off(lo, i):
+            hi = lo  # no purge needed: the shortest tried is the answer, not a bracket's edge
         while hi / lo > 1.0 + rel_tol:
             mid = math.sqrt(lo * hi)
-            purges = [mid if k == i else long for k in range(len(doses))]
-            if _steady_gpc(recipe, doc, cname, steps(best, purges)) > 1.01 * g_best:
+            if off(mid, i):
                 lo = mid
             else:
                 hi = mid
