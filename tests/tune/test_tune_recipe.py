@@ -219,7 +219,7 @@ def test_a_line_dosed_twice_in_one_cycle_is_tuned_per_pulse(
     assert set(lines) == {"H2O#1", "H2O#2"}
     assert lines["H2O#1"]["chemical"] == lines["H2O#2"]["chemical"] == "H2O"
     # The purge after the second water (before LiOtBu) is the one CVD needs; after the first
-    # (before TMP) nothing reacts, so one residence time does.
+    # (before TMP) nothing reacts, so none is needed (the shortest purge tried).
     assert lines["H2O#2"]["purge_s"] > 2.0 * lines["H2O#1"]["purge_s"]
     patched = out.read_text()
     assert patched.count("- pulse: {H2O: 50 ms}") == 0
