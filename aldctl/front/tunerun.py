@@ -439,24 +439,50 @@ def run_trial(
         for j in range(i + 1, len(doses)):
             _step(trial, doses[j], sat[j], long)
 
-        def grow(width: float, i: int = i) -> float:
-            pulses = [width if k == i else sat[k] for k in range(len(doses))]
-            return _cycle_gain(trial, doses, [long] * len(doses), pulses, i)
+        # The uptake law's answer, checked on the tool against the growth per cycle (the
+        # others saturating, purges long), averaged over enough cycles for its noise to be
+        # ~0.1 % of the growth: the 99 % criterion is a 1 % difference, and the law alone
+        # was off by up to +61 % (litaox's TaOEt5), +13 % (TPA), +12 % (LiAlOx's water,
+        # whose valve-minimum pulse converts 98 %: one point on the rise).
+        n_avg = 1
+        g_sat = 0.0
+        if trial.has_qcm:
+            pulses = list(sat)
+            sat_gains = _cycle_gains(trial, doses, [long] * len(doses), pulses, i, NOISE_CYCLES)
+            g_sat = sum(sat_gains) / len(sat_gains)
+            spread = _stdev(sat_gains) / max(g_sat, 1e-12)
+            n_avg = max(1, min(MAX_AVERAGE, math.ceil(spread / SHARE_RESOLUTION)))
 
-        # The uptake law's answer, checked on the tool: when three quarters of it already
-        # grow 99 % of the saturated growth per cycle, the law overshot (litaox's TaOEt5:
-        # +61 %), and the measured curve below gives the dose instead.
-        overshot = (
-            trial.has_qcm
-            and s.reach >= SOURCE_LIMITED
-            and 0.75 * s.dose_s >= w_min
-            and grow(0.75 * s.dose_s) >= SAT_TARGET * grow(sat[i])
-        )
-        if (s.reach < SOURCE_LIMITED and trial.has_qcm) or overshot:
-            # Source-limited: the uptake law puts 99 % on a flat stretch of the delivery
-            # curve, where it is ill-conditioned. Measure the growth per cycle at the
-            # calibration widths instead (others saturating, purges long): a short saturation
-            # curve of this line, read for 99 % of its plateau.
+        def grow(width: float, i: int = i, n: int = n_avg) -> float:
+            pulses = [width if k == i else sat[k] for k in range(len(doses))]
+            return _cycle_gain(trial, doses, [long] * len(doses), pulses, i, n)
+
+        def grown(width: float, g_sat: float = g_sat) -> bool:
+            return grow(width) >= SAT_TARGET * g_sat
+
+        use_curve = trial.has_qcm and s.reach < SOURCE_LIMITED
+        if trial.has_qcm and not use_curve:
+            d0 = s.dose_s
+            w_lo = w_hi = None
+            if grown(d0):
+                if 0.75 * d0 >= w_min and grown(0.75 * d0):
+                    use_curve = True  # far above: the measured curve below gives the dose
+                elif d0 > w_min * 1.001:
+                    w_lo, w_hi = max(0.75 * d0, w_min), d0
+                    if w_lo == w_min and grown(w_min):
+                        w_hi = w_lo = w_min
+            elif grown(1.5 * d0):
+                w_lo, w_hi = d0, 1.5 * d0
+            else:
+                use_curve = True
+            if w_lo is not None and w_hi is not None:
+                for _ in range(4 if w_hi > w_lo else 0):
+                    mid = 0.5 * (w_lo + w_hi)
+                    w_lo, w_hi = (w_lo, mid) if grown(mid) else (mid, w_hi)
+                s = Saturation(s.pulse_s, s.dead_s, s.gains, w_hi, s.free, s.reach)
+        if use_curve:
+            # Source-limited, or the law far off: a short saturation curve of this line at
+            # the calibration widths, read for 99 % of its plateau.
             curve = [(width, grow(width)) for width in widths]
             # Then narrow the bracket around 99 % of the plateau by bisection (four more
             # points: an eighth of the bracket), since the curve bends hard there.
@@ -471,30 +497,6 @@ def run_trial(
             s = Saturation(
                 s.pulse_s, s.dead_s, s.gains, dose_from_curve(curve), s.free, s.reach, tuple(curve)
             )
-        elif trial.has_qcm and theta[0] > COARSE_FIRST and s.dose_s > w_min * 1.001:
-            # The valve's shortest pulse already converts most of the surface (LiAlOx's
-            # water: 98 % in 10 ms), so the train has one point on the rise and the law
-            # extrapolates (+12 %). The answer lies between that pulse and the law's: read
-            # it off the growth per cycle there, averaged over enough cycles for its noise
-            # to be ~0.1 % of the growth (the 99 % criterion is a 1 % difference).
-            pulses = [sat[k] for k in range(len(doses))]
-            sat_gains = _cycle_gains(trial, doses, [long] * len(doses), pulses, i, NOISE_CYCLES)
-            g_sat = sum(sat_gains) / len(sat_gains)
-            n = max(1, min(MAX_AVERAGE, math.ceil(_stdev(sat_gains) / (SHARE_RESOLUTION * g_sat))))
-
-            def grown(width: float, i: int = i, n: int = n, g_sat: float = g_sat) -> bool:
-                pulses = [width if k == i else sat[k] for k in range(len(doses))]
-                g = _cycle_gain(trial, doses, [long] * len(doses), pulses, i, n)
-                return g >= SAT_TARGET * g_sat
-
-            w_lo, w_hi = w_min, s.dose_s
-            if grown(w_lo):
-                w_hi = w_lo
-            elif grown(w_hi):
-                for _ in range(4):
-                    mid = 0.5 * (w_lo + w_hi)
-                    w_lo, w_hi = (w_lo, mid) if grown(mid) else (mid, w_hi)
-            s = Saturation(s.pulse_s, s.dead_s, s.gains, w_hi, s.free, s.reach)
         found.append((i, d, signal, s, tau, (ts[k_peak:], ps[k_peak:], base)))
     # Purges, with every line at its recommended dose (lines not tuned keep the recipe's):
     # the CVD share with the purge after X cut to one and to three residence times.
@@ -532,8 +534,10 @@ def run_trial(
                 # the growth, the only thing a short purge does there).
                 return abs(cvd(p)) > CVD_LIMIT
 
-            def bisect(p_lo: float, p_hi: float, steps: int) -> float:
-                """The shortest purge in (p_lo, p_hi] that is not off (p_lo off, p_hi not)."""
+            def bisect(p_lo: float, p_hi: float) -> float:
+                """The shortest purge in (p_lo, p_hi] that is not off (p_lo off, p_hi not),
+                to 2 % (geometric steps: from 10 ms to a second is eight readings)."""
+                steps = max(3, math.ceil(math.log2(math.log(p_hi / p_lo) / math.log(1.02))))
                 for _ in range(steps):
                     mid = math.sqrt(p_lo * p_hi)
                     p_lo, p_hi = (mid, p_hi) if off(mid) else (p_lo, mid)
@@ -545,18 +549,27 @@ def run_trial(
                 # Fine at one residence time already: what is left of X does not react with
                 # the next step (Li3PO4's first water before TMP). Check the shortest purge
                 # the brute force tries too; else bisect between it and tau.
-                purge = PURGE_FLOOR if not off(PURGE_FLOOR) else bisect(PURGE_FLOOR, tau, 6)
+                purge = PURGE_FLOOR if not off(PURGE_FLOOR) else bisect(PURGE_FLOOR, tau)
             elif min(shares) < -CVD_LIMIT:
                 # Growth lost at short purges: not a decaying CVD share, so no extrapolation;
                 # bisect between the longest purge measured off and the long purge.
                 p_lo = 3.0 * tau if shares[1] < -CVD_LIMIT else tau
-                purge = long if p_lo >= long else bisect(p_lo, long, 8)
-            elif purge > 3.0 * tau and shares[1] > CVD_LIMIT and not off(purge):
+                purge = long if p_lo >= long else bisect(p_lo, long)
+            elif shares[1] > CVD_LIMIT:
                 # The extrapolation from one and three tau, checked on the tool: the CVD share
                 # need not decay at one rate (water on the walls before TaOEt5 decays faster
-                # past 3 tau: +17 % against brute force). Where the answer keeps CVD under
-                # 1 %, a short bisection between 3 tau and it (six more readings: ~2 %).
-                purge = bisect(3.0 * tau, purge, 6)
+                # past 3 tau: +17 % against brute force). Bisect between 3 tau and it where it
+                # keeps CVD under 1 %, else between it and the long purge (to 2 %).
+                purge = max(purge, 3.0 * tau)
+                if not off(purge):
+                    purge = bisect(3.0 * tau, purge) if purge > 3.0 * tau else purge
+                else:
+                    purge = long if purge >= long else bisect(purge, long)
+            elif abs(shares[1]) <= CVD_LIMIT:
+                # Off at one residence time, fine at three: the answer is between two readings,
+                # so bisect there rather than interpolate log-linearly (the share decays faster
+                # early on: lithicone's purges came out +21-24 %).
+                purge = bisect(tau, 3.0 * tau)
             # Every share above is against g_long: it must still hold. Where the growth per
             # cycle at the very same settings has moved (a drifting source, a monitor whose
             # scale changed), the shares measured that, not the purge: refuse, not answer.
