@@ -2347,8 +2347,10 @@ def bench_tune_recipes(directory: Path, as_json: bool) -> None:
 
     For each recipe under DIR (subdirectories included) and each reactant line of each of its
     cycles: the trial's dose and purge against bisections of the simulated growth per cycle
-    (dose for 99 % of saturated growth, purge for growth at most 1 % above it). A recipe the
-    trial refuses is a row with the reason. About 10 s a cycle.
+    (dose for 99 % of saturated growth, purge for growth within 1 % of the long-purge
+    growth), and what the trial's values grow on that truth (growth_at_dose_pct,
+    cvd_at_purge_pct). A recipe the trial refuses is a row with the reason. About 10-30 s a
+    cycle.
 
     \b
     Examples:
@@ -2357,7 +2359,10 @@ def bench_tune_recipes(directory: Path, as_json: bool) -> None:
     """
     from aldctl.front.tunebench import run_recipes
 
-    _print_rows(run_recipes(sorted(directory.rglob("*.yaml"))), as_json)
+    # Not the brute force's own temporary recipes (.bf-*.yaml beside the recipe: another
+    # evaluation running on the same directory, or one that was killed).
+    found = sorted(p for p in directory.rglob("*.yaml") if not p.name.startswith("."))
+    _print_rows(run_recipes(found), as_json)
 
 
 def main() -> None:

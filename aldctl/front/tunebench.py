@@ -303,7 +303,10 @@ def _steady_gpc(recipe: Path, doc: dict[str, Any], cname: str, steps: list[Any])
 
 
 def brute_force(
-    recipe: Path, rel_tol: float = 0.01, cycle: str | None = None
+    recipe: Path,
+    rel_tol: float = 0.01,
+    cycle: str | None = None,
+    trial: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Saturating dose and shortest purge of every line, from growth curves on the simulator.
 
@@ -311,7 +314,13 @@ def brute_force(
     of the saturated growth per cycle. Purges: with every line at its saturating dose,
     bisection on the purge after each line (the others long) for CVD <= 1 % of the growth.
     ``cycle``: which of the recipe's cycles (default: the first with doses), run on its own
-    after the recipe's setup.
+    after the recipe's setup. A purge counts as enough when the growth per cycle is within
+    1 % of the long-purge growth (CVD above it, or a loss below it), from the shortest purge
+    tried (10 ms: then none is needed) up. Plasma steps run as the recipe has them.
+
+    ``trial``: a recommendation (dose, purge) per line to read on the same truth: the growth
+    at that dose as a fraction of the saturated growth (``growth_at_trial_dose``) and the
+    growth's change at that purge (``cvd_at_trial_purge``), which say what a miss costs.
     """
     import yaml as _yaml
 
@@ -385,7 +394,16 @@ def brute_force(
                 lo = mid
             else:
                 hi = mid
-        out[line_key(doses, i)] = {"dose_s": best[i], "purge_s": hi, "gpc_nm": g_best}
+        key = line_key(doses, i)
+        out[key] = {"dose_s": best[i], "purge_s": hi, "gpc_nm": g_best}
+        if trial is not None and key in trial:
+            dose, purge = trial[key]
+            pulses = [dose if k == i else sat[k] for k in range(len(doses))]
+            g = _steady_gpc(recipe, doc, cname, steps(pulses, longs))
+            out[key]["growth_at_trial_dose"] = g / g_sat
+            purges = [purge if k == i else long for k in range(len(doses))]
+            g = _steady_gpc(recipe, doc, cname, steps(best, purges))
+            out[key]["cvd_at_trial_purge"] = g / g_best - 1.0
     return out
 
 
@@ -412,7 +430,9 @@ def _recipe_rows(
     t0 = time.perf_counter()
     results = run_trial(prepare(recipe, None, ()), doses, None, cname)
     t_trial = time.perf_counter() - t0
-    truth = brute_force(recipe, cycle=cname)
+    truth = brute_force(
+        recipe, cycle=cname, trial={r.key: (r.saturation.dose_s, r.purge_s) for r in results}
+    )
     for res in results:
         bf = truth[res.key]
         rows.append(
@@ -427,6 +447,9 @@ def _recipe_rows(
                 "purge_s": res.purge_s,
                 "brute_purge_s": bf["purge_s"],
                 "purge_err_pct": (res.purge_s / bf["purge_s"] - 1) * 100,
+                # What the recommendation does on the simulator's truth (a miss's cost).
+                "growth_at_dose_pct": bf["growth_at_trial_dose"] * 100,
+                "cvd_at_purge_pct": bf["cvd_at_trial_purge"] * 100,
                 "trial_wall_s": t_trial,
             }
         )
