@@ -1866,8 +1866,9 @@ def tune_recipe_cmd(
     """Dose and purge of every reactant line from a short trial on the tool.
 
     The trial runs on the simulated tool (the built-in one without --config): for each
-    reactant of every cycle that doses two or more lines (a supercycle's subcycles each get
-    their own trial; a line in several is tuned in each, shown as CYCLE/LINE), a train of
+    reactant of every cycle with a line's pulse and a second reactant step, pulse or plasma
+    (a supercycle's subcycles each get their own trial; a line in several is tuned in each,
+    shown as CYCLE/LINE; a plasma step runs as the recipe has it, its time untuned), a train of
     short pulses on a surface ready for it, the
     QCM's mass gain per pulse (the pressure response's per pulse without a QCM) giving the
     saturation curve; two calibration pulses giving the valve's dead width; the pressure

@@ -3,7 +3,7 @@ dose and purge of every reactant line of the recipe's cycle (:mod:`aldctl.tune.t
 method), and write ``--set`` overrides, a patched recipe copy and a report page.
 
 The trial runs on the tool's reactor model with its measured channels only (the QCM's
-thickness reading, the gauge's pressure reading), never the model's ground truth, so that the
+frequency, the gauge's pressure reading), never the model's ground truth, so that the
 same analysis can take a real tool's readings. Real tools: not yet (the trial needs the
 engine to drive pulse trains and log QCM and gauge readings per pulse); the command says so.
 
@@ -13,10 +13,13 @@ Trial, per line X of a cycle (doses D_0 .. D_{n-1} in order, X = D_i):
    surface is ready for X;
 2. the pulse train: pulses of a quarter of the recipe's dose (at least the line's minimum)
    with long purges, until three pulses in a row gain < 0.5 % of the total (at most 80);
-3. calibration pulses of w and 2 w (pressure areas: the valve's dead width) and the decay
-   after the second (residence time);
-4. the rest of the cycle; then two cycles with long purges and two with X's purge cut to one
-   residence time: the CVD share at that purge.
+3. calibration pulses of w .. 16 w and the long dose (pressure areas, the valve open and
+   after: what one pulse of each width delivers) and the decay after the last (residence
+   time); the uptake law's dose, checked and bisected on the growth per cycle;
+4. at the recommended doses, the growth per cycle with X's purge cut to one and three
+   residence times against long purges (each averaged over cycles to ~0.1 % of the growth),
+   then bisections on the tool for the shortest purge whose growth is within 1 % of it.
+Plasma steps of the cycle run as the recipe has them, wherever the cycle is run.
 """
 
 from __future__ import annotations
@@ -271,9 +274,9 @@ def cycle_doses(recipe_path: Path) -> tuple[list[Dose], str]:
 
 
 def all_cycle_doses(recipe_path: Path) -> list[tuple[str, list[Dose]]]:
-    """Every cycle with two or more single-chemical pulses (a supercycle's subcycles each
-    count), in the file's order: its pulses and purges, with where each value comes from (a
-    parameter, or a literal in the file)."""
+    """Every cycle with a single-chemical pulse and a second reactant step, pulse or plasma
+    (a supercycle's subcycles each count), in the file's order: its pulses, plasma steps and
+    purges, with where each value comes from (a parameter, or a literal in the file)."""
     from aldctl.units import Kind, parse
 
     text = recipe_path.read_text(encoding="utf-8")
@@ -694,6 +697,12 @@ def recommendations(
     if doses and not isinstance(doses[0], tuple):  # one cycle's doses, unnamed
         cycles = [("", [d for d in doses if isinstance(d, Dose)])]
     pairs = [(c, d, line_key(ds, k)) for c, ds in cycles for k, d in enumerate(ds)]
+    # A parameter that is also the purge after a plasma step keeps at least the recipe's
+    # value: no trial measured that purge (ZrO2's `purge` after its TDMAZr and its plasma).
+    floors: dict[str, float] = {}
+    for _, d, _ in pairs:
+        if d.plasma is not None and d.purge_ref is not None and d.purge_ref[0] == "param":
+            floors[d.purge_ref[1]] = max(floors.get(d.purge_ref[1], 0.0), d.purge_s)
     for cname, d, key in pairs:
         res = by_key.get((cname, key))
         if res is None:
@@ -708,6 +717,9 @@ def recommendations(
                 sets[ref[1]] = max(sets.get(ref[1], 0.0), val)
             elif ref[1] is not None:
                 nodes.append((ref[1], val))
+    for name, floor in floors.items():
+        if name in sets:
+            sets[name] = max(sets[name], floor)
     return sets, nodes
 
 
