@@ -54,16 +54,16 @@ PLATEAU = 4
 MAX_PULSES = 80
 PRIME_FACTOR = 5.0
 COARSE_FIRST = 0.8
+"""A trial train whose first pulse converts more of the surface than this is repeated finer."""
 NOISE_CYCLES = 6
-"""Cycles whose single-cycle growth scatter gives the QCM's resolution of a CVD share."""
+"""Cycles whose single-cycle growth scatter gives the QCM's resolution of a cycle's growth."""
 SHARE_RESOLUTION = 0.001
-"""CVD shares are averaged over cycles until their noise is about this fraction of growth."""
+"""Growth per cycle is averaged over cycles until its noise is about this fraction of it."""
 MAX_AVERAGE = 12
 PURGE_FLOOR = 0.01
+"""Shortest purge tried (here and by the brute force): a purge this short is none at all."""
 REPRODUCIBLE = 0.03
 """Largest change of the long-purge growth per cycle over a line's purge measurements."""
-"""Shortest purge tried (here and by the brute force): a purge this short is none at all."""
-"""A trial train whose first pulse converts more of the surface than this is repeated finer."""
 
 
 @dataclass(frozen=True)
@@ -522,6 +522,9 @@ def run_trial(
             # enough cycles for its noise to be ~0.1 % of the growth.
             gains = _cycle_gains(trial, doses, [long] * len(doses), rec, i, NOISE_CYCLES)
             g_long = sum(gains) / len(gains)
+            if not g_long > 0.0:
+                msg = f"{line_key(doses, i)}: the QCM saw no growth per cycle at the tuned doses"
+                raise TrialError(msg)
             spread = _stdev(gains)
             n = max(1, min(MAX_AVERAGE, math.ceil(spread / (SHARE_RESOLUTION * g_long))))
             resolution = 2.0 * spread / n / max(g_long, 1e-12)
