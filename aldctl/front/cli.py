@@ -2026,10 +2026,14 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
         for key in rows[0]:
             t.add_row(key, *(fmt(r[key]) for r in rows))
     else:
-        for key in rows[0]:
+        # Columns from the fullest row: a refused recipe's row has only its reason.
+        keys: list[str] = []
+        for r in sorted(rows, key=lambda r: -len(r)):
+            keys += [k for k in r if k not in keys]
+        for key in keys:
             t.add_column(key, justify="right")
         for row in rows:
-            t.add_row(*(fmt(v) for v in row.values()))
+            t.add_row(*(fmt(row.get(k, "")) for k in keys))
     Console().print(t)
 
 
