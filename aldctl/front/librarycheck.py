@@ -60,6 +60,8 @@ def recipes_by_process(root: Path) -> dict[str, Path]:
     """Library process id -> the recipe whose header names it (the first, by path)."""
     out: dict[str, Path] = {}
     for path in sorted(root.rglob("*.yaml")):
+        if path.name.startswith("."):
+            continue  # an editor's or a tune brute force's scratch copy, not a recipe
         m = _HEADER.search(path.read_text(encoding="utf-8", errors="replace"))
         if m and m.group(1) not in out:
             out[m.group(1)] = path

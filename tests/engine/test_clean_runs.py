@@ -26,7 +26,9 @@ CAMPAIGN_CYCLES = 1000
 
 
 def _recipes() -> list[Path]:
-    return sorted(RECIPES.rglob("*.yaml"))
+    # Hidden files are scratch copies (the tune brute force writes its trials beside the
+    # recipe, for its includes), not the library.
+    return sorted(p for p in RECIPES.rglob("*.yaml") if not p.name.startswith("."))
 
 
 def _scale(path: Path, cycles: int) -> tuple[str, ...]:
