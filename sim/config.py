@@ -194,6 +194,50 @@ class QcmConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ChamberConfig:
+    """The chamber as ``cells`` cells along the flow (a cross-flow reactor): plug flow from
+    the inlet (every line, MFC and the plasma source feed the first cell) to the pump (the
+    last cell), with axial diffusion between neighbours, each cell with its own gas and
+    surface. The chamber's volume and reactive area are the reactor's, shared equally.
+
+    Positions are fractions of ``length_cm`` from the inlet (0) to the outlet (1); a position
+    belongs to the cell that covers it. No ``chamber`` at all is the well-stirred (0-D)
+    chamber and its exact fast integrators; ``cells: 1`` runs the N-cell integrator with one
+    cell (the same physics, slower: what the tests compare)."""
+
+    cells: int = 1
+    length_cm: float = 20.0
+    """Length along the flow (sets the axial diffusion's reach between cells)."""
+    substrate_at: float = 0.5
+    """Where the wafer lies: the thickness, coverage and saturation a run reports."""
+    qcm_at: float = 0.5
+    gauge_at: float = 1.0
+    """The gauge's port (default: the outlet, where the pump line leaves)."""
+    axial_diffusion: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cells, bool) or not isinstance(self.cells, int) or self.cells < 1:
+            msg = f"chamber.cells must be a whole number >= 1 (got {self.cells!r})"
+            raise ValueError(msg)
+        if self.cells > 200:
+            msg = f"chamber.cells: at most 200 (got {self.cells})"
+            raise ValueError(msg)
+        if not self.length_cm > 0.0:
+            msg = f"chamber.length_cm must be > 0 (got {self.length_cm!r})"
+            raise ValueError(msg)
+        for name in ("substrate_at", "qcm_at", "gauge_at"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                msg = f"chamber.{name} must be a fraction of the length, 0..1 (got {v!r})"
+                raise ValueError(msg)
+
+    def cell_at(self, position: float) -> int:
+        """The cell covering ``position`` (0..1; the outlet belongs to the last cell)."""
+        c = int(position * self.cells)
+        return c if c < self.cells else self.cells - 1
+
+
+@dataclass(frozen=True, slots=True)
 class PlasmaConfig:
     """RF plasma source fed by ``plasma.<gas>`` MFCs.
 
@@ -257,6 +301,8 @@ class ReactorConfig:
     qcm: QcmConfig | None = field(default_factory=QcmConfig)
     plasma: PlasmaConfig | None = None
     ozone: OzoneConfig | None = None
+    chamber: ChamberConfig | None = None
+    """Cells along the flow (None: the well-stirred 0-D chamber, the default)."""
     process: str | None = None
     """Library process to grow (None: chosen from the chemicals on the lines)."""
     substrate: str = "Si"
@@ -469,12 +515,13 @@ class ReactorConfig:
                     changes[key] = tuple(_items(HeaterConfig, value, "heaters", errors))
                 elif key == "mfcs":
                     changes[key] = tuple(_items(MfcConfig, value, "mfcs", errors))
-                elif key in ("gauge", "qcm", "plasma", "ozone"):
+                elif key in ("gauge", "qcm", "plasma", "ozone", "chamber"):
                     sub = {
                         "gauge": GaugeConfig,
                         "qcm": QcmConfig,
                         "plasma": PlasmaConfig,
                         "ozone": OzoneConfig,
+                        "chamber": ChamberConfig,
                     }[key]
                     if value is None and key != "gauge":
                         changes[key] = None
@@ -551,6 +598,8 @@ def _convert(cls: type[Any], key: str, value: Any, path: str, errors: list[str])
         errors.append(f"{path} must not be null")
         return None
     for opt in options:
+        if opt is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
         if opt is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if opt is bool and isinstance(value, bool):

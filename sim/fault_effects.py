@@ -3,13 +3,13 @@ schedule are :mod:`sim.faults`; it calls back here when a fault starts or ends).
 
 from __future__ import annotations
 
+from sim.cells import CellGas
 from sim.faults import COMM_KINDS, Fault, FaultKind
-from sim.gas import GasPhase
 from sim.state import UnknownComponentError
 from sim.units import NS_PER_MS
 
 
-class FaultEffects(GasPhase):
+class FaultEffects(CellGas):
     """The fault layer of :class:`~sim.reactor.Reactor`."""
 
     def _check_fault_target(self, kind: FaultKind, target: str) -> None:
@@ -115,6 +115,7 @@ class FaultEffects(GasPhase):
                 dn = f.param("torr") / self._rt.p_per_mol
                 s.n[carrier] += dn
                 s.injected[carrier] += dn
+                self._spread(carrier, dn)
             s.leak_sccm = sum(g.param("leak_sccm") for g in self.faults.active(kind))
         elif kind is FaultKind.PUMP_DEGRADATION:
             factor = 1.0

@@ -266,6 +266,33 @@ class GasPhase(Plant):
             self._fix_known = False
 
     def _general_step(self, stop: int) -> None:
+        t0, dt_ns, a_fix, a, back, eb, emu, draw = self._step_inflows(stop)
+        plasma = self._s.plasma
+        if self._fix_a is not None and (plasma is None or not plasma.ignited):
+            # nothing decays in (eb = 0): the lighter integrator
+            n = self._s.n
+            act = [i for i in self._sp_range if n[i] != 0.0 or a[i] != 0.0]
+            reactive = self._reactive_mask
+            ract = [i for i in act if reactive[i]]
+            self._integrate_fast(t0, dt_ns, a_fix, a, back, draw, act, ract)
+        else:
+            self._integrate(t0, dt_ns, a_fix, a, back, eb, emu, draw)
+
+    def _step_inflows(
+        self, stop: int
+    ) -> tuple[
+        int,
+        int,
+        list[float],
+        list[float],
+        list[float],
+        list[float],
+        list[float],
+        list[tuple[_Line, float, float]],
+    ]:
+        """The next step's start and longest length (heaters, valve strokes, ozone and
+        plasma transients cap it) and its inflows: constant ``a`` (``a_fix`` without the
+        lines' part), decaying ``eb e^{-emu t}``, the lines' back-flow rates and draw."""
         s = self._s
         t0 = s.now
         dt_ns = stop - t0
@@ -320,15 +347,7 @@ class GasPhase(Plant):
         a = list(a_fix)
         back = [0.0] * nsp
         draw = self._inflows(t0, dt_ns, a, back)
-        if fix is not None and (plasma is None or not plasma.ignited):
-            # nothing decays in (eb = 0): the lighter integrator
-            n = s.n
-            act = [i for i in self._sp_range if n[i] != 0.0 or a[i] != 0.0]
-            reactive = self._reactive_mask
-            ract = [i for i in act if reactive[i]]
-            self._integrate_fast(t0, dt_ns, a_fix, a, back, draw, act, ract)
-        else:
-            self._integrate(t0, dt_ns, a_fix, a, back, eb, emu, draw)
+        return t0, dt_ns, a_fix, a, back, eb, emu, draw
 
     def _integrate(
         self,

@@ -71,7 +71,10 @@ class Plant(SurfaceChemistry):
         q = self._qcm()
         s = self._s
         noise = q.cfg.noise_hz + (s.qcm_noise_hz if s.qcm_failed else 0.0)
-        f = q.frequency(s.mass_ng) + rng.gauss(0.0, noise)
+        cs = s.cells
+        # in an N-cell chamber the crystal weighs what grows in its own cell
+        mass = s.mass_ng if cs is None or cs.qcm == cs.home else cs.surf[cs.qcm].mass_ng
+        f = q.frequency(mass) + rng.gauss(0.0, noise)
         if s.qcm_failed:
             f += rng.choice((-1.0, 1.0)) * rng.random() * 50.0 * noise
         f = quantise(f, q.cfg.resolution_hz)

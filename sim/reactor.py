@@ -261,6 +261,11 @@ class Reactor(FaultEffects):
             s.n[carrier] = n0
             s.injected[carrier] = n0
         s.gauge = Gauge(config.gauge, self._rt.p_per_mol * sum(s.n))
+        self._init_cells()
+        if self._ncell:
+            # the N-cell integrator replaces the 0-D step (an instance attribute: the 0-D
+            # reactor's hot loop is untouched)
+            self._step = self._cells_step  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ time
 

@@ -289,6 +289,70 @@ class _State:
         self.sat: dict[str, list[float]] = {}
         self.dose_open: dict[str, float] = {}
         self.faults = FaultData(seed=0)
+        self.cells: _Cells | None = None
+        """The chamber's cells along the flow (None: the well-stirred 0-D chamber)."""
+
+
+CELL_FIELDS = (
+    "x",
+    "thickness",
+    "cvd",
+    "decomposition",
+    "mass_ng",
+    "growth_kind",
+    "cycles_kind",
+    "cycles_total",
+    "solo",
+    "partner_growth",
+    "prefix_g",
+    "prefix_c",
+    "last_closed",
+    "context",
+)
+"""The members of :class:`_State` that each cell of an N-cell chamber has its own of (the
+surface and what grew on it)."""
+
+
+class _CellSurface:
+    """One cell's :data:`CELL_FIELDS` while another cell's are in :class:`_State`."""
+
+    __slots__ = CELL_FIELDS
+    x: list[float]
+    thickness: float
+    cvd: float
+    decomposition: float
+    mass_ng: float
+    growth_kind: list[float]
+    cycles_kind: list[float]
+    cycles_total: float
+    solo: list[float]
+    partner_growth: list[float]
+    prefix_g: list[float]
+    prefix_c: list[float]
+    last_closed: int
+    context: int
+
+    def __init__(self, s: _State) -> None:
+        for name in CELL_FIELDS:
+            v = getattr(s, name)
+            setattr(self, name, list(v) if isinstance(v, list) else v)
+
+
+class _Cells:
+    """An N-cell chamber's state: per cell its gas amounts (mol per species; ``_State.n``
+    holds their sums, the chamber's) and its surface. The reporting cell ``home`` (the
+    substrate's) keeps its surface in :class:`_State` itself, so every reader of the 0-D
+    state reads the substrate's; ``surf[home]`` is a placeholder that a step swaps with the
+    other cells' (:meth:`sim.cells.CellGas._swap`)."""
+
+    __slots__ = ("home", "n", "qcm", "surf")
+
+    def __init__(self, s: _State, cells: int, home: int, qcm: int) -> None:
+        self.home = home
+        self.qcm = qcm
+        """The cell the QCM's crystal sits in."""
+        self.n = [[v / cells for v in s.n] for _ in range(cells)]
+        self.surf = [_CellSurface(s) for _ in range(cells)]
 
 
 class _Rates:
@@ -363,6 +427,7 @@ _STATE_FIELDS = (
     "partner_growth",
     "prefix_g",
     "prefix_c",
+    "cells",
 )
 """The plain (number, list, dict) members of :class:`_State`, packed as they are."""
 _STATE_COMPONENTS = (
@@ -449,7 +514,7 @@ def _unpack_state(packed: tuple[Any, ...], config: ReactorConfig) -> _State:
     s = _State()
     for name, value in zip(_STATE_FIELDS, plain, strict=False):
         setattr(s, name, value)
-    if len(plain) < len(_STATE_FIELDS):
+    if len(plain) < _STATE_FIELDS.index("cells"):
         # a snapshot from before the partner bookkeeping: no cycle waits for a partner
         s.solo = [0.0] * len(s.latched)
         s.solo_open = [False] * len(s.latched)
