@@ -1107,6 +1107,39 @@ def runs_export(run_id: str, fmt: str, out: Path, data_dir: Path | None) -> None
     show_default=True,
     help="Trace sample interval, seconds of process time.",
 )
+@click.option(
+    "--cells",
+    type=click.IntRange(1, 200),
+    help="Cut the simulated chamber into N cells along the flow (a cross-flow reactor; "
+    "overrides the tool's `simulator: chamber: cells:`). Without it and without that option "
+    "the chamber is well-stirred (0-D).",
+)
+@click.option(
+    "--map",
+    "map_at",
+    metavar="X,X,...",
+    help="Measure the film's thickness at these positions (fractions of the chamber length "
+    "from the inlet, 0..1) after the run: an ellipsometry map.",
+)
+@click.option(
+    "--map-points",
+    type=click.IntRange(2, 50),
+    help="Measure the thickness map at N points k/N of the length (k = 1..N, the last at the "
+    "outlet): the layout `aldctl tune dose --profile` reads.",
+)
+@click.option(
+    "--map-noise",
+    default="0%",
+    show_default=True,
+    metavar="NOISE",
+    help="Gaussian noise of the map's points: a share of the thickness (0.5%) or a length "
+    "(0.2A, 0.05nm); seeded by --seed.",
+)
+@click.option(
+    "--map-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the map as CSV (thickness_nm,position per line) to this file.",
+)
 def simulate(
     recipe: Path,
     config: Path | None,
@@ -1115,6 +1148,11 @@ def simulate(
     as_json: bool,
     trace: Path | None,
     trace_interval: float,
+    cells: int | None,
+    map_at: str | None,
+    map_points: int | None,
+    map_noise: str,
+    map_out: Path | None,
 ) -> None:
     """Grow a recipe's film on the reactor model, without the engine.
 
@@ -1128,21 +1166,62 @@ def simulate(
       aldctl simulate recipes/al2o3_tma_h2o.yaml
       aldctl simulate recipes/al2o3_tma_h2o.yaml --set 'purge=0.5 s'
       aldctl simulate recipes/litaox_1_6.yaml --json --trace litaox.csv
+
+    A cross-flow chamber (N cells along the flow) and its thickness map:
+
+    \b
+      aldctl simulate recipes/al2o3_tma_h2o.yaml --cells 10 --map 0,0.5,1
+      aldctl simulate recipes/al2o3_tma_h2o.yaml --cells 20 --set tma_pulse=10ms \\
+          --map-points 10 --map-noise 0.5% --map-out map.csv
     """
     from aldctl.diagnostics import UserError
-    from aldctl.front.simulate import simulate as run_sim
+    from aldctl.front import simulate as simmod
     from aldctl.session import prepare as _prepare
 
+    spec: simmod.MapSpec | None = None
+    try:
+        noise_rel, noise_a = simmod.parse_noise(map_noise)
+        if map_at is not None and map_points is not None:
+            _refuse("--map and --map-points both give the map's positions (hint: use one)")
+        if map_at is not None:
+            spec = simmod.MapSpec(simmod.parse_positions(map_at), noise_rel, noise_a)
+        elif map_points is not None:
+            spec = simmod.MapSpec(simmod.map_points(map_points), noise_rel, noise_a)
+    except ValueError as exc:
+        _refuse(str(exc))
+    if spec is None and map_out is not None:
+        _refuse("--map-out needs the map's positions (hint: --map 0,0.5,1 or --map-points 10)")
     try:
         prepared = _prepare(recipe, config, sets)
     except UserError as exc:
         _fail(exc.diagnostics)
+    if cells is not None:
+        prepared = simmod.with_cells(prepared, cells)
     if trace_interval <= 0:
         _fail([UserError("--trace-interval must be positive").diagnostics[0]])
     try:
-        out = run_sim(prepared, seed=seed, trace=trace, trace_interval_s=trace_interval)
+        out = simmod.simulate(
+            prepared,
+            seed=seed,
+            trace=trace,
+            trace_interval_s=trace_interval,
+            thickness_map=spec,
+        )
     except OSError as exc:
         _fail([UserError(f"cannot write the trace {trace}: {exc.strerror}").diagnostics[0]])
+    except ValueError as exc:
+        _refuse(f"{exc} (hint: check the tool config's `simulator:` section)")
+    tmap = out.get("thickness_map")
+    if map_out is not None and tmap is not None:
+        rows = "".join(
+            f"{v:.6f},{x:g}\n" for v, x in zip(tmap["thickness_nm"], tmap["positions"], strict=True)
+        )
+        tmp = map_out.with_name(map_out.name + ".tmp")
+        try:
+            tmp.write_text("thickness_nm,position\n" + rows, encoding="utf-8")
+            tmp.replace(map_out)  # all or nothing
+        except OSError as exc:
+            _refuse(f"cannot write the map {map_out}: {exc.strerror}")
     if as_json:
         out["warnings"] = [d.format() for d in prepared.warnings] + out["warnings"]
         click.echo(json.dumps(out, indent=2))
@@ -1173,10 +1252,24 @@ def simulate(
     for gb in out["growth_basis"]:
         u = f" +-{gb['uncertainty']:.0%}" if gb["uncertainty"] is not None else ""
         click.echo(f"  {gb['loop']}: library growth {gb['basis']}{u}: {gb['detail']}")
+    chamber = out.get("chamber")
+    if chamber is not None:
+        click.echo(
+            f"  chamber: {chamber['cells']} cells along the flow; the film above is at "
+            f"{chamber['substrate_at']:g} of the length (the substrate); inlet "
+            f"{chamber['thickness_nm'][0]:.2f} nm, outlet {chamber['thickness_nm'][-1]:.2f} nm"
+        )
+    if tmap is not None:
+        kind = " (well-stirred chamber: one film everywhere)" if tmap["well_stirred"] else ""
+        click.echo(f"  thickness map{kind}:")
+        for x, v, tv in zip(tmap["positions"], tmap["thickness_nm"], tmap["truth_nm"], strict=True):
+            click.echo(f"    {x:5.3f}  {v:8.3f} nm  (truth {tv:.3f} nm)")
     for w in out["warnings"]:
         click.echo(f"warning: {w}", err=True)
     if trace is not None:
         click.echo(f"  trace written to {trace}")
+    if map_out is not None:
+        click.echo(f"  thickness map written to {map_out}")
 
 
 @cli.group()

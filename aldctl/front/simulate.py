@@ -10,9 +10,13 @@ safety, journal); this command is the physics alone.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, ActionKind
@@ -23,6 +27,8 @@ from sim.purge import CVD_LIMIT
 SATURATION_WARN = 0.9
 CVD_WARN_FRACTION = CVD_LIMIT
 """The same limit validation's purge rule keeps a recipe under (:mod:`sim.purge`)."""
+NONUNIFORM_WARN = 0.02
+"""Spread of an N-cell chamber's film (max - min over max) worth a warning."""
 NO_GROWTH_A = 1e-3
 """A cycle that grows less than this (A per cycle) grew nothing."""
 
@@ -33,8 +39,77 @@ class _Kind:
     growth_a: float = 0.0
 
 
+@dataclass(frozen=True)
+class MapSpec:
+    """A thickness map to measure after the run: ellipsometer spots at ``positions``
+    (fractions of the chamber length from the inlet) with Gaussian noise, ``noise_rel`` of
+    the local thickness or ``noise_a`` angstrom."""
+
+    positions: tuple[float, ...]
+    noise_rel: float = 0.0
+    noise_a: float = 0.0
+
+
+def parse_positions(text: str) -> tuple[float, ...]:
+    """``0,0.5,1`` -> positions (ValueError with a hint)."""
+    out: list[float] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        try:
+            v = float(part)
+        except ValueError:
+            msg = f"--map: {part!r} is not a number (hint: fractions of the length, e.g. 0,0.5,1)"
+            raise ValueError(msg) from None
+        if not 0.0 <= v <= 1.0:
+            msg = f"--map: {part} lies outside the chamber (hint: 0 = inlet .. 1 = outlet)"
+            raise ValueError(msg)
+        out.append(v)
+    return tuple(out)
+
+
+def map_points(n: int) -> tuple[float, ...]:
+    """``n`` spots at k/n of the length, k = 1..n: the last at the outlet (the layout
+    ``aldctl tune dose --profile`` reads)."""
+    return tuple(k / n for k in range(1, n + 1))
+
+
+def parse_noise(text: str) -> tuple[float, float]:
+    """``0.5%`` (of the local thickness), ``0.2A`` or ``0.05nm`` -> (relative, angstrom)."""
+    t = text.strip().replace(" ", "")
+    scale = {"%": ("rel", 0.01), "nm": ("abs", 10.0), "a": ("abs", 1.0), "å": ("abs", 1.0)}
+    for suffix, (kind, factor) in scale.items():
+        if t.lower().endswith(suffix):
+            try:
+                v = float(t[: -len(suffix)]) * factor
+            except ValueError:
+                break
+            if not (v >= 0.0 and math.isfinite(v)):
+                break
+            return (v, 0.0) if kind == "rel" else (0.0, v)
+    msg = (
+        f"--map-noise: {text!r} (hint: a share of the thickness like 0.5% or a length like "
+        "0.2A, 0.05nm)"
+    )
+    raise ValueError(msg)
+
+
+def with_cells(prepared: Prepared, cells: int) -> Prepared:
+    """``prepared`` on the same tool with its simulated chamber cut into ``cells`` cells."""
+    tool = prepared.tool
+    sim_opts = dict(tool.simulator)
+    chamber = dict(sim_opts.get("chamber") or {})
+    chamber["cells"] = cells
+    sim_opts["chamber"] = chamber
+    return dataclasses.replace(prepared, tool=tool.model_copy(update={"simulator": sim_opts}))
+
+
 def simulate(
-    prepared: Prepared, *, seed: int = 0, trace: Path | None = None, trace_interval_s: float = 0.05
+    prepared: Prepared,
+    *,
+    seed: int = 0,
+    trace: Path | None = None,
+    trace_interval_s: float = 0.05,
+    thickness_map: MapSpec | None = None,
 ) -> dict[str, Any]:
     sched = prepared.compiled.schedule
     tool = prepared.tool
@@ -249,6 +324,48 @@ def simulate(
                 f"{chems or 'its doses'} meet no surface reaction of the process library "
                 "(a missing co-reactant, or a chemistry the library does not have)"
             )
+    extra: dict[str, Any] = {}
+    ch = r.config.chamber
+    if ch is not None:
+        prof = r.cell_profile()
+        extra["chamber"] = {
+            "cells": ch.cells,
+            "length_cm": ch.length_cm,
+            "substrate_at": ch.substrate_at,
+            "qcm_at": ch.qcm_at,
+            "gauge_at": ch.gauge_at,
+            "positions": list(prof.positions),
+            "thickness_nm": [v / 10.0 for v in prof.thickness_a],
+        }
+        top = max(prof.thickness_a)
+        if film and top > 0.0 and (top - min(prof.thickness_a)) > NONUNIFORM_WARN * top:
+            inlet, outlet = prof.thickness_a[0], prof.thickness_a[-1]
+            warnings.append(
+                f"non-uniform film: {inlet / 10:.2f} nm at the inlet, {outlet / 10:.2f} nm at "
+                f"the outlet ({(top - min(prof.thickness_a)) / top:.1%} spread over "
+                f"{ch.cells} cells): a dose that does not saturate the whole chamber "
+                "(lengthen the pulse) or growth from overlapping reactants (lengthen the purges)"
+            )
+    if thickness_map is not None:
+        pos = thickness_map.positions
+        if ch is not None:
+            true_a = r.cell_profile().thickness_at(pos)
+        else:
+            true_a = [t.thickness_a] * len(pos)  # the well-stirred chamber grows one film
+        rng = np.random.default_rng(seed)
+        sigma = [thickness_map.noise_rel * v + thickness_map.noise_a for v in true_a]
+        measured = [
+            max(0.0, v + float(rng.normal(0.0, sd))) if sd > 0.0 else v
+            for v, sd in zip(true_a, sigma, strict=True)
+        ]
+        extra["thickness_map"] = {
+            "positions": list(pos),
+            "thickness_nm": [v / 10.0 for v in measured],
+            "truth_nm": [v / 10.0 for v in true_a],
+            "noise_rel": thickness_map.noise_rel,
+            "noise_nm": thickness_map.noise_a / 10.0,
+            "well_stirred": ch is None,
+        }
     main_growth = sum(g for _, g, _ in loops.values())
     main_passes = sum(p for _, _, p in loops.values())
     return {
@@ -277,6 +394,7 @@ def simulate(
         "residence_time_s": t.residence_time_s,
         "growth_basis": _growth_basis(sched),
         "warnings": warnings,
+        **extra,
     }
 
 
