@@ -116,3 +116,62 @@ def test_invalid_recipe_is_refused(run_cli: Run, tmp_path: Path) -> None:
     res = run_cli("simulate", str(bad))
     assert res.code == 2
     assert "shorter than the TMA valve's minimum" in res.err
+
+
+def test_cross_flow_chamber_and_its_thickness_map(run_cli: Run, tmp_path: Path) -> None:
+    """`--cells N` cuts the chamber along the flow; a short TMA dose leaves a film thinner at
+    the outlet; `--map` measures it where asked, `--map-out` writes it as CSV."""
+    out_csv = tmp_path / "map.csv"
+    args = ("recipes/al2o3_tma_h2o.yaml", "--set", "cycles=3", "--set", "tma_pulse=10 ms")
+    out = sim_json(
+        run_cli,
+        *args,
+        "--cells",
+        "10",
+        "--map",
+        "0,0.5,1",
+        "--map-noise",
+        "1%",
+        "--map-out",
+        str(out_csv),
+    )
+    ch = out["chamber"]
+    assert ch["cells"] == 10
+    assert len(ch["thickness_nm"]) == 10
+    assert ch["positions"][0] == pytest.approx(0.05)
+    # the run's thickness is the substrate's (mid-chamber) cell's
+    assert out["thickness_nm"] == pytest.approx(ch["thickness_nm"][5], rel=1e-12)
+    m = out["thickness_map"]
+    assert m["positions"] == [0.0, 0.5, 1.0]
+    assert m["truth_nm"][0] == pytest.approx(ch["thickness_nm"][0])
+    assert m["truth_nm"][2] == pytest.approx(ch["thickness_nm"][-1])
+    assert m["truth_nm"][0] > m["truth_nm"][1] > m["truth_nm"][2]
+    noise = [abs(a - b) / b for a, b in zip(m["thickness_nm"], m["truth_nm"], strict=True)]
+    assert 0.0 < max(noise) < 0.05  # 1 % Gaussian: noisy, not wild
+    rows = list(csv.reader(out_csv.read_text(encoding="utf-8").splitlines()))
+    assert rows[0] == ["thickness_nm", "position"]
+    assert [float(r[0]) for r in rows[1:]] == pytest.approx(m["thickness_nm"], abs=1e-6)
+    # same seed, same map; another seed, another noise draw
+    again = sim_json(run_cli, *args, "--cells", "10", "--map", "0,0.5,1", "--map-noise", "1%")
+    assert again["thickness_map"] == m
+    text = run_cli("simulate", *args, "--cells", "10", "--map-points", "4")
+    assert text.code == 0, text.err
+    assert "10 cells along the flow" in text.out
+    assert "thickness map:" in text.out
+    assert "1.000" in text.out and "0.250" in text.out
+
+
+def test_thickness_map_refuses_bad_input(run_cli: Run) -> None:
+    for extra, want in (
+        (("--map", "0,1.5"), "outside the chamber"),
+        (("--map", "0,x"), "not a number"),
+        (("--map", "0,1", "--map-points", "3"), "use one"),
+        (("--map-out", "m.csv"), "--map-out needs"),
+        (("--map", "0,1", "--map-noise", "lots"), "--map-noise"),
+    ):
+        res = run_cli("simulate", "recipes/al2o3_tma_h2o.yaml", *extra)
+        assert res.code != 0
+        assert res.err.startswith("error: ")
+        assert want in res.err
+        assert "hint" in res.err
+        assert "Traceback" not in res.err
