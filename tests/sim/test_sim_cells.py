@@ -6,6 +6,7 @@ profile falling from inlet to outlet, and the gauge and QCM read their own cells
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ def test_sub_saturating_profile_agrees_with_the_crossflow_model(diffusion: bool)
     injected = truth.mass_balance["TMA"].injected_mol
     ours = [c["TMA"] for c in r.cell_profile().coverage]
     # falls from inlet to outlet, well short of saturation at the outlet
-    assert all(b < a for a, b in zip(ours, ours[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(ours))
     assert ours[0] > 0.6
     assert ours[-1] < 0.6 * ours[0]
     # pulse shape does not matter for the converted profile (the Thomas invariant), so a
@@ -201,7 +202,7 @@ def test_saturating_doses_grow_a_flat_film_and_short_ones_a_falling_one() -> Non
     _cycles(short, 4, tma_ms=12.0)
     p = short.cell_profile()
     th = p.thickness_a
-    assert all(b < a for a, b in zip(th, th[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(th))
     assert th[-1] < 0.95 * th[0]
     # the run reports the substrate's cell; the map interpolates between cell centres
     assert short.truth().thickness_a == th[p.substrate_cell]
