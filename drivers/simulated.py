@@ -170,8 +170,9 @@ class SimulatedReactor:
 
     # SimulationHandle ------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        t = self._apply_deferred().truth()
-        return {
+        r = self._apply_deferred()
+        t = r.truth()
+        out = {
             "thickness_nm": t.thickness_a / 10.0,
             "ald_thickness_nm": t.ald_thickness_a / 10.0,
             "cvd_thickness_nm": t.cvd_thickness_a / 10.0,
@@ -188,6 +189,18 @@ class SimulatedReactor:
             "processes": list(t.processes),
             "process_time_s": t.now_ns / 1e9,
         }
+        ch = r.config.chamber
+        if ch is not None:
+            # a cross-flow chamber: the film per position (the thickness above is the
+            # substrate's)
+            prof = r.cell_profile()
+            out["chamber"] = {
+                "cells": ch.cells,
+                "substrate_at": ch.substrate_at,
+                "positions": list(prof.positions),
+                "thickness_nm": [v / 10.0 for v in prof.thickness_a],
+            }
+        return out
 
     def snapshot(self) -> bytes:
         return self._apply_deferred().snapshot_bytes()

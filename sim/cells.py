@@ -278,9 +278,21 @@ class CellGas(GasPhase):
         km_c: list[list[float]] = []
         ract = [i for i in act if reactive[i]]
         total = s.n
+        home_x = s.x
+        home_cycles = s.cycles_total
+        flat = self._nuc_flat
         for c in range(nc):
-            self._swap(c)
+            # what the step criterion and the site scale read of a cell: its gas, its
+            # surface, its cycles (nucleation); the rest of its state is swapped in below
             s.n = cn[c]
+            if c != home:
+                other = cs.surf[c]
+                s.x = other.x
+                if not flat:
+                    s.cycles_total = other.cycles_total
+            else:
+                s.x = home_x
+                s.cycles_total = home_cycles
             x = s.x
             surf = [0.0] * nsp
             base = [0.0] * nsp
@@ -297,7 +309,7 @@ class CellGas(GasPhase):
                 # the cell: gas that flows or diffuses on meets the next cell's surface
                 base[i] = kpump + krec[i] + kdec[i] + ks
             if ract:
-                nm, km = self._site_scale(s.latched if self._nuc_flat else self._multipliers())
+                nm, km = self._site_scale(s.latched if flat else self._multipliers())
                 nm = [v / nc for v in nm]
             else:
                 nm = km = []
@@ -318,8 +330,9 @@ class CellGas(GasPhase):
             surf_c.append(surf)
             nm_c.append(nm)
             km_c.append(km)
-            self._swap(c)
         s.n = total
+        s.x = home_x
+        s.cycles_total = home_cycles
         new_dt = round(dt_s * NS_PER_S)
         if new_dt < dt_ns:
             floor = _MIN_STEP_NS if dt_ns > _MIN_STEP_NS else dt_ns

@@ -284,6 +284,13 @@ def print_summary(
         if comp and len(comp) > 1:
             line += " (" + ", ".join(f"{k} {v:.1%}" for k, v in comp.items()) + ")"
         console.print(line)
+        ch = sim.get("chamber")
+        if ch:
+            console.print(
+                f"  (the substrate's, at {ch['substrate_at']:g} of the chamber's length; "
+                f"{ch['cells']} cells: inlet {ch['thickness_nm'][0]:.2f} nm, outlet "
+                f"{ch['thickness_nm'][-1]:.2f} nm)"
+            )
     for w in result.warnings:
         console.print(f"[yellow]warning: {w}")
     for dev, err in result.safe_state_errors.items():

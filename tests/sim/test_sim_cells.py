@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +294,39 @@ def test_well_stirred_reactor_has_no_profile_and_rejects_bad_chambers() -> None:
     assert cfg.chamber == ChamberConfig(cells=5, substrate_at=0.0)
     assert dataclasses.replace(cfg, chamber=None).chamber is None
     assert math.isclose(cfg.chamber.length_cm, 20.0)
+
+
+def test_a_run_through_the_engine_reports_the_film_per_position(
+    run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """`aldctl run` on a tool whose simulator has `chamber: cells:` (the engine, drivers and
+    journal as for any run): the summary gives every cell's film."""
+    tool = (ROOT / "aldctl/data/sim-tool.yaml").read_text(encoding="utf-8")
+    assert "\n  preset: savannah_like\n" in tool
+    tool = tool.replace(
+        "\n  preset: savannah_like\n",
+        "\n  preset: savannah_like\n  chamber: {cells: 6, substrate_at: 0.0}\n",
+    )
+    cfg = tmp_path / "tool.yaml"
+    cfg.write_text(tool, encoding="utf-8")
+    res = run_cli(
+        "run",
+        str(ROOT / "recipes/al2o3_tma_h2o.yaml"),
+        "--config",
+        str(cfg),
+        "--set",
+        "cycles=2",
+        "--set",
+        "tma_pulse=10 ms",
+        "--json",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    ch = out["simulation"]["chamber"]
+    assert ch["cells"] == 6
+    assert len(ch["thickness_nm"]) == 6
+    # the run's thickness is the substrate's cell's: here the inlet's, the thickest
+    assert out["thickness_nm"] == pytest.approx(ch["thickness_nm"][0], rel=1e-12)
+    assert ch["thickness_nm"][0] > ch["thickness_nm"][-1] > 0.1
