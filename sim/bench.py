@@ -14,6 +14,7 @@ import sys
 import time
 import tracemalloc
 
+from sim.config import ChamberConfig
 from sim.reactor import Reactor, ReactorConfig
 from sim.units import NS_PER_MS, NS_PER_S
 
@@ -21,8 +22,9 @@ PULSE_NS = 15 * NS_PER_MS
 PURGE_NS = 5 * NS_PER_S
 
 
-def _run(cycles: int) -> Reactor:
-    cfg = ReactorConfig.for_lines(["TMA", "H2O"], substrate_c=200.0)
+def _run(cycles: int, cells: int | None = None) -> Reactor:
+    chamber = ChamberConfig(cells=cells) if cells is not None else None
+    cfg = ReactorConfig.for_lines(["TMA", "H2O"], substrate_c=200.0, chamber=chamber)
     r = Reactor(cfg, seed=1)
     t = 0
     for _ in range(cycles):
@@ -39,33 +41,36 @@ def _run(cycles: int) -> Reactor:
     return r
 
 
-def run_benchmark(cycles: int) -> dict[str, float]:
+def run_benchmark(cycles: int, cells: int | None = None) -> dict[str, float]:
     """Run ``cycles`` TMA/H2O cycles; return timing, memory and growth figures.
+
+    ``cells``: the chamber as that many cells along the flow (None: the 0-D chamber).
 
     Keys: ``cycles``, ``setup_s`` (first reactor: loading the library data), ``wall_s`` and
     ``process_s`` (plain run), ``virtual_s`` (simulated time), ``speedup`` (virtual / wall),
     ``us_per_cycle``, ``peak_mem_kib`` (tracemalloc run), ``thickness_a`` and ``gpc_a``.
     """
     s0 = time.perf_counter()
-    _run(1)  # loads the chemical catalogue and process library once (cached afterwards)
+    _run(1, cells)  # loads the chemical catalogue and process library once (cached afterwards)
     setup = time.perf_counter() - s0
     gc.collect()
     w0 = time.perf_counter()
     p0 = time.process_time()
-    r = _run(cycles)
+    r = _run(cycles, cells)
     wall = time.perf_counter() - w0
     proc = time.process_time() - p0
     truth = r.truth()
     gc.collect()
     tracemalloc.start()
     try:
-        _run(cycles)
+        _run(cycles, cells)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     virtual = r.now_ns / NS_PER_S
     return {
         "cycles": float(cycles),
+        "cells": float(cells or 0),
         "setup_s": setup,
         "wall_s": wall,
         "process_s": proc,

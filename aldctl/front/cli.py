@@ -2361,18 +2361,24 @@ def bench_startup(repeat: int, as_json: bool) -> None:
 
 @bench.command("sim")
 @click.option("--cycles", "-n", multiple=True, type=int, default=(1000, 10000), show_default=True)
+@click.option(
+    "--cells",
+    type=click.IntRange(1, 200),
+    help="The chamber as N cells along the flow (default: the well-stirred 0-D chamber).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
-def bench_sim(cycles: tuple[int, ...], as_json: bool) -> None:
+def bench_sim(cycles: tuple[int, ...], cells: int | None, as_json: bool) -> None:
     """The reactor model alone: TMA/H2O 15 ms / 5 s / 15 ms / 5 s, wall time and memory.
 
     \b
     Examples:
       aldctl bench sim
       aldctl bench sim -n 100000
+      aldctl bench sim -n 1000 --cells 20
     """
     from sim.bench import run_benchmark
 
-    _print_rows([run_benchmark(n) for n in cycles], as_json)
+    _print_rows([run_benchmark(n, cells) for n in cycles], as_json)
 
 
 @bench.command("tune")
