@@ -301,13 +301,28 @@ class ReactorConfig:
     qcm: QcmConfig | None = field(default_factory=QcmConfig)
     plasma: PlasmaConfig | None = None
     ozone: OzoneConfig | None = None
-    chamber: ChamberConfig | None = None
-    """Cells along the flow (None: the well-stirred 0-D chamber, the default)."""
     process: str | None = None
     """Library process to grow (None: chosen from the chemicals on the lines)."""
     substrate: str = "Si"
     nucleation_factor: float | None = None
     nucleation_cycles: float | None = None
+    chamber: ChamberConfig | None = None
+    """Cells along the flow (None: the well-stirred 0-D chamber, the default). Last, so
+    that a configuration pickled before it existed (in a journal's snapshots) still loads:
+    see :meth:`__setstate__`."""
+
+    def __setstate__(self, state: list[Any]) -> None:
+        # A frozen slotted dataclass pickles its fields' values in order; one pickled by an
+        # older version lacks the fields added since at the end: they take their defaults.
+        names = [f.name for f in dataclasses.fields(self)]
+        for name, value in zip(names, state, strict=False):
+            object.__setattr__(self, name, value)
+        for f in dataclasses.fields(self)[len(state) :]:
+            factory = f.default_factory
+            if f.default is dataclasses.MISSING and callable(factory):
+                object.__setattr__(self, f.name, factory())
+            else:
+                object.__setattr__(self, f.name, f.default)
 
     def __post_init__(self) -> None:
         positive = ("volume_l", "pump_speed_l_s", "reactive_area_m2", "carrier_full_scale_sccm")

@@ -330,3 +330,19 @@ def test_a_run_through_the_engine_reports_the_film_per_position(
     # the run's thickness is the substrate's cell's: here the inlet's, the thickest
     assert out["thickness_nm"] == pytest.approx(ch["thickness_nm"][0], rel=1e-12)
     assert ch["thickness_nm"][0] > ch["thickness_nm"][-1] > 0.1
+
+
+def test_a_snapshot_from_before_the_cells_loads_and_continues() -> None:
+    """A journal's snapshot written by 0461154 (before `chamber` existed: its configuration
+    pickles one field fewer) restores, and continues as that version did (its figures)."""
+    blob = (Path(__file__).parent / "data" / "snapshot_0461154.bin").read_bytes()
+    snap = Snapshot.from_bytes(blob)
+    assert snap.config.chamber is None
+    assert snap.config.process is None
+    r = Reactor(snap.config)
+    r.restore(snap)
+    _pulse(r, "H2O", 30.0)
+    r.advance_by(3 * S)
+    # what 0461154 itself gave from the same snapshot
+    assert r.truth().thickness_a == 1.5789137655171464
+    assert r.read_pressure_torr("chamber") == 0.5536
