@@ -278,6 +278,13 @@ class CellGas(GasPhase):
         km_c: list[list[float]] = []
         ract = [i for i in act if reactive[i]]
         total = s.n
+        back_in = [nc * b for b in back]
+        envelope: list[list[float]] = []
+        run = list(cn[0])
+        for c in range(nc):
+            cell = cn[c]
+            run = [v if v > w else w for v, w in zip(run, cell, strict=True)]
+            envelope.append(run)
         home_x = s.x
         home_cycles = s.cycles_total
         flat = self._nuc_flat
@@ -314,19 +321,12 @@ class CellGas(GasPhase):
             else:
                 nm = km = []
             if rx:
-                if c == 0:
-                    a_in: Sequence[float] = a
-                    eb_in: Sequence[float] = eb
-                    bk_in: Sequence[float] = [nc * b for b in back]
-                else:
-                    up = cn[c - 1]
-                    dn = cn[c + 1] if c < nc - 1 else None
-                    a_in = [
-                        (kadv + kax) * up[i] + (kax * dn[i] if dn is not None else 0.0)
-                        for i in range(nsp)
-                    ]
-                    eb_in = bk_in = self._zeros
-                dt_s = self._surface_dt(rx, base, bk_in, a_in, eb_in, dt_s, nm)
+                # Within a step a cell can hold at most what the cells up to its downstream
+                # neighbour hold now (flow and diffusion carry it in) plus everything the
+                # inlet admits: the step criterion's amount bound takes that envelope.
+                s.n = envelope[c + 1 if c + 1 < nc else c]
+                bk_in = back_in if c == 0 else self._zeros
+                dt_s = self._surface_dt(rx, base, bk_in, a, eb, dt_s, nm)
             surf_c.append(surf)
             nm_c.append(nm)
             km_c.append(km)
