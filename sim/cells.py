@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,6 +66,7 @@ D_REF_CM2_S = 76.0
 _FLOOR_MOL = 1e-21
 """As :mod:`sim.gas`: below this a species with no inflow is counted as pumped away."""
 _MIN_STEP_NS = 1_000
+_GET_CELL = attrgetter(*CELL_FIELDS)
 _PADE = (
     1.0,
     1.0 / 2.0,
@@ -156,10 +158,9 @@ class CellGas(GasPhase):
             return
         s = self._s
         other = cs.surf[c]
-        for name in CELL_FIELDS:
-            v = getattr(s, name)
-            setattr(s, name, getattr(other, name))
-            setattr(other, name, v)
+        for name, mine, theirs in zip(CELL_FIELDS, _GET_CELL(s), _GET_CELL(other), strict=True):
+            setattr(s, name, theirs)
+            setattr(other, name, mine)
 
     def _spread(self, species: int, dn: float) -> None:
         """Add ``dn`` mol of a species evenly over the chamber (a pressure spike)."""
