@@ -217,18 +217,18 @@ class ChamberConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.cells, bool) or not isinstance(self.cells, int) or self.cells < 1:
-            msg = f"chamber.cells must be a whole number >= 1 (got {self.cells!r})"
+            msg = f"cells must be a whole number >= 1 (got {self.cells!r})"
             raise ValueError(msg)
         if self.cells > 200:
-            msg = f"chamber.cells: at most 200 (got {self.cells})"
+            msg = f"cells: at most 200 (got {self.cells})"
             raise ValueError(msg)
         if not self.length_cm > 0.0:
-            msg = f"chamber.length_cm must be > 0 (got {self.length_cm!r})"
+            msg = f"length_cm must be > 0 (got {self.length_cm!r})"
             raise ValueError(msg)
         for name in ("substrate_at", "qcm_at", "gauge_at"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                msg = f"chamber.{name} must be a fraction of the length, 0..1 (got {v!r})"
+                msg = f"{name} must be a fraction of the length, 0..1 (got {v!r})"
                 raise ValueError(msg)
 
     def cell_at(self, position: float) -> int:
