@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
+import contextvars
 import gc
+import heapq
+import logging
 import math
 import os
 import selectors
@@ -30,7 +34,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -42,6 +46,13 @@ GC_YOUNG = 700
 """Tracked allocations before a young collection is due (CPython's own default)."""
 GC_OVERDUE = 200_000
 """With no slack for this long (back-to-back short steps) collect anyway: memory is bounded."""
+REAL_IO_POLL_S = 0.0005
+"""A virtual-time loop polls its real file descriptors at most this often (wall seconds)."""
+_PURGE_MIN = 100
+_PURGE_FRACTION = 0.5
+"""As asyncio: rebuild the timer heap once over half of 100+ timers are cancelled ones."""
+_MAX_SELECT_S = 24 * 3600.0
+"""As asyncio: no single wait longer than a day."""
 
 
 class Clock(Protocol):
@@ -209,10 +220,24 @@ class VirtualClock:
 
     async def sleep_until(self, deadline: float, *, precise: bool = True) -> float:
         loop = asyncio.get_running_loop()
-        delay = deadline - loop.time()
+        now = loop.time()
+        delay = deadline - now
         if delay > 0:
-            await asyncio.sleep(delay)
+            # asyncio.sleep(delay) inlined (a virtual run sleeps ~10^5 times): its timer at
+            # now + delay, the same float as before (not ``deadline``, which can differ in
+            # the last bit and so reorder timers due together).
+            fut = loop.create_future()
+            timer = loop.call_at(now + delay, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
         return loop.time()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():  # cancelled meanwhile
+        fut.set_result(None)
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -221,6 +246,7 @@ class _VirtualSelector(selectors.BaseSelector):
     def __init__(self, loop: VirtualTimeLoop) -> None:
         self._real = selectors.DefaultSelector()
         self._loop = loop
+        self._next_poll = 0.0
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
@@ -232,9 +258,18 @@ class _VirtualSelector(selectors.BaseSelector):
         return self._real.modify(fileobj, events, data)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = self._real.select(0)
-        if ready or timeout == 0:  # callbacks are ready: never block
-            return ready
+        # Real descriptors are polled at most every REAL_IO_POLL_S of wall time, not on
+        # every iteration: a run of hours wakes ~10^5 times, and an epoll call per wake-up
+        # was a tenth of the loop's cost. Real I/O is then seen within that much wall time
+        # (virtual time never waited for it anyway: it runs ahead while timers are pending).
+        now = time.perf_counter()
+        if now >= self._next_poll:
+            self._next_poll = now + REAL_IO_POLL_S
+            ready = self._real.select(0)
+            if ready:
+                return ready
+        if timeout == 0:  # callbacks are ready: never block
+            return []
         if timeout is None or self._loop.frozen:
             # Nothing scheduled, or time stands still (a paused run): only real I/O (a key,
             # a signal, another thread's call_soon_threadsafe) can wake us.
@@ -253,6 +288,13 @@ class _VirtualSelector(selectors.BaseSelector):
         return self._real.get_map()
 
 
+class _Due(float):
+    """A timer's deadline in :class:`VirtualTimeLoop`'s heap, carrying the timer."""
+
+    __slots__ = ("handle",)
+    handle: asyncio.TimerHandle
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop in virtual time: idle waits cost nothing.
 
@@ -265,6 +307,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._virtual_now = start
         self.frozen = 0
         """While positive, idle waits block on real I/O and virtual time does not move."""
+        self._timers: list[_Due] = []
+        """Pending timers (a heap): see :meth:`call_at`."""
         super().__init__(selector=_VirtualSelector(self))
 
     def time(self) -> float:
@@ -272,6 +316,99 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def advance(self, seconds: float) -> None:
         self._virtual_now += seconds
+
+    # Timers. Every wake-up of a virtual run is a timer (an engine run of hours sets ~10^5),
+    # so their bookkeeping is much of what the loop itself costs: asyncio's heap orders
+    # TimerHandle objects through a Python ``__lt__`` (several calls a push and a pop), and
+    # polls the selector on every iteration. Here the heap holds each deadline as a float
+    # (compared in C) carrying its handle: the same comparisons as asyncio's, so the same
+    # order, ties included (timers due at the same instant run in the order asyncio's heap
+    # gives them: a run's results do not change). The rest is asyncio's own iteration, step
+    # for step: cancelled timers leave the heap the same way, ready callbacks run once per
+    # iteration, the selector decides how to wait (here: jump, see _VirtualSelector).
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        base: Any = self  # asyncio's private helpers, as BaseEventLoop.call_at uses them
+        if when is None:
+            raise TypeError("when cannot be None")
+        base._check_closed()
+        if base._debug:
+            base._check_thread()
+            base._check_callback(callback, "call_at")
+        timer: Any = asyncio.TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        due = _Due(when)
+        due.handle = timer
+        heapq.heappush(self._timers, due)
+        timer._scheduled = True
+        return cast(asyncio.TimerHandle, timer)
+
+    def _run_once(self) -> None:
+        base: Any = self
+        timers = self._timers
+        ready: collections.deque[Any] = base._ready
+        n = len(timers)
+        if n > _PURGE_MIN and base._timer_cancelled_count > n * _PURGE_FRACTION:
+            live = []
+            for due in timers:
+                h: Any = due.handle
+                if h._cancelled:
+                    h._scheduled = False
+                else:
+                    live.append(due)
+            heapq.heapify(live)
+            self._timers = timers = live
+            base._timer_cancelled_count = 0
+        else:
+            while timers and timers[0].handle.cancelled():
+                base._timer_cancelled_count -= 1
+                h = heapq.heappop(timers).handle
+                h._scheduled = False
+        timeout: float | None = None
+        if ready or base._stopping:
+            timeout = 0
+        elif timers:
+            timeout = min(max(0, timers[0] - self._virtual_now), _MAX_SELECT_S)
+        base._process_events(base._selector.select(timeout))
+        end = self._virtual_now + base._clock_resolution
+        while timers and timers[0] < end:
+            h = heapq.heappop(timers).handle
+            h._scheduled = False
+            ready.append(h)
+        debug = base._debug
+        for _ in range(len(ready)):
+            h = ready.popleft()
+            if h._cancelled:
+                continue
+            if debug:
+                self._run_debug(h)
+            else:
+                h._run()
+
+    def _run_debug(self, handle: Any) -> None:
+        # As asyncio's debug mode: name callbacks that hold the loop (in wall time here,
+        # since a virtual clock does not move while a callback runs).
+        base: Any = self
+        try:
+            base._current_handle = handle
+            t0 = time.perf_counter()
+            handle._run()
+            dt = time.perf_counter() - t0
+            if dt >= self.slow_callback_duration:
+                logging.getLogger("asyncio").warning("Executing %r took %.3f seconds", handle, dt)
+        finally:
+            base._current_handle = None
+
+    def close(self) -> None:
+        super().close()
+        self._timers.clear()
 
 
 def run_virtual(main: Coroutine[Any, Any, T], *, debug: bool = False) -> T:
