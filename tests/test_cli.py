@@ -154,3 +154,6 @@ def test_bench_engine_runs_the_shipped_recipe(run_cli: Any) -> None:
     rows = json.loads(res.out)
     assert rows[0]["cycles"] == 20
     assert rows[0]["outcome"] == "complete"
+    # the run's own CPU time beside its wall time, and the film it grew (~0.094 nm/cycle)
+    assert rows[0]["cpu_s"] > 0
+    assert 20 * 0.08 < rows[0]["thickness_nm"] < 20 * 0.11

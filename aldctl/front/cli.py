@@ -2186,7 +2186,8 @@ def bench_clock(hops: int, as_json: bool) -> None:
 def bench_engine(cycles: int, as_json: bool) -> None:
     """The whole engine in virtual time, journal on: TMA/H2O 15 ms / 5 s / 15 ms / 5 s.
 
-    Prints wall time, speed-up over real time, peak memory and journal size.
+    Prints wall time and the run's CPU time (compare CPU time on a busy machine),
+    speed-up over real time, peak memory, journal size and the simulated thickness.
 
     \b
     Examples:
