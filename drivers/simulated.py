@@ -314,6 +314,7 @@ class SimValveBank(_SimDevice):
         super().__init__(name, component, sim)
         self.channels: Sequence[int] = tuple(range(channels))
         self.watchdog_s = watchdog_s
+        self._watchdog_ns = round(watchdog_s * 1e9)
         self.deadline_ns: int | None = None
         """When the running watchdog drops the outputs (model time); None: not running."""
         self.expired = False
@@ -323,7 +324,7 @@ class SimValveBank(_SimDevice):
 
     def _retrigger(self) -> None:
         if self.deadline_ns is not None:
-            self.deadline_ns = self.sim._now_ns() + round(self.watchdog_s * 1e9)
+            self.deadline_ns = self.sim._now_ns() + self._watchdog_ns
 
     def expire(self, r: Reactor) -> None:
         """The watchdog ran out (at the model's present time): every output off."""
@@ -354,7 +355,7 @@ class SimValveBank(_SimDevice):
         await _SimDevice._link(self)  # the link, without the expired check: this restarts
         self.expired = False
         if self.watchdog_s > 0:
-            self.deadline_ns = self.sim._now_ns() + round(self.watchdog_s * 1e9)
+            self.deadline_ns = self.sim._now_ns() + self._watchdog_ns
         await super().connect()
 
     def _target(self, channel: int) -> str | None:
@@ -426,16 +427,17 @@ class SimValveBank(_SimDevice):
         # retriggers the watchdog, without bringing the model up to now (as a deferred
         # valve edge): the next read does that, expiries included.
         faults = self.sim.reactor.faults
+        now_ns = self.sim._now_ns()
         if (
             not self.expired
             and self.deadline_ns is not None
-            and self.deadline_ns > self.sim._now_ns()
+            and self.deadline_ns > now_ns
             and not faults.pending()
             and not faults.has_triggers()
             and faults.comm(self.component) is None
         ):
             self._health.record_ok()
-            self._retrigger()
+            self.deadline_ns = now_ns + self._watchdog_ns  # retriggered
             return
         await self._link()
 

@@ -230,8 +230,9 @@ class VirtualClock:
             timer = loop.call_at(now + delay, _wake, fut)
             try:
                 await fut
-            finally:
+            except BaseException:  # cancelled while asleep: the timer goes too
                 timer.cancel()
+                raise
         return loop.time()
 
 
