@@ -47,7 +47,8 @@ GC_YOUNG = 700
 GC_OVERDUE = 200_000
 """With no slack for this long (back-to-back short steps) collect anyway: memory is bounded."""
 REAL_IO_POLL_S = 0.0005
-"""A virtual-time loop polls its real file descriptors at most this often (wall seconds)."""
+"""A virtual-time loop with no descriptor but its self-pipe polls it at most this often
+(wall seconds)."""
 _PURGE_MIN = 100
 _PURGE_FRACTION = 0.5
 """As asyncio: rebuild the timer heap once over half of 100+ timers are cancelled ones."""
@@ -259,12 +260,13 @@ class _VirtualSelector(selectors.BaseSelector):
         return self._real.modify(fileobj, events, data)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        # Real descriptors are polled at most every REAL_IO_POLL_S of wall time, not on
-        # every iteration: a run of hours wakes ~10^5 times, and an epoll call per wake-up
-        # was a tenth of the loop's cost. Real I/O is then seen within that much wall time
-        # (virtual time never waited for it anyway: it runs ahead while timers are pending).
+        # With nothing registered but the loop's own self-pipe (signals, other threads'
+        # call_soon_threadsafe), real descriptors are polled at most every REAL_IO_POLL_S
+        # of wall time, not on every iteration: a run of hours wakes ~10^5 times, and an
+        # epoll call per wake-up was a tenth of the loop's cost. A loop that serves sockets
+        # or pipes (the operator API of a console-driven run) polls them every iteration.
         now = time.perf_counter()
-        if now >= self._next_poll:
+        if now >= self._next_poll or len(self._real.get_map()) > 1:
             self._next_poll = now + REAL_IO_POLL_S
             ready = self._real.select(0)
             if ready:

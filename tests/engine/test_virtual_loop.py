@@ -1,10 +1,11 @@
 """The virtual-time loop's own timer queue changes nothing a run shows.
 
 :class:`VirtualTimeLoop` keeps its timers in a heap of its own (deadlines compared in C)
-instead of asyncio's heap of TimerHandle objects, and polls real descriptors at most every
-``REAL_IO_POLL_S`` of wall time. The reference here is asyncio's own code for both
-(``BaseEventLoop.call_at`` and ``_run_once`` on the same virtual clock): same callback
-order, ties included, and a whole engine run journals exactly the same rows.
+instead of asyncio's heap of TimerHandle objects, and polls its self-pipe alone at most
+every ``REAL_IO_POLL_S`` of wall time (other descriptors every iteration). The reference
+here is asyncio's own code for both (``BaseEventLoop.call_at`` and ``_run_once`` on the
+same virtual clock): same callback order, ties included, and a whole engine run journals
+exactly the same rows.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ def test_an_engine_run_journals_the_same_on_asyncios_timer_queue(tmp_path: Path)
 
 
 def test_real_io_is_seen_while_virtual_time_runs() -> None:
-    """Real descriptors are polled less often, not less: bytes from another thread reach a
-    reader while a heartbeat keeps virtual time racing."""
+    """Bytes from another thread reach a reader while a heartbeat keeps virtual time
+    racing."""
 
     async def main() -> tuple[bytes, float]:
         loop = asyncio.get_running_loop()
