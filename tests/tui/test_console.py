@@ -384,6 +384,10 @@ async def test_a_status_poll_after_an_abort_never_shows_a_valve_open(tmp_path: P
                 {"event": {"type": "StateChanged", "t": 10.1, "state": "aborted", "reason": ""}}
             )
             await app.poll_status()
+            # A dose event queued behind the aborted snapshot lights nothing either.
+            app.on_run_event(
+                {"event": {"type": "DoseStarted", "t": 10.05, "line": "TMA", "chemical": "TMA"}}
+            )
             app.refresh_panels()
             assert app.status["state"] == "aborted"
             assert "[■]" not in screen_text(app)

@@ -609,7 +609,9 @@ class Console(App[None]):
             st["step"] = ev["label"]
             st["step_left_s"] = ev.get("duration_s")
         elif kind == "DoseStarted":
-            st["dosing"] = [ev["line"]]
+            # A dose queued behind a snapshot of the aborted run is over: never light it.
+            if not stale and st.get("state", "running") in DOSING_STATES:
+                st["dosing"] = [ev["line"]]
         elif kind == "PulseDone":
             st["dosing"] = []
         elif kind == "Message":
