@@ -444,6 +444,17 @@ class DoseWatchSpec(_Model):
     base_band: float = Field(default=0.05, gt=0, lt=1)
     """The chamber pressure when a dose opens (the purged base) outside 1 +- base_band of
     its running baseline counts as drifting (widened where it is noisier than that)."""
+    width_tolerance: float = Field(default=0.05, gt=0, lt=1)
+    """A software-timed pulse whose delivered width (between the acknowledgements of its
+    open and close commands) differs from the commanded width by more than this fraction
+    of the commanded width counts as mistimed ..."""
+    width_floor: float = Field(default=0.1, ge=0, le=1)
+    """... but never by less than this fraction of the line's ``min_pulse`` (below it the
+    valve's own stroke varies more: 1 ms for a 10 ms valve)."""
+    width_persist: int = Field(default=2, ge=1)
+    """Mistimed pulses of a line, among its last ``width_window``, before the warning (one
+    late wake-up of a loaded controller is not a fault; a link that adds latency is)."""
+    width_window: int = Field(default=5, ge=1)
 
 
 class ReferenceProblems(ValueError):

@@ -59,6 +59,34 @@ MISSING_CAUSES = (
 )
 
 
+WIDTH_CAUSES = (
+    "the command latency on the valve link varies (a loaded controller, a slow, retrying "
+    "or jittery link), so each dose is shorter or longer than the recipe says"
+)
+
+
+@dataclass
+class WidthTrack:
+    """One line's delivered pulse widths against the commanded ones."""
+
+    chemical: str
+    recent: deque[bool] = field(default_factory=deque)
+    """Mistimed or not, for the line's last ``width_window`` pulses."""
+    seen: int = 0
+    mistimed: int = 0
+    worst_s: float = 0.0
+    """Largest |delivered - commanded| so far."""
+    armed: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "chemical": self.chemical,
+            "pulses": self.seen,
+            "mistimed": self.mistimed,
+            "worst_error_ms": self.worst_s * 1e3,
+        }
+
+
 def _median(xs: list[float]) -> float:
     v = sorted(xs)
     n = len(v)
@@ -124,6 +152,7 @@ class DoseWatch:
         self.pulses_done: dict[str, int] = dict(pulses_before or {})
         """Doses of the whole run so far, per line (earlier sessions included)."""
         self.short_warned: set[str] = set()
+        self.widths: dict[str, WidthTrack] = {}
 
     # ------------------------------------------------------------------ pulses
 
@@ -177,6 +206,54 @@ class DoseWatch:
             tr = Track(name, "pressure", what="base pressure", causes=BASE_CAUSES)
             self.tracks[key] = tr
         self._feed(tr, torr, self.spec.base_band, dose=False)
+
+    # ------------------------------------------------------------------ pulse width
+
+    def width_tolerance(self, commanded_s: float, min_pulse_s: float) -> float:
+        """Allowed |delivered - commanded| width for a pulse of ``commanded_s`` on a valve
+        whose shortest pulse is ``min_pulse_s``."""
+        s = self.spec
+        return max(s.width_tolerance * commanded_s, s.width_floor * min_pulse_s)
+
+    def width(
+        self, line: str, chemical: str, commanded_s: float, delivered_s: float, tol_s: float
+    ) -> None:
+        """A software-timed pulse closed: ``delivered_s`` is what the engine observed (from
+        the acknowledgement of its open command to that of its close command). Warns when
+        ``width_persist`` of the line's last ``width_window`` pulses were off by more than
+        ``tol_s``; re-arms once a whole window is in tolerance."""
+        s = self.spec
+        if not s.enabled:
+            return
+        tr = self.widths.get(line)
+        if tr is None:
+            tr = self.widths[line] = WidthTrack(chemical)
+        err = delivered_s - commanded_s
+        bad = abs(err) > tol_s
+        tr.seen += 1
+        tr.worst_s = max(tr.worst_s, abs(err))
+        tr.recent.append(bad)
+        if len(tr.recent) > s.width_window:
+            tr.recent.popleft()
+        if not bad:
+            if not tr.armed and not any(tr.recent):
+                tr.armed = True
+            return
+        tr.mistimed += 1
+        n = sum(tr.recent)
+        if n >= s.width_persist and tr.armed:
+            tr.armed = False
+            self.alarm(
+                "warning",
+                line,
+                f"{chemical}: delivered pulse width {delivered_s * 1e3:.1f} ms against "
+                f"{commanded_s * 1e3:.4g} ms commanded ({err * 1e3:+.1f} ms; tolerance "
+                f"+-{tol_s * 1e3:.2g} ms), {n} of its last {len(tr.recent)} pulses out of "
+                f"tolerance: {WIDTH_CAUSES}",
+            )
+
+    def width_summary(self) -> dict[str, Any]:
+        return {line: tr.summary() for line, tr in self.widths.items()}
 
     # ------------------------------------------------------------------ QCM
 

@@ -417,6 +417,7 @@ class Runner:
                 "paused_s": result.paused_s,
                 "held_s": result.held_s,
                 "dose_watch": self.watch.summary(),
+                "pulse_width": self.watch.width_summary(),
             }
             final = None
             if sim is not None:
@@ -724,6 +725,9 @@ class Runner:
         open_err = p.ack_open - p.cmd_open
         width_err = (ack - p.ack_open) - p.duration
         self.timing.add(open_err, width_err)
+        if self.tool.config.dose_watch.enabled:
+            tol = self.watch.width_tolerance(p.duration, self.tool.config.lines[p.line].min_pulse)
+            self.watch.width(p.line, p.chemical, p.duration, ack - p.ack_open, tol)
         rec = PulseRecord(p.unit, p.line, p.chemical, p.cmd_open, p.ack_open, deadline, ack, False)
         self.monitor.closed(rec, p.where, p.k, p.cmd_open)
         self.bus.publish(

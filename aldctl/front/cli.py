@@ -969,6 +969,12 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
             f"{dw.get('out_of_band')} out of band"
             + (f", about {left} doses left" if left is not None else "")
         )
+    for line, pw in (r.summary.get("pulse_width") or {}).items():
+        if pw.get("mistimed"):
+            click.echo(
+                f"  pulse width: {line}: {pw.get('mistimed')} of {pw.get('pulses')} pulses "
+                f"outside the tolerance, worst {pw.get('worst_error_ms', 0.0):.1f} ms off"
+            )
     click.echo("  events:")
     for t, kind, _, msg in events[-30:]:
         click.echo(f"    {t:10.1f} s  {kind:<14} {msg}")
