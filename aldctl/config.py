@@ -290,6 +290,9 @@ class SafetySpec(_Model):
     poll_interval: Seconds = 1.0
     watchdog_polls: int = Field(default=3, ge=1)
     heartbeat_interval: Seconds = 0.25
+    pressure_interval: Seconds | None = None
+    """Read the chamber gauge alone this often between the polls and hold on a burst above
+    ``limits.pressure.hold_above`` (None: the poll and the pulse monitor's reads only)."""
     heaters_on_safe_state: Annotated[Literal["hold", "off"], BeforeValidator(_yaml_word)] = "hold"
     safe_state_timeout: Seconds = 5.0
 

@@ -409,7 +409,9 @@ class PulseMonitor:
     async def _read_base(self, line: str, t: float) -> None:
         gauge = self.r.tool.gauge
         assert gauge is not None
-        self.base_at_open[line] = (t, await self._read())
+        p = await self._read()
+        self.r.safety.check_pressure(p)
+        self.base_at_open[line] = (t, p)
 
     async def _read(self) -> float | None:
         gauge = self.r.tool.gauge
@@ -451,6 +453,8 @@ class PulseMonitor:
                 break  # another dose opened since: the gauge now sees that one
             p = await self._read()
             if p is not None:
+                # the same limits as the safety poll's, on a read it would not see
+                self.r.safety.check_pressure(p)
                 pts.append((clock.now(), p))
                 self.r.bus.publish(Sample(self.r.now(), {"pressure": p}))
                 if self.r.tracer is not None:

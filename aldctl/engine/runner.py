@@ -312,6 +312,13 @@ class Runner:
         ]
         if self.tracer is not None:
             helpers.append(loop.create_task(self.tracer.run(), name="pressure-trace"))
+        pi = self.tool.config.safety.pressure_interval
+        if (
+            self.tool.gauge is not None
+            and pi is not None
+            and pi < self.tool.config.safety.poll_interval
+        ):
+            helpers.append(loop.create_task(self.safety.pressure_watch(), name="pressure-watch"))
         if any(b.watchdog for b in self.tool.banks):
             helpers.append(loop.create_task(self.safety.heartbeat(), name="valve-heartbeat"))
         for t in helpers:

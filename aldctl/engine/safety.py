@@ -290,6 +290,37 @@ class Safety:
         if n >= self.cfg.safety.watchdog_polls:
             self._abort(f"{source}: {message} ({n} polls in a row)")
 
+    def _pressure_limits(self, p: float, now: float) -> tuple[str, str] | None:
+        """The pressure limits on one reading: acts on ``max`` (after its ``for``), and
+        returns the hold reason when above ``hold_above``."""
+        lim = self.cfg.limits
+        if self.bands.setdefault("p.max", _Band()).out(
+            now, p > lim.pressure.max, lim.pressure.for_
+        ):
+            self._act(
+                lim.pressure.action,
+                "pressure",
+                f"chamber pressure {p:.3g} Torr above the {lim.pressure.max:g} Torr limit",
+            )
+        if lim.pressure.hold_above is not None and p > lim.pressure.hold_above:
+            return (
+                "pressure",
+                f"chamber pressure {p:.3g} Torr above {lim.pressure.hold_above:g} Torr",
+            )
+        return None
+
+    def check_pressure(self, p: float | None) -> None:
+        """A gauge reading taken between polls (the pulse monitor's reads after each dose,
+        the fast pressure watch): the same limits, action and reason as a poll's. A burst
+        above the hold limit that the chamber pumps away within a poll interval is held
+        here. Releasing a hold stays the poll's (it needs the in-band time)."""
+        if p is None:
+            return
+        hold = self._pressure_limits(p, self._t())
+        if hold is not None:
+            self.in_band_since = None
+            self._hold(*hold)
+
     def evaluate(self) -> None:
         """Apply the limits to the latest readings: hold, abort, or release a hold."""
         now = self._t()
@@ -298,21 +329,9 @@ class Safety:
         hold_reasons: list[tuple[str, str]] = []
         p = r.pressure_torr
         if p is not None:
-            if self.bands.setdefault("p.max", _Band()).out(
-                now, p > lim.pressure.max, lim.pressure.for_
-            ):
-                self._act(
-                    lim.pressure.action,
-                    "pressure",
-                    f"chamber pressure {p:.3g} Torr above the {lim.pressure.max:g} Torr limit",
-                )
-            if lim.pressure.hold_above is not None and p > lim.pressure.hold_above:
-                hold_reasons.append(
-                    (
-                        "pressure",
-                        f"chamber pressure {p:.3g} Torr above {lim.pressure.hold_above:g} Torr",
-                    )
-                )
+            hold = self._pressure_limits(p, now)
+            if hold is not None:
+                hold_reasons.append(hold)
         temp_limits = self.cfg.temperature_channels()
         for ch, tr in r.temps.items():
             if tr.sensor_break or (tr.pv_c is None and tr.setpoint_c is not None):
@@ -426,6 +445,27 @@ class Safety:
             if next_t < now:  # fell behind (slow devices): do not burst to catch up
                 next_t = now + interval
             await self.clock.sleep_until(next_t, precise=False)
+
+    async def pressure_watch(self) -> None:
+        """The chamber gauge alone, every ``safety.pressure_interval`` (started only when
+        that is shorter than the poll): a burst above the hold limit that decays within a
+        few residence times is seen between the polls."""
+        gauge = self.tool.gauge
+        interval = self.cfg.safety.pressure_interval
+        if gauge is None or interval is None:
+            return
+        next_t = self.clock.now()
+        while True:
+            next_t += interval
+            now = self.clock.now()
+            if next_t < now:
+                next_t = now + interval
+            await self.clock.sleep_until(next_t, precise=False)
+            try:
+                pr = await gauge.read_pressure()
+            except Exception:  # the poll counts the gauge's failures (and its watchdog)
+                continue
+            self.check_pressure(pr.pressure_torr)
 
     async def heartbeat(self) -> None:
         """Retrigger the valve modules' watchdogs (started only for tools that have one)."""

@@ -535,6 +535,15 @@ FAULT_TARGETS: dict[str, str | None] = {
 """Each fault kind of sim/faults.py and what it hits in the campaign's recipe (None: the
 kind's own default target); tests/reliability/test_faults.py checks none is missing."""
 
+FAULT_VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "pressure_burst": ("pressure_spike", {"torr": 2.0}, {"pressure_interval": 0.1}),
+}
+"""Campaign rows that are a fault kind with other parameters, on the built-in tool with
+other ``safety`` settings: name -> (kind, fault params, safety settings). A 2 Torr burst
+peaks ~2.3-2.4 Torr on the gauge, above the 2 Torr hold for ~0.1 s only (0.45 s residence
+time): a 1 s poll misses it; the pulse monitor's reads catch it within ~0.7 s of a dose,
+and a 0.1 s pressure watch (``safety.pressure_interval``) anywhere."""
+
 FAULT_PHASES = ("setup", "pulse", "purge", "plasma", "exposure", "checkpoint", "teardown")
 
 _DOSE_KINDS = ("valve_stuck_closed", "valve_slow", "empty_source", "cold_source", "gauge_drift")
@@ -616,6 +625,7 @@ def bench_faults(
     through the real engine, journal and simulated drivers: what the run did (detection),
     whether the reactor was safe afterwards, whether the journal has the outcome and reason.
     """
+    import dataclasses
     import tempfile
 
     from aldctl.engine.clock import run_virtual
@@ -623,7 +633,7 @@ def bench_faults(
     from aldctl.engine.journal import Journal
     from aldctl.session import FaultSpec, RunRequest, execute, new_run, prepare
 
-    kinds = list(FAULT_TARGETS) if kinds is None else kinds
+    kinds = [*FAULT_TARGETS, *FAULT_VARIANTS] if kinds is None else kinds
     phases = list(FAULT_PHASES) if phases is None else phases
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -638,12 +648,15 @@ def bench_faults(
             if cells is None:
                 cells = [(k, p) for k in kinds for p in phases]
             for kind, phase in cells:
-                spec = FaultSpec(
-                    kind,
-                    FAULT_TARGETS.get(kind),
-                    when[phase],
-                )
-                req = RunRequest(prepared, realtime=False, seed=seed, faults=(spec,))
+                fault, params, safety = FAULT_VARIANTS.get(kind, (kind, {}, {}))
+                spec = FaultSpec(fault, FAULT_TARGETS.get(fault), when[phase], params=params)
+                prep = prepared
+                if safety:
+                    tool = prepared.tool.model_copy(
+                        update={"safety": prepared.tool.safety.model_copy(update=safety)}
+                    )
+                    prep = dataclasses.replace(prepared, tool=tool)
+                req = RunRequest(prep, realtime=False, seed=seed, faults=(spec,))
                 run_id = new_run(journal, req, "fault campaign")
                 bus = EventBus()
                 alarms: list[str] = []
@@ -668,12 +681,13 @@ def bench_faults(
                     error = repr(exc)
                 rec = journal.get(run_id)
                 journal_ok = rec.outcome not in ("", "running") and bool(rec.reason)
-                safe, why = _reactor_safe(reactor[0] if reactor else None, kind, spec.target)
+                safe, why = _reactor_safe(reactor[0] if reactor else None, fault, spec.target)
                 detected = outcome != "complete" or bool(alarms)
                 why_not = NOT_OBSERVABLE.get((kind, phase), "")
                 rows.append(
                     {
                         "fault": kind,
+                        "params": params,
                         "target": spec.target or "",
                         "phase": phase,
                         "at_s": round(spec.at_s, 3),

@@ -14,6 +14,7 @@ import pytest
 from aldctl.front.bench import (
     FAULT_PHASES,
     FAULT_TARGETS,
+    FAULT_VARIANTS,
     NOT_OBSERVABLE,
     bench_faults,
     format_fault_table,
@@ -67,7 +68,7 @@ DOSE_WATCH = {
 def _cells(campaign: bool) -> list[tuple[str, str]]:
     kinds = list(FAULT_TARGETS)
     if campaign:
-        return [(k, p) for k in kinds for p in FAULT_PHASES]
+        return [(k, p) for k in [*kinds, *FAULT_VARIANTS] for p in FAULT_PHASES]
     # inside a cycle (not teardown, after which there is nothing left to detect)
     inner = FAULT_PHASES[1:-1]
     cells = [(k, inner[i % len(inner)]) for i, k in enumerate(kinds)]
@@ -79,6 +80,8 @@ def _cells(campaign: bool) -> list[tuple[str, str]]:
         ("gauge_drift", "teardown"),
         ("comm_timeout", "pulse"),
         ("disconnect", "pulse"),
+        # a burst above the hold limit mid-purge, gone before the next 1 s poll
+        ("pressure_burst", "purge"),
     ]
 
 
@@ -103,6 +106,11 @@ def test_fault_campaign(campaign: bool) -> None:
         if cell in NOT_OBSERVABLE:
             assert not r["observable"], r
             assert r["not_observable_because"], r
+        elif r["fault"] == "pressure_burst":
+            # held by the 0.1 s pressure watch, with the safety monitor's reason; resumed
+            assert r["detected"], r
+            assert r["first_alarm"].startswith("chamber pressure "), r
+            assert r["first_alarm"].endswith(" Torr above 2 Torr"), r
         elif r["fault"] in DOSE_WATCH:
             assert r["outcome"] == "complete", r
             assert any(w in r["first_alarm"] for w in DOSE_WATCH[r["fault"]]), r
