@@ -295,6 +295,14 @@ class SafetySpec(_Model):
     ``limits.pressure.hold_above`` (None: the poll and the pulse monitor's reads only)."""
     heaters_on_safe_state: Annotated[Literal["hold", "off"], BeforeValidator(_yaml_word)] = "hold"
     safe_state_timeout: Seconds = 5.0
+    verify_time: Seconds = 30.0
+    """After teardown the engine reads the tool back (dose valves closed, flows at their
+    setpoints, heaters not above their limit nor climbing past their setpoint, the chamber
+    back near its purged base pressure) until it is found safe on two reads a poll apart,
+    or for at most this long; what is still wrong then is an alarm naming the device."""
+    verify_base_factor: float = Field(default=1.5, gt=1)
+    """The chamber is not "back near its base" above this many times the run's purged base
+    pressure (the pressure when the doses opened)."""
 
 
 class AutoLines(_Model):

@@ -252,6 +252,14 @@ class DoseWatch:
                 f"tolerance: {WIDTH_CAUSES}",
             )
 
+    def base_baselines(self) -> list[float]:
+        """The running baselines of the base-pressure tracks (Torr)."""
+        return [
+            tr.baseline
+            for key, tr in self.tracks.items()
+            if key[0] == "base" and tr.baseline is not None
+        ]
+
     def width_summary(self) -> dict[str, Any]:
         return {line: tr.summary() for line, tr in self.widths.items()}
 

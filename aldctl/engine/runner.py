@@ -141,6 +141,8 @@ class RunResult:
     session_units: int = 0
     """Of ``units_done``, the units this session (a resume) ran."""
     session_cycles: int = 0
+    not_verified_safe: dict[str, str] = field(default_factory=dict)
+    """After teardown: device -> what it read back that is not safe (empty: verified)."""
 
 
 @dataclass
@@ -213,6 +215,12 @@ class Runner:
         self.trips: tuple[str, int] | None = None
         """(hold source, consecutive trips) of the unit being run."""
         self.last_dose: str | None = None
+        self.pressure_at_teardown: float | None = None
+        self.flow_at_teardown: float | None = None
+        self.process_end: float | None = None
+        """Process time when teardown ended (the read-back after it is not the recipe's)."""
+        self.not_safe: dict[str, str] = {}
+        """What the read-back after teardown found not safe (device -> what was read)."""
         self._ending = False
         self.bus.listen(self._journal_listener)
         self.bus.on_error = self._listener_failed
@@ -339,14 +347,39 @@ class Runner:
                     raise RunAborted(self.control.abort_reason)
                 await self._hold()
                 resume_at = None if self.in_setup else self.units_done
+            self.process_end = self.now()
+            if self.control.abort_reason is None:
+                # Teardown is done: the safe state is read back, not assumed.
+                self.not_safe = await self.safety.verify_safe(
+                    self._purged_base(), self.flow_at_teardown
+                )
             if self.control.abort_reason is not None:
                 # Aborted as the executor finished (a helper died, the journal failed).
                 raise RunAborted(self.control.abort_reason)
+            for source, what in self.not_safe.items():
+                self.warnings.append(f"{source}: {what}")
+                self.bus.publish(
+                    Alarm(
+                        self.now(),
+                        "alarm",
+                        source,
+                        f"{what}: the reactor is not verified safe after teardown",
+                    )
+                )
             self._flush_journal()
+            unsafe = (
+                "; the reactor is NOT verified safe after teardown ("
+                + "; ".join(self.not_safe.values())
+                + ")"
+                if self.not_safe
+                else ""
+            )
             if self.control.stop_requested:
                 outcome, reason = "stopped", f"stopped by the operator after unit {self.units_done}"
+                reason += unsafe
                 self._set_state(State.STOPPED, reason)
             else:
+                reason += unsafe
                 self._set_state(State.COMPLETE, reason)
         except RunAborted as exc:
             outcome, reason = "aborted", str(exc)
@@ -373,6 +406,15 @@ class Runner:
             outcome, reason = "aborted", f"journal cannot be written: {self.journal_error}"
             safe_errors = await self._abort(reason)
         return self._finish(outcome, reason, wall0, safe_errors)
+
+    def _purged_base(self) -> float | None:
+        """The chamber's purged base pressure in this run: the lowest of the per-dose base
+        pressure baselines (the pressure when each dose opened), else the last poll before
+        teardown."""
+        bases = [v for v in self.watch.base_baselines() if v > 0]
+        if bases:
+            return min(bases)
+        return self.pressure_at_teardown
 
     def _flush_journal(self) -> None:
         """Commit what is buffered before declaring the run complete (a full disk must be
@@ -403,7 +445,7 @@ class Runner:
             units_done=self.units_done,
             units_total=self.schedule.units,
             cycles_completed=self.cycles_completed,
-            process_s=self.now(),
+            process_s=self.now() if self.process_end is None else self.process_end,
             wall_s=time.perf_counter() - wall0,
             pulse_timing=self.timing.summary(),
             warnings=list(self.warnings),
@@ -414,6 +456,7 @@ class Runner:
             held_s=self.held_s,
             session_units=self.units_done - self.options.start_unit,
             session_cycles=self.cycles_completed - self.cycles_before,
+            not_verified_safe=dict(self.not_safe),
         )
         if self.journal is not None and self.journal_error is None:
             summary = {
@@ -425,6 +468,7 @@ class Runner:
                 "held_s": result.held_s,
                 "dose_watch": self.watch.summary(),
                 "pulse_width": self.watch.width_summary(),
+                "not_verified_safe": result.not_verified_safe,
             }
             final = None
             if sim is not None:
@@ -432,7 +476,7 @@ class Runner:
                 with contextlib.suppress(ValueError):  # predicate faults cannot be pickled
                     final = self.tool.simulation.snapshot() if self.tool.simulation else None
             try:
-                self.journal.finish(outcome, reason, self.now(), summary, final)
+                self.journal.finish(outcome, reason, result.process_s, summary, final)
             except JournalError as exc:
                 # Too late to abort: the run has ended and the tool is where it ended.
                 self.journal_error = str(exc)
@@ -574,6 +618,8 @@ class Runner:
         if self.control.stop_requested and self.control.state is not State.STOPPING:
             self._set_state(State.STOPPING, "stop requested: running teardown")
         self.in_teardown = True
+        self.pressure_at_teardown = self.safety.readings.pressure_torr
+        self.flow_at_teardown = self.safety.total_flow()
         await self._body(self.schedule.teardown, "teardown", None)
 
     async def _pause(self) -> None:

@@ -45,6 +45,11 @@ from drivers.base import (
 )
 
 RUNAWAY_RISE_K = 2.0
+VERIFY_RISE_K = 0.2
+"""After teardown, a heater that is off (or above its setpoint) more than this above its
+lowest reading since is watched on (thermocouple noise is ~0.1 K); ``RUNAWAY_RISE_K``
+above it, it is not heading to its safe setpoint."""
+VERIFY_ABOVE_SP_K = 1.0
 POLL_GUARD_S = 10.0
 IDLE_EVERY = 5
 
@@ -104,6 +109,9 @@ class Safety:
         self._reading = ""
         self.polls = 0
         self.next_sample_t = 0.0
+        self.verifying = False
+        """Reading the tool back after teardown: deviations are the verification's to name
+        (a hold then would hold nothing)."""
 
     # ------------------------------------------------------------------ runner hooks
 
@@ -396,6 +404,8 @@ class Safety:
             self._alarm("warning", source, message)
 
     def _hold(self, source: str, message: str) -> None:
+        if self.verifying:
+            return
         if self.control.hold_reason is None and self.control.state in (
             State.RUNNING,
             State.PAUSING,
@@ -445,6 +455,132 @@ class Safety:
             if next_t < now:  # fell behind (slow devices): do not burst to catch up
                 next_t = now + interval
             await self.clock.sleep_until(next_t, precise=False)
+
+    # ------------------------------------------------------------------ after teardown
+
+    def total_flow(self) -> float:
+        """The flows commanded now, sccm (what the purged base pressure scales with)."""
+        names = set(self.tool.flows) | set(self.flow_setpoints)
+        return sum(self.flow_setpoints.get(ch, self._default_flow(ch)) for ch in names)
+
+    async def verify_safe(
+        self, base_torr: float | None, base_flow: float | None = None
+    ) -> dict[str, str]:
+        """Read the tool back after teardown until it is found safe on two reads a poll
+        apart, for at most ``safety.verify_time``: device -> what was read, for what is
+        still not safe then (empty: verified). A dose valve that reads open is commanded
+        closed again; nothing else is commanded (the recipe's teardown said what to do)."""
+        cfg = self.cfg
+        interval = cfg.safety.poll_interval
+        t0 = self.clock.now()
+        first_pv: dict[str, float] = {}
+        low_pv: dict[str, float] = {}
+        clean_since: float | None = None
+        problems: dict[str, str] = {}
+        if base_torr is not None and base_flow:
+            # more flow after teardown than when the base was measured: a higher base
+            base_torr *= max(1.0, self.total_flow() / base_flow)
+        self.verifying = True
+        try:
+            while True:
+                now = self.clock.now()
+                pending: set[str] = set()
+                problems = await self._verify_once(now, base_torr, first_pv, low_pv, pending)
+                if problems or pending:
+                    clean_since = None
+                elif clean_since is None:
+                    clean_since = now
+                elif now - clean_since >= interval - 1e-9:
+                    return {}
+                if now - t0 >= cfg.safety.verify_time:
+                    return problems
+                await self.clock.sleep_until(now + interval, precise=False)
+        finally:
+            self.verifying = False
+
+    async def _verify_once(
+        self,
+        now: float,
+        base_torr: float | None,
+        first_pv: dict[str, float],
+        low_pv: dict[str, float],
+        pending: set[str],
+    ) -> dict[str, str]:
+        tool, cfg, lim = self.tool, self.cfg, self.cfg.limits
+        out: dict[str, str] = {}
+        for bank in tool.banks:
+            name = self._device_of(bank)
+            levels = await self._read(name, bank.read_valves)
+            if not isinstance(levels, Mapping):
+                out[name] = "no read-back of the valves"
+                continue
+            for line, (b, chan) in tool.valves.items():
+                if b is bank and levels.get(chan):
+                    out[f"valve {line}"] = f"dose valve {line} reads open after teardown"
+                    with contextlib.suppress(Exception):
+                        await bank.set_valve(chan, False)
+        for ch, fc in tool.flows.items():
+            fr = await self._read(self._device_of(fc), fc.read_flow)
+            if not isinstance(fr, FlowReading):
+                out[ch] = "no flow reading"
+                continue
+            sp = self.flow_setpoints.get(ch, self._default_flow(ch))
+            if now - self.flow_changed.get(ch, -1e9) < lim.flow_settle:
+                pending.add(ch)  # still settling on its last setpoint: read it after
+                continue
+            allowed = max(sp * lim.flow_deviation / 100.0, 0.5)
+            if abs(fr.flow_sccm - sp) > allowed:
+                out[ch] = (
+                    f"{ch} flow reads {fr.flow_sccm:.1f} sccm against its {sp:g} sccm setpoint"
+                )
+        temp_limits = cfg.temperature_channels()
+        for ch, tc in tool.temperatures.items():
+            tr = await self._read(self._device_of(tc), tc.read_temperature)
+            if not isinstance(tr, TemperatureReading):
+                out[ch] = "no temperature reading"
+                continue
+            if tr.pv_c is None or tr.sensor_break:
+                out[ch] = f"heater {ch}: thermocouple reads open"
+                continue
+            hi = temp_limits.get(ch, (0.0, 1000.0))[1]
+            pv0 = first_pv.setdefault(ch, tr.pv_c)
+            low = min(low_pv.get(ch, tr.pv_c), tr.pv_c)
+            low_pv[ch] = low
+            tsp = tr.setpoint_c
+            climbing = tsp is None or tr.pv_c > tsp + VERIFY_ABOVE_SP_K
+            if tr.pv_c > hi + lim.over_temperature:
+                out[ch] = f"heater {ch}: {tr.pv_c:.1f} degC, above its {hi:g} degC maximum"
+            elif climbing and tr.pv_c > low + RUNAWAY_RISE_K:
+                # Off (or above its setpoint) and climbing: not heading to its safe
+                # setpoint (a welded output, a stuck relay).
+                spt = "off" if tsp is None else f"{tsp:g} degC"
+                out[ch] = (
+                    f"heater {ch}: {tr.pv_c:.1f} degC and rising ({pv0:.1f} degC when teardown "
+                    f"ended) with its setpoint {spt}"
+                )
+            elif climbing and tr.pv_c > low + VERIFY_RISE_K:
+                pending.add(ch)  # more than noise: watch on before calling it safe
+        if tool.gauge is not None:
+            g = tool.gauge
+            pr = await self._read(self._device_of(g), g.read_pressure)
+            p = pr.pressure_torr if isinstance(pr, PressureReading) else None
+            if p is None:
+                out["pressure"] = "no chamber pressure reading"
+            else:
+                hold = (
+                    lim.pressure.hold_above
+                    if lim.pressure.hold_above is not None
+                    else lim.pressure.max
+                )
+                factor = cfg.safety.verify_base_factor
+                if p > hold:
+                    out["pressure"] = f"chamber pressure {p:.3g} Torr above {hold:g} Torr"
+                elif base_torr is not None and p > factor * base_torr:
+                    out["pressure"] = (
+                        f"chamber pressure {p:.3g} Torr, {p / base_torr:.1f}x the run's purged "
+                        f"base of {base_torr:.3g} Torr: the pump or the exhaust is not keeping up"
+                    )
+        return out
 
     async def pressure_watch(self) -> None:
         """The chamber gauge alone, every ``safety.pressure_interval`` (started only when

@@ -399,7 +399,7 @@ def _execute_run(
                 err=True,
             )
         sys.exit(EXIT_FAILED)
-    if result.outcome != "complete":
+    if result.outcome != "complete" or result.not_verified_safe:
         sys.exit(EXIT_FAILED)
 
 

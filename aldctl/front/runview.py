@@ -234,6 +234,7 @@ def summary_json(run_id: str | None, result: RunResult) -> dict[str, Any]:
         "pulse_timing": result.pulse_timing,
         "warnings": result.warnings,
         "safe_state_errors": result.safe_state_errors,
+        "not_verified_safe": result.not_verified_safe,
         "events_dropped": result.events_dropped,
         "paused_s": round(result.paused_s, 3),
         "held_s": round(result.held_s, 3),
@@ -295,5 +296,7 @@ def print_summary(
         console.print(f"[yellow]warning: {w}")
     for dev, err in result.safe_state_errors.items():
         console.print(f"[red]safe state incomplete: {dev}: {err}")
+    for dev, what in result.not_verified_safe.items():
+        console.print(f"not verified safe after teardown: {dev}: {what}", style="red", markup=False)
     if result.journal_error is not None:
         console.print(f"[red]journal: {result.journal_error}")
