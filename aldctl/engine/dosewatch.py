@@ -390,14 +390,35 @@ class PulseMonitor:
         self.base_at_open: dict[str, tuple[float, float | None]] = {}
         self.tau = max(runner.tool.config.chamber.residence_time, 1e-3)
         self.enabled = runner.tool.gauge is not None and runner.options.pulse_monitor
+        self.window: tuple[str, float] = ("", float("-inf"))
+        """(line, until): the dose whose pressure response the gauge shows until then."""
+        self.excess: dict[str, deque[float]] = {}
+        """Per line: how far recent doses rose above their base (largest sample), Torr."""
+        runner.safety.explains = self.explains
+
+    def explains(self, p: float) -> bool:
+        """Whether the dose being measured explains chamber pressure ``p``: inside its
+        response, at most 1.5x as far above its base as the line's recent doses (median)
+        rose; with fewer than 3 doses of history, any reading (nothing to compare with)."""
+        line, until = self.window
+        if self.r.clock.now() > until:
+            return False
+        base = self.base_at_open.get(line, (0.0, None))[1]
+        hist = self.excess.get(line)
+        if base is None or hist is None or len(hist) < 3:
+            return True
+        return p - base <= 1.5 * _median(list(hist)) + 0.02
 
     def opened(self, line: str, t: float) -> None:
         """A dose valve opened at clock time ``t`` (called by the executor, returns at once)."""
         self.last_open = t
+        self.window = (line, float("inf"))  # until it closes and its response is read
         if self.enabled:
             self._spawn(self._read_base(line, t))
 
     def closed(self, rec: PulseRecord, where: str, k: int, t_open: float) -> None:
+        width = rec.commanded_close - rec.commanded_open
+        self.window = (rec.line, t_open + width + (PULSE_SAMPLE_TAU[-1] + 0.1) * self.tau)
         slot = _Slot(rec, where, k)
         self.order.append(slot)
         if self.enabled:
@@ -418,8 +439,9 @@ class PulseMonitor:
         gauge = self.r.tool.gauge
         assert gauge is not None
         p = await self._read()
-        self.r.safety.check_pressure(p)
         self.base_at_open[line] = (t, p)
+        # taken as the valve opens: before anything of this dose reaches the gauge
+        self.r.safety.check_pressure(p, in_dose=False)
 
     async def _read(self) -> float | None:
         gauge = self.r.tool.gauge
@@ -469,6 +491,8 @@ class PulseMonitor:
                     self.r.tracer.pulse_point(self.r.now(), p)
         if len(pts) < 2:
             return None, base
+        hist = self.excess.setdefault(rec.line, deque(maxlen=8))
+        hist.append(max(q for _, q in pts) - base)
         area = sum(
             (t1 - t0) * ((p0 + p1) / 2 - base) for (t0, p0), (t1, p1) in itertools.pairwise(pts)
         )

@@ -110,6 +110,8 @@ class Safety:
         self.polls = 0
         self.next_sample_t = 0.0
         self.verifying = False
+        self.explains: Callable[[float], bool] | None = None
+        """Whether a dose being measured explains a chamber pressure (the pulse monitor's)."""
         """Reading the tool back after teardown: deviations are the verification's to name
         (a hold then would hold nothing)."""
 
@@ -317,15 +319,21 @@ class Safety:
             )
         return None
 
-    def check_pressure(self, p: float | None) -> None:
+    def check_pressure(self, p: float | None, *, in_dose: bool = True) -> None:
         """A gauge reading taken between polls (the pulse monitor's reads after each dose,
         the fast pressure watch): the same limits, action and reason as a poll's. A burst
         above the hold limit that the chamber pumps away within a poll interval is held
-        here. Releasing a hold stays the poll's (it needs the in-band time)."""
+        here. Releasing a hold stays the poll's (it needs the in-band time).
+
+        A reading inside a dose's own pressure response that the dose explains (no more
+        above its base than that line's recent doses rose) is not held on here: a recipe
+        whose doses overshoot the hold limit is the poll's to find, as it always was, not
+        a hold at every dose."""
         if p is None:
             return
         hold = self._pressure_limits(p, self._t())
-        if hold is not None:
+        explained = in_dose and self.explains is not None and self.explains(p)
+        if hold is not None and not explained:
             self.in_band_since = None
             self._hold(*hold)
 
