@@ -40,6 +40,10 @@ T = TypeVar("T")
 
 SPIN_S = 0.003
 """RealClock wakes from asyncio this long before a deadline and spins the rest."""
+EDGE_GUARD_S = SPIN_S + 0.002
+"""Background sleepers (``precise=False``) that wake this close before a valve edge wait
+until it is past."""
+EDGE_AFTER_S = 0.0002
 GC_SLACK_S = 0.02
 """Inside :func:`collect_in_slack`, garbage is collected only this far from any deadline."""
 GC_YOUNG = 700
@@ -140,6 +144,14 @@ class RealClock:
         if not precise:
             if remaining > 0:
                 await asyncio.sleep(remaining)
+            # Background work (a poll, a heartbeat, a pulse reading) that would start just
+            # before a valve edge waits until the edge is past: a few hundred us of device
+            # reads there would hold up the edge's wake-up.
+            for _ in range(4):  # edges 5 ms apart at most twice in a row; bounded anyway
+                edge = slack_s()
+                if not 0.0 <= edge < EDGE_GUARD_S:
+                    break
+                await asyncio.sleep(edge + EDGE_AFTER_S)
             return time.monotonic()
         if remaining > self.spin_s:
             bisect.insort(self._sleeping, deadline)

@@ -63,6 +63,10 @@ COMMIT_MARGIN_S = 0.005
 commit never delays the next unit's first pulse."""
 
 
+PHASE_PREP_S = 0.002
+"""In real time the executor wakes this long before a phase's end (see ``_body``)."""
+
+
 class RunAborted(Exception):
     pass
 
@@ -621,6 +625,7 @@ class Runner:
         self.pressure_at_teardown = self.safety.readings.pressure_torr
         self.flow_at_teardown = self.safety.total_flow()
         await self._body(self.schedule.teardown, "teardown", None)
+        await self.clock.sleep_until(self.anchor)  # the recipe's end, exactly
 
     async def _pause(self) -> None:
         self._set_state(State.PAUSED, f"paused at checkpoint {self.units_done}")
@@ -732,7 +737,14 @@ class Runner:
             while si < len(spans):
                 self.bus.publish(StepStarted(self.now(), spans[si].label, where))
                 si += 1
-            await self.clock.sleep_until(end)
+            if self.clock.realtime:
+                # Wake a little before the phase's end, not at it: the bookkeeping between
+                # phases and units (events, the next unit's start) then runs before the next
+                # phase's first edge, whose precise sleep absorbs it, instead of after `end`,
+                # where it made that edge ~0.1 ms late (the first pulse of every cycle).
+                await self.clock.sleep_until(end - PHASE_PREP_S, precise=False)
+            else:
+                await self.clock.sleep_until(end)
             self.anchor = end
         return committed
 
