@@ -2321,19 +2321,23 @@ def bench_faults(kinds: tuple[str, ...], phases: tuple[str, ...], seed: int, as_
     reactor, in virtual time, with the fault injected inside that phase (what
     `aldctl run --fault` does). The table says what the run did (abort, alarm, or '-' for
     not detected), and "survived N of M": the reactor safe afterwards (every dose valve
-    closed) and the journal holding the outcome and its reason.
+    closed) and the journal holding the outcome and its reason. Besides the fault kinds,
+    `pressure_burst`: a 2 Torr burst (above the built-in tool's 2 Torr hold) with the
+    0.1 s pressure watch on (`safety.pressure_interval`).
 
     \b
     Examples:
       aldctl bench faults
+      aldctl bench faults --fault pressure_burst --fault timing_jitter
       aldctl bench faults --fault comm_timeout --fault disconnect --json
     """
-    from aldctl.front.bench import FAULT_PHASES, FAULT_TARGETS, format_fault_table
+    from aldctl.front.bench import FAULT_PHASES, FAULT_TARGETS, FAULT_VARIANTS, format_fault_table
     from aldctl.front.bench import bench_faults as run
 
+    known = [*FAULT_TARGETS, *FAULT_VARIANTS]
     for k in kinds:
-        if k not in FAULT_TARGETS:
-            _refuse(f"no fault kind '{k}' ({did_you_mean_hint(k, FAULT_TARGETS)})")
+        if k not in known:
+            _refuse(f"no fault kind '{k}' ({did_you_mean_hint(k, known)})")
     for p in phases:
         if p not in FAULT_PHASES:
             _refuse(f"no phase '{p}' ({did_you_mean_hint(p, FAULT_PHASES)})")
