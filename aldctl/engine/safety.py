@@ -50,6 +50,9 @@ VERIFY_RISE_K = 0.2
 lowest reading since is watched on (thermocouple noise is ~0.1 K); ``RUNAWAY_RISE_K``
 above it, it is not heading to its safe setpoint."""
 VERIFY_ABOVE_SP_K = 1.0
+VERIFY_FLOW_FS = 0.02
+"""After teardown a flow within this fraction of the MFC's full scale of its setpoint is
+at it (zero offsets of 1-2 % of full scale are in spec)."""
 POLL_GUARD_S = 10.0
 IDLE_EVERY = 5
 
@@ -536,7 +539,10 @@ class Safety:
             if now - self.flow_changed.get(ch, -1e9) < lim.flow_settle:
                 pending.add(ch)  # still settling on its last setpoint: read it after
                 continue
-            allowed = max(sp * lim.flow_deviation / 100.0, 0.5)
+            # an MFC's zero and accuracy are a fraction of its full scale, not of the setpoint
+            spec = cfg.flows.get(ch)
+            full = spec.max if spec is not None else 200.0
+            allowed = max(sp * lim.flow_deviation / 100.0, VERIFY_FLOW_FS * full, 0.5)
             if abs(fr.flow_sccm - sp) > allowed:
                 out[ch] = (
                     f"{ch} flow reads {fr.flow_sccm:.1f} sccm against its {sp:g} sccm setpoint"
