@@ -1951,7 +1951,13 @@ def tune() -> None:
     help="A thickness map measured after your own trial of --line (with --trial-dose).",
 )
 @click.option("--trial-dose", "trial_dose", metavar="TIME", help="With --map: its trial dose.")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="On a real tool: go ahead without asking (the trial doses precursor).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@data_dir_option
 def tune_recipe_cmd(
     recipe: Path,
     config: Path | None,
@@ -1960,7 +1966,9 @@ def tune_recipe_cmd(
     report: Path | None,
     map_file: Path | None,
     trial_dose: str | None,
+    yes: bool,
     as_json: bool,
+    data_dir: Path | None,
 ) -> None:
     """Dose and purge of every reactant line from a short trial on the tool.
 
@@ -2008,7 +2016,7 @@ def tune_recipe_cmd(
         return
     from aldctl.front.tunerun import tune_recipe
 
-    tune_recipe(recipe, config, lines, write, report, as_json)
+    tune_recipe(recipe, config, lines, write, report, as_json, yes, data_dir)
 
 
 @tune.command("dose")

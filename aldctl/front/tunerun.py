@@ -24,6 +24,8 @@ Plasma steps of the cycle run as the recipe has them, wherever the cycle is run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -35,6 +37,7 @@ from typing import Any
 import click
 import yaml
 
+from aldctl.engine.trialtool import TrialTool
 from aldctl.tune.trial import (
     CVD_LIMIT,
     SAT_TARGET,
@@ -114,8 +117,28 @@ class LineResult:
     doses it more than once (Li3PO4's two water pulses)."""
 
 
+@dataclass(frozen=True)
+class TrialDesign:
+    """The trial's size. The default is the full design; a shorter one (purges of a few
+    residence times, fewer priming cycles, the dose only) is for a quick check on a real tool
+    in real time, where every pulse costs its purge in wall time."""
+
+    long_taus: float = 10.0
+    """Long purges: this many residence times (at least the recipe's purges)."""
+    prime_cycles: int = 3
+    purges: bool = True
+    """Measure the CVD share to find the purge; False: the tool's purge rule on the measured
+    residence time (as without a QCM)."""
+    qcm_reads: int = 10
+    """QCM readings averaged per reading on a real tool (each ~0.1 s over the SQM-160's
+    serial line; the simulated tool averages its own 50 at 0.1 s of virtual time)."""
+
+
 class _Trial:
-    """Drives the simulated reactor with measured readings only."""
+    """The simulated tool (a :class:`~aldctl.engine.trialtool.TrialTool`): drives the reactor
+    model in virtual time with measured readings only (the residence time that sizes the long
+    purges excepted: the model's, as the tool config gives it; the analysis measures its own
+    from the pressure decay)."""
 
     def __init__(self, prepared: Any, seed: int = 0) -> None:
         from aldctl.tool import simulated_reactor
@@ -132,6 +155,15 @@ class _Trial:
             if chem in (spec.chemical, name):
                 return str(name)
         return chem
+
+    def now_s(self) -> float:
+        return float(self.r.now_ns) / NS
+
+    def wait_until(self, t_s: float) -> None:
+        self.r.advance_to(max(self.r.now_ns, round(t_s * NS)))
+
+    def residence_time_s(self) -> float:
+        return float(self.r.residence_time_s())
 
     def setup(self) -> None:
         from aldctl.recipe import schedule as s
@@ -245,7 +277,7 @@ class _Trial:
         r.advance_by(round(purge_s * NS))
 
 
-def _step(trial: _Trial, d: Dose, width_s: float, purge_s: float) -> None:
+def _step(trial: TrialTool, d: Dose, width_s: float, purge_s: float) -> None:
     """One step of the cycle: the line's pulse of ``width_s``, or its plasma step."""
     if d.plasma is not None:
         trial.plasma(d.plasma, purge_s)
@@ -343,20 +375,27 @@ def all_cycle_doses(recipe_path: Path) -> list[tuple[str, list[Dose]]]:
 
 
 def run_trial(
-    prepared: Any, doses: list[Dose], only: set[str] | None, cycle_name: str = ""
+    prepared: Any,
+    doses: list[Dose],
+    only: set[str] | None,
+    cycle_name: str = "",
+    trial: TrialTool | None = None,
+    design: TrialDesign = TrialDesign(),
 ) -> list[LineResult]:
-    """One trial of one cycle's lines (a fresh simulated tool, set up as the recipe does)."""
-    trial = _Trial(prepared)
+    """One trial of one cycle's lines, set up as the recipe does: on ``trial`` (a real tool
+    through its drivers), else on a fresh simulated tool."""
+    if trial is None:
+        trial = _Trial(prepared)
     trial.setup()
-    tau0 = float(trial.r.residence_time_s())
-    long = max(10.0 * tau0, *(d.purge_s for d in doses))
+    tau0 = trial.residence_time_s()
+    long = max(design.long_taus * tau0, *(d.purge_s for d in doses))
     sat = [max(d.pulse_s * PRIME_FACTOR, 0.05) for d in doses]
 
     def cycle(purges: list[float] | None = None, doses_sat: list[float] | None = None) -> None:
         for j, d in enumerate(doses):
             _step(trial, d, (doses_sat or sat)[j], (purges or [long] * len(doses))[j])
 
-    for _ in range(3):
+    for _ in range(design.prime_cycles):
         cycle()
     found: list[tuple[int, Dose, str, Saturation, float, Any]] = []
     for i, d in enumerate(doses):
@@ -508,7 +547,7 @@ def run_trial(
         rec[i] = s.dose_s
     results = []
     for i, d, signal, s, tau, decay in found:
-        if not trial.has_qcm:
+        if not trial.has_qcm or not design.purges:
             # No growth signal to see CVD by: the purge rule validation uses (sim/purge.py:
             # the dose excess X measured on the built-in chamber) on the measured tau.
             from sim.purge import DOSE_EXCESS, purge_factor
@@ -616,7 +655,7 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
 
 
 def _cycle_gains(
-    trial: _Trial,
+    trial: TrialTool,
     doses: list[Dose],
     purges: list[float],
     pulses: list[float],
@@ -633,15 +672,15 @@ def _cycle_gains(
             if j != at:
                 _step(trial, d, pulses[j], purges[j])
                 continue
-            t0 = trial.r.now_ns
+            t0 = trial.now_s()
             _step(trial, d, pulses[j], 0.0)
             readings.append(trial.qcm() if trial.has_qcm else 0.0)
-            trial.r.advance_to(max(trial.r.now_ns, t0 + round((pulses[j] + purges[j]) * NS)))
+            trial.wait_until(t0 + pulses[j] + purges[j])
     return [b - a for a, b in itertools.pairwise(readings[1:])]
 
 
 def _cycle_gain(
-    trial: _Trial,
+    trial: TrialTool,
     doses: list[Dose],
     purges: list[float],
     pulses: list[float],
@@ -842,6 +881,9 @@ def tune_recipe(
     write: Path | None,
     report: Path | None,
     as_json: bool,
+    yes: bool = False,
+    data_dir: Path | None = None,
+    design: TrialDesign = TrialDesign(),
 ) -> None:
     from aldctl.diagnostics import UserError
     from aldctl.session import prepare
@@ -851,14 +893,6 @@ def tune_recipe(
     except UserError as exc:
         for d in exc.diagnostics:
             click.echo(d.format(), err=True)
-        sys.exit(2)
-    if not prepared.simulated:
-        click.echo(
-            "error: tune RECIPE runs its trial on a simulated tool only for now "
-            "(hint: on a real tool, run the trial yourself and give its thickness map: "
-            "--line X --map FILE --trial-dose T)",
-            err=True,
-        )
         sys.exit(2)
     try:
         cycles = all_cycle_doses(recipe)
@@ -880,8 +914,12 @@ def tune_recipe(
             if not lines or any(d.chemical in lines for d in doses)
         ]
         results: list[LineResult] = []
-        for cname, doses in tuned:
-            results += run_trial(prepared, doses, set(lines) or None, cname)
+        run_id = None
+        if prepared.simulated:
+            for cname, doses in tuned:
+                results += run_trial(prepared, doses, set(lines) or None, cname, design=design)
+        else:
+            results, run_id = run_on_tool(prepared, recipe, tuned, lines, yes, data_dir, design)
     except TrialError as exc:
         click.echo(f"error: {recipe}: {exc}", err=True)
         sys.exit(1)
@@ -895,6 +933,8 @@ def tune_recipe(
         tmp.replace(write)
     out = {
         "recipe": str(recipe),
+        "tool": prepared.tool.name,
+        "run_id": run_id,
         "cycles": [c for c, _ in tuned],
         "lines": {
             _label(r, results): {
@@ -934,6 +974,164 @@ def tune_recipe(
     if write is not None:
         click.echo(f"patched recipe: {write}")
     click.echo(f"report: {page}")
+
+
+def run_on_tool(
+    prepared: Any,
+    recipe: Path,
+    tuned: list[tuple[str, list[Dose]]],
+    lines: tuple[str, ...],
+    yes: bool,
+    data_dir: Path | None,
+    design: TrialDesign,
+) -> tuple[list[LineResult], str]:
+    """The trial on a real tool: its devices through their drivers, in real time, under the
+    safety monitor, the tool's lock and the journal (a run of its own, so ``aldctl runs
+    show`` lists it). Ends in the safe state, whatever ends it; exits with one error line
+    when the trial did not complete."""
+    import signal
+
+    from aldctl.diagnostics import UserError
+    from aldctl.engine.clock import run_real
+    from aldctl.engine.control import CommandRefused, RunControl
+    from aldctl.engine.events import Alarm, EventBus, Message
+    from aldctl.engine.journal import JournalError, RunMeta
+    from aldctl.engine.trialtool import DriverTrial, TrialAborted
+    from aldctl.session import announce, open_journal
+    from aldctl.tool import ToolError, build
+
+    cfg = prepared.tool
+    plasma = [f"{c}/{d.chemical}" for c, doses in tuned for d in doses if d.plasma is not None]
+    if plasma:
+        click.echo(
+            f"error: {recipe}: cycle step {plasma[0]} is a plasma step, which the trial does "
+            "not run on a real tool yet (hint: tune it on the simulated tool, or give a "
+            "thickness map: --line X --map FILE --trial-dose T)",
+            err=True,
+        )
+        sys.exit(2)
+    chems = sorted({d.chemical for _, doses in tuned for d in doses})
+    what = (
+        f"the trial doses {', '.join(chems)} into {cfg.name}'s chamber in real time "
+        f"(tuning {', '.join(lines) if lines else 'every line'}; minutes per line) and "
+        "leaves it in the safe state"
+    )
+    if not yes:
+        if not sys.stdin.isatty():
+            click.echo(f"error: {recipe}: {what}: add --yes to go ahead", err=True)
+            sys.exit(2)
+        if not click.confirm(f"{what}. Go ahead?", err=True):
+            click.echo("error: not confirmed: nothing was done", err=True)
+            sys.exit(2)
+    try:
+        journal = open_journal(data_dir)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    config_path = prepared.config_path
+    try:
+        run_id = journal.new_run(
+            RunMeta(
+                recipe_path=str(recipe.resolve()),
+                recipe_name=f"tune: {prepared.loaded.recipe.name}",
+                recipe_text=recipe.read_text(encoding="utf-8"),
+                includes={},
+                overrides={},
+                params={"tune": list(lines) or "all", "cycles": [c for c, _ in tuned]},
+                config_path=str(config_path.resolve()) if config_path else None,
+                config_text=config_path.read_text(encoding="utf-8") if config_path else None,
+                tool=cfg.name,
+                clock="real",
+                realtime="tune",
+                units_total=0,
+            ),
+            tool_key=prepared.tool_key,
+        )
+    except JournalError as exc:
+        journal.close()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    bus = EventBus()
+    control = RunControl()
+
+    def show(ev: Any) -> None:
+        if isinstance(ev, Alarm):
+            click.echo(f"[{ev.t:7.1f} s] {ev.severity}: {ev.source}: {ev.message}", err=True)
+        elif isinstance(ev, Message):
+            click.echo(f"[{ev.t:7.1f} s] {ev.text}", err=True)
+
+    bus.listen(show)
+    results: list[LineResult] = []
+
+    def design_thread(trial: DriverTrial) -> None:
+        for cname, doses in tuned:
+            trial.say(f"trial: cycle {cname}")
+            results.extend(run_trial(prepared, doses, set(lines) or None, cname, trial, design))
+
+    async def main() -> tuple[str | None, dict[str, str], float]:
+        loop = asyncio.get_running_loop()
+
+        def interrupted(name: str) -> None:
+            with contextlib.suppress(CommandRefused):
+                control.abort(f"interrupted ({name})", who="operator")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupted, signal.Signals(sig).name)
+        tool = build(cfg)
+        try:
+            await tool.connect()
+        except ToolError as exc:
+            return f"devices did not connect: {exc}", {}, 0.0
+        announce(run_id)
+        trial = DriverTrial(
+            tool, prepared.compiled.schedule, bus, control, journal, qcm_reads=design.qcm_reads
+        )
+        failure: str | None = None
+        try:
+            await trial.start()
+            await asyncio.to_thread(design_thread, trial)
+        except TrialAborted as exc:
+            failure = f"trial aborted: {exc}"
+        except TrialError as exc:
+            failure = f"trial gave no answer: {exc}"
+        finally:
+            errors = await trial.finish(failure)
+            await tool.close()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        return failure, errors, trial.now_s()
+
+    try:
+        failure, errors, elapsed = run_real(main())
+    except BaseException as exc:
+        journal.finish_if_open(f"tuning trial failed: {type(exc).__name__}: {exc}")
+        journal.close()
+        raise
+    summary: dict[str, Any] = {"safe_state_errors": errors, "kind": "tune"}
+    summary["tune"] = {
+        _label(r, results): {"dose_s": r.saturation.dose_s, "purge_s": r.purge_s} for r in results
+    }
+    try:
+        journal.finish(
+            "aborted" if failure else "complete",
+            failure or "tuning trial complete",
+            elapsed,
+            summary,
+        )
+    except JournalError as exc:
+        click.echo(f"warning: the journal could not record the trial's end: {exc}", err=True)
+    journal.close()
+    if failure is not None:
+        safe = (
+            "the tool is in its safe state"
+            if not errors
+            else "safe state incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+        )
+        click.echo(
+            f"error: {recipe}: {failure}; {safe} (journal: aldctl runs show {run_id})", err=True
+        )
+        sys.exit(1)
+    return results, run_id
 
 
 def tune_from_map(
