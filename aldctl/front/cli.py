@@ -1924,7 +1924,7 @@ def tune() -> None:
 
     \b
     aldctl tune RECIPE [--config C] [--line CHEM] [--write OUT.yaml] [--report PAGE.html]
-      run a short trial on the (simulated) tool; dose and purge per reactant line
+      run a short trial on the tool (simulated, or real with --yes); dose and purge per line
     aldctl tune dose --profile FILE --trial-dose T [--json]
       saturation dose time of a cross-flow reactor from one trial's thickness profile
     """
@@ -1972,10 +1972,11 @@ def tune_recipe_cmd(
 ) -> None:
     """Dose and purge of every reactant line from a short trial on the tool.
 
-    The trial runs on the simulated tool (the built-in one without --config): for each
+    The trial runs on the tool of --config (the built-in simulated one without it): for each
     reactant of every cycle with a line's pulse and a second reactant step, pulse or plasma
     (a supercycle's subcycles each get their own trial; a line in several is tuned in each,
-    shown as CYCLE/LINE; a plasma step runs as the recipe has it, its time untuned), a train of
+    shown as CYCLE/LINE; a plasma step runs as the recipe has it, its time untuned, on the
+    simulated tool only), a train of
     short pulses on a surface ready for it, the
     QCM's mass gain per pulse (the pressure response's per pulse without a QCM) giving the
     saturation curve; two calibration pulses giving the valve's dead width; the pressure
@@ -1984,7 +1985,13 @@ def tune_recipe_cmd(
     the --set overrides, writes a report page (saturation curve, data, fit) and, with
     --write, a patched copy of the recipe.
 
-    Without a QCM or gauge worth trusting, or on a real tool: run the trial yourself (the
+    On a real tool (a config with real drivers) the trial drives the devices through their
+    drivers in real time (minutes per line): it takes the tool's lock, is journaled as a run
+    (aldctl runs show), DOSES PRECURSOR (asks first; --yes to go ahead without asking, and
+    required without a terminal), and runs under the safety monitor: a limit, a device
+    fault, Ctrl-C or an error ends it in the safe state.
+
+    Without a QCM or gauge worth trusting: run the trial yourself (the
     recipe with one line's dose cut to a time that leaves the outlet under-saturated),
     measure the thickness map along the flow and give it with --map and --trial-dose: the
     dose comes from the map (as `aldctl tune dose`), the purge from the tool's purge rule.
@@ -1995,6 +2002,7 @@ def tune_recipe_cmd(
       aldctl tune recipes/al2o3_tma_h2o.yaml --line TMA --write tuned.yaml --json
       aldctl tune recipes/al2o3_tma_h2o.yaml --line TMA --map trial.csv --trial-dose 0.8s
       aldctl tune recipes/litaox_1_6.yaml --line TaOEt5 --write tuned.yaml
+      aldctl tune recipes/al2o3_tma_h2o.yaml --config mytool.yaml --line TMA --yes
     """
     if not recipe.is_file():
         _refuse(f"{recipe}: no such recipe file")

@@ -247,6 +247,7 @@ def test_the_emulator_dying_mid_trial_ends_it_with_one_error_line(
     assert not any(valves[ln] for ln in ("TMA", "H2O", "O3")), valves
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("line", ["TMA", "H2O"])
 def test_full_trial_on_config_hil_agrees_with_the_simulated_tool(
     tmp_path: Path, served: Any, campaign: bool, line: str
