@@ -67,7 +67,16 @@ class RealtimePlant:
         # Stamp before catching the model up, which can take milliseconds when reactants
         # overlap.
         t = self.now() if at is None else at - self.origin
-        r = self.sync()
+        # The edge takes effect when the module switched it, not when the model heard of it
+        # (a module on its own thread hands edges over a little later): the model runs up to
+        # that moment, unless it already ran past it, and changes the valve there. Catching
+        # up to now first kept a module-timed 10 ms pulse open in the model for the
+        # hand-over's delay too (tune RECIPE through the wire saw pulses deliver ~twice
+        # what the in-process model's do).
+        r = self.reactor
+        t_ns = round(t * 1e9)
+        if t_ns > r.now_ns:
+            r.advance_to(t_ns)
         if line == "__pump__":
             r.set_pump_isolation(is_open)
             return

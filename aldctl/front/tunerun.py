@@ -1090,6 +1090,11 @@ def run_on_tool(
         try:
             await trial.start()
             await asyncio.to_thread(design_thread, trial)
+            for r in results:
+                trial._publish(
+                    f"recommended {_label(r, results)}: dose {_fmt(r.saturation.dose_s)}, "
+                    f"purge {_fmt(r.purge_s)} (from the {r.signal})"
+                )
         except TrialAborted as exc:
             failure = f"trial aborted: {exc}"
         except TrialError as exc:

@@ -257,7 +257,17 @@ def test_full_trial_on_config_hil_agrees_with_the_simulated_tool(
     srv = served()
     recipe = fast_recipe(tmp_path)
     t0 = time.monotonic()
-    run = _tune(srv.tool, recipe, tmp_path / "data", "--line", line, "--yes", "--json")
+    run = _tune(
+        srv.tool,
+        recipe,
+        tmp_path / "data",
+        "--line",
+        line,
+        "--yes",
+        "--json",
+        "--report",
+        str(tmp_path / "page.html"),
+    )
     out, err = run.communicate(timeout=1800)
     wall = time.monotonic() - t0
     assert run.returncode == 0, err
