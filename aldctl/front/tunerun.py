@@ -129,9 +129,11 @@ class TrialDesign:
     purges: bool = True
     """Measure the CVD share to find the purge; False: the tool's purge rule on the measured
     residence time (as without a QCM)."""
-    qcm_reads: int = 10
-    """QCM readings averaged per reading on a real tool (each ~0.1 s over the SQM-160's
-    serial line; the simulated tool averages its own 50 at 0.1 s of virtual time)."""
+    qcm_reads: int = QCM_READS
+    """QCM readings averaged per reading on a real tool (each ~0.085 s over the SQM-160's
+    serial line), as the simulated tool averages 50 at 0.1 s of virtual time: with 10, a
+    water train's per-pulse gains on config/hil.yaml were noise-ridden (0.60, 0.26, 0.02,
+    0.17, 0, 0, 0.12) and its dose +38 % against the simulated tool's."""
 
 
 class _Trial:

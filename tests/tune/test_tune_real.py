@@ -53,15 +53,14 @@ FAST_PUMP = {
 instead of 0.42 s) and pressure holds that resume after 1 s in band instead of 5 s (the
 priming cycle's 150 ms water pulse trips the 2 Torr hold), so that a trial fits the CI
 budget; the campaign runs config/hil.yaml as it is."""
-DOSE_TOL = 0.35
-"""Real against virtual trial, relative. Measured (quick design, CI reactor): +13 % and
--21 % in two runs on the loaded 2-core machine; full design on config/hil.yaml: TMA -13 %.
-The wire is not the model: the gauge is read every ~50 ms instead of every 5 ms, and the
-emulated module's pulses start and end on its event loop, late by whatever the machine's
-load makes it (the trial's measured valve dead width: 0-0.8 ms through the wire against
-6 ms in process), which shifts how much a 10 ms pulse delivers."""
-PURGE_TOL = 0.25
-"""Measured: TMA -3 % (full design, config/hil.yaml)."""
+DOSE_TOL = 0.10
+"""Real against in-process trial, relative, quick design (CI): measured -0.0 % and -0.6 %
+(20.49 and 20.37 ms against 20.50 ms). Before sim/realtime.py applied a valve edge at the
+module's time rather than when the model heard of it, the same test measured +13 % and
+-21 %: this tolerance catches that."""
+FULL_TOL = 0.15
+"""The full design (campaign), dose and purge: measured on config/hil.yaml TMA dose +4 %,
+purge -4 %."""
 
 
 def fast_recipe(tmp: Path, purge: str = "0.5 s") -> Path:
@@ -101,12 +100,13 @@ def _virtual(recipe: Path, tool: Path, line: str, design: TrialDesign) -> dict[s
     return {r.chemical: r for r in run_trial(prepared, doses, {line}, cname, design=design)}
 
 
-def _agree(real: Any, virtual: Any, purge: bool) -> None:
+def _agree(real: Any, virtual: Any, purge: bool, tol: float) -> None:
     d_real, d_virt = real.saturation.dose_s, virtual.saturation.dose_s
-    assert d_real == pytest.approx(d_virt, rel=DOSE_TOL), (d_real, d_virt)
-    assert real.tau_s == pytest.approx(virtual.tau_s, rel=0.15)
+    assert d_real == pytest.approx(d_virt, rel=tol), (d_real, d_virt)
+    assert real.tau_s == pytest.approx(virtual.tau_s, rel=0.1)
+    assert real.saturation.dead_s == pytest.approx(virtual.saturation.dead_s, abs=0.0015)
     if purge:
-        assert real.purge_s == pytest.approx(virtual.purge_s, rel=PURGE_TOL)
+        assert real.purge_s == pytest.approx(virtual.purge_s, rel=tol)
 
 
 def test_quick_trial_on_the_real_drivers_agrees_with_the_simulated_tool(
@@ -129,7 +129,7 @@ def test_quick_trial_on_the_real_drivers_agrees_with_the_simulated_tool(
     )
     dead = (real.saturation.dead_s * 1e3, virtual.saturation.dead_s * 1e3)
     print(f"valve dead width {dead[0]:.1f} / {dead[1]:.1f} ms")
-    _agree(real, virtual, purge=False)
+    _agree(real, virtual, purge=False, tol=DOSE_TOL)
     _valves_closed(srv)
     # The trial is a run of the journal: its pulses, its outcome, the tool's lock released.
     con = sqlite3.connect(tmp_path / "data" / "journal.sqlite")
@@ -278,8 +278,8 @@ def test_full_trial_on_config_hil_agrees_with_the_simulated_tool(
         f"simulated {virtual.saturation.dose_s * 1e3:.1f} ms; purge real {real['purge_s']:.2f} s,"
         f" simulated {virtual.purge_s:.2f} s"
     )
-    assert real["dose_s"] == pytest.approx(virtual.saturation.dose_s, rel=DOSE_TOL)
-    assert real["purge_s"] == pytest.approx(virtual.purge_s, rel=PURGE_TOL)
+    assert real["dose_s"] == pytest.approx(virtual.saturation.dose_s, rel=FULL_TOL)
+    assert real["purge_s"] == pytest.approx(virtual.purge_s, rel=FULL_TOL)
     _valves_closed(srv)
     outcome, _, _ = _journal_run(tmp_path / "data")
     assert outcome == "complete"
