@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests" / "hil"))
 from test_fail_safe import InProcessServer, hil_config
 
 AL2O3 = RECIPES / "al2o3_tma_h2o.yaml"
+HIL = ROOT / "config" / "hil.yaml"
 QUICK = TrialDesign(long_taus=5.0, prime_cycles=1, purges=False, qcm_reads=3)
 FAST_PUMP = {
     "chamber": {"volume": "0.3 L", "residence_time": "0.14 s", "purge_factor": 3},
@@ -181,17 +182,21 @@ def _tune(tool: Path, recipe: Path, data: Path, *extra: str) -> subprocess.Popen
     )
 
 
-def test_a_real_tool_is_not_dosed_without_yes_in_non_interactive_use(tmp_path: Path) -> None:
+def test_a_real_tool_is_not_dosed_without_yes_in_non_interactive_use(
+    tmp_path: Path, run_cli: Any
+) -> None:
     # config/hil.yaml names real drivers: the refusal comes before any device is touched
-    # (no emulator runs here, so connecting would fail differently).
-    run = _tune(ROOT / "config" / "hil.yaml", AL2O3, tmp_path / "data", "--line", "TMA")
-    _, err = run.communicate(timeout=60)
-    assert run.returncode == 2, err
-    assert err.startswith("error: ")
-    assert err.count("\n") == 1, err
-    assert "doses H2O, TMA into hil-reactor's chamber" in err
-    assert "--yes" in err
-    assert not (tmp_path / "data" / "journal.sqlite").exists() or _journal_run(tmp_path / "data")
+    # (no emulator runs here, so connecting would fail differently). stdin is no terminal.
+    data = tmp_path / "data"
+    res = run_cli(
+        "tune", str(AL2O3), "--config", str(HIL), "--line", "TMA", "--data-dir", str(data)
+    )
+    assert res.code == 2, res.err
+    assert res.err.startswith("error: ")
+    assert res.err.count("\n") == 1, res.err
+    assert "doses H2O, TMA into hil-reactor's chamber" in res.err
+    assert "--yes" in res.err
+    assert not (data / "journal.sqlite").exists()
 
 
 def _wait_for_pulses(srv: InProcessServer, n: int, run: subprocess.Popen[str]) -> None:
