@@ -388,6 +388,11 @@ class DriverTrial:
                     break
                 ts.append(t - t0)
                 ps.append(p if p is not None else 0.0)
+        if record:
+            # The baseline as the simulated tool takes it: the readings before the pulse and
+            # those of the purge's last quarter (back at base after a long purge).
+            tail = [p for t, p in zip(ts, ps, strict=True) if t > width_s + 0.75 * purge_s]
+            base = (base * BASELINE_READS + sum(tail)) / (BASELINE_READS + len(tail))
         area = _trapezoid(ts, [p - base for p in ps]) if len(ts) > 1 else 0.0
         if self.journal is not None and record:
             self.journal.set_pulse_area(1, area)

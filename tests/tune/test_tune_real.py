@@ -111,8 +111,12 @@ def _agree(real: Any, virtual: Any, purge: bool, tol: float) -> None:
 
 
 def test_quick_trial_on_the_real_drivers_agrees_with_the_simulated_tool(
-    tmp_path: Path, served: Any
+    tmp_path: Path, served: Any, campaign: bool
 ) -> None:
+    if not campaign:
+        # 35 s before the trial's analysis of main 3df9271 (issue 16's library work), which
+        # measures growth per cycle by bisection: ~240 s now, over the CI budget.
+        pytest.skip("the quick real-time trial takes ~4 min since 3df9271: under --campaign")
     srv = served(FAST_PUMP)
     recipe = fast_recipe(tmp_path)
     prepared = prepare(recipe, srv.tool, ())
