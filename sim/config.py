@@ -35,6 +35,20 @@ _HEATED_MARGIN_K = 2.0
 _LINE_ABOVE_SOURCE_K = 15.0
 
 
+# Temperatures a reactor's parts can have, degC: below, the gas laws of the model lose
+# meaning (a gas at 0 K divides by zero); above, nothing in an ALD reactor survives.
+T_MIN_C = -100.0
+T_MAX_C = 1500.0
+
+
+def _check_temperatures(what: str, obj: object, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        v = getattr(obj, key)
+        if v is not None and not T_MIN_C <= v <= T_MAX_C:
+            msg = f"{what}: {key} = {v!r} degC is outside {T_MIN_C:g} to {T_MAX_C:g} degC"
+            raise ValueError(msg)
+
+
 @dataclass(frozen=True, slots=True)
 class LineConfig:
     """One precursor/co-reactant line: source, ALD valve, optional source and line heaters.
@@ -73,6 +87,7 @@ class LineConfig:
     valve_stroke_ms: float = 6.0
 
     def __post_init__(self) -> None:
+        _check_temperatures(f"line {self.name!r}", self, ("source_t_c", "line_t_c"))
         if self.chemical not in chemistry.catalogue():
             hint = chemistry.lookup(self.chemical)
             extra = f" (did you mean {hint.name!r}?)" if hint else ""
@@ -325,6 +340,10 @@ class ReactorConfig:
                 object.__setattr__(self, f.name, f.default)
 
     def __post_init__(self) -> None:
+        temps = ("ambient_c", "pump_t_c", "substrate_c", "walls_c")
+        _check_temperatures("reactor config", self, temps)
+        for h in self.heaters:
+            _check_temperatures(f"heater {h.name!r}", h, ("setpoint_c", "start_c", "max_c"))
         positive = ("volume_l", "pump_speed_l_s", "reactive_area_m2", "carrier_full_scale_sccm")
         bad = [k for k in positive if not getattr(self, k) > 0]
         if bad:

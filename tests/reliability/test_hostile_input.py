@@ -370,3 +370,30 @@ def test_cross_reference_errors_point_at_their_line(
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if "nosuchgauge" in ln)
     assert f"{c}:{line}:" in res.err, res.err
     assert ":1:1:" not in res.err
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["substrate_c: 1000000000", "substrate_c: -300", "walls_c: 9223372036854775808"],
+)
+def test_an_impossible_simulator_temperature_is_a_located_error(
+    tmp_path: Path, run_cli: Callable[..., Any], line: str
+) -> None:
+    """Found by the 100,000-input fuzz run: a simulated reactor at 1e9 degC divided by zero
+    in the gas model while validation predicted the dose peaks (internal error, exit 3)."""
+    c = tmp_path / "tool.yaml"
+    key = line.split(":", maxsplit=1)[0]
+    text = (ROOT / "config" / "hil.yaml").read_text()
+    old = next(ln for ln in text.splitlines() if ln.startswith(f"  {key}:"))
+    c.write_text(text.replace(old, f"  {line}"))
+    # validate predicts dose peaks on the simulator when it can; it must not crash
+    res = run_cli("validate", str(RECIPE), "--config", str(c))
+    assert res.code in (0, 2), res.err
+    assert "internal" not in res.err
+    # the simulator that the section configures refuses it, naming the key
+    res = run_cli("simulate", str(RECIPE), "--config", str(c))
+    assert res.code == 2, res.err
+    assert "internal" not in res.err
+    assert f"{key} = " in res.err
+    assert "degC is outside" in res.err
+    assert "simulator:" in res.err
