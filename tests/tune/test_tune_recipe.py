@@ -70,20 +70,20 @@ def _truth(recipe: Path, cycle: str | None = None) -> dict[str, dict[str, float]
 
 
 # Lines whose recommended purge is not within 10 % of brute force (the goal is not met there;
-# the README's table has them). The growth's change with the purge is nearly flat at the 1 %
-# limit, so where it crosses 1 % is ill-conditioned: on the simulator's truth a 10 % change of
-# purge moves it by 0.01-0.17 % of the growth (ZrO2's TDMAZr: 0.97 % at the trial's 60 ms,
-# 1.0 % at brute force's 47 ms; Li3PO4's TMP: a loss of 1.41 % at the trial's 0.91 s, 1.0 % at
-# 1.25 s, and never more than 1.67 %), at or under the QCM's ~0.1 % resolution after
-# averaging; for LiSiOx's LiOtBu (0.59 % at the trial's purge) the QCM's mass share runs a few
-# tenths of a percent above the thickness share. Held instead to what the purge is for: on
-# the truth, growth within 1.5 % of the long-purge growth.
+# the README's table has them). Held instead to what the purge is for: on the truth, growth
+# within 1.5 % of the long-purge growth.
+# - Al2O3 PEALD's TMA: the CVD share at no purge at all is barely over the limit (1.00-1.06 %)
+#   and decays with the chamber's residence time (0.42 s), so the 1 % crossing,
+#   tau ln(A / 1 %), moves by 10 % for a 0.01 % change of A: the steady truth's crossing is
+#   11 ms at the trial's 10.7 ms dose and 38-44 ms at brute force's 10.8 ms. The reference
+#   itself is not defined to 10 % within a 1 % change of the dose.
+# - Li3PO4's TMP: a short purge loses growth, 1.6 % of the thickness but only 1.07 % of the
+#   mass (the simulator's truth, 60-120 cycles and the trial's own reading), so the 1 % limit
+#   lies between them: the QCM (mass) crossing is 0.9 s (the trial's 0.91 s: mass -0.93 %),
+#   the thickness crossing 1.23 s. A QCM cannot see the density of what is lost.
 PURGE_NEAR_LIMIT = {
     "coatings/al2o3_peald_li_metal.yaml": {"Al2O3/TMA"},
     "lithium/li3po4_liotbu_tmp.yaml": {"Li3PO4/TMP"},
-    "lithium/lisiox.yaml": {"Li2O/LiOtBu"},
-    "mld/lithicone_co2.yaml": {"lithicone/LiHMDS", "lithicone/EG"},
-    "oxides/zro2_peald.yaml": {"ZrO2/TDMAZr"},
 }
 
 
@@ -137,7 +137,9 @@ def _subcycle_gpc(recipe: Path, ta: tuple[float, float], h2o: tuple[float, float
         {"pulse": {"H2O": f"{h2o[0] * 1000:.2f} ms"}},
         {"purge": f"{h2o[1]:.4f} s"},
     ]
-    return _steady_gpc(recipe, doc, "Ta2O5", steps)
+    # Cycles 3-6 (what this check was written against): the steady window the campaign's
+    # reference uses costs 4x here (18 vs 74 s under load), over CI's budget.
+    return _steady_gpc(recipe, doc, "Ta2O5", steps, (3, 6))
 
 
 def test_a_supercycles_later_subcycle_is_tuned(run_cli: CliRun, tmp_path: Path) -> None:
@@ -263,7 +265,8 @@ def _cycle_gpc(recipe: Path, cname: str, steps: list[object]) -> float:
 
     from aldctl.front.tunebench import _steady_gpc
 
-    return _steady_gpc(recipe, yaml.safe_load(recipe.read_text()), cname, list(steps))
+    # Cycles 3-6, as written (see _subcycle_gpc): the steady window is the campaign's.
+    return _steady_gpc(recipe, yaml.safe_load(recipe.read_text()), cname, list(steps), (3, 6))
 
 
 def _saturates_and_is_not_wasteful(
