@@ -132,6 +132,8 @@ class Publisher:
         self.connected = False
         self.last_error = ""
         self._queue: deque[_Item] = deque()
+        self._inflight: _Item | None = None
+        """The queue's head while the sender awaits the broker: it may be delivered yet."""
         self._values: dict[str, float | None] = {}
         self._t = 0.0
         self._state_dirty = True
@@ -242,8 +244,15 @@ class Publisher:
         with self._lock:  # virtual-time runs: the thread's sampler puts too
             self.counters.seq += 1
             if len(self._queue) >= self.spec.queue:
-                self._queue.popleft()
-                self.counters.dropped += 1
+                # Drop the oldest message that is not on its way: one in flight may reach
+                # the broker, and counting it dropped would make the drop count a lie.
+                if self._inflight is not None and self._queue[0] is self._inflight:
+                    if len(self._queue) > 1:
+                        del self._queue[1]
+                        self.counters.dropped += 1
+                else:
+                    self._queue.popleft()
+                    self.counters.dropped += 1
                 self._state_dirty = True
             self._queue.append(_Item(stream, self.counters.seq, time.time(), body))
         self._kick()
@@ -420,9 +429,15 @@ class Publisher:
                 return
             await self._wait_slack()
             name, payload, qos = self._encode(item)
-            await client.publish(name, payload, qos=qos)
             with self._lock:
-                if self._queue and self._queue[0] is item:  # not dropped while in flight
+                self._inflight = item
+            try:
+                await client.publish(name, payload, qos=qos)
+            finally:
+                with self._lock:
+                    self._inflight = None
+            with self._lock:
+                if self._queue and self._queue[0] is item:
                     self._queue.popleft()
             self.counters.sent += 1
             await asyncio.sleep(0)  # QoS 0 returns at once: one message per loop step
