@@ -417,6 +417,18 @@ class DriverTrial:
                     if a.target == "carrier" and (a.value or 0.0) > 0:
                         await devices.set_carrier_shutoff(True)
                     await devices.flows[a.target].set_flow(a.value or 0.0)
+                elif a.kind is ActionKind.SET_OZONE:
+                    # Every setting the simulated trial applies, the ozone generator's included:
+                    # without it an O3 line doses plain O2 and the trial tunes the wrong gas.
+                    if devices.ozone is None:
+                        msg = "the recipe's setup needs an ozone generator; the tool has none"
+                        raise TrialAborted(msg)
+                    await devices.ozone.set_ozone(a.value is not None, a.value or 0.0)
+                elif a.kind is ActionKind.PUMP_ISOLATION:
+                    if devices.pump_isolation is None:
+                        msg = "the recipe's setup needs a pump isolation valve; the tool has none"
+                        raise TrialAborted(msg)
+                    await devices.set_pump_isolation(bool(a.value))
                 else:
                     continue
                 self.safety.note_action(a, self.loop.time() if self.loop else 0.0)

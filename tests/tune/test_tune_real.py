@@ -292,3 +292,75 @@ def test_full_trial_on_config_hil_agrees_with_the_simulated_tool(
     _valves_closed(srv)
     outcome, _, _ = _journal_run(tmp_path / "data")
     assert outcome == "complete"
+
+
+O3_RECIPE = """\
+name: Al2O3 from TMA and O3
+substrate: {material: Si}
+setup:
+  - set: {carrier: 20 sccm, walls: 150 degC, substrate: 150 degC, ozone: 10 %}
+  - wait_until: {substrate: {within: 2 K, for: 1 s}, timeout: 5 min}
+  - purge: 1 s
+cycles:
+  Al2O3:
+    - pulse: {TMA: 15 ms}
+    - purge: 0.5 s
+    - pulse: {O3: 30 ms}
+    - purge: 0.5 s
+main:
+  - cycle: {name: Al2O3, repeat: 10}
+teardown:
+  - set: {ozone: off}
+"""
+
+
+def _driver_trial(srv: InProcessServer, recipe: Path, body: Any) -> Any:
+    """``body(trial)`` in a worker thread against a DriverTrial on the served tool, as
+    ``run_on_tool`` runs the design; returns (its result, the safe state's errors)."""
+    import asyncio
+
+    from aldctl.engine.control import RunControl
+    from aldctl.engine.events import EventBus
+    from aldctl.engine.trialtool import DriverTrial
+    from aldctl.tool import build
+
+    prepared = prepare(recipe, srv.tool, ())
+    assert not prepared.simulated
+
+    async def main() -> Any:
+        tool = build(prepared.tool)
+        await tool.connect()
+        trial = DriverTrial(tool, prepared.compiled.schedule, EventBus(), RunControl(), None)
+        try:
+            await trial.start()
+            out = await asyncio.to_thread(body, trial)
+        finally:
+            errors = await trial.finish()
+            await tool.close()
+        return out, errors
+
+    return asyncio.run(main())
+
+
+def test_the_trial_setup_on_a_real_tool_turns_the_ozone_generator_on(
+    tmp_path: Path, served: Any
+) -> None:
+    # Before: DriverTrial.setup applied heaters and flows only, so the O3 line dosed O2.
+    srv = served()
+    recipe = tmp_path / "al2o3_o3.yaml"
+    recipe.write_text(O3_RECIPE)
+    plant = srv.server.plant
+    assert not plant.sync().read_ozone().on
+
+    def body(trial: Any) -> Any:
+        trial.setup()
+        return plant.sync().read_ozone()
+
+    during, errors = _driver_trial(srv, recipe, body)
+    assert during.on, during
+    assert during.setpoint_pct == pytest.approx(10.0)
+    assert errors == {}
+    # The safe state at the trial's end turns the generator off again.
+    after = plant.sync().read_ozone()
+    assert not after.on, after
+    _valves_closed(srv)
