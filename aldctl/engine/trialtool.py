@@ -38,7 +38,7 @@ from aldctl.engine.runner import _condition_met
 from aldctl.engine.safety import Safety, close_dose_valves, safe_state
 from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, Action, ActionKind
-from drivers.base import DeviceError
+from drivers.base import DeviceError, ValveBank
 
 T = TypeVar("T")
 
@@ -355,7 +355,48 @@ class DriverTrial:
         base = await self._baseline() if record else 0.0
         bank, ch = self.devices.valves[line]
         t0 = self._now()
+        end = t0 + width_s + purge_s
+        ts: list[float] = []
+        ps: list[float] = []
+
+        async def sample() -> None:
+            # From the valve's opening to the purge's end, alongside the valve's timing: the
+            # area counts the pressure while the valve is open, as the simulated tool's does
+            # (read only after the close, a pulse longer than the residence time showed just
+            # its decay tail, p_ss tau, which does not grow with the width).
+            while self._now() < end:
+                t, p = await self._pressure()
+                if t > end:
+                    break
+                ts.append(t - t0)
+                ps.append(p if p is not None else 0.0)
+
+        sampler = asyncio.ensure_future(sample()) if record else None
         self._valve_open = True
+        try:
+            await self._open_close(bank, ch, t0, width_s, line, chem)
+        except BaseException:
+            if sampler is not None:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sampler
+            raise
+        if sampler is not None:
+            await sampler
+        if record:
+            # The baseline as the simulated tool takes it: the readings before the pulse and
+            # those of the purge's last quarter (back at base after a long purge).
+            tail = [p for t, p in zip(ts, ps, strict=True) if t > width_s + 0.75 * purge_s]
+            base = (base * BASELINE_READS + sum(tail)) / (BASELINE_READS + len(tail))
+        area = _trapezoid(ts, [p - base for p in ps]) if len(ts) > 1 else 0.0
+        if self.journal is not None and record:
+            self.journal.set_pulse_area(1, area)
+        await self._sleep_until(end)
+        return (area, ts, ps, base) if record else None
+
+    async def _open_close(
+        self, bank: ValveBank, ch: int, t0: float, width_s: float, line: str, chem: str
+    ) -> None:
         if bank.hardware_pulse:
             # The module times the pulse: its width does not carry this host's jitter.
             await bank.pulse(ch, width_s)
@@ -378,26 +419,6 @@ class DriverTrial:
             self.journal.pulse(
                 PulseRecord(None, line, chem, t0, opened, t0 + width_s, closed, bank.hardware_pulse)
             )
-        end = t0 + width_s + purge_s
-        ts: list[float] = []
-        ps: list[float] = []
-        if record:
-            while self._now() < end:
-                t, p = await self._pressure()
-                if t > end:
-                    break
-                ts.append(t - t0)
-                ps.append(p if p is not None else 0.0)
-        if record:
-            # The baseline as the simulated tool takes it: the readings before the pulse and
-            # those of the purge's last quarter (back at base after a long purge).
-            tail = [p for t, p in zip(ts, ps, strict=True) if t > width_s + 0.75 * purge_s]
-            base = (base * BASELINE_READS + sum(tail)) / (BASELINE_READS + len(tail))
-        area = _trapezoid(ts, [p - base for p in ps]) if len(ts) > 1 else 0.0
-        if self.journal is not None and record:
-            self.journal.set_pulse_area(1, area)
-        await self._sleep_until(end)
-        return (area, ts, ps, base) if record else None
 
     async def _setup(self) -> None:
         assert self.safety is not None

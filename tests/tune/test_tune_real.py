@@ -364,3 +364,41 @@ def test_the_trial_setup_on_a_real_tool_turns_the_ozone_generator_on(
     after = plant.sync().read_ozone()
     assert not after.on, after
     _valves_closed(srv)
+
+
+def test_a_real_pulse_area_counts_the_open_valve_and_grows_with_the_width(
+    tmp_path: Path, served: Any
+) -> None:
+    # The pressure area of a pulse longer than the residence time: read only from the valve's
+    # close (before), it was the decay tail p_ss tau whatever the width (ratio 1.09 measured).
+    # Read from the opening, it is the dose's gas over the pumping speed (mass balance: the
+    # charging lag cancels the decay tail), so twice the width gives twice the area. Holds
+    # out of reach: a long TMA pulse reaches its steady-state pressure.
+    from aldctl.front.tunerun import _Trial
+
+    changes = {**FAST_PUMP, "limits": {**FAST_PUMP["limits"], "pressure": {"max": "10 Torr"}}}
+    srv = served(changes)
+    recipe = fast_recipe(tmp_path)
+
+    def body(trial: Any) -> Any:
+        return [trial.pulse("TMA", w, 1.0, record=True) for w in (0.3, 0.6)]
+
+    (short, long), errors = _driver_trial(srv, recipe, body)
+    assert errors == {}
+    a_short, ts, _, _ = short
+    a_long = long[0]
+    # The simulated tool's pulses of the same widths on the same reactor, read without a wire.
+    sim = _Trial(prepare(recipe, srv.tool, ()))
+    v_short, v_long = (sim.pulse("TMA", w, 1.0, record=True)[0] for w in (0.3, 0.6))
+    ratio = a_long / a_short
+    print(
+        f"areas real {a_short:.4g} / {a_long:.4g} Torr s (ratio {ratio:.2f}), "
+        f"simulated {v_short:.4g} / {v_long:.4g} (ratio {v_long / v_short:.2f})"
+    )
+    assert ratio == pytest.approx(2.0, rel=0.1)
+    assert a_short == pytest.approx(v_short, rel=0.1)
+    assert a_long == pytest.approx(v_long, rel=0.1)
+    # Sampled while the valve is open too, from its opening.
+    assert ts[0] < 0.1
+    assert sum(1 for t in ts if t < 0.3) >= 3
+    _valves_closed(srv)
