@@ -402,3 +402,36 @@ def test_a_real_pulse_area_counts_the_open_valve_and_grows_with_the_width(
     assert ts[0] < 0.1
     assert sum(1 for t in ts if t < 0.3) >= 3
     _valves_closed(srv)
+
+
+CI_DESIGN = TrialDesign(
+    long_taus=4.0, prime_cycles=1, purges=False, qcm_reads=3, growth_check=False
+)
+"""The quick design without the growth-per-cycle check of the uptake law's dose (its
+bisections take minutes of real time): the pulse train on the QCM, the calibration pulses'
+pressure areas, the valve's dead width and the residence time, all through the wire."""
+
+
+def test_the_real_trial_readings_agree_with_the_simulated_tool_in_ci(
+    tmp_path: Path, served: Any
+) -> None:
+    srv = served(FAST_PUMP)
+    recipe = fast_recipe(tmp_path)
+    prepared = prepare(recipe, srv.tool, ())
+    ((cname, doses),) = all_cycle_doses(recipe)
+    t0 = time.monotonic()
+    (results, errors) = _driver_trial(
+        srv, recipe, lambda trial: run_trial(prepared, doses, {"TMA"}, cname, trial, CI_DESIGN)
+    )
+    wall = time.monotonic() - t0
+    assert errors == {}
+    ((real,),) = [[r for r in results if r.chemical == "TMA"]]
+    virtual = _virtual(recipe, srv.tool, "TMA", CI_DESIGN)["TMA"]
+    print(
+        f"CI design (TMA), {wall:.1f} s wall: dose real {real.saturation.dose_s * 1e3:.2f} ms,"
+        f" simulated {virtual.saturation.dose_s * 1e3:.2f} ms; tau {real.tau_s:.3f} /"
+        f" {virtual.tau_s:.3f} s; dead width {real.saturation.dead_s * 1e3:.1f} /"
+        f" {virtual.saturation.dead_s * 1e3:.1f} ms"
+    )
+    _agree(real, virtual, purge=False, tol=DOSE_TOL)
+    _valves_closed(srv)
