@@ -110,6 +110,7 @@ def _agree(real: Any, virtual: Any, purge: bool, tol: float) -> None:
         assert real.purge_s == pytest.approx(virtual.purge_s, rel=tol)
 
 
+@pytest.mark.timeout(900)  # ~240 s alone; over pytest's 300 s on the shared machine
 def test_quick_trial_on_the_real_drivers_agrees_with_the_simulated_tool(
     tmp_path: Path, served: Any, campaign: bool
 ) -> None:
