@@ -99,7 +99,7 @@ def integrity(data: Path, run_id: str, lines: tuple[str, ...] = ("TMA", "H2O")) 
 
 
 def test_parallel_resumes_exactly_one_drives_the_run(tmp_path: Path, campaign: bool) -> None:
-    trials = 200 if campaign else 12
+    trials = 200 if campaign else 6
     cycles = 400 * trials
     data = tmp_path / "data"
     run_id = start_killed_run(data, cycles)
