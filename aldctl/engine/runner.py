@@ -925,13 +925,16 @@ class Runner:
         dur = a.duration_ns / NS
         chem = self.tool.config.lines[a.target].chemical
         self.last_dose = chem
+        sent = self.clock.now()
         await bank.pulse(ch, dur)
         ack = self.clock.now()
+        # the module reports nothing per pulse: its output's read-back bounds the width
+        self.monitor.module_pulse(bank, ch, a.target, dur, sent, ack)
         self.monitor.opened(a.target, ack)
         where, k = self._which_pulse(a.target, unit)
         self.bus.publish(DoseStarted(ack - self.t0, a.target, chem, dur))
-        # The module times the width itself: only the command latency is known here (the
-        # width is measured at the module: `aldctl bench timing`).
+        # The module times the width itself: the command latency is known here, and the
+        # width is bounded by the output's read-back (PulseMonitor.module_pulse).
         self.timing.hardware += 1
         self.timing.open_errors.append(ack - deadline)
         rec = PulseRecord(
