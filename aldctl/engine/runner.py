@@ -471,7 +471,9 @@ class Runner:
             )
         )
         try:
-            self.not_safe = await self.safety.verify_safe(self._purged_base(), base_flow)
+            self.not_safe = await self.safety.verify_safe(
+                self._purged_base(), base_flow, since="the safe state was driven"
+            )
         except Exception as exc:  # bounded inside; this would be a bug in it
             self.not_safe = {"read-back": f"the read-back failed: {type(exc).__name__}: {exc}"}
         # a display or the journal failing: the result still stands

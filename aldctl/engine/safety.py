@@ -115,6 +115,8 @@ class Safety:
         self.polls = 0
         self.next_sample_t = 0.0
         self.verifying = False
+        self.verify_from = "teardown ended"
+        """When the read-back started, in words (for "... degC when teardown ended")."""
         self.explains: Callable[[float], bool] | None = None
         """Whether a dose being measured explains a chamber pressure (the pulse monitor's)."""
         """Reading the tool back after teardown: deviations are the verification's to name
@@ -478,7 +480,11 @@ class Safety:
         return sum(self.flow_setpoints.get(ch, self._default_flow(ch)) for ch in names)
 
     async def verify_safe(
-        self, base_torr: float | None, base_flow: float | None = None
+        self,
+        base_torr: float | None,
+        base_flow: float | None = None,
+        *,
+        since: str = "teardown ended",
     ) -> dict[str, str]:
         """Read the tool back (after teardown, or after an abort's safe state) until it is
         found safe on two reads a poll apart, for at most ``safety.verify_time``: device ->
@@ -503,6 +509,7 @@ class Safety:
             # more flow after teardown than when the base was measured: a higher base
             base_torr *= max(1.0, self.total_flow() / base_flow)
         self.verifying = True
+        self.verify_from = since
         try:
             while True:
                 now = self.clock.now()
@@ -606,8 +613,8 @@ class Safety:
                 # setpoint (a welded output, a stuck relay).
                 spt = "off" if tsp is None else f"{tsp:g} degC"
                 out[ch] = (
-                    f"heater {ch}: {tr.pv_c:.1f} degC and rising ({pv0:.1f} degC when teardown "
-                    f"ended) with its setpoint {spt}"
+                    f"heater {ch}: {tr.pv_c:.1f} degC and rising ({pv0:.1f} degC when "
+                    f"{self.verify_from}) with its setpoint {spt}"
                 )
             elif climbing and tr.pv_c > low + VERIFY_RISE_K:
                 pending.add(ch)  # more than noise: watch on before calling it safe
