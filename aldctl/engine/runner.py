@@ -456,12 +456,14 @@ class Runner:
         carrier = self.setpoints.get((ActionKind.SET_FLOW, "carrier"))
         t = self.clock.now()
         # What the safe state commanded, so the read-back compares flows with it (and
-        # waits for them to settle).
+        # waits for those it changed to settle).
+        safety = self.safety
         for ch, sccm in safe_state_flows(
             self.tool, carrier_sccm=carrier.value if carrier else None
         ).items():
-            self.safety.flow_setpoints[ch] = sccm
-            self.safety.flow_changed[ch] = t
+            if abs(safety.flow_setpoints.get(ch, safety.default_flow(ch)) - sccm) > 1e-9:
+                safety.flow_changed[ch] = t
+            safety.flow_setpoints[ch] = sccm
         self.read_back = "abort"
         self.bus.publish(
             Message(

@@ -246,7 +246,7 @@ class Safety:
                 values[f"T.{ch}"] = tr.pv_c
                 setpoints[f"SP.T.{ch}"] = tr.setpoint_c
         for ch, fc in tool.flows.items():
-            if not idle_turn and self.flow_setpoints.get(ch, self._default_flow(ch)) <= 0:
+            if not idle_turn and self.flow_setpoints.get(ch, self.default_flow(ch)) <= 0:
                 continue
             fr = await self._read(self._device_of(fc), fc.read_flow)
             if isinstance(fr, FlowReading):
@@ -298,7 +298,7 @@ class Safety:
                     f"{'closed' if levels[channel] else 'open'})"
                 )
 
-    def _default_flow(self, ch: str) -> float:
+    def default_flow(self, ch: str) -> float:
         spec = self.cfg.flows.get(ch)
         return spec.default if spec is not None and spec.default is not None else 0.0
 
@@ -477,7 +477,7 @@ class Safety:
     def total_flow(self) -> float:
         """The flows commanded now, sccm (what the purged base pressure scales with)."""
         names = set(self.tool.flows) | set(self.flow_setpoints)
-        return sum(self.flow_setpoints.get(ch, self._default_flow(ch)) for ch in names)
+        return sum(self.flow_setpoints.get(ch, self.default_flow(ch)) for ch in names)
 
     async def verify_safe(
         self,
@@ -578,7 +578,7 @@ class Safety:
                 if self._device_of(fc) not in unread:
                     out[ch] = "no flow reading"
                 continue
-            sp = self.flow_setpoints.get(ch, self._default_flow(ch))
+            sp = self.flow_setpoints.get(ch, self.default_flow(ch))
             if now - self.flow_changed.get(ch, -1e9) < lim.flow_settle:
                 pending.add(ch)  # still settling on its last setpoint: read it after
                 continue
