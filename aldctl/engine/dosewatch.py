@@ -41,6 +41,7 @@ from aldctl.engine.journal import PulseRecord
 
 if TYPE_CHECKING:
     from aldctl.engine.runner import Runner
+    from drivers.base import ValveBank
 
 PULSE_SAMPLE_TAU = (0.1, 0.6, 1.5)
 """Gauge samples after a valve closes, in chamber residence times."""
@@ -62,6 +63,13 @@ MISSING_CAUSES = (
 WIDTH_CAUSES = (
     "the command latency on the valve link varies (a loaded controller, a slow, retrying "
     "or jittery link), so each dose is shorter or longer than the recipe says"
+)
+MODULE_WIDTH_CAUSES = (
+    "the valve module times this pulse itself (pulse_outputs) and its output's read-back "
+    "says it did not: a pulse timer on another time base than the 1 ms per count aldctl "
+    "writes, a module or PLC program without that pulse mode, or another master or the "
+    "module's watchdog switching the output (an output still on a tolerance after the "
+    "pulse's end is closed by aldctl)"
 )
 
 
@@ -216,10 +224,18 @@ class DoseWatch:
         return max(s.width_tolerance * commanded_s, s.width_floor * min_pulse_s)
 
     def width(
-        self, line: str, chemical: str, commanded_s: float, delivered_s: float, tol_s: float
+        self,
+        line: str,
+        chemical: str,
+        commanded_s: float,
+        delivered_s: float,
+        tol_s: float,
+        bound: str = "",
     ) -> None:
-        """A software-timed pulse closed: ``delivered_s`` is what the engine observed (from
-        the acknowledgement of its open command to that of its close command). Warns when
+        """A pulse ended: for a software-timed one ``delivered_s`` is what the engine
+        observed (from the acknowledgement of its open command to that of its close
+        command); for a module-timed one a bound the output's read-back proves (``bound``
+        "at least " or "at most ", see :meth:`PulseMonitor.module_pulse`). Warns when
         ``width_persist`` of the line's last ``width_window`` pulses were off by more than
         ``tol_s``; re-arms once a whole window is in tolerance."""
         s = self.spec
@@ -246,10 +262,10 @@ class DoseWatch:
             self.alarm(
                 "warning",
                 line,
-                f"{chemical}: delivered pulse width {delivered_s * 1e3:.1f} ms against "
+                f"{chemical}: delivered pulse width {bound}{delivered_s * 1e3:.1f} ms against "
                 f"{commanded_s * 1e3:.4g} ms commanded ({err * 1e3:+.1f} ms; tolerance "
                 f"+-{tol_s * 1e3:.2g} ms), {n} of its last {len(tr.recent)} pulses out of "
-                f"tolerance: {WIDTH_CAUSES}",
+                f"tolerance: {MODULE_WIDTH_CAUSES if bound else WIDTH_CAUSES}",
             )
 
     def base_baselines(self) -> list[float]:
@@ -395,6 +411,8 @@ class PulseMonitor:
         self.excess: dict[str, deque[float]] = {}
         """Per line: how far recent doses rose above their base (largest sample), Torr."""
         runner.safety.explains = self.explains
+        self.module_pulses: dict[str, int] = {}
+        """Per line: module-timed pulses commanded (a width check is for the latest)."""
 
     def explains(self, p: float) -> bool:
         """Whether the dose being measured explains chamber pressure ``p``: inside its
@@ -429,6 +447,80 @@ class PulseMonitor:
                 self._flush()
             except Exception as exc:
                 self.r.monitor_died(f"task 'pulse-monitor' died: {type(exc).__name__}: {exc}")
+
+    def module_pulse(
+        self, bank: ValveBank, channel: int, line: str, dur: float, sent: float, ack: float
+    ) -> None:
+        """A pulse the valve module times itself was commanded (sent at clock time
+        ``sent``, acknowledged at ``ack``): check its width against the module's output
+        read-back (returns at once; see :meth:`_module_width`)."""
+        cfg = self.r.tool.config
+        if not cfg.dose_watch.enabled:
+            return
+        n = self.module_pulses.get(line, 0) + 1
+        self.module_pulses[line] = n
+        tol = self.watch.width_tolerance(dur, cfg.lines[line].min_pulse)
+        self._spawn(self._module_width(bank, channel, line, dur, sent, ack, tol, n))
+
+    async def _output(self, bank: ValveBank, channel: int) -> bool | None:
+        """The output's read-back (None: no answer; the safety poll counts failures)."""
+        try:
+            async with asyncio.timeout(1.0):
+                levels = await bank.read_valves()
+        except Exception:
+            return None
+        return bool(levels.get(channel, False))
+
+    async def _module_width(
+        self,
+        bank: ValveBank,
+        channel: int,
+        line: str,
+        dur: float,
+        sent: float,
+        ack: float,
+        tol: float,
+        n: int,
+    ) -> None:
+        """What the host can prove about a module-timed pulse's width from two reads of
+        the output (the module reports nothing per pulse but its outputs): the module
+        switched the output on between ``sent`` and ``ack``, so
+
+        * an output read *off* in a read answered at ``r`` means width <= ``r - sent``:
+          read at the pulse's middle, off proves it short when ``r - sent < dur - tol``
+          (a pulse that never came, a timer on another time base);
+        * an output read *on* in a read sent at ``s`` means width >= ``s - ack``: read
+          ``tol`` after the pulse should have ended, on proves it long (then the host
+          closes it: the module has not).
+
+        A read that is late or fails proves nothing, and the pulse is not counted."""
+        try:
+            chem = self.r.tool.config.lines[line].chemical
+            clock = self.r.clock
+            mid = sent + (dur - tol) / 2
+            if mid > clock.now():
+                await clock.sleep_until(mid, precise=False)
+            on = await self._output(bank, channel)
+            answered = clock.now()
+            if on is False and answered - sent < dur - tol:
+                self.watch.width(line, chem, dur, answered - sent, tol, "at most ")
+                return
+            await clock.sleep_until(ack + dur + tol, precise=False)
+            if self.module_pulses.get(line) != n:
+                return  # the line pulsed again meanwhile: the output is that pulse's
+            asked = clock.now()
+            on_after = await self._output(bank, channel)
+            if on_after is True and asked - ack > dur + tol:
+                self.watch.width(line, chem, dur, asked - ack, tol, "at least ")
+                # the module has not ended the dose: the host does
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await bank.set_valve(channel, False)
+                return
+            if on is True and on_after is False:
+                self.watch.width(line, chem, dur, dur, tol)  # within what two reads show
+        except Exception as exc:  # a bug here: the watch is gone, the run must not go on
+            self.r.monitor_died(f"task 'pulse-width' died: {type(exc).__name__}: {exc}")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -52,7 +52,7 @@ from aldctl.engine.events import (
     UnitStarted,
 )
 from aldctl.engine.journal import Journal, JournalError, PulseRecord
-from aldctl.engine.safety import Safety, close_dose_valves, safe_state
+from aldctl.engine.safety import Safety, close_dose_valves, safe_state, safe_state_flows
 from aldctl.engine.trace import Tracer
 from aldctl.recipe import schedule as s
 from aldctl.recipe.schedule import NS, Action, ActionKind
@@ -63,8 +63,16 @@ COMMIT_MARGIN_S = 0.005
 commit never delays the next unit's first pulse."""
 
 
+VALVE_STROKE_S = 0.25
+"""Time allowed for a dose valve to close before its read-back must say closed."""
+
 PHASE_PREP_S = 0.002
 """In real time the executor wakes this long before a phase's end (see ``_body``)."""
+
+
+def after_words(read_back: str) -> str:
+    """ "after teardown" or "after the abort", for a run's ``read_back``."""
+    return "after the abort" if read_back == "abort" else "after teardown"
 
 
 class RunAborted(Exception):
@@ -146,7 +154,11 @@ class RunResult:
     """Of ``units_done``, the units this session (a resume) ran."""
     session_cycles: int = 0
     not_verified_safe: dict[str, str] = field(default_factory=dict)
-    """After teardown: device -> what it read back that is not safe (empty: verified)."""
+    """After teardown or an abort: device -> what it read back that is not safe (empty:
+    verified, if ``read_back`` says it was read back)."""
+    read_back: str = ""
+    """When the safe state was read back: "teardown", "abort", or "" (it was not: a run
+    cancelled by a signal, or one whose journal failed after its end)."""
 
 
 @dataclass
@@ -225,6 +237,8 @@ class Runner:
         """Process time when teardown ended (the read-back after it is not the recipe's)."""
         self.not_safe: dict[str, str] = {}
         """What the read-back after teardown found not safe (device -> what was read)."""
+        self.read_back = ""
+        """When the safe state was read back: "teardown", "abort" or "" (not read back)."""
         self._ending = False
         self.bus.listen(self._journal_listener)
         self.bus.on_error = self._listener_failed
@@ -357,27 +371,13 @@ class Runner:
                 self.not_safe = await self.safety.verify_safe(
                     self._purged_base(), self.flow_at_teardown
                 )
+                self.read_back = "teardown"
             if self.control.abort_reason is not None:
                 # Aborted as the executor finished (a helper died, the journal failed).
                 raise RunAborted(self.control.abort_reason)
-            for source, what in self.not_safe.items():
-                self.warnings.append(f"{source}: {what}")
-                self.bus.publish(
-                    Alarm(
-                        self.now(),
-                        "alarm",
-                        source,
-                        f"{what}: the reactor is not verified safe after teardown",
-                    )
-                )
+            self._report_read_back()
             self._flush_journal()
-            unsafe = (
-                "; the reactor is NOT verified safe after teardown ("
-                + "; ".join(self.not_safe.values())
-                + ")"
-                if self.not_safe
-                else ""
-            )
+            unsafe = self._unsafe_suffix()
             if self.control.stop_requested:
                 outcome, reason = "stopped", f"stopped by the operator after unit {self.units_done}"
                 reason += unsafe
@@ -393,6 +393,7 @@ class Runner:
             safe_errors = await self._abort(reason)
         except asyncio.CancelledError:
             # Cancelled from outside (Ctrl-C, SIGTERM): make safe, then let it propagate.
+            # (No read-back: whoever cancelled wants the process to end now.)
             safe_errors = await self._abort("run cancelled (signal or shutdown)")
             outcome, reason = "aborted", "run cancelled (signal or shutdown)"
             self._finish(outcome, reason, wall0, safe_errors)
@@ -405,11 +406,82 @@ class Runner:
         except Exception as exc:
             outcome, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
             safe_errors = await self._abort(reason, state=State.FAULTED)
+        if outcome in ("aborted", "failed"):
+            # An abort is when the operator most needs to know: the safe state is read
+            # back as after teardown (the helpers still run: the valve module's heartbeat,
+            # the limits), bounded, with a device that no longer answers named as such.
+            reason += await self._read_back_after_abort()
         await self._stop_helpers(helpers)
         if self.journal_error is not None and outcome == "complete":
             outcome, reason = "aborted", f"journal cannot be written: {self.journal_error}"
             safe_errors = await self._abort(reason)
         return self._finish(outcome, reason, wall0, safe_errors)
+
+    def _unsafe_suffix(self) -> str:
+        if not self.not_safe:
+            return ""
+        return (
+            f"; the reactor is NOT verified safe {after_words(self.read_back)} ("
+            + "; ".join(self.not_safe.values())
+            + ")"
+        )
+
+    def _report_read_back(self) -> None:
+        """Alarms for what the read-back found not safe; a message when it found it safe."""
+        after = after_words(self.read_back)
+        for source, what in self.not_safe.items():
+            self.warnings.append(f"{source}: {what}")
+            self.bus.publish(
+                Alarm(
+                    self.now(),
+                    "alarm",
+                    source,
+                    f"{what}: the reactor is not verified safe {after}",
+                )
+            )
+        if not self.not_safe and self.read_back == "abort":
+            self.bus.publish(
+                Message(
+                    self.now(),
+                    f"safe state read back {after}: verified safe (dose valves closed, flows "
+                    "at their setpoints, heaters not climbing, chamber pressure down)",
+                )
+            )
+
+    async def _read_back_after_abort(self) -> str:
+        """Read the safe state back after an abort; returns what the reason gets added."""
+        if self.process_end is None:
+            self.process_end = self.now()  # the read-back is not the recipe's time
+        base_flow = self.safety.total_flow()
+        carrier = self.setpoints.get((ActionKind.SET_FLOW, "carrier"))
+        t = self.clock.now()
+        # What the safe state commanded, so the read-back compares flows with it (and
+        # waits for those it changed to settle).
+        safety = self.safety
+        for ch, sccm in safe_state_flows(
+            self.tool, carrier_sccm=carrier.value if carrier else None
+        ).items():
+            if abs(safety.flow_setpoints.get(ch, safety.default_flow(ch)) - sccm) > 1e-9:
+                safety.flow_changed[ch] = t
+            safety.flow_setpoints[ch] = sccm
+        self.read_back = "abort"
+        self.bus.publish(
+            Message(
+                self.now(),
+                "reading the safe state back (for up to "
+                f"{self.tool.config.safety.verify_time:g} s)",
+            )
+        )
+        try:
+            self.not_safe = await self.safety.verify_safe(
+                self._purged_base(), base_flow, since="the safe state was driven"
+            )
+        except Exception as exc:  # bounded inside; this would be a bug in it
+            self.not_safe = {"read-back": f"the read-back failed: {type(exc).__name__}: {exc}"}
+        # a display or the journal failing: the result still stands
+        with contextlib.suppress(Exception):
+            self._report_read_back()
+        return self._unsafe_suffix()
 
     def _purged_base(self) -> float | None:
         """The chamber's purged base pressure in this run: the lowest of the per-dose base
@@ -461,6 +533,7 @@ class Runner:
             session_units=self.units_done - self.options.start_unit,
             session_cycles=self.cycles_completed - self.cycles_before,
             not_verified_safe=dict(self.not_safe),
+            read_back=self.read_back,
         )
         if self.journal is not None and self.journal_error is None:
             summary = {
@@ -473,6 +546,7 @@ class Runner:
                 "dose_watch": self.watch.summary(),
                 "pulse_width": self.watch.width_summary(),
                 "not_verified_safe": result.not_verified_safe,
+                "read_back": result.read_back,
             }
             final = None
             if sim is not None:
@@ -514,6 +588,26 @@ class Runner:
         bad = {k: str(v) for k, v in errors.items() if v is not None}
         if bad:
             raise RunAborted(f"hold could not close valves: {bad}")
+        stuck = await self._stuck_open()
+        if stuck:
+            names = ", ".join(stuck)
+            manual = "; ".join(f"close the {line} source's manual valve" for line in stuck)
+            for line in stuck:
+                self.bus.publish(
+                    Alarm(
+                        self.now(),
+                        "abort",
+                        f"valve {line}",
+                        f"dose valve {line} stuck open (reads open after being commanded "
+                        f"closed twice): close the {line} source's manual valve",
+                    )
+                )
+            raise RunAborted(
+                f"dose valve {names} stuck open: reads open after being commanded closed "
+                f"twice (hold: {reason}); every dose valve commanded closed, the pump kept "
+                f"open and the carrier flowing, but the tool has no valve aldctl can close "
+                f"upstream of it: {manual}"
+            )
         if self.tool.pump_isolation is not None:
             # A hold in an isolated phase (an exposure) must pump the chamber, or a pressure
             # hold never clears; the retried unit isolates it again from its start.
@@ -551,6 +645,33 @@ class Runner:
             self.held_unit_s += dt
         self.control.release_hold()
         self._set_state(State.RUNNING, f"resumed after hold ({reason}; held {dt:.0f} s)")
+
+    async def _stuck_open(self) -> list[str]:
+        """Dose lines whose valve still reads open after being commanded closed twice, a
+        valve stroke apart (a pneumatic valve closes in 10-50 ms). Needs a read-back of the
+        valve's position: a bank that cannot be read (the watchdog's business) or that
+        reads back only its own outputs finds nothing here."""
+        timeout = self.tool.config.safety.safe_state_timeout
+        suspects: list[str] = []
+        for attempt in range(2):
+            await self.clock.sleep_until(self.clock.now() + VALVE_STROKE_S, precise=False)
+            suspects = []
+            for bank in self.tool.banks:
+                try:
+                    async with asyncio.timeout(timeout):
+                        levels = await bank.read_valves()
+                except Exception:
+                    continue
+                for line, (b, ch) in self.tool.valves.items():
+                    if b is bank and levels.get(ch):
+                        suspects.append(line)
+                        if attempt == 0:
+                            with contextlib.suppress(Exception):
+                                async with asyncio.timeout(timeout):
+                                    await bank.set_valve(ch, False)
+            if not suspects:
+                return []
+        return suspects
 
     async def _abort(self, reason: str, state: State = State.ABORTED) -> dict[str, str]:
         # The safe state first, and nothing before it that could fail: no event, no journal
@@ -808,13 +929,16 @@ class Runner:
         dur = a.duration_ns / NS
         chem = self.tool.config.lines[a.target].chemical
         self.last_dose = chem
+        sent = self.clock.now()
         await bank.pulse(ch, dur)
         ack = self.clock.now()
+        # the module reports nothing per pulse: its output's read-back bounds the width
+        self.monitor.module_pulse(bank, ch, a.target, dur, sent, ack)
         self.monitor.opened(a.target, ack)
         where, k = self._which_pulse(a.target, unit)
         self.bus.publish(DoseStarted(ack - self.t0, a.target, chem, dur))
-        # The module times the width itself: only the command latency is known here (the
-        # width is measured at the module: `aldctl bench timing`).
+        # The module times the width itself: the command latency is known here, and the
+        # width is bounded by the output's read-back (PulseMonitor.module_pulse).
         self.timing.hardware += 1
         self.timing.open_errors.append(ack - deadline)
         rec = PulseRecord(

@@ -97,6 +97,8 @@ class Safety:
         self.journal = journal
         self.readings = Readings()
         self.failures: dict[str, int] = {}
+        self.last_failure: dict[str, str] = {}
+        """Device -> why its last read failed (for the read-back's "could not be read")."""
         self.flow_changed: dict[str, float] = {}
         self.flow_setpoints: dict[str, float] = {}
         self.rf_on = False
@@ -113,6 +115,8 @@ class Safety:
         self.polls = 0
         self.next_sample_t = 0.0
         self.verifying = False
+        self.verify_from = "teardown ended"
+        """When the read-back started, in words (for "... degC when teardown ended")."""
         self.explains: Callable[[float], bool] | None = None
         """Whether a dose being measured explains a chamber pressure (the pulse monitor's)."""
         """Reading the tool back after teardown: deviations are the verification's to name
@@ -182,6 +186,7 @@ class Safety:
     def _failed(self, name: str, detail: str) -> None:
         n = self.failures.get(name, 0) + 1
         self.failures[name] = n
+        self.last_failure[name] = detail
         if n >= self.cfg.safety.watchdog_polls:
             self._abort(f"device '{name}' stopped answering ({n} polls in a row: {detail})")
         else:
@@ -241,7 +246,7 @@ class Safety:
                 values[f"T.{ch}"] = tr.pv_c
                 setpoints[f"SP.T.{ch}"] = tr.setpoint_c
         for ch, fc in tool.flows.items():
-            if not idle_turn and self.flow_setpoints.get(ch, self._default_flow(ch)) <= 0:
+            if not idle_turn and self.flow_setpoints.get(ch, self.default_flow(ch)) <= 0:
                 continue
             fr = await self._read(self._device_of(fc), fc.read_flow)
             if isinstance(fr, FlowReading):
@@ -293,7 +298,7 @@ class Safety:
                     f"{'closed' if levels[channel] else 'open'})"
                 )
 
-    def _default_flow(self, ch: str) -> float:
+    def default_flow(self, ch: str) -> float:
         spec = self.cfg.flows.get(ch)
         return spec.default if spec is not None and spec.default is not None else 0.0
 
@@ -472,15 +477,26 @@ class Safety:
     def total_flow(self) -> float:
         """The flows commanded now, sccm (what the purged base pressure scales with)."""
         names = set(self.tool.flows) | set(self.flow_setpoints)
-        return sum(self.flow_setpoints.get(ch, self._default_flow(ch)) for ch in names)
+        return sum(self.flow_setpoints.get(ch, self.default_flow(ch)) for ch in names)
 
     async def verify_safe(
-        self, base_torr: float | None, base_flow: float | None = None
+        self,
+        base_torr: float | None,
+        base_flow: float | None = None,
+        *,
+        since: str = "teardown ended",
     ) -> dict[str, str]:
-        """Read the tool back after teardown until it is found safe on two reads a poll
-        apart, for at most ``safety.verify_time``: device -> what was read, for what is
-        still not safe then (empty: verified). A dose valve that reads open is commanded
-        closed again; nothing else is commanded (the recipe's teardown said what to do)."""
+        """Read the tool back (after teardown, or after an abort's safe state) until it is
+        found safe on two reads a poll apart, for at most ``safety.verify_time``: device ->
+        what was read, for what is still not safe then (empty: verified). A dose valve that
+        reads open is commanded closed again; nothing else is commanded (the recipe's
+        teardown, or the safe state, said what to do).
+
+        Bounded whatever the devices do: each read is cut after ``safety.safe_state_timeout``
+        (a driver that never returns cannot hang it), and a device that has failed
+        ``safety.watchdog_polls`` reads in a row (the one whose silence caused an abort,
+        typically: it is at that count already, so one more failure is enough) is read no
+        more and reported as "could not be read"; the rest is read back as usual."""
         cfg = self.cfg
         interval = cfg.safety.poll_interval
         t0 = self.clock.now()
@@ -488,26 +504,49 @@ class Safety:
         low_pv: dict[str, float] = {}
         clean_since: float | None = None
         problems: dict[str, str] = {}
+        unread: dict[str, str] = {}
         if base_torr is not None and base_flow:
             # more flow after teardown than when the base was measured: a higher base
             base_torr *= max(1.0, self.total_flow() / base_flow)
         self.verifying = True
+        self.verify_from = since
         try:
             while True:
                 now = self.clock.now()
                 pending: set[str] = set()
-                problems = await self._verify_once(now, base_torr, first_pv, low_pv, pending)
+                problems = await self._verify_once(
+                    now, base_torr, first_pv, low_pv, pending, unread
+                )
                 if problems or pending:
                     clean_since = None
                 elif clean_since is None:
                     clean_since = now
                 elif now - clean_since >= interval - 1e-9:
-                    return {}
-                if now - t0 >= cfg.safety.verify_time:
-                    return problems
+                    return dict(unread)
+                if self.clock.now() - t0 >= cfg.safety.verify_time:
+                    return {**problems, **unread}
                 await self.clock.sleep_until(now + interval, precise=False)
         finally:
             self.verifying = False
+
+    async def _vread(
+        self, name: str, fn: Callable[[], Awaitable[object]], unread: dict[str, str]
+    ) -> object | None:
+        """One read of the read-back: None when it failed, and the device goes to
+        ``unread`` once it has failed ``watchdog_polls`` reads in a row."""
+        if name in unread:
+            return None
+        bound = self.cfg.safety.safe_state_timeout
+        try:
+            async with asyncio.timeout(bound):
+                value = await self._read(name, fn, polled=False)
+        except TimeoutError:
+            self._failed(name, f"no answer within {bound:g} s")
+            value = None
+        if value is None and self.failures.get(name, 0) >= self.cfg.safety.watchdog_polls:
+            why = self.last_failure.get(name, "no answer")
+            unread[name] = f"device '{name}' could not be read ({why})"
+        return value
 
     async def _verify_once(
         self,
@@ -516,26 +555,30 @@ class Safety:
         first_pv: dict[str, float],
         low_pv: dict[str, float],
         pending: set[str],
+        unread: dict[str, str],
     ) -> dict[str, str]:
         tool, cfg, lim = self.tool, self.cfg, self.cfg.limits
         out: dict[str, str] = {}
         for bank in tool.banks:
             name = self._device_of(bank)
-            levels = await self._read(name, bank.read_valves)
+            levels = await self._vread(name, bank.read_valves, unread)
             if not isinstance(levels, Mapping):
-                out[name] = "no read-back of the valves"
+                if name not in unread:
+                    out[name] = "no read-back of the valves"
                 continue
             for line, (b, chan) in tool.valves.items():
                 if b is bank and levels.get(chan):
-                    out[f"valve {line}"] = f"dose valve {line} reads open after teardown"
+                    out[f"valve {line}"] = f"dose valve {line} reads open"
                     with contextlib.suppress(Exception):
-                        await bank.set_valve(chan, False)
+                        async with asyncio.timeout(cfg.safety.safe_state_timeout):
+                            await bank.set_valve(chan, False)
         for ch, fc in tool.flows.items():
-            fr = await self._read(self._device_of(fc), fc.read_flow)
+            fr = await self._vread(self._device_of(fc), fc.read_flow, unread)
             if not isinstance(fr, FlowReading):
-                out[ch] = "no flow reading"
+                if self._device_of(fc) not in unread:
+                    out[ch] = "no flow reading"
                 continue
-            sp = self.flow_setpoints.get(ch, self._default_flow(ch))
+            sp = self.flow_setpoints.get(ch, self.default_flow(ch))
             if now - self.flow_changed.get(ch, -1e9) < lim.flow_settle:
                 pending.add(ch)  # still settling on its last setpoint: read it after
                 continue
@@ -549,9 +592,10 @@ class Safety:
                 )
         temp_limits = cfg.temperature_channels()
         for ch, tc in tool.temperatures.items():
-            tr = await self._read(self._device_of(tc), tc.read_temperature)
+            tr = await self._vread(self._device_of(tc), tc.read_temperature, unread)
             if not isinstance(tr, TemperatureReading):
-                out[ch] = "no temperature reading"
+                if self._device_of(tc) not in unread:
+                    out[ch] = "no temperature reading"
                 continue
             if tr.pv_c is None or tr.sensor_break:
                 out[ch] = f"heater {ch}: thermocouple reads open"
@@ -569,17 +613,18 @@ class Safety:
                 # setpoint (a welded output, a stuck relay).
                 spt = "off" if tsp is None else f"{tsp:g} degC"
                 out[ch] = (
-                    f"heater {ch}: {tr.pv_c:.1f} degC and rising ({pv0:.1f} degC when teardown "
-                    f"ended) with its setpoint {spt}"
+                    f"heater {ch}: {tr.pv_c:.1f} degC and rising ({pv0:.1f} degC when "
+                    f"{self.verify_from}) with its setpoint {spt}"
                 )
             elif climbing and tr.pv_c > low + VERIFY_RISE_K:
                 pending.add(ch)  # more than noise: watch on before calling it safe
         if tool.gauge is not None:
             g = tool.gauge
-            pr = await self._read(self._device_of(g), g.read_pressure)
+            pr = await self._vread(self._device_of(g), g.read_pressure, unread)
             p = pr.pressure_torr if isinstance(pr, PressureReading) else None
             if p is None:
-                out["pressure"] = "no chamber pressure reading"
+                if self._device_of(g) not in unread:
+                    out["pressure"] = "no chamber pressure reading"
             else:
                 hold = (
                     lim.pressure.hold_above
@@ -647,6 +692,22 @@ def _bind(fn: Callable[..., Awaitable[None]], *args: object) -> Callable[[], Awa
     return call
 
 
+def safe_state_flows(tool: Tool, *, carrier_sccm: float | None) -> dict[str, float]:
+    """The flows the safe state commands: the carrier at ``carrier_sccm`` (else its
+    default, else 20 sccm), every plasma gas at zero."""
+    out: dict[str, float] = {}
+    if "carrier" in tool.flows:
+        flow = carrier_sccm
+        if flow is None or flow <= 0:
+            spec = tool.config.flows.get("carrier")
+            flow = spec.default if spec is not None and spec.default else 20.0
+        out["carrier"] = flow
+    for name in tool.flows:
+        if name.startswith("plasma."):
+            out[name] = 0.0
+    return out
+
+
 async def safe_state(tool: Tool, *, carrier_sccm: float | None) -> dict[str, BaseException | None]:
     """Drive the tool to its safe state. Returns device -> error (None when done)."""
     cfg = tool.config
@@ -661,16 +722,9 @@ async def safe_state(tool: Tool, *, carrier_sccm: float | None) -> dict[str, Bas
         calls["plasma"] = tool.plasma.safe_state
     if tool.ozone is not None:
         calls["ozone"] = tool.ozone.safe_state
-    carrier = tool.flows.get("carrier")
-    if carrier is not None:
-        flow = carrier_sccm
-        if flow is None or flow <= 0:
-            spec = cfg.flows.get("carrier")
-            flow = spec.default if spec is not None and spec.default else 20.0
-        calls["carrier"] = _bind(carrier.set_flow, flow)
-    for name, fc in tool.flows.items():
-        if name.startswith("plasma."):
-            calls[f"flow {name}"] = _bind(fc.set_flow, 0.0)
+    for name, flow in safe_state_flows(tool, carrier_sccm=carrier_sccm).items():
+        key = "carrier" if name == "carrier" else f"flow {name}"
+        calls[key] = _bind(tool.flows[name].set_flow, flow)
     if cfg.safety.heaters_on_safe_state == "off":
         for name, tc in tool.temperatures.items():
             calls[f"heater {name}"] = _bind(tc.set_temperature, None)

@@ -677,8 +677,10 @@ def bench_faults(
                     result = run_virtual(execute(req, journal, bus=bus, on_tool=keep))
                     outcome, reason = result.outcome, result.reason
                     safe_errors = result.safe_state_errors
+                    read_back, not_verified = result.read_back, result.not_verified_safe
                 except Exception as exc:  # an internal error is a campaign finding
                     outcome, reason, safe_errors = "internal error", repr(exc), {}
+                    read_back, not_verified = "", {}
                     error = repr(exc)
                 rec = journal.get(run_id)
                 journal_ok = rec.outcome not in ("", "running") and bool(rec.reason)
@@ -702,6 +704,9 @@ def bench_faults(
                         "safe": safe,
                         "unsafe_because": why,
                         "safe_state_errors": safe_errors,
+                        # what the engine read back (after teardown or the abort)
+                        "read_back": read_back,
+                        "not_verified_safe": not_verified,
                         "journal_complete": journal_ok,
                         "survived": safe and journal_ok and not error,
                     }
@@ -757,7 +762,8 @@ def format_fault_table(report: dict[str, Any]) -> str:
             what = "alarm"
         if r["outcome"] == "complete" and not r["alarms"]:
             what = "-" if r.get("observable", True) else "n/o"
-        return what + ("" if r["survived"] else " UNSAFE")
+        nv = " NV" if r.get("not_verified_safe") else ""
+        return what + nv + ("" if r["survived"] else " UNSAFE")
 
     width = max(len(k) for k in kinds) + 2
     lines = ["fault".ljust(width) + "".join(p[:12].ljust(14) for p in phases)]
@@ -772,7 +778,9 @@ def format_fault_table(report: dict[str, Any]) -> str:
     lines.append(
         "abort/fail: the run ended to the safe state; alarm: the run raised an alarm and went "
         "on; -: not detected (the run completed without an alarm); UNSAFE: a valve left open "
-        "or the journal without its outcome; n/o: not observable in this phase (reasons below)"
+        "or the journal without its outcome; n/o: not observable in this phase (reasons below); "
+        "NV: the engine's read-back of the safe state (after the abort or teardown) did not "
+        "verify it safe, and the run's reason says why"
     )
     reasons = dict.fromkeys(
         r["not_observable_because"] for r in rows if r.get("not_observable_because")
@@ -787,6 +795,13 @@ def format_fault_table(report: dict[str, Any]) -> str:
         f"observable in their phase); internal "
         f"errors {report['internal_errors']}; {report['wall_s']:.1f} s"
     )
+    ended = [r for r in rows if r["outcome"] in ("aborted", "failed")]
+    if ended:
+        lines.append(
+            f"read back after the abort: {sum(1 for r in ended if r.get('read_back') == 'abort')}"
+            f" of {len(ended)} aborted runs, verified safe "
+            f"{sum(1 for r in ended if r.get('read_back') and not r.get('not_verified_safe'))}"
+        )
     return "\n".join(lines)
 
 

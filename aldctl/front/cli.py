@@ -975,6 +975,17 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
                 f"  pulse width: {line}: {pw.get('mistimed')} of {pw.get('pulses')} pulses "
                 f"outside the tolerance, worst {pw.get('worst_error_ms', 0.0):.1f} ms off"
             )
+    if r.summary.get("read_back"):
+        from aldctl.engine.runner import after_words
+
+        after = after_words(r.summary["read_back"])
+        nvs = r.summary.get("not_verified_safe") or {}
+        if nvs:
+            click.echo(f"  safe state read back {after}: NOT verified safe:")
+            for dev, what in nvs.items():
+                click.echo(f"    {dev}: {what}")
+        else:
+            click.echo(f"  safe state read back {after}: verified safe")
     click.echo("  events:")
     for t, kind, _, msg in events[-30:]:
         click.echo(f"    {t:10.1f} s  {kind:<14} {msg}")

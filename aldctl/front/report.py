@@ -503,6 +503,19 @@ def resumes_and_holds(d: Data) -> tuple[int, int, list[str]]:
     return max(0, len(sessions) - 1), len(holds), holds
 
 
+def read_back_text(summary: dict[str, Any]) -> str:
+    """What the read-back of the safe state (after teardown or an abort) found."""
+    from aldctl.engine.runner import after_words
+
+    if not summary.get("read_back"):
+        return "not read back"
+    after = after_words(summary["read_back"])
+    nvs = summary.get("not_verified_safe") or {}
+    if not nvs:
+        return f"{after}: verified safe"
+    return f"{after}: NOT verified safe: " + "; ".join(f"{k}: {v}" for k, v in nvs.items())
+
+
 def _summary_html(d: Data) -> str:
     r = d.run
     s = d.summary
@@ -552,6 +565,7 @@ def _summary_html(d: Data) -> str:
             f'<span class="outcome-{_e(r["outcome"])}">{_e(r["outcome"])}</span>: '
             f"{_e(r['reason'])}",
         ),
+        ("safe state read back", _e(read_back_text(s))),
         (
             "duration",
             f"planned {_dur(planned)}{bound}, actual {_dur(actual)} of process time"
@@ -690,6 +704,7 @@ def pdf_report(d: Data, path: Path) -> None:
             f"Run {r['id']}: {r['recipe_name']}",
             "",
             f"outcome: {r['outcome']}: {r['reason']}",
+            f"safe state read back: {read_back_text(s)}",
             f"units of main: {r['units_done']} / {r['units_total']}",
             f"process time: {_dur(r['process_s'])} (planned {_dur(d.plan.get('duration_s'))})",
             f"resumes: {resumes}, holds: {nholds}",

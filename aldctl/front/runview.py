@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from aldctl.engine.events import Alarm, Event, StateChanged, StepStarted, UnitDone
 from aldctl.engine.opapi import OperatorApi
-from aldctl.engine.runner import RunResult
+from aldctl.engine.runner import RunResult, after_words
 from aldctl.units import format_duration
 
 ABORT_SIGNALS = tuple(
@@ -235,6 +235,8 @@ def summary_json(run_id: str | None, result: RunResult) -> dict[str, Any]:
         "warnings": result.warnings,
         "safe_state_errors": result.safe_state_errors,
         "not_verified_safe": result.not_verified_safe,
+        "read_back": result.read_back or None,
+        "verified_safe": (not result.not_verified_safe) if result.read_back else None,
         "events_dropped": result.events_dropped,
         "paused_s": round(result.paused_s, 3),
         "held_s": round(result.held_s, 3),
@@ -296,7 +298,10 @@ def print_summary(
         console.print(f"[yellow]warning: {w}")
     for dev, err in result.safe_state_errors.items():
         console.print(f"[red]safe state incomplete: {dev}: {err}")
+    after = after_words(result.read_back)
     for dev, what in result.not_verified_safe.items():
-        console.print(f"not verified safe after teardown: {dev}: {what}", style="red", markup=False)
+        console.print(f"not verified safe {after}: {dev}: {what}", style="red", markup=False)
+    if result.read_back == "abort" and not result.not_verified_safe:
+        console.print("safe state read back after the abort: verified safe", style="green")
     if result.journal_error is not None:
         console.print(f"[red]journal: {result.journal_error}")

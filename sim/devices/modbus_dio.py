@@ -19,10 +19,13 @@ serve`` builds from ``config/hil.yaml``)::
 
 Constructor: ``ModbusDioModule(plant, lines, *, host="127.0.0.1", port=502, channels=16,
 component="valves", latency_s=0.001, readback_offset=0x200, pulse_outputs=True,
-pulse_register=0x2000, normally_open=(), own_thread=False)``. ``lines`` maps output
-channels to plant lines (channels not in it drive nothing); ``port=0`` picks a free port (read
-:attr:`ModbusDioModule.port` after :meth:`~ModbusDioModule.start`; restarts keep it);
-``component`` is the fault target;
+pulse_register=0x2000, normally_open=(), own_thread=False, pulse_unit_ms=1.0)``.
+``lines`` maps output channels to plant lines (channels not in it drive nothing);
+``port=0`` picks a free port (read :attr:`ModbusDioModule.port` after
+:meth:`~ModbusDioModule.start`; restarts keep it); ``component`` is the fault target;
+``pulse_unit_ms`` what one count of a pulse register is worth on the module's timer
+(1 ms: aldctl's convention; another value emulates a module set to another time base, for
+the engine's pulse-width check);
 ``latency_s`` the module's response time (about a millisecond, aldctl's assumption: no
 750-352 response-time figure was found); ``readback_offset=0`` gives an ADAM/Moxa-style
 map where coils read back at their own address; ``normally_open`` the channels whose valve
@@ -175,6 +178,7 @@ class ModbusDioModule:
         pulse_register: int = 0x2000,
         normally_open: Collection[int] = (),
         own_thread: bool = False,
+        pulse_unit_ms: float = 1.0,
     ) -> None:
         if not 1 <= channels <= 256:
             msg = "channels must be 1..256"
@@ -184,6 +188,9 @@ class ModbusDioModule:
             raise ValueError(msg)
         if latency_s < 0:
             msg = "latency_s must be >= 0"
+            raise ValueError(msg)
+        if not pulse_unit_ms > 0:
+            msg = "pulse_unit_ms must be > 0"
             raise ValueError(msg)
         known = set(plant.reactor.lines) | {PUMP, CARRIER}
         for ch, line in lines.items():
@@ -203,6 +210,10 @@ class ModbusDioModule:
         self.readback_offset = readback_offset
         self.pulse_outputs = pulse_outputs
         self.pulse_register = pulse_register
+        self.pulse_unit_ms = pulse_unit_ms
+        """What one count of a pulse register is worth on this module's timer: 1 ms by
+        aldctl's convention; another value stands for a module (or a PLC program) set to
+        another time base, a pulse the host commands right and the module times wrong."""
         self.normally_open = frozenset(normally_open)
         """Channels whose valve is open de-energised: when the watchdog drops the outputs
         these open (a normally-open pump isolation valve), every other valve closes."""
@@ -472,7 +483,7 @@ class ModbusDioModule:
         self._cancel_pulse(ch)
         # timed from the frame's arrival, as a module switching its output on receipt would
         start = self.arrival or time.monotonic()
-        end = start + width_ms / 1000
+        end = start + width_ms * self.pulse_unit_ms / 1000
         self._write_output(ch, True, "pulse", at=start)
         handle = loop.call_at(end, self._end_pulse, ch, end)
         self._pulses[ch] = (handle, end)

@@ -87,6 +87,8 @@ def _cells(campaign: bool) -> list[tuple[str, str]]:
         # the read-back after teardown
         ("heater_runaway", "teardown"),
         ("pump_degradation", "teardown"),
+        # a dose valve stuck open in teardown: an abort at once, not a 600 s hold
+        ("valve_stuck_open", "teardown"),
         ("comm_timeout", "pulse"),
         ("disconnect", "pulse"),
         # a burst above the hold limit mid-purge, gone before the next 1 s poll
@@ -111,6 +113,19 @@ def test_fault_campaign(campaign: bool) -> None:
         if r["fault"] in MUST_DETECT and r["phase"] != "teardown":
             assert r["outcome"] in ("aborted", "failed"), r
             assert r["reason"], r
+        if r["outcome"] in ("aborted", "failed"):
+            # the safe state was read back after the abort, and the reason says so when
+            # it is not verified safe (a device that does not answer is named)
+            assert r["read_back"] == "abort", r
+            assert ("NOT verified safe after the abort" in r["reason"]) == bool(
+                r["not_verified_safe"]
+            ), r
+            if r["fault"] in ("comm_timeout", "disconnect"):
+                assert "device 'valves' could not be read" in r["reason"], r
+        if r["fault"] == "valve_stuck_open":
+            # named at once by the hold's valve read-back (not "hold timed out after 600 s")
+            assert r["reason"].startswith("dose valve TMA stuck open"), r
+            assert r["not_verified_safe"]["valve TMA"] == "dose valve TMA reads open", r
         cell = (r["fault"], r["phase"])
         if cell in NOT_OBSERVABLE:
             assert not r["observable"], r
