@@ -79,7 +79,8 @@ def _truth(recipe: Path, cycle: str | None = None) -> dict[str, dict[str, float]
 #   comes completes them as Li3PO4. A short purge so takes 1.6 % off the thickness but only
 #   1.07 % off the mass the QCM weighs: the QCM (mass) crossing is 0.9 s (the trial's
 #   0.91 s: mass -0.93 %), the thickness crossing 1.23 s. The mass and the thickness agree
-#   with the film's composition (test_sim_mass_follows_composition); the QCM cannot see it.
+#   with the film's composition (tests/sim/test_sim_attribution.py, the short TMP purge
+#   test); the QCM cannot see which film the change is made of.
 PURGE_NEAR_LIMIT = {
     "lithium/li3po4_liotbu_tmp.yaml": {"Li3PO4/TMP"},
 }
