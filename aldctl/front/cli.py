@@ -2491,8 +2491,10 @@ def bench_tune_recipes(directory: Path, as_json: bool) -> None:
     cycles: the trial's dose and purge against bisections of the simulated growth per cycle
     (dose for 99 % of saturated growth, purge for growth within 1 % of the long-purge
     growth), and what the trial's values grow on that truth (growth_at_dose_pct,
-    cvd_at_purge_pct). A recipe the trial refuses is a row with the reason. About 10-30 s a
-    cycle.
+    cvd_at_purge_pct). purge_agrees: the trial's purge is within 10 % of brute force's, or
+    within 0.1 residence time (tau_s, the simulator's) where that is wider: purges 0.1 tau
+    apart leave residues 10 % apart. A recipe the trial refuses is a row with the reason.
+    About 10-30 s a cycle.
 
     \b
     Examples:
