@@ -365,7 +365,6 @@ class Runner:
                     raise RunAborted(self.control.abort_reason)
                 await self._hold()
                 resume_at = None if self.in_setup else self.units_done
-            self.process_end = self.now()
             if self.control.abort_reason is None:
                 # Teardown is done: the safe state is read back, not assumed.
                 self.not_safe = await self.safety.verify_safe(
@@ -754,6 +753,10 @@ class Runner:
         self.flow_at_teardown = self.safety.total_flow()
         await self._body(self.schedule.teardown, "teardown", None)
         await self.clock.sleep_until(self.anchor)  # the recipe's end, exactly
+        # Stamped here, in the step that reached the end, not by the supervisor after it
+        # noticed the executor had finished: that was two or more turns of the event loop
+        # later (0.1-0.3 ms in real time, whatever else ran meanwhile), counted as drift.
+        self.process_end = self.now()
 
     async def _pause(self) -> None:
         self._set_state(State.PAUSED, f"paused at checkpoint {self.units_done}")

@@ -160,3 +160,55 @@ def test_main_starts_when_setup_is_done(tmp_path: Path, monkeypatch: pytest.Monk
     first = next(e for e in events if isinstance(e, PulseDone))
     commanded = first_ack - first.open_error_s  # when the engine was to open the valve
     assert commanded >= running
+
+
+def test_the_end_is_stamped_in_the_step_that_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's process time (the end-of-run drift is measured with it) is read in the
+    event-loop step in which the executor's last precise sleep returned, at the recipe's
+    end: not turns of the loop later, after other tasks' callbacks, when the supervising
+    task noticed the executor was done."""
+    import asyncio.events
+
+    from aldctl.engine.runner import Runner
+
+    turns = [0]
+    run_handle = asyncio.events.Handle._run
+
+    def counted_run(self: asyncio.events.Handle) -> None:
+        turns[0] += 1
+        run_handle(self)
+
+    monkeypatch.setattr(asyncio.events.Handle, "_run", counted_run)
+    wakes: list[int] = []  # loop turns at each precise wake
+    sleep_until = RealClock.sleep_until
+
+    async def watched_sleep(self: RealClock, deadline: float, *, precise: bool = True) -> float:
+        woke = await sleep_until(self, deadline, precise=precise)
+        if precise:
+            wakes.append(turns[0])
+        return woke
+
+    monkeypatch.setattr(RealClock, "sleep_until", watched_sleep)
+    readings: list[tuple[float, int, int]] = []  # (process time, turns, precise wakes so far)
+    now = Runner.now
+
+    def watched_now(self: Runner) -> float:
+        t = now(self)
+        readings.append((t, turns[0], len(wakes)))
+        return t
+
+    monkeypatch.setattr(Runner, "now", watched_now)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE)
+    prepared = prepare(path, None, [])
+    tool = prepared.tool
+    fast = tool.safety.model_copy(update={"verify_time": 0.2})
+    prepared = dataclasses.replace(prepared, tool=tool.model_copy(update={"safety": fast}))
+    result = run_real(execute(RunRequest(prepared, realtime=True, seed=0), None))
+    assert result.outcome == "complete"
+    stamp = next(r for r in readings if r[0] == result.process_s)
+    _, at_turn, n_wakes = stamp
+    assert n_wakes == len(wakes)  # after the last precise sleep (the recipe's end)
+    assert at_turn == wakes[-1]  # and in the same step of the event loop
