@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,6 +214,7 @@ class Runner:
         self.ramp_rates: dict[str, float | None] = {}
         self.pending: dict[str, _Pending] = {}
         self.events_cache: dict[int, list[tuple[int, int, str, Action]]] = {}
+        self.warmers: dict[tuple[str, int], Callable[[], None]] = {}
         self.anchor = 0.0
         self.t0 = 0.0
         self.units_done = self.options.start_unit
@@ -849,7 +851,8 @@ class Runner:
                     dur = (sp.end_ns - sp.start_ns) / NS
                     self.bus.publish(StepStarted(self.now(), sp.label, where, dur))
                     si += 1
-                await self.clock.sleep_until(deadline)
+                warm = self._warmer(kind, action) if self.clock.realtime else None
+                await self.clock.sleep_until(deadline, warm=warm)
                 if kind == "open":
                     await self._open(action, deadline, unit)
                 elif kind == "close":
@@ -878,6 +881,31 @@ class Runner:
                 await self.clock.sleep_until(end)
             self.anchor = end
         return committed
+
+    def _warmer(self, kind: str, a: Action) -> Callable[[], None] | None:
+        """For a valve edge on the wall clock: what :meth:`_open` / :meth:`_close` read
+        before the write, and the valve module's own path to it where the driver offers
+        one (``warm``), run without effects just before the deadline (see
+        :data:`aldctl.engine.clock.WARM_S`)."""
+        if kind not in ("open", "close"):
+            return None
+        key = (kind, id(a))
+        fn = self.warmers.get(key)
+        if fn is None:
+            bank, ch = self.tool.valves[a.target]
+            module: Callable[[int, bool], object] | None = getattr(bank, "warm", None)
+            is_open = kind == "open"
+            lines = self.tool.config.lines
+
+            def fn() -> None:
+                if is_open:
+                    self.safety.permit(a)
+                    _ = lines[a.target].chemical
+                if module is not None:
+                    module(ch, is_open)
+
+            self.warmers[key] = fn
+        return fn
 
     async def _open(self, a: Action, deadline: float, unit: s.Unit | None) -> None:
         why = self.safety.permit(a)

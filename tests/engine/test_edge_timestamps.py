@@ -184,8 +184,10 @@ def test_the_end_is_stamped_in_the_step_that_reaches_it(
     wakes: list[int] = []  # loop turns at each precise wake
     sleep_until = RealClock.sleep_until
 
-    async def watched_sleep(self: RealClock, deadline: float, *, precise: bool = True) -> float:
-        woke = await sleep_until(self, deadline, precise=precise)
+    async def watched_sleep(
+        self: RealClock, deadline: float, *, precise: bool = True, **kw: Any
+    ) -> float:
+        woke = await sleep_until(self, deadline, precise=precise, **kw)
         if precise:
             wakes.append(turns[0])
         return woke
@@ -212,3 +214,85 @@ def test_the_end_is_stamped_in_the_step_that_reaches_it(
     _, at_turn, n_wakes = stamp
     assert n_wakes == len(wakes)  # after the last precise sleep (the recipe's end)
     assert at_turn == wakes[-1]  # and in the same step of the event loop
+
+
+def test_each_valve_edge_is_warmed_without_effect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the wall clock the engine hands each dose edge's precise sleep a warm-up: the
+    edge's own path (the module's ``warm`` for that channel and state), which the clock
+    runs just before the deadline when there is time (tests/engine/test_clock.py). And a
+    warm-up changes nothing the module or the model has (deferred commands, the watchdog's
+    deadline, health counters, the model's state)."""
+    from drivers.simulated import SimValveBank
+
+    warms: list[tuple[int, bool]] = []
+    module_warm = SimValveBank.warm
+
+    def watched_warm(self: SimValveBank, channel: int, is_open: bool) -> None:
+        warms.append((channel, is_open))
+        module_warm(self, channel, is_open)
+
+    monkeypatch.setattr(SimValveBank, "warm", watched_warm)
+    handed: list[Callable[[], object] | None] = []  # the warm-up of the last precise sleep
+    sleep_until = RealClock.sleep_until
+
+    async def watched_sleep(
+        self: RealClock, deadline: float, *, precise: bool = True, **kw: Any
+    ) -> float:
+        if precise:
+            handed.append(kw.get("warm"))
+        return await sleep_until(self, deadline, precise=precise, **kw)
+
+    monkeypatch.setattr(RealClock, "sleep_until", watched_sleep)
+    edges: list[tuple[int, bool, Callable[[], object] | None]] = []
+    write = SimValveBank.set_valve
+
+    async def watched_write(self: SimValveBank, channel: int, is_open: bool) -> None:
+        if channel in (0, 1):  # TMA, H2O on the built-in tool
+            edges.append((channel, is_open, handed[-1] if handed else None))
+        await write(self, channel, is_open)
+
+    monkeypatch.setattr(SimValveBank, "set_valve", watched_write)
+    _, _, outcome = _run_realtime(tmp_path, monkeypatch)
+    assert outcome == "complete"
+    pulses = edges[:8]  # then the safe state's closes, which are no timed edges
+    assert [(c, o) for c, o, _ in pulses] == [(0, True), (0, False), (1, True), (1, False)] * 2
+    # without effect: everything the module and the model hold is as it was
+    seen: list[tuple[object, ...]] = []
+
+    async def check() -> None:
+        for channel, is_open, warm in pulses:  # (the module reads the loop's clock)
+            assert warm is not None
+            warms.clear()
+            warm()
+            assert warms == [(channel, is_open)]
+        from aldctl.tool import build
+
+        prepared = prepare(tmp_path / "recipe.yaml", None, [])
+        tool = build(prepared.tool, seed=0)
+        await tool.connect()
+        sim = tool.simulation
+        assert isinstance(sim, SimulatedReactor)
+        bank, ch = tool.valves["TMA"]
+        assert isinstance(bank, SimValveBank)
+
+        def state() -> tuple[object, ...]:
+            h = bank.health()
+            return (
+                list(sim._deferred),
+                bank.deadline_ns,
+                bank.expired,
+                (h.connected, h.bad_frames, getattr(h, "failures", None)),
+                sim.reactor.snapshot_bytes(),
+            )
+
+        before = state()
+        for is_open in (True, False, True):
+            bank.warm(ch, is_open)
+        seen.append(before)
+        seen.append(state())
+        await tool.close()
+
+    run_real(check())
+    assert seen[0] == seen[1]
