@@ -2265,7 +2265,11 @@ def bench_report(cycles: int, as_json: bool) -> None:
 def bench_realtime(cycles: int, as_json: bool) -> None:
     """Pulse timing on the wall clock, in-process simulator: width error, drift.
 
-    Asks for SCHED_FIFO and says whether it got it.
+    Asks for SCHED_FIFO and says whether it got it. Width and open errors are percentiles
+    over the run's pulses (absolute, ms); drift_ms is the end of the recipe against its
+    plan from the RUNNING state, drift_from_anchor_ms the same from main's first
+    commanded edge. Compare versions in interleaved runs: on a shared machine the max is
+    the machine's worst stall (docs/benchmarks.md).
 
     \b
     Examples:
