@@ -283,7 +283,7 @@ def test_each_valve_edge_is_warmed_without_effect(
                 list(sim._deferred),
                 bank.deadline_ns,
                 bank.expired,
-                (h.connected, h.bad_frames, getattr(h, "failures", None)),
+                dataclasses.asdict(h),  # transactions, failures... (record_ok counts)
                 sim.reactor.snapshot_bytes(),
             )
 
