@@ -2261,8 +2261,13 @@ def bench_report(cycles: int, as_json: bool) -> None:
     show_default=True,
     help="Cycles of 15 ms TMA / 100 ms / 15 ms H2O / 100 ms (two pulses each).",
 )
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write one CSV row per pulse here: commanded time, open, close and width error.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
-def bench_realtime(cycles: int, as_json: bool) -> None:
+def bench_realtime(cycles: int, trace: Path | None, as_json: bool) -> None:
     """Pulse timing on the wall clock, in-process simulator: width error, drift.
 
     Asks for SCHED_FIFO and says whether it got it. Width and open errors are percentiles
@@ -2275,10 +2280,11 @@ def bench_realtime(cycles: int, as_json: bool) -> None:
     Examples:
       aldctl bench realtime
       aldctl bench realtime -n 100 --json
+      aldctl bench realtime --trace pulses.csv   # which pulses were late, at which edge
     """
     from aldctl.front.bench import bench_realtime as run
 
-    _print_rows(run(cycles), as_json)
+    _print_rows(run(cycles, trace), as_json)
 
 
 @bench.command("telemetry")
