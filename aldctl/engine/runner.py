@@ -715,7 +715,7 @@ class Runner:
                 # Setup's commands at its end (`set:` the carrier, the heaters) take real
                 # time, ~0.4 ms on the simulated tool, more on a wire, so setup ends after
                 # its planned end; main's first edge at that planned end was then always
-                # late by as much (0.35-0.46 ms in every `bench realtime` run).
+                # late by as much (0.35-0.46 ms in traced `bench realtime` runs).
                 # Main starts when setup is done: its grid is anchored there, not before.
                 self.anchor = max(self.anchor, self.clock.now())
             start = self.options.start_unit
