@@ -157,7 +157,13 @@ class Device(Protocol):
 
 @runtime_checkable
 class ValveBank(Device, Protocol):
-    """Digital outputs driving pneumatic ALD valves, addressed by channel number."""
+    """Digital outputs driving pneumatic ALD valves, addressed by channel number.
+
+    Optional (looked up with ``getattr``, not part of the Protocol): ``warm(channel,
+    is_open)``, which runs what :meth:`set_valve` runs on its way to the write, without any
+    effect; the engine calls it just before a valve edge on the wall clock so that the edge
+    runs from warm caches (the in-process simulator has it: see ``aldctl.engine.clock.WARM_S``).
+    """
 
     channels: Sequence[int]
     hardware_pulse: bool

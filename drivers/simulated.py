@@ -365,6 +365,19 @@ class SimValveBank(_SimDevice):
             return "__carrier__"
         return self.sim.line_of.get((self.name, channel))
 
+    def warm(self, channel: int, is_open: bool) -> None:
+        """What :meth:`set_valve` reads on its way to the write, without writing: the engine
+        runs it just before a valve edge on the wall clock, so that the edge itself runs
+        from warm caches (``aldctl.engine.clock.WARM_S``). No effect on the model, the
+        watchdog or the health counters."""
+        target = self._target(channel)
+        faults = self.sim.reactor.faults
+        if target is not None and faults.comm(self.component) is None:
+            _ = target in self.sim.line_names and not self.expired
+            _ = self.deadline_ns is None or self.deadline_ns > self.sim._now_ns()
+            _ = faults.pending() or faults.has_triggers()
+        _ = self._health.connected
+
     async def set_valve(self, channel: int, is_open: bool) -> None:
         # ``is_open`` is the output (energised); for the dose lines that is "open".
         target = self._target(channel)

@@ -157,3 +157,28 @@ def test_bench_engine_runs_the_shipped_recipe(run_cli: Any) -> None:
     # the run's own CPU time beside its wall time, and the film it grew (~0.094 nm/cycle)
     assert rows[0]["cpu_s"] > 0
     assert 20 * 0.08 < rows[0]["thickness_nm"] < 20 * 0.11
+
+
+def test_bench_realtime_traces_each_pulse(run_cli: Any, tmp_path: Path) -> None:
+    """`--trace` writes one row per pulse of the real-time run: which line, when it was
+    commanded (from main's first commanded edge: the recipe's own grid, 15 + 100 ms apart),
+    and how late the opening and the closing were; the width error is their difference."""
+    import csv
+
+    trace = tmp_path / "pulses.csv"
+    res = run_cli("bench", "realtime", "-n", "2", "--trace", str(trace), "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)[0]["pulses"] == 4
+    with trace.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["line"] for r in rows] == ["TMA", "H2O", "TMA", "H2O"]
+    assert [r["commanded_open_s"] for r in rows] == ["0.000000", "0.115000", "0.230000", "0.345000"]
+    assert {r["duration_ms"] for r in rows} == {"15"}
+    for r in rows:
+        opened, closed, width = (
+            float(r[k]) for k in ("open_error_ms", "close_error_ms", "width_error_ms")
+        )
+        # the valve is never written before its deadline
+        assert opened >= 0
+        assert closed >= 0
+        assert abs((closed - opened) - width) < 2e-4

@@ -44,6 +44,13 @@ EDGE_GUARD_S = SPIN_S + 0.002
 """Background sleepers (``precise=False``) that wake this close before a valve edge wait
 until it is past."""
 EDGE_AFTER_S = 0.0002
+WARM_S = 0.00015
+"""A precise sleeper's ``warm`` runs this long before its deadline. After the 15-100 ms
+between valve edges, which the model's catch-up, the polls and other processes fill, the
+code of an edge runs from cold caches: the in-process module's write took 30-50 us after
+a sleep (2.7 us in a loop), the engine's path from the deadline to the valve's timestamp
+~60 us at the median. Running it once without effects just before makes it ~20 us
+shorter (`docs/benchmarks.md`)."""
 GC_SLACK_S = 0.02
 """Inside :func:`collect_in_slack`, garbage is collected only this far from any deadline."""
 GC_YOUNG = 700
@@ -73,13 +80,22 @@ class Clock(Protocol):
         """Seconds on the engine's time base (the event loop's clock)."""
         ...
 
-    async def sleep_until(self, deadline: float, *, precise: bool = True) -> float:
+    async def sleep_until(
+        self,
+        deadline: float,
+        *,
+        precise: bool = True,
+        warm: Callable[[], object] | None = None,
+    ) -> float:
         """Sleep until ``deadline`` (clock seconds); return the time actually woken.
 
         ``precise=False`` for background work (polls, heartbeats, monitors) that can be a
         millisecond late: a real clock then neither spins for it nor lets it hold up a
         precise sleeper (a poller spinning toward its own deadline blocks the loop, and
-        with it a valve edge due at the same moment)."""
+        with it a valve edge due at the same moment).
+
+        ``warm``: called just before a precise deadline (a real clock only) to run, without
+        effects, the code the caller runs at the deadline (see :data:`WARM_S`)."""
         ...
 
 
@@ -134,7 +150,13 @@ class RealClock:
     def thaw(self) -> None:
         pass
 
-    async def sleep_until(self, deadline: float, *, precise: bool = True) -> float:
+    async def sleep_until(
+        self,
+        deadline: float,
+        *,
+        precise: bool = True,
+        warm: Callable[[], object] | None = None,
+    ) -> float:
         # asyncio's loop clock is time.monotonic(), so deadlines from loop.time() and from
         # now() share one time base.
         remaining = deadline - time.monotonic()
@@ -159,6 +181,13 @@ class RealClock:
                 await asyncio.sleep(remaining - self.spin_s)
             finally:
                 self._sleeping.remove(deadline)
+        if warm is not None and time.monotonic() < deadline - WARM_S:
+            # Nothing else runs while this spins, so what warm() reads is what the edge
+            # will. Woken later than that, the edge goes first: warming would delay it.
+            while time.monotonic() < deadline - WARM_S:
+                pass
+            with contextlib.suppress(Exception):  # a warm-up never fails an edge
+                warm()
         while (now := time.monotonic()) < deadline:
             pass
         self.lateness.add(now - deadline)
@@ -231,7 +260,14 @@ class VirtualClock:
         if isinstance(loop, VirtualTimeLoop) and loop.frozen > 0:
             loop.frozen -= 1
 
-    async def sleep_until(self, deadline: float, *, precise: bool = True) -> float:
+    async def sleep_until(
+        self,
+        deadline: float,
+        *,
+        precise: bool = True,
+        warm: Callable[[], object] | None = None,
+    ) -> float:
+        # (``warm`` is for cold caches on the wall clock: nothing to warm in virtual time)
         loop = asyncio.get_running_loop()
         now = loop.time()
         delay = deadline - now

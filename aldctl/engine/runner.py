@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,6 +214,7 @@ class Runner:
         self.ramp_rates: dict[str, float | None] = {}
         self.pending: dict[str, _Pending] = {}
         self.events_cache: dict[int, list[tuple[int, int, str, Action]]] = {}
+        self.warmers: dict[tuple[str, int], Callable[[], None]] = {}
         self.anchor = 0.0
         self.t0 = 0.0
         self.units_done = self.options.start_unit
@@ -365,7 +367,6 @@ class Runner:
                     raise RunAborted(self.control.abort_reason)
                 await self._hold()
                 resume_at = None if self.in_setup else self.units_done
-            self.process_end = self.now()
             if self.control.abort_reason is None:
                 # Teardown is done: the safe state is read back, not assumed.
                 self.not_safe = await self.safety.verify_safe(
@@ -710,6 +711,13 @@ class Runner:
             await self._body(self.schedule.setup, "setup", None)
             self.in_setup = False
             self._set_state(State.RUNNING, "setup done")
+            if self.clock.realtime:
+                # Setup's commands at its end (`set:` the carrier, the heaters) take real
+                # time, ~0.4 ms on the simulated tool, more on a wire, so setup ends after
+                # its planned end; main's first edge at that planned end was then always
+                # late by as much (0.35-0.46 ms in traced `bench realtime` runs).
+                # Main starts when setup is done: its grid is anchored there, not before.
+                self.anchor = max(self.anchor, self.clock.now())
             start = self.options.start_unit
         else:
             start = resume_at
@@ -747,6 +755,10 @@ class Runner:
         self.flow_at_teardown = self.safety.total_flow()
         await self._body(self.schedule.teardown, "teardown", None)
         await self.clock.sleep_until(self.anchor)  # the recipe's end, exactly
+        # Stamped here, in the step that reached the end, not by the supervisor after it
+        # noticed the executor had finished: that was two or more turns of the event loop
+        # later (0.1-0.3 ms in real time, whatever else ran meanwhile), counted as drift.
+        self.process_end = self.now()
 
     async def _pause(self) -> None:
         self._set_state(State.PAUSED, f"paused at checkpoint {self.units_done}")
@@ -839,7 +851,8 @@ class Runner:
                     dur = (sp.end_ns - sp.start_ns) / NS
                     self.bus.publish(StepStarted(self.now(), sp.label, where, dur))
                     si += 1
-                await self.clock.sleep_until(deadline)
+                warm = self._warmer(kind, action) if self.clock.realtime else None
+                await self.clock.sleep_until(deadline, warm=warm)
                 if kind == "open":
                     await self._open(action, deadline, unit)
                 elif kind == "close":
@@ -868,6 +881,31 @@ class Runner:
                 await self.clock.sleep_until(end)
             self.anchor = end
         return committed
+
+    def _warmer(self, kind: str, a: Action) -> Callable[[], None] | None:
+        """For a valve edge on the wall clock: what :meth:`_open` / :meth:`_close` read
+        before the write, and the valve module's own path to it where the driver offers
+        one (``warm``), run without effects just before the deadline (see
+        :data:`aldctl.engine.clock.WARM_S`)."""
+        if kind not in ("open", "close"):
+            return None
+        key = (kind, id(a))
+        fn = self.warmers.get(key)
+        if fn is None:
+            bank, ch = self.tool.valves[a.target]
+            module: Callable[[int, bool], object] | None = getattr(bank, "warm", None)
+            is_open = kind == "open"
+            lines = self.tool.config.lines
+
+            def fn() -> None:
+                if is_open:
+                    self.safety.permit(a)
+                    _ = lines[a.target].chemical
+                if module is not None:
+                    module(ch, is_open)
+
+            self.warmers[key] = fn
+        return fn
 
     async def _open(self, a: Action, deadline: float, unit: s.Unit | None) -> None:
         why = self.safety.permit(a)

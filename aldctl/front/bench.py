@@ -238,8 +238,10 @@ def bench_report(cycles: int) -> list[dict[str, Any]]:
     ]
 
 
-def bench_realtime(cycles: int) -> list[dict[str, Any]]:
-    """Real time, in-process simulator: pulse-width error and end-of-run drift."""
+def bench_realtime(cycles: int, trace: Path | None = None) -> list[dict[str, Any]]:
+    """Real time, in-process simulator: pulse-width error and end-of-run drift.
+
+    ``trace``: write one CSV row per pulse there (which pulses were late, at which edge)."""
     from aldctl.engine.clock import release_realtime, request_realtime
     from aldctl.engine.events import DoseStarted, PulseDone, State, StateChanged
 
@@ -260,6 +262,8 @@ def bench_realtime(cycles: int) -> list[dict[str, Any]]:
     first_err = next(e.open_error_s for e in events if isinstance(e, PulseDone))
     anchor = first_ack - first_err
     pt = result.pulse_timing
+    if trace is not None:
+        _write_pulse_trace(trace, events, anchor)
     return [
         {
             "pulses": pt["pulses"],
@@ -276,6 +280,49 @@ def bench_realtime(cycles: int) -> list[dict[str, Any]]:
             "width_warnings": sum("delivered pulse width" in w for w in result.warnings),
         }
     ]
+
+
+def _write_pulse_trace(path: Path, events: list[Any], anchor: float) -> None:
+    """Per pulse: when it was commanded (from main's first commanded edge), how late the
+    engine's timestamps of its opening and closing were, and the width error (their
+    difference). A late close with an on-time open is a stall at the close, and so on."""
+    import csv
+
+    from aldctl.engine.events import DoseStarted, PulseDone
+
+    opened: dict[str, DoseStarted] = {}
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            [
+                "pulse",
+                "line",
+                "commanded_open_s",
+                "duration_ms",
+                "open_error_ms",
+                "close_error_ms",
+                "width_error_ms",
+            ]
+        )
+        n = 0
+        for e in events:
+            if isinstance(e, DoseStarted):
+                opened[e.line] = e
+            elif isinstance(e, PulseDone) and not e.hardware and e.line in opened:
+                d = opened.pop(e.line)
+                n += 1
+                commanded = d.t - e.open_error_s
+                w.writerow(
+                    [
+                        n,
+                        e.line,
+                        f"{commanded - anchor:.6f}",
+                        f"{d.duration_s * 1e3:g}",
+                        f"{e.open_error_s * 1e3:.4f}",
+                        f"{(e.open_error_s + e.width_error_s) * 1e3:.4f}",
+                        f"{e.width_error_s * 1e3:.4f}",
+                    ]
+                )
 
 
 def _start_server(config: Path, state_dir: Path, extra: list[str] | None = None) -> Any:

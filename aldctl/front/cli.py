@@ -2261,20 +2261,30 @@ def bench_report(cycles: int, as_json: bool) -> None:
     show_default=True,
     help="Cycles of 15 ms TMA / 100 ms / 15 ms H2O / 100 ms (two pulses each).",
 )
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write one CSV row per pulse here: commanded time, open, close and width error.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
-def bench_realtime(cycles: int, as_json: bool) -> None:
+def bench_realtime(cycles: int, trace: Path | None, as_json: bool) -> None:
     """Pulse timing on the wall clock, in-process simulator: width error, drift.
 
-    Asks for SCHED_FIFO and says whether it got it.
+    Asks for SCHED_FIFO and says whether it got it. Width and open errors are percentiles
+    over the run's pulses (absolute, ms); drift_ms is the end of the recipe against its
+    plan from the RUNNING state, drift_from_anchor_ms the same from main's first
+    commanded edge. Compare versions in interleaved runs: on a shared machine the max is
+    the machine's worst stall (docs/benchmarks.md).
 
     \b
     Examples:
       aldctl bench realtime
       aldctl bench realtime -n 100 --json
+      aldctl bench realtime --trace pulses.csv   # which pulses were late, at which edge
     """
     from aldctl.front.bench import bench_realtime as run
 
-    _print_rows(run(cycles), as_json)
+    _print_rows(run(cycles, trace), as_json)
 
 
 @bench.command("telemetry")

@@ -7,6 +7,7 @@ import gc
 import time
 
 from aldctl.engine.clock import (
+    WARM_S,
     RealClock,
     VirtualClock,
     collect_in_slack,
@@ -130,3 +131,42 @@ def test_background_sleeps_neither_spin_nor_count_as_edges() -> None:
     samples, cpu_s = run_real(main())
     assert samples == 0
     assert cpu_s < 0.03  # spinning the last 3 ms of each would burn at least 0.06 s
+
+
+def test_a_precise_sleep_warms_its_edge_just_before_the_deadline() -> None:
+    """``warm`` runs once, in the last ``WARM_S`` before the deadline (the edge's code then
+    runs from warm caches); not at all when the sleeper wakes too late for it, where it
+    would delay the edge; and a warm-up that fails does not fail the edge."""
+
+    async def main() -> tuple[list[float], float, float, list[float], float, float]:
+        clock = RealClock()
+        calls: list[float] = []
+        deadline = clock.now() + 0.010
+        woke = await clock.sleep_until(deadline, warm=lambda: calls.append(time.monotonic()))
+        late: list[float] = []
+        past = clock.now() - 0.001
+        await clock.sleep_until(past, warm=lambda: late.append(time.monotonic()))
+
+        def broken() -> None:
+            raise RuntimeError("warm-up bug")
+
+        deadline2 = clock.now() + 0.005
+        woke2 = await clock.sleep_until(deadline2, warm=broken)
+        return calls, deadline, woke, late, deadline2, woke2
+
+    calls, deadline, woke, late, deadline2, woke2 = run_real(main())
+    assert len(calls) == 1
+    assert calls[0] >= deadline - WARM_S
+    assert woke >= deadline  # the edge itself still at (never before) its deadline
+    assert late == []
+    assert woke2 >= deadline2
+
+
+def test_virtual_time_has_nothing_to_warm() -> None:
+    async def main() -> list[int]:
+        clock = VirtualClock()
+        calls: list[int] = []
+        await clock.sleep_until(clock.now() + 1.0, warm=lambda: calls.append(1))
+        return calls
+
+    assert run_virtual(main()) == []
