@@ -366,7 +366,12 @@ class ModbusDioModule:
             if self._main is None:
                 self.plant.set_valve(line, is_open, source=source, at=at)
             else:
-                self._main.call_soon_threadsafe(self._set_plant_valve, line, is_open, source, at)
+                # RuntimeError: the simulator's loop has closed (it is shutting down) while
+                # the module's own thread still switched an output: no plant left to tell
+                with contextlib.suppress(RuntimeError):
+                    self._main.call_soon_threadsafe(
+                        self._set_plant_valve, line, is_open, source, at
+                    )
 
     def _set_plant_valve(self, line: str, on: bool, source: str, at: float) -> None:
         self.plant.set_valve(line, on, source=source, at=at)

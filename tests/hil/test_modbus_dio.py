@@ -508,3 +508,35 @@ async def test_module_on_its_own_thread_drives_the_plant_and_stamps_from_the_ker
         await dev.close()
         await mod.shutdown()
     assert mod._thread is None
+
+
+async def test_a_module_outliving_the_simulators_loop_expires_without_a_traceback(
+    plant: RealtimePlant, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sim serve`` stopped without powering the module off (Ctrl-C, a test's end): the
+    module's own thread and its watchdog outlive the loop that owns the plant. When the
+    watchdog then drops the outputs there is nobody left to tell, and the module must not
+    print an asyncio traceback for it."""
+    mod = ModbusDioModule(plant, LINES, port=0, own_thread=True)
+
+    def simulator() -> None:
+        async def serve() -> None:
+            await mod.start()
+            dev = create(
+                "valves", {"host": "127.0.0.1", "port": mod.port, "watchdog": 0.3}, DriverContext()
+            )
+            await dev.connect()
+            await dev.set_valve(1, True)
+            await settle()
+            await dev.close()  # the watchdog keeps running in the module
+
+        asyncio.run(serve())  # the simulator's loop ends here, the module's thread lives on
+
+    await asyncio.to_thread(simulator)
+    try:
+        await asyncio.sleep(0.6)  # the 0.3 s watchdog runs out on the module's thread
+        assert mod.wd_status == EXPIRED
+        assert "Exception in callback" not in caplog.text
+        assert "Event loop is closed" not in caplog.text
+    finally:
+        await mod.shutdown()  # from this test's loop: the module lives on its own thread
