@@ -44,6 +44,9 @@ class RealtimePlant:
         """Called after each valve edge is logged: the moment when the next edge is
         furthest away (a server collects its garbage there)."""
         self._commanded: dict[str, bool] = {}
+        self._scheduled: list[tuple[int, str, bool, str]] = []
+        """Edges a module has timed in advance (a pulse's end): (model ns, line, open,
+        source), in time order."""
 
     def now(self) -> float:
         """Plant time in seconds (the reactor's virtual time follows it)."""
@@ -51,9 +54,29 @@ class RealtimePlant:
 
     def sync(self) -> Reactor:
         t_ns = round(self.now() * 1e9)
+        self._due(t_ns)
         if t_ns > self.reactor.now_ns:
             self.reactor.advance_to(t_ns)
         return self.reactor
+
+    def schedule_valve(self, line: str, is_open: bool, at: float, source: str = "pulse") -> None:
+        """A valve edge the module has timed (``at``, monotonic clock): the end of a pulse it
+        times in hardware. The model makes it at that moment, however late the emulator's
+        own timer fires: on a starved CPU the timer ran tens of ms late while other requests
+        ran the model on with the valve still open, and a 10 ms pulse delivered two to three
+        times its gas (tune RECIPE through the wire saw its calibration areas jump)."""
+        t_ns = round((at - self.origin) * 1e9)
+        self._scheduled.append((t_ns, line, is_open, source))
+        self._scheduled.sort(key=lambda e: e[0])
+
+    def unschedule(self, line: str) -> None:
+        """Drop the edges still to come for ``line`` (the module cancelled its pulse)."""
+        self._scheduled = [e for e in self._scheduled if e[1] != line]
+
+    def _due(self, t_ns: int) -> None:
+        while self._scheduled and self._scheduled[0][0] <= t_ns:
+            at_ns, line, is_open, source = self._scheduled.pop(0)
+            self.set_valve(line, is_open, source=source, at=self.origin + at_ns / 1e9)
 
     def set_valve(
         self, line: str, is_open: bool, source: str = "command", at: float | None = None
@@ -75,6 +98,7 @@ class RealtimePlant:
         # what the in-process model's do).
         r = self.reactor
         t_ns = round(t * 1e9)
+        self._due(t_ns)
         if t_ns > r.now_ns:
             r.advance_to(t_ns)
         if line == "__pump__":

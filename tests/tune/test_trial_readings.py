@@ -144,3 +144,44 @@ def test_the_growth_per_cycle_does_not_depend_on_when_the_qcm_readings_come(
     spread = max(abs(g - mean) for g in gains) / mean
     print(f"growth per cycle {mean:.4f} Hz, largest deviation {spread:.2%}")
     assert spread < 0.01, gains
+
+
+def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer_is_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A valve module times a pulse in hardware; the emulator's timer fires when its thread
+    # gets the CPU. Before: on a starved CPU it fired tens of ms late while the gauge's and
+    # the monitor's requests ran the model on with the valve still open, and a 10 ms TMA
+    # pulse delivered two to three times its gas (the trial's calibration areas through the
+    # wire jumped: 0.0067 then 0.0143 Torr s for the same 10 ms pulse, a dose off by +76 %).
+    import asyncio
+
+    import sim.devices.modbus_dio as dio
+
+    end_pulse = dio.ModbusDioModule._end_pulse
+
+    def late(self: Any, ch: int, end: float) -> None:
+        asyncio.get_running_loop().call_later(0.15, end_pulse, self, ch, end)
+
+    monkeypatch.setattr(dio.ModbusDioModule, "_end_pulse", late)
+    srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
+    plant = srv.server.plant
+    try:
+
+        def body(trial: Any) -> tuple[bool, bool]:
+            async def pulse() -> tuple[bool, bool]:
+                bank, ch = trial.devices.valves["TMA"]
+                await bank.pulse(ch, 0.04)
+                await asyncio.sleep(0.02)
+                during = plant.sync().read_valves()["TMA"]
+                await asyncio.sleep(0.06)  # the pulse is over; the late timer has not fired
+                return during, plant.sync().read_valves()["TMA"]
+
+            return trial._call(pulse())
+
+        (during, after), errors = _driver_trial(srv, fast_recipe(tmp_path), body)
+    finally:
+        srv.stop()
+    assert errors == {}
+    assert during, "the pulse never opened the valve"
+    assert not after, "the model's valve stayed open past the module's pulse end"
