@@ -185,3 +185,50 @@ def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer
     assert errors == {}
     assert during, "the pulse never opened the valve"
     assert not after, "the model's valve stayed open past the module's pulse end"
+
+
+def test_a_module_timed_pulse_keeps_its_width_in_the_model_when_its_opening_comes_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The module's thread hands its edges to the model's loop; on a starved CPU other
+    # requests have run the model past the frame's arrival by then, so the opening is made
+    # late. The end, timed by the module, must move with it: a pulse ended at its module
+    # time came out short by the hand-over's delay (the trial's doses through the wire -15 %).
+    import asyncio
+
+    import sim.devices.modbus_dio as dio
+
+    hand_over = dio.ModbusDioModule._set_plant_valve
+
+    def late(self: Any, line: str, on: bool, source: str, at: float) -> None:
+        if on and source == "pulse":
+            r = self.plant.sync()
+            r.advance_to(r.now_ns + 20_000_000)  # other requests ran the model 20 ms on
+        hand_over(self, line, on, source, at)
+
+    monkeypatch.setattr(dio.ModbusDioModule, "_set_plant_valve", late)
+    srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
+    plant = srv.server.plant
+    try:
+
+        def body(trial: Any) -> float:
+            async def pulse() -> float:
+                bank, ch = trial.devices.valves["TMA"]
+                await bank.pulse(ch, 0.06)
+                seen: list[float] = []
+                t_end = time.monotonic() + 0.3
+                while time.monotonic() < t_end:
+                    r = plant.sync()
+                    if r.read_valves()["TMA"]:
+                        seen.append(r.now_ns / 1e9)
+                    await asyncio.sleep(0.001)
+                return seen[-1] - seen[0] if seen else 0.0
+
+            return trial._call(pulse())
+
+        open_s, errors = _driver_trial(srv, fast_recipe(tmp_path), body)
+    finally:
+        srv.stop()
+    assert errors == {}
+    print(f"the model's valve open for {open_s * 1e3:.1f} ms of a 60 ms pulse")
+    assert open_s == pytest.approx(0.06, abs=0.008)
