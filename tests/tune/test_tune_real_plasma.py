@@ -86,7 +86,9 @@ def test_a_peald_trial_on_the_real_drivers_runs_its_plasma_and_agrees_with_the_s
     tmp_path: Path, served: Any
 ) -> None:
     # Before: run_on_tool refused any recipe with a plasma step on a real tool, and
-    # DriverTrial.plasma raised.
+    # DriverTrial.plasma raised. This is also CI's check that the trial's readings through
+    # the wire (QCM train, pressure areas, valve dead width, residence time) agree with the
+    # simulated tool's: the thermal recipe's (test_tune_real.py) runs under --campaign.
     srv = served(PLASMA_TOOL)
     recipe = peald_recipe(tmp_path)
     prepared = prepare(recipe, srv.tool, ())
