@@ -522,7 +522,9 @@ class ModbusDioModule:
         if self._main is None:
             call()
         else:
-            self._main.call_soon_threadsafe(call)
+            # RuntimeError: the simulator's loop has closed (shutting down), as above
+            with contextlib.suppress(RuntimeError):
+                self._main.call_soon_threadsafe(call)
 
     def check(self, pdu: ModbusPDU) -> ExcCodes | None:
         """What the module refuses before its datastore sees the request: everything but
