@@ -105,6 +105,11 @@ class PressureReading:
     pressure_torr: float | None
     """None when the gauge reports under/over-range or a sensor error (see ``status``)."""
     status: str = "ok"
+    asked_at: float | None = None
+    """When the request that got this reading went on the wire (``time.monotonic()``), where
+    the driver knows it: the gauge answers with the pressure it had then. A request that
+    waited for the bus (another poll in flight) went out later than it was made, and its
+    reply comes a transaction after it went out, so neither time dates the reading."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,17 +139,25 @@ class MksGauge(SerialDevice):
         """A gauge has no unsafe state."""
 
     async def read_pressure(self) -> PressureReading:
-        value = (await self.query(f"PR{self.channel}?")).strip()
+        asked: list[float] = []
+
+        async def exchange(port: SerialPort) -> str:
+            answer = await self._exchange(port, f"PR{self.channel}?")
+            asked.append(port.written_at)  # the try that got the answer (after any retry)
+            return answer
+
+        value = (await self._request(exchange)).strip()
+        at = asked[-1]
         try:
             number = float(value)
         except ValueError:
             for prefix, status in _STATUS:
                 if value.upper().startswith(prefix):
-                    return PressureReading(None, status)
+                    return PressureReading(None, status, at)
             raise DeviceFault(self.name, f"pressure answer {value!r} not understood") from None
         if not math.isfinite(number):
             raise DeviceFault(self.name, f"pressure answer {value!r} not understood")
-        return PressureReading(number * TORR_PER_UNIT[self.unit])
+        return PressureReading(number * TORR_PER_UNIT[self.unit], "ok", at)
 
 
 def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> MksGauge:

@@ -165,19 +165,27 @@ class PfeifferGauge(SerialDevice):
         """A gauge has no unsafe state."""
 
     async def read_pressure(self) -> PressureReading:
-        data = await self.read_parameter(740)
+        asked: list[float] = []
+
+        async def exchange(port: SerialPort) -> str:
+            answer = await self._exchange(port, 740, None)
+            asked.append(port.written_at)  # the try that got the answer (after any retry)
+            return answer
+
+        data = await self._request(exchange)
+        at = asked[-1]
         try:
             hpa = decode_expo(data)
         except ValueError:
             msg = f"P740 answered {data!r}, not a u_expo_new value"
             raise DeviceFault(self.name, msg) from None
         if hpa <= 0.0:
-            return PressureReading(None, "under range")
+            return PressureReading(None, "under range", at)
         torr = hpa * TORR_PER_HPA
         # the 4-digit mantissa rounds the saturated value by up to 5e-4 relative
         if self.full_scale_torr is not None and torr >= self.full_scale_torr * (1 - 1e-3):
-            return PressureReading(None, "over range")
-        return PressureReading(torr)
+            return PressureReading(None, "over range", at)
+        return PressureReading(torr, "ok", at)
 
 
 def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> PfeifferGauge:

@@ -45,6 +45,7 @@ import os
 import select
 import stat
 import termios
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -209,6 +210,8 @@ class SerialPort:
         self._transport: asyncio.Transport | None = None
         self._rx: _Receiver | None = None
         self._garbage = 0
+        self.written_at = 0.0
+        """``time.monotonic()`` of the last write: when the last request went on the wire."""
 
     def claim(self, address: str, device: str, option: str = "address") -> None:
         """Reserve a bus address for ``device``; ValueError if another device has it (two
@@ -309,6 +312,7 @@ class SerialPort:
         if rx.lost or self._transport is None:
             msg = f"{self.url} is closed"
             raise ConnectionError(msg)
+        self.written_at = time.monotonic()
         self._transport.write(data)
 
     def discard_input(self) -> int:

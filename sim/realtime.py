@@ -44,6 +44,11 @@ class RealtimePlant:
         """Called after each valve edge is logged: the moment when the next edge is
         furthest away (a server collects its garbage there)."""
         self._commanded: dict[str, bool] = {}
+        self._scheduled: list[tuple[int, str, bool, str, float]] = []
+        """Edges a module has timed in advance (a pulse's end): (model ns to make it at,
+        line, open, source, the module's time to log), in time order."""
+        self._late: dict[str, int] = {}
+        """Per line: how many ns after its time the model made its last edge."""
 
     def now(self) -> float:
         """Plant time in seconds (the reactor's virtual time follows it)."""
@@ -51,9 +56,34 @@ class RealtimePlant:
 
     def sync(self) -> Reactor:
         t_ns = round(self.now() * 1e9)
+        self._due(t_ns)
         if t_ns > self.reactor.now_ns:
             self.reactor.advance_to(t_ns)
         return self.reactor
+
+    def schedule_valve(self, line: str, is_open: bool, at: float, source: str = "pulse") -> None:
+        """The end of a pulse the module times in hardware (``at``, monotonic clock: its start
+        plus its width), told when the pulse starts, after its opening edge. The model makes
+        it that long after it made the opening, however late the emulator's own timer fires:
+        on a starved CPU the timer ran tens of ms late while other requests ran the model on
+        with the valve still open, and a 10 ms pulse delivered two to three times its gas
+        (tune RECIPE through the wire saw its calibration areas jump). Where the opening
+        reached the model late (handed over from the module's thread after other requests
+        had run it past the frame's arrival), the end moves with it: the model's pulse keeps
+        its width. The edge is logged at ``at``, the module's time."""
+        t_ns = round((at - self.origin) * 1e9)
+        shift = self._late.get(line, 0)
+        self._scheduled.append((t_ns + shift, line, is_open, source, at))
+        self._scheduled.sort(key=lambda e: e[0])
+
+    def unschedule(self, line: str) -> None:
+        """Drop the edges still to come for ``line`` (the module cancelled its pulse)."""
+        self._scheduled = [e for e in self._scheduled if e[1] != line]
+
+    def _due(self, t_ns: int) -> None:
+        while self._scheduled and self._scheduled[0][0] <= t_ns:
+            at_ns, line, is_open, source, logged = self._scheduled.pop(0)
+            self._edge(line, is_open, source, at_ns, logged - self.origin)
 
     def set_valve(
         self, line: str, is_open: bool, source: str = "command", at: float | None = None
@@ -73,10 +103,20 @@ class RealtimePlant:
         # up to now first kept a module-timed 10 ms pulse open in the model for the
         # hand-over's delay too (tune RECIPE through the wire saw pulses deliver ~twice
         # what the in-process model's do).
+        if source == "pulse" and any(e[1] == line and e[2] == is_open for e in self._scheduled):
+            # The module's timer firing: the pulse's end is scheduled (schedule_valve), and
+            # made here if it is due, else by the next request.
+            self._due(round(self.now() * 1e9))
+            return
+        self._edge(line, is_open, source, round(t * 1e9), t)
+
+    def _edge(self, line: str, is_open: bool, source: str, t_ns: int, logged: float) -> None:
         r = self.reactor
-        t_ns = round(t * 1e9)
+        self._due(t_ns)
         if t_ns > r.now_ns:
             r.advance_to(t_ns)
+        # How late the model makes this edge (it had already run past it).
+        self._late[line] = r.now_ns - t_ns
         if line == "__pump__":
             r.set_pump_isolation(is_open)
             return
@@ -87,7 +127,7 @@ class RealtimePlant:
         was = self._commanded.get(line)
         self._commanded[line] = is_open
         if was != is_open:
-            self.edges.append(ValveEdge(t, line, is_open, source))
+            self.edges.append(ValveEdge(logged, line, is_open, source))
             if self.on_edge is not None:
                 self.on_edge()
 

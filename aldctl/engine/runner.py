@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aldctl.engine.actions import ActionFailed, apply_action
 from aldctl.engine.clock import Clock
 from aldctl.engine.control import RunControl
 from aldctl.engine.devices import Tool
@@ -993,58 +994,18 @@ class Runner:
         self.bus.publish(PulseDone(self.now(), a.target, chem, rec.unit, ack - deadline, 0.0, True))
 
     async def _action(self, a: Action, deadline: float, unit: s.Unit | None) -> None:
-        tool = self.tool
         k = a.kind
         why = self.safety.permit(a)
         if why is not None:
             self.control.hold(why, "permissive")
             await asyncio.Event().wait()
-        if k is ActionKind.SET_TEMPERATURE:
-            tc = tool.temperatures[a.target]
-            if self.ramp_rates.get(a.target, None) != a.rate:
-                await tc.set_ramp_rate(a.rate)
-                self.ramp_rates[a.target] = a.rate
-            await tc.set_temperature(a.value)
-        elif k is ActionKind.SET_FLOW:
-            if a.target == "carrier" and (a.value or 0.0) > 0:
-                await tool.set_carrier_shutoff(True)
-            await tool.flows[a.target].set_flow(a.value or 0.0)
-        elif k is ActionKind.PUMP_ISOLATION:
-            if tool.pump_isolation is None:
-                raise RunAborted("the schedule needs a pump isolation valve; the tool has none")
-            await tool.set_pump_isolation(bool(a.value))
-        elif k is ActionKind.SET_OZONE:
-            if tool.ozone is None:
-                raise RunAborted("the schedule needs an ozone generator; the tool has none")
-            await tool.ozone.set_ozone(a.value is not None, a.value or 0.0)
-        elif k is ActionKind.RF_ON:
-            if tool.plasma is None:
-                raise RunAborted("the schedule needs a plasma source; the tool has none")
-            await tool.plasma.set_power(a.value or 0.0)
-            await tool.plasma.rf_on()
-        elif k is ActionKind.RF_OFF:
-            if tool.plasma is not None:
-                await tool.plasma.rf_off()
-        elif k is ActionKind.CHECK_PLASMA:
-            await self._check_plasma(a)
+        try:
+            await apply_action(self.tool, a, self.ramp_rates)
+        except ActionFailed as exc:
+            raise RunAborted(str(exc)) from None
         if k in (ActionKind.SET_TEMPERATURE, ActionKind.SET_FLOW, ActionKind.SET_OZONE):
             self.setpoints[(k, a.target)] = a
         self.safety.note_action(a, self.clock.now())
-
-    async def _check_plasma(self, a: Action) -> None:
-        plasma = self.tool.plasma
-        if plasma is None:
-            return
-        r = await plasma.read_plasma()
-        ps = self.tool.config.plasma
-        max_refl = ps.max_reflected if ps is not None else 30.0
-        want = a.value or 0.0
-        if r.forward_w < 0.8 * want or r.reflected_w > max_refl or r.fault:
-            detail = (
-                r.fault
-                or f"forward {r.forward_w:.0f} W of {want:g} W, reflected {r.reflected_w:.0f} W"
-            )
-            raise RunAborted(f"plasma did not ignite ({detail})")
 
     # ------------------------------------------------------------------ wait_until
 

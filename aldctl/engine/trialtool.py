@@ -25,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from aldctl.config import ToolConfig
+from aldctl.engine.actions import ActionFailed, apply_action
 from aldctl.engine.control import CommandRefused, RunControl
 from aldctl.engine.devices import Tool
 from aldctl.engine.events import EventBus, Message, State, StateChanged
@@ -136,6 +138,7 @@ class DriverTrial:
         self._ending = False
         self._aborted: asyncio.Event | None = None
         self._valve_open = False
+        self._rf_on = False
         self._cut: str | None = None
         self.holds = 0
 
@@ -211,8 +214,12 @@ class DriverTrial:
             await self.control.interrupt.wait()
             if self.control.abort_reason is None and self.control.hold_reason is not None:
                 self.holds += 1
-                if self._valve_open:
+                if self._valve_open or self._rf_on:
                     self._cut = self.control.hold_reason
+                if self._rf_on:
+                    # No plasma through a hold (its pressure, its gas): the step it cut ends
+                    # the trial, as a pulse the hold cut does.
+                    await self._plasma_off(None)
                 errors = await close_dose_valves(self.devices, self.tool.safety.safe_state_timeout)
                 await self.devices.set_pump_isolation(True)
                 bad = {k: str(v) for k, v in errors.items() if v is not None}
@@ -305,12 +312,26 @@ class DriverTrial:
             await asyncio.sleep(delay)
 
     async def _pressure(self) -> tuple[float, float | None]:
-        """(time of the reading, Torr): the midpoint of the transaction."""
+        """(time of the reading, Torr): when the gauge was asked, where its driver knows it,
+        else the midpoint of the call.
+
+        Not the call's midpoint where the driver knows better: once a second the safety
+        monitor polls the gauge too, and a reading asked for meanwhile waits for the bus, so
+        the call starts up to a transaction (~55 ms at 9600 baud) before the gauge is asked.
+        Dated at the call's midpoint, that reading sat 20-45 ms early on a decay of
+        tau ~0.14 s (up to 30 % low for its time): one such point per pulse, wherever the
+        monitor's poll fell, moved the fitted residence time by +-10 % from pulse to pulse
+        and with the machine's load, and the pulse areas and the valve's dead width with it.
+        """
         gauge = self.devices.gauge
         if gauge is None:
             return self._now(), None
+        assert self.loop is not None
         t = self._now()
         r = await gauge.read_pressure()
+        if r.asked_at is not None:
+            # The driver's clock is time.monotonic(); the loop's may differ by an offset.
+            return r.asked_at + (self.loop.time() - time.monotonic()) - self.t0, r.pressure_torr
         return 0.5 * (t + self._now()), r.pressure_torr
 
     async def _baseline(self) -> float:
@@ -393,6 +414,77 @@ class DriverTrial:
             self.journal.set_pulse_area(1, area)
         await self._sleep_until(end)
         return (area, ts, ps, base) if record else None
+
+    async def _plasma(self, step: Any, purge_s: float) -> None:
+        """A cycle's plasma step as a run drives it: the step's compiled actions (feed gas,
+        RF on after the stabilising time, the ignition check, RF and gas off), each through
+        the run's permissive (RF on only inside the source's pressure window) and applied as
+        the run applies it (aldctl/engine/actions.py); the safety monitor watches the
+        reflected power from the ignition time on. RF goes off however the step ends: at its
+        end, a failed check, a device error, a hold (the guard turns it off at once), an
+        abort or Ctrl-C (the guard's safe state, and here too)."""
+        assert self.safety is not None
+        assert self.loop is not None
+        ps = self.tool.plasma
+        if self.devices.plasma is None or ps is None:
+            msg = "the recipe's plasma step needs a plasma source; the tool has none"
+            raise TrialAborted(msg)
+        channel = f"plasma.{step.gas}"
+        if channel not in self.devices.flows:
+            msg = f"the recipe's plasma step needs a flow channel '{channel}'; the tool has none"
+            raise TrialAborted(msg)
+        ignition = float(ps.ignition_time) if step.ignition_check else None
+        actions = s.plasma_actions(
+            step.gas, step.flow_sccm, step.power_w, step.stabilize_s, step.time_s, ignition
+        )
+        while self.control.hold_reason is not None:  # noqa: ASYNC110 (the guard releases it)
+            await asyncio.sleep(0.05)
+        t0 = self._now()
+        end = t0 + step.stabilize_s + step.time_s + purge_s
+        fed = False
+        try:
+            for a in actions:
+                await self._sleep_until(t0 + a.offset_ns / NS)
+                if self._cut is not None:
+                    raise TrialAborted(f"a hold ended a plasma step ({self._cut})")
+                why = self.safety.permit(a)
+                if why is not None:
+                    with contextlib.suppress(CommandRefused):
+                        self.control.abort(why, who="permissive")
+                    raise TrialAborted(why)
+                if a.kind is ActionKind.RF_ON:
+                    self._rf_on = True  # before the command: a hold meanwhile turns it off
+                try:
+                    await apply_action(self.devices, a)
+                except ActionFailed as exc:
+                    with contextlib.suppress(CommandRefused):
+                        self.control.abort(str(exc), who="trial")
+                    raise TrialAborted(str(exc)) from None
+                if a.kind is ActionKind.RF_OFF:
+                    self._rf_on = False
+                if a.kind is ActionKind.SET_FLOW:
+                    fed = bool(a.value)
+                self.safety.note_action(a, self.loop.time())
+        finally:
+            if self._rf_on or fed:
+                await self._plasma_off(channel)
+        self._publish(f"trial: {step.gas} plasma {step.power_w:g} W for {step.time_s:g} s")
+        await self._sleep_until(end)
+
+    async def _plasma_off(self, channel: str | None) -> None:
+        """RF off (and the feed gas, given its channel), on the way out of a plasma step or at
+        a hold; an error is left to the safe state that follows, which turns RF off too."""
+        assert self.safety is not None
+        assert self.loop is not None
+        plasma = self.devices.plasma
+        if self._rf_on and plasma is not None:
+            with contextlib.suppress(Exception):
+                await plasma.rf_off()
+                self._rf_on = False
+                self.safety.note_action(Action(0, ActionKind.RF_OFF, "plasma"), self.loop.time())
+        if channel is not None and channel in self.devices.flows:
+            with contextlib.suppress(Exception):
+                await self.devices.flows[channel].set_flow(0.0)
 
     async def _open_close(
         self, bank: ValveBank, ch: int, t0: float, width_s: float, line: str, chem: str
@@ -538,10 +630,7 @@ class DriverTrial:
         return self._call(self._pulse(chem, width_s, purge_s, record))
 
     def plasma(self, step: Any, purge_s: float) -> None:
-        # Not driven on a real tool yet (RF, its feed gas and the ignition check under the
-        # plasma permissive): the front end refuses such cycles before anything is dosed.
-        msg = "plasma steps are not run by the trial on a real tool"
-        raise TrialAborted(msg)
+        self._call(self._plasma(step, purge_s))
 
     def now_s(self) -> float:
         return self._now()

@@ -739,21 +739,13 @@ class _Compiler:
         if chemistry.lookup(chem) is None:
             self.d.warning(f"no plasma chemistry '{chem}' in the catalogue", step.loc)
         self._check_sequence(chem, step.loc)
-        stab = to_ns(step.stabilize_s)
-        on = to_ns(step.duration_s)
-        b.act(0, ActionKind.SET_FLOW, channel, step.flow_sccm, loc=step.loc)
-        b.act(stab, ActionKind.RF_ON, chem, step.power_w, loc=step.loc)
-        if ps is not None and step.ignition_check and step.duration_s > ps.ignition_time:
-            b.act(
-                stab + to_ns(ps.ignition_time),
-                ActionKind.CHECK_PLASMA,
-                chem,
-                step.power_w,
-                loc=step.loc,
-            )
-        b.act(stab + on, ActionKind.RF_OFF, chem, loc=step.loc)
-        b.act(stab + on, ActionKind.SET_FLOW, channel, 0.0, loc=step.loc)
-        b.span(stab + on, _step_label(step))
+        ignition = ps.ignition_time if ps is not None and step.ignition_check else None
+        actions = s.plasma_actions(
+            step.gas, step.flow_sccm, step.power_w, step.stabilize_s, step.duration_s, ignition
+        )
+        for a in actions:
+            b.act(a.offset_ns, a.kind, a.target, a.value, loc=step.loc)
+        b.span(to_ns(step.stabilize_s) + to_ns(step.duration_s), _step_label(step))
 
     def _pressure_torr(self, extra_sccm: float) -> float | None:
         tau = self.tool.chamber.residence_time

@@ -65,6 +65,34 @@ class Action:
     loc: Location | None = None
 
 
+def plasma_actions(
+    gas: str,
+    flow_sccm: float,
+    power_w: float,
+    stabilize_s: float,
+    duration_s: float,
+    ignition_s: float | None,
+) -> list[Action]:
+    """A plasma step's actions, offsets from its start: the feed gas on, RF on after the
+    stabilising time, the ignition check ``ignition_s`` later (None: no check; none either
+    when the plasma is not on for longer), RF and feed off at the end
+    (``stabilize_s + duration_s``). The run and the tuning trial on a real tool both drive
+    these (aldctl/engine/trialtool.py)."""
+    chem = f"{gas}-plasma"
+    channel = f"plasma.{gas}"
+    stab = to_ns(stabilize_s)
+    end = stab + to_ns(duration_s)
+    out = [
+        Action(0, ActionKind.SET_FLOW, channel, flow_sccm),
+        Action(stab, ActionKind.RF_ON, chem, power_w),
+    ]
+    if ignition_s is not None and duration_s > ignition_s:
+        out.append(Action(stab + to_ns(ignition_s), ActionKind.CHECK_PLASMA, chem, power_w))
+    out.append(Action(end, ActionKind.RF_OFF, chem))
+    out.append(Action(end, ActionKind.SET_FLOW, channel, 0.0))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     """Where a recipe step sits in a timed phase (for progress and reports)."""

@@ -121,7 +121,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from pymodbus.constants import ExcCodes
@@ -492,6 +493,8 @@ class ModbusDioModule:
         self._write_output(ch, True, "pulse", at=start)
         handle = loop.call_at(end, self._end_pulse, ch, end)
         self._pulses[ch] = (handle, end)
+        # The end is known now: the model makes it at `end` even if the timer fires late.
+        self._to_plant(ch, "schedule", end)
 
     def _end_pulse(self, ch: int, end: float) -> None:
         # A real module times the pulse in hardware: its output drops at `end`, whenever
@@ -504,6 +507,24 @@ class ModbusDioModule:
         pulse = self._pulses.pop(ch, None)
         if pulse is not None:
             pulse[0].cancel()
+            self._to_plant(ch, "unschedule", 0.0)
+
+    def _to_plant(self, ch: int, what: str, at: float) -> None:
+        """Schedule (or drop) a pulse's end in the plant, on the model's loop."""
+        line = self.lines.get(ch)
+        if line is None:
+            return
+        if what == "schedule":
+            is_open = ch in self.normally_open  # the valve with its output off, as wired
+            call: Callable[[], None] = partial(self.plant.schedule_valve, line, is_open, at)
+        else:
+            call = partial(self.plant.unschedule, line)
+        if self._main is None:
+            call()
+        else:
+            # RuntimeError: the simulator's loop has closed (shutting down), as above
+            with contextlib.suppress(RuntimeError):
+                self._main.call_soon_threadsafe(call)
 
     def check(self, pdu: ModbusPDU) -> ExcCodes | None:
         """What the module refuses before its datastore sees the request: everything but

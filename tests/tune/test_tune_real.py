@@ -414,8 +414,13 @@ pressure areas, the valve's dead width and the residence time, all through the w
 
 
 def test_the_real_trial_readings_agree_with_the_simulated_tool_in_ci(
-    tmp_path: Path, served: Any
+    tmp_path: Path, served: Any, campaign: bool
 ) -> None:
+    if not campaign:
+        # CI runs the same design and readings on the PEALD recipe instead (TMA through the
+        # wire as here, the O2 plasma in place of water: test_tune_real_plasma.py), which
+        # costs the same ~31 s; this thermal one runs under --campaign.
+        pytest.skip("the thermal CI-design agreement runs under --campaign; CI runs PEALD's")
     srv = served(FAST_PUMP)
     recipe = fast_recipe(tmp_path)
     prepared = prepare(recipe, srv.tool, ())
