@@ -585,11 +585,17 @@ class Runner:
     async def _hold(self) -> None:
         reason = self.control.hold_reason or "hold"
         source = self.control.hold_source or "hold"
-        errors = await close_dose_valves(self.tool, self.tool.config.safety.safe_state_timeout)
+        errors = await close_dose_valves(
+            self.tool, self.tool.config.safety.safe_state_timeout, rf_off=True
+        )
         self.pending.clear()
+        if "plasma" in errors:
+            # commanded off either way: the retried unit lights it again after its checks
+            self.safety.rf_on = False
         bad = {k: str(v) for k, v in errors.items() if v is not None}
         if bad:
-            raise RunAborted(f"hold could not close valves: {bad}")
+            what = "close valves" if any(k != "plasma" for k in bad) else "turn the RF off"
+            raise RunAborted(f"hold could not {what}: {bad}")
         stuck = await self._stuck_open()
         if stuck:
             names = ", ".join(stuck)

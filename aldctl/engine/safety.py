@@ -677,11 +677,17 @@ class Safety:
             await self.clock.sleep_until(next_t, precise=False)
 
 
-async def close_dose_valves(tool: Tool, timeout_s: float) -> dict[str, BaseException | None]:
-    """Close every line's valve (all at once, bounded)."""
+async def close_dose_valves(
+    tool: Tool, timeout_s: float, *, rf_off: bool = False
+) -> dict[str, BaseException | None]:
+    """Close every line's valve (all at once, bounded); with ``rf_off``, turn the plasma
+    source's RF off in the same breath (a hold: a plasma must not burn on while the chamber
+    is out of band, nor for as long as the hold lasts)."""
     calls: dict[str, Callable[[], Awaitable[None]]] = {}
     for line, (bank, ch) in tool.valves.items():
         calls[f"valve {line}"] = _bind(bank.set_valve, ch, False)
+    if rf_off and tool.plasma is not None:
+        calls["plasma"] = tool.plasma.rf_off
     return await gather_bounded(calls, timeout_s)
 
 
