@@ -71,6 +71,10 @@ VALVE_STROKE_S = 0.25
 PHASE_PREP_S = 0.002
 """In real time the executor wakes this long before a phase's end (see ``_body``)."""
 
+ANNOUNCE_SLACK_S = 0.02
+"""A step that begins less than this before the executor's next wake-up is announced
+without a wake-up of its own (one more timer so close to a valve edge would crowd it)."""
+
 
 def after_words(read_back: str) -> str:
     """ "after teardown" or "after the abort", for a run's ``read_back``."""
@@ -853,11 +857,7 @@ class Runner:
             si = 0
             for offset, _, kind, action in self._events(phase):
                 deadline = anchor + offset / NS
-                while si < len(spans) and spans[si].start_ns <= offset:
-                    sp = spans[si]
-                    dur = (sp.end_ns - sp.start_ns) / NS
-                    self.bus.publish(StepStarted(self.now(), sp.label, where, dur))
-                    si += 1
+                si = await self._announce(spans, si, offset, anchor, where)
                 warm = self._warmer(kind, action) if self.clock.realtime else None
                 await self.clock.sleep_until(deadline, warm=warm)
                 if kind == "open":
@@ -868,15 +868,21 @@ class Runner:
                     await self._hw_pulse(action, deadline, unit)
                 else:
                     await self._action(action, deadline, unit)
+                # steps that begin with this edge: announced once it is out, so that in
+                # real time the announcement never sits between the deadline and the edge
+                while si < len(spans) and spans[si].start_ns <= offset:
+                    self._step_started(spans[si], where)
+                    si += 1
             end = anchor + phase.duration_ns / NS
+            si = await self._announce(spans, si, phase.duration_ns, anchor, where)
             last = i == len(phases) - 1
             if last and unit is not None and end - self.clock.now() > 2 * COMMIT_MARGIN_S:
                 t_start = anchor - self.t0
                 await self.clock.sleep_until(end - COMMIT_MARGIN_S, precise=False)
                 self._checkpoint(unit, t_start)
                 committed = True
-            while si < len(spans):
-                self.bus.publish(StepStarted(self.now(), spans[si].label, where))
+            while si < len(spans):  # empty steps at the phase's very end
+                self._step_started(spans[si], where)
                 si += 1
             if self.clock.realtime:
                 # Wake a little before the phase's end, not at it: the bookkeeping between
@@ -888,6 +894,27 @@ class Runner:
                 await self.clock.sleep_until(end)
             self.anchor = end
         return committed
+
+    async def _announce(
+        self, spans: Any, si: int, before_ns: int, anchor: float, where: str
+    ) -> int:
+        """Announce the steps from ``spans[si]`` on that begin before ``before_ns`` into the
+        phase, each when it begins; the index of the first one left."""
+        # A step is announced when it begins, not when the executor starts waiting for its
+        # first edge: a plasma step after a 5 s purge was shown (and the fault campaign's
+        # "plasma" phase injected) for the whole purge. A step that begins without an edge
+        # of its own (a wait) is woken for.
+        while si < len(spans) and spans[si].start_ns < before_ns:
+            sp = spans[si]
+            at = anchor + sp.start_ns / NS
+            if at - self.clock.now() > ANNOUNCE_SLACK_S:
+                await self.clock.sleep_until(at, precise=False)
+            self._step_started(sp, where)
+            si += 1
+        return si
+
+    def _step_started(self, sp: Any, where: str) -> None:
+        self.bus.publish(StepStarted(self.now(), sp.label, where, (sp.end_ns - sp.start_ns) / NS))
 
     def _warmer(self, kind: str, a: Action) -> Callable[[], None] | None:
         """For a valve edge on the wall clock: what :meth:`_open` / :meth:`_close` read

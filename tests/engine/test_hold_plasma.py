@@ -46,3 +46,26 @@ def test_a_hold_during_a_plasma_step_turns_the_rf_off(sim_run: Run) -> None:
     assert seen["rf_later"] is False
     # back in band, the plasma step is retried from its start and the run completes
     assert result.outcome == "complete", result.reason
+
+
+def test_each_step_is_announced_when_it_begins(sim_run: Run) -> None:
+    # The console's "step" line and the fault campaign's phases read these announcements.
+    # On 3a00638 a step was announced when the executor began waiting for its first edge:
+    # the plasma step at the start of the 5 s purge before it.
+    result, h = sim_run(PEALD, sets=("cycles=2",))
+    assert result.outcome == "complete", result.reason
+    units = [e for e in h.events if isinstance(e, UnitStarted)]
+    steps = [e for e in h.events if isinstance(e, StepStarted) and e.phase == "main"]
+    assert len(units) == 2
+    for u in units:
+        mine = [e for e in steps if u.t <= e.t < u.t + u.duration_s]
+        # pulse 15 ms, purge 5 s, plasma 2 s of gas + 5 s of RF, purge 5 s
+        assert [e.label for e in mine] == [
+            "pulse TMA 15 ms",
+            "purge 5 s",
+            "O2 plasma 200 W 5 s",
+            "purge 5 s",
+        ]
+        starts = [round(e.t - u.t, 3) for e in mine]
+        assert starts == [0.0, 0.015, 5.015, 12.015]
+        assert [e.duration_s for e in mine] == [0.015, 5.0, 7.0, 5.0]
