@@ -596,9 +596,15 @@ class Runner:
         if "plasma" in errors:
             # commanded off either way: the retried unit lights it again after its checks
             self.safety.rf_on = False
+        t = self.clock.now()
+        for key in errors:
+            if key.startswith("flow "):  # a plasma gas, off: the flow check must know
+                self.safety.note_action(
+                    Action(0, ActionKind.SET_FLOW, key.removeprefix("flow "), 0.0), t
+                )
         bad = {k: str(v) for k, v in errors.items() if v is not None}
         if bad:
-            what = "close valves" if any(k != "plasma" for k in bad) else "turn the RF off"
+            what = "close valves" if any(k.startswith("valve") for k in bad) else "stop the plasma"
             raise RunAborted(f"hold could not {what}: {bad}")
         stuck = await self._stuck_open()
         if stuck:

@@ -681,13 +681,18 @@ async def close_dose_valves(
     tool: Tool, timeout_s: float, *, rf_off: bool = False
 ) -> dict[str, BaseException | None]:
     """Close every line's valve (all at once, bounded); with ``rf_off``, turn the plasma
-    source's RF off in the same breath (a hold: a plasma must not burn on while the chamber
-    is out of band, nor for as long as the hold lasts)."""
+    source's RF and its feed gases off in the same breath (a hold: a plasma must not burn on
+    while the chamber is out of band, nor for as long as the hold lasts, and the retried
+    unit starts from its first dose, which must not meet a plasma's gas still flowing)."""
     calls: dict[str, Callable[[], Awaitable[None]]] = {}
     for line, (bank, ch) in tool.valves.items():
         calls[f"valve {line}"] = _bind(bank.set_valve, ch, False)
-    if rf_off and tool.plasma is not None:
-        calls["plasma"] = tool.plasma.rf_off
+    if rf_off:
+        if tool.plasma is not None:
+            calls["plasma"] = tool.plasma.rf_off
+        for name in tool.flows:
+            if name.startswith("plasma."):
+                calls[f"flow {name}"] = _bind(tool.flows[name].set_flow, 0.0)
     return await gather_bounded(calls, timeout_s)
 
 

@@ -33,6 +33,7 @@ def test_a_hold_during_a_plasma_step_turns_the_rf_off(sim_run: Run) -> None:
         fault = h.sim.sync().faults.inject("gauge_drift", "chamber", offset_torr=2.0)
         await h.until(lambda e: isinstance(e, StateChanged) and e.state is State.HELD)
         seen["rf_held"] = h.sim.sync().read_plasma().on
+        seen["o2_held"] = h.sim.sync().read_mfc("plasma.O2").setpoint_sccm
         await asyncio.sleep(5.0)
         seen["rf_later"] = h.sim.sync().read_plasma().on
         h.sim.sync().faults.clear(fault)
@@ -43,6 +44,8 @@ def test_a_hold_during_a_plasma_step_turns_the_rf_off(sim_run: Run) -> None:
     assert holds[0].source == "pressure"
     assert seen["rf_before"] is True  # the hold did land in the plasma
     assert seen["rf_held"] is False
+    # nor its feed gas: the retried unit starts with its TMA dose
+    assert seen["o2_held"] == 0.0
     assert seen["rf_later"] is False
     # back in band, the plasma step is retried from its start and the run completes
     assert result.outcome == "complete", result.reason
