@@ -49,6 +49,14 @@ def test_tune_recipe_writes_overrides_a_patched_copy_and_a_report(
     html = page.read_text()
     assert "saturation curve" in html
     assert "data:image/png;base64," in html
+    # Purges under the tool's purge rule are named, and they are exactly the ones `aldctl
+    # validate` then warns about in the patched copy: the user hears of it from tune first.
+    assert data["purge_rule_s"] == pytest.approx(7 * 0.45)
+    named = set(data["purges_under_rule"])
+    assert named == {k for k, v in data["lines"].items() if v["purge_s"] < data["purge_rule_s"]}
+    res = run_cli("validate", str(out))
+    warned = [ln for ln in res.err.splitlines() + res.out.splitlines() if "residence times" in ln]
+    assert bool(warned) == bool(named)
 
 
 def test_tune_recipe_errors(run_cli: CliRun, tmp_path: Path) -> None:
