@@ -139,6 +139,8 @@ class DriverTrial:
         self._aborted: asyncio.Event | None = None
         self._valve_open = False
         self._rf_on = False
+        self._plasma_gas: str | None = None
+        """The feed gas's channel while a plasma step runs (gas on, RF on or not yet)."""
         self._cut: str | None = None
         self.holds = 0
 
@@ -214,12 +216,12 @@ class DriverTrial:
             await self.control.interrupt.wait()
             if self.control.abort_reason is None and self.control.hold_reason is not None:
                 self.holds += 1
-                if self._valve_open or self._rf_on:
+                if self._valve_open or self._rf_on or self._plasma_gas is not None:
                     self._cut = self.control.hold_reason
-                if self._rf_on:
-                    # No plasma through a hold (its pressure, its gas): the step it cut ends
-                    # the trial, as a pulse the hold cut does.
-                    await self._plasma_off(None)
+                if self._rf_on or self._plasma_gas is not None:
+                    # No plasma through a hold (its pressure, its gas), nor its gas while it
+                    # stabilises: the step it cut ends the trial, as a pulse the hold cut does.
+                    await self._plasma_off(self._plasma_gas)
                 errors = await close_dose_valves(self.devices, self.tool.safety.safe_state_timeout)
                 await self.devices.set_pump_isolation(True)
                 bad = {k: str(v) for k, v in errors.items() if v is not None}
@@ -442,6 +444,7 @@ class DriverTrial:
         t0 = self._now()
         end = t0 + step.stabilize_s + step.time_s + purge_s
         fed = False
+        self._plasma_gas = channel
         try:
             for a in actions:
                 await self._sleep_until(t0 + a.offset_ns / NS)
@@ -460,16 +463,28 @@ class DriverTrial:
                     with contextlib.suppress(CommandRefused):
                         self.control.abort(str(exc), who="trial")
                     raise TrialAborted(str(exc)) from None
+                cut = self._cut_by_hold()
+                if cut is not None:
+                    # A hold came while the command was on the wire: the guard's RF off may
+                    # have gone out before this RF on, so the RF may be lit again.
+                    self._rf_on = self._rf_on or a.kind is ActionKind.RF_ON
+                    raise TrialAborted(f"a hold ended a plasma step ({cut})")
                 if a.kind is ActionKind.RF_OFF:
                     self._rf_on = False
                 if a.kind is ActionKind.SET_FLOW:
                     fed = bool(a.value)
                 self.safety.note_action(a, self.loop.time())
         finally:
+            self._plasma_gas = None
             if self._rf_on or fed:
                 await self._plasma_off(channel)
         self._publish(f"trial: {step.gas} plasma {step.power_w:g} W for {step.time_s:g} s")
         await self._sleep_until(end)
+
+    def _cut_by_hold(self) -> str | None:
+        """The hold that cut the current pulse or plasma step (the guard sets it while the
+        step awaits its devices)."""
+        return self._cut
 
     async def _plasma_off(self, channel: str | None) -> None:
         """RF off (and the feed gas, given its channel), on the way out of a plasma step or at

@@ -184,3 +184,80 @@ def test_a_plasma_that_does_not_ignite_ends_the_trial_with_one_error_line_and_rf
     outcome, reason, _ = _journal_run(tmp_path / "data")
     assert outcome == "aborted"
     assert "did not ignite" in reason
+
+
+def _held_trial_plasma(tmp_path: Path, served: Any, hold_at: str) -> tuple[Any, list[Any]]:
+    """A plasma step of the trial, through the real drivers, with a hold landing either
+    while its gas stabilises (``"stabilise"``) or while its RF-on command is on the wire
+    (``"rf_on"``, the power setpoint's transaction made slow). Returns what ``plasma``
+    raised and samples (held?, RF lit?) of the emulated reactor every 20 ms."""
+    import asyncio
+    import threading
+
+    from aldctl.engine.control import State
+    from aldctl.engine.trialtool import TrialAborted
+
+    srv = served(PLASMA_TOOL)
+    recipe = peald_recipe(tmp_path)
+    ((_, doses),) = all_cycle_doses(recipe)
+    step = doses[1].plasma
+    plant = srv.server.plant
+    samples: list[tuple[bool, bool]] = []
+    raised: list[Any] = []
+
+    def body(trial: Any) -> None:
+        if hold_at == "rf_on":
+            plasma = trial.devices.plasma
+            set_power = plasma.set_power
+
+            async def slow_set_power(w: float) -> None:
+                trial.control.hold("test hold", "operator")
+                await asyncio.sleep(0.05)
+                await set_power(w)
+
+            plasma.set_power = slow_set_power
+        else:
+
+            def hold() -> None:
+                time.sleep(0.1)
+                trial.loop.call_soon_threadsafe(trial.control.hold, "test hold", "operator")
+
+            threading.Thread(target=hold, daemon=True).start()
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                held = trial.control.state is State.HELD
+                samples.append((held, plant.sync().read_plasma().on))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            trial.plasma(step, 0.5)
+        except TrialAborted as exc:
+            raised.append(exc)
+        time.sleep(0.3)  # what the plant does after the step has given up
+        stop.set()
+        watcher.join()
+
+    _driver_trial(srv, recipe, body)
+    return raised, samples
+
+
+@pytest.mark.parametrize("hold_at", ["stabilise", "rf_on"])
+def test_a_hold_in_a_trials_plasma_step_never_leaves_the_rf_lit(
+    tmp_path: Path, served: Any, hold_at: str
+) -> None:
+    # Before the fix (main 9389f7f, the first plasma trials on a real tool): a hold while
+    # the gas stabilised was not seen as cutting the step, so the RF was lit while held and
+    # the step went on; a hold while the RF-on command was on the wire was followed by that
+    # command, and the RF burnt with its gas off until the trial's end.
+    raised, samples = _held_trial_plasma(tmp_path, served, hold_at)
+    assert raised, "the hold must end the plasma step"
+    assert "a hold ended a plasma step" in str(raised[0])
+    assert any(held for held, _ in samples)
+    assert samples[-1][1] is False  # after the step: RF off
+    lit_while_held = [i for i, (held, lit) in enumerate(samples) if held and lit]
+    # a sample may catch the RF in the milliseconds of the race itself, never for long
+    assert len(lit_while_held) <= 2, samples
