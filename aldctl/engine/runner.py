@@ -216,6 +216,7 @@ class Runner:
         self.timing = TimingStats()
         self.warnings: list[str] = []
         self.setpoints: dict[tuple[ActionKind, str], Action] = {}
+        self.unit_plasma_flows: dict[str, float] = {}
         self.ramp_rates: dict[str, float | None] = {}
         self.pending: dict[str, _Pending] = {}
         self.events_cache: dict[int, list[tuple[int, int, str, Action]]] = {}
@@ -599,9 +600,9 @@ class Runner:
         t = self.clock.now()
         for key in errors:
             if key.startswith("flow "):  # a plasma gas, off: the flow check must know
-                self.safety.note_action(
-                    Action(0, ActionKind.SET_FLOW, key.removeprefix("flow "), 0.0), t
-                )
+                off = Action(0, ActionKind.SET_FLOW, key.removeprefix("flow "), 0.0)
+                self.setpoints[(ActionKind.SET_FLOW, off.target)] = off
+                self.safety.note_action(off, t)
         bad = {k: str(v) for k, v in errors.items() if v is not None}
         if bad:
             what = "close valves" if any(k.startswith("valve") for k in bad) else "stop the plasma"
@@ -662,7 +663,23 @@ class Runner:
             self.held_s += dt
             self.held_unit_s += dt
         self.control.release_hold()
+        await self._restore_plasma_flows()
         self._set_state(State.RUNNING, f"resumed after hold ({reason}; held {dt:.0f} s)")
+
+    async def _restore_plasma_flows(self) -> None:
+        """The hold set every plasma gas to zero; the retried unit starts with them as it
+        found them (a plasma step's own gas was off then, a background gas on)."""
+        if self.in_setup:
+            return  # setup is retried from its start and sets its gases again
+        for name, sccm in self.unit_plasma_flows.items():
+            if sccm > 0:
+                a = Action(0, ActionKind.SET_FLOW, name, sccm)
+                try:
+                    await apply_action(self.tool, a, self.ramp_rates)
+                except ActionFailed as exc:
+                    raise RunAborted(f"after the hold: {exc}") from None
+                self.setpoints[(ActionKind.SET_FLOW, name)] = a
+                self.safety.note_action(a, self.clock.now())
 
     async def _stuck_open(self) -> list[str]:
         """Dose lines whose valve still reads open after being commanded closed twice, a
@@ -747,6 +764,13 @@ class Runner:
                     break
             self.current = unit
             self.unit_pulses.clear()
+            # the plasma gases as the unit found them: what a hold restores before the
+            # unit is retried (a background flow set by `set:` is not the unit's to send)
+            self.unit_plasma_flows = {
+                t: a.value or 0.0
+                for (k, t), a in self.setpoints.items()
+                if k is ActionKind.SET_FLOW and t.startswith("plasma.")
+            }
             total = self.schedule.units
             passes = unit.loop.repeat if unit.loop is not None else 1
             self.bus.publish(
