@@ -417,7 +417,15 @@ class Runner:
             # An abort is when the operator most needs to know: the safe state is read
             # back as after teardown (the helpers still run: the valve module's heartbeat,
             # the limits), bounded, with a device that no longer answers named as such.
-            reason += await self._read_back_after_abort()
+            try:
+                reason += await self._read_back_after_abort()
+            except asyncio.CancelledError:
+                # Ctrl-C while reading back: the safe state is already driven; the record
+                # still gets its outcome and the helpers still stop.
+                reason += "; the safe state's read-back was interrupted"
+                self._finish(outcome, reason, wall0, safe_errors)
+                await self._stop_helpers(helpers)
+                raise
         await self._stop_helpers(helpers)
         if self.journal_error is not None and outcome == "complete":
             outcome, reason = "aborted", f"journal cannot be written: {self.journal_error}"

@@ -157,3 +157,35 @@ def test_a_dose_valve_stuck_open_mid_cycle_aborts_too(
     assert result.held_s < 5.0
     msgs = [e.text for e in h.events if isinstance(e, Message)]
     assert any(m.startswith("reading the safe state back") for m in msgs), msgs
+
+
+def test_ctrl_c_during_the_read_back_still_records_the_outcome_and_stops_the_helpers(
+    sim_run: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Before the fix (main 9389f7f): a cancellation while the safe state was read back
+    # escaped without the journal's outcome and left the safety monitor and the valve
+    # heartbeat running.
+    import pytest
+
+    from aldctl.engine.events import UnitStarted
+    from aldctl.engine.journal import Journal
+
+    info: dict[str, Any] = {}
+
+    async def script(h: Any) -> None:
+        await h.until(lambda e: isinstance(e, UnitStarted) and e.index == 2)
+        h.control.abort("operator abort", who="operator")
+        await h.until(lambda e: isinstance(e, Message) and "reading the safe state back" in e.text)
+        await asyncio.sleep(0.5)
+        (run,) = [t for t in asyncio.all_tasks() if t.get_name() == "run"]
+        run.cancel()
+        await asyncio.sleep(5.0)
+        info["alive"] = sorted(t.get_name() for t in asyncio.all_tasks() if not t.done())
+
+    with pytest.raises(asyncio.CancelledError):
+        sim_run(RECIPE, sets=("cycles=6",), script=script, data_dir=tmp_path / "data")
+    helpers = {"safety-monitor", "valve-heartbeat", "pressure-trace", "pressure-watch"}
+    assert not helpers & set(info["alive"]), info
+    runs = Journal(tmp_path / "data").runs()
+    assert runs[0].outcome == "aborted"
+    assert "read-back was interrupted" in runs[0].reason
