@@ -505,8 +505,15 @@ class ModbusDioModule:
 
     def _cancel_pulse(self, ch: int) -> None:
         pulse = self._pulses.pop(ch, None)
-        if pulse is not None:
-            pulse[0].cancel()
+        if pulse is None:
+            return
+        handle, end = pulse
+        handle.cancel()
+        if end <= (self.arrival or time.monotonic()):
+            # Its end came before this command did (the timer is late): the module dropped
+            # the output then, so the model gets that edge rather than losing it.
+            self._write_output(ch, False, "pulse", at=end)
+        else:
             self._to_plant(ch, "unschedule", 0.0)
 
     def _to_plant(self, ch: int, what: str, at: float) -> None:

@@ -187,6 +187,46 @@ def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer
     assert not after, "the model's valve stayed open past the module's pulse end"
 
 
+def test_a_new_pulse_after_a_late_timer_does_not_drop_the_previous_pulses_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The emulator's timer is late and the line is pulsed again after the first pulse's
+    # end: the module dropped that output at its end, so the model has two pulses. Before
+    # (main 9389f7f) the second command cancelled the first pulse's end not yet made in the
+    # model, and the model's valve stayed open from the first opening to the second end.
+    import asyncio
+
+    import sim.devices.modbus_dio as dio
+
+    end_pulse = dio.ModbusDioModule._end_pulse
+
+    def late(self: Any, ch: int, end: float) -> None:
+        asyncio.get_running_loop().call_later(0.15, end_pulse, self, ch, end)
+
+    monkeypatch.setattr(dio.ModbusDioModule, "_end_pulse", late)
+    srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
+    plant = srv.server.plant
+    try:
+
+        def body(trial: Any) -> int:
+            async def pulses() -> int:
+                bank, ch = trial.devices.valves["TMA"]
+                before = plant.sync().truth().valve_actuations["TMA"]
+                await bank.pulse(ch, 0.04)
+                await asyncio.sleep(0.07)  # over, but the late timer has not fired
+                await bank.pulse(ch, 0.04)  # nothing asked the model in between
+                await asyncio.sleep(0.3)
+                return int(plant.sync().truth().valve_actuations["TMA"] - before)
+
+            return trial._call(pulses())
+
+        opened, errors = _driver_trial(srv, fast_recipe(tmp_path), body)
+    finally:
+        srv.stop()
+    assert errors == {}
+    assert opened == 2  # two pulses in the model, not one long one
+
+
 def test_a_module_timed_pulse_keeps_its_width_in_the_model_when_its_opening_comes_late(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
