@@ -510,6 +510,8 @@ class PulseMonitor:
                 return  # the line pulsed again meanwhile: the output is that pulse's
             asked = clock.now()
             on_after = await self._output(bank, channel)
+            if self.module_pulses.get(line) != n:
+                return  # pulsed again while that read was on the wire: it may be its output
             if on_after is True and asked - ack > dur + tol:
                 self.watch.width(line, chem, dur, asked - ack, tol, "at least ")
                 # the module has not ended the dose: the host does

@@ -72,8 +72,8 @@ PHASE_PREP_S = 0.002
 """In real time the executor wakes this long before a phase's end (see ``_body``)."""
 
 ANNOUNCE_SLACK_S = 0.02
-"""A step that begins less than this before the executor's next wake-up is announced
-without a wake-up of its own (one more timer so close to a valve edge would crowd it)."""
+"""A step that begins less than this before the next valve edge is announced just after
+the edge, without a wake-up of its own (one more timer so close to an edge would crowd it)."""
 
 
 def after_words(read_back: str) -> str:
@@ -615,6 +615,11 @@ class Runner:
         if bad:
             what = "close valves" if any(k.startswith("valve") for k in bad) else "stop the plasma"
             raise RunAborted(f"hold could not {what}: {bad}")
+        if self.tool.pump_isolation is not None:
+            # A hold in an isolated phase (an exposure) must pump the chamber, or a pressure
+            # hold never clears (first: before the valves' read-back); the retried unit
+            # isolates it again from its start.
+            await self.tool.set_pump_isolation(True)
         stuck = await self._stuck_open()
         if stuck:
             names = ", ".join(stuck)
@@ -635,10 +640,6 @@ class Runner:
                 f"open and the carrier flowing, but the tool has no valve aldctl can close "
                 f"upstream of it: {manual}"
             )
-        if self.tool.pump_isolation is not None:
-            # A hold in an isolated phase (an exposure) must pump the chamber, or a pressure
-            # hold never clears; the retried unit isolates it again from its start.
-            await self.tool.set_pump_isolation(True)
         # A unit that trips the same hold every time it is retried would be re-dosed for
         # ever (each retry restarts the unit): count the trips, and keep the held time of
         # the unit across its holds so that hold_timeout means time, not time per hold.
@@ -942,10 +943,13 @@ class Runner:
         # first edge: a plasma step after a 5 s purge was shown (and the fault campaign's
         # "plasma" phase injected) for the whole purge. A step that begins without an edge
         # of its own (a wait) is woken for.
-        while si < len(spans) and spans[si].start_ns < before_ns:
+        # One that begins within ANNOUNCE_SLACK_S of the edge is left to be announced just
+        # after it: a wake-up of its own there would crowd the edge.
+        slack_ns = round(ANNOUNCE_SLACK_S * NS)
+        while si < len(spans) and spans[si].start_ns < before_ns - slack_ns:
             sp = spans[si]
             at = anchor + sp.start_ns / NS
-            if at - self.clock.now() > ANNOUNCE_SLACK_S:
+            if at > self.clock.now():
                 await self.clock.sleep_until(at, precise=False)
             self._step_started(sp, where)
             si += 1
