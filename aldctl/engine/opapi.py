@@ -105,6 +105,10 @@ def event_json(ev: Event) -> dict[str, Any]:
     return out
 
 
+DOSING_STATES = ("running", "starting", "pausing", "stopping")
+"""The run states in which a dose valve may be open."""
+
+
 @dataclass
 class AlarmRecord:
     id: int
@@ -157,7 +161,7 @@ class RunStatus:
         elif isinstance(ev, StateChanged):
             self.state = str(ev.state)
             self.reason = ev.reason
-            if self.state not in ("running", "starting", "pausing", "stopping"):
+            if self.state not in DOSING_STATES:
                 self.dosing.clear()  # abort and hold close the dose valves
         elif isinstance(ev, UnitStarted):
             self.unit = ev.index
@@ -210,7 +214,12 @@ class RunStatus:
             "eta_process_s": remaining,
             "values": dict(self.values),
             "lines": dict(self.lines),
-            "dosing": sorted(ln for ln, end in self.dosing.items() if end > self.t),
+            # Never a valve shown open once the run has left the states that dose (a dose
+            # event can trail the abort's; after an abort process time stands still, so its
+            # end would never pass).
+            "dosing": sorted(ln for ln, end in self.dosing.items() if end > self.t)
+            if self.state in DOSING_STATES
+            else [],
             "pulses": self.pulses,
             "alarms": [dataclasses.asdict(a) for a in self.alarms],
             "message": self.last_message,

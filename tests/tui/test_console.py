@@ -395,3 +395,32 @@ async def test_a_status_poll_after_an_abort_never_shows_a_valve_open(tmp_path: P
             await client.close()
     finally:
         await server.stop()
+
+
+def test_the_operator_api_never_reports_a_dose_of_a_run_that_has_left_the_dosing_states() -> None:
+    """A dose event can trail the abort's state change, and after an abort process time
+    stands still (the read-back is not recipe time), so that dose's end never passes: the
+    snapshot every console polls showed the TMA valve open on an aborted run. (A CI run of
+    `test_start_pause_resume_abort_from_the_console` on main c2e7540 showed TMA open after
+    an abort; this order is one way there, and the snapshot now holds the rule whatever the
+    order.)"""
+    from aldctl.engine.events import DoseStarted, Sample, State, StateChanged
+    from aldctl.engine.opapi import RunStatus
+
+    status = RunStatus(
+        run_id="r1", recipe="r", tool="t", units_total=10, planned_s=100.0,
+        lines={"TMA": "TMA", "H2O": "H2O"},
+    )  # fmt: skip
+    status.listener(StateChanged(t=10.0, state=State.ABORTING, previous=State.RUNNING))
+    status.listener(StateChanged(t=10.0, state=State.ABORTED, previous=State.ABORTING))
+    status.listener(DoseStarted(t=10.0, line="TMA", chemical="TMA", duration_s=0.015))
+    status.listener(Sample(t=10.0, values={"pressure": 0.5}))
+    assert status.snapshot()["dosing"] == []
+    # while the run doses, a dose in progress is reported
+    live = RunStatus(
+        run_id="r2", recipe="r", tool="t", units_total=10, planned_s=100.0,
+        lines={"TMA": "TMA"},
+    )  # fmt: skip
+    live.listener(StateChanged(t=1.0, state=State.RUNNING, previous=State.STARTING))
+    live.listener(DoseStarted(t=2.0, line="TMA", chemical="TMA", duration_s=0.5))
+    assert live.snapshot()["dosing"] == ["TMA"]

@@ -639,6 +639,8 @@ class Console(App[None]):
                 live = self.status.get("state") in DOSING_STATES
                 if dosing and live and not self.status.get("dosing"):
                     self.status["dosing"] = dosing
+                if not live:
+                    self.status["dosing"] = []
                 self.refresh_panels()
 
     # ------------------------------------------------------------------ actions
