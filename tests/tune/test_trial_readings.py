@@ -146,14 +146,9 @@ def test_the_growth_per_cycle_does_not_depend_on_when_the_qcm_readings_come(
     assert spread < 0.01, gains
 
 
-def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer_is_late(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A valve module times a pulse in hardware; the emulator's timer fires when its thread
-    # gets the CPU. Before: on a starved CPU it fired tens of ms late while the gauge's and
-    # the monitor's requests ran the model on with the valve still open, and a 10 ms TMA
-    # pulse delivered two to three times its gas (the trial's calibration areas through the
-    # wire jumped: 0.0067 then 0.0143 Torr s for the same 10 ms pulse, a dose off by +76 %).
+def _late_module_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulated valve module's pulse-end timer fires 0.15 s late (its thread starved of
+    the CPU); the pulse's true end is still the one the module computed."""
     import asyncio
 
     import sim.devices.modbus_dio as dio
@@ -164,6 +159,19 @@ def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer
         asyncio.get_running_loop().call_later(0.15, end_pulse, self, ch, end)
 
     monkeypatch.setattr(dio.ModbusDioModule, "_end_pulse", late)
+
+
+def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer_is_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A valve module times a pulse in hardware; the emulator's timer fires when its thread
+    # gets the CPU. Before: on a starved CPU it fired tens of ms late while the gauge's and
+    # the monitor's requests ran the model on with the valve still open, and a 10 ms TMA
+    # pulse delivered two to three times its gas (the trial's calibration areas through the
+    # wire jumped: 0.0067 then 0.0143 Torr s for the same 10 ms pulse, a dose off by +76 %).
+    import asyncio
+
+    _late_module_timer(monkeypatch)
     srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
     plant = srv.server.plant
     try:
@@ -196,14 +204,7 @@ def test_a_new_pulse_after_a_late_timer_does_not_drop_the_previous_pulses_end(
     # model, and the model's valve stayed open from the first opening to the second end.
     import asyncio
 
-    import sim.devices.modbus_dio as dio
-
-    end_pulse = dio.ModbusDioModule._end_pulse
-
-    def late(self: Any, ch: int, end: float) -> None:
-        asyncio.get_running_loop().call_later(0.15, end_pulse, self, ch, end)
-
-    monkeypatch.setattr(dio.ModbusDioModule, "_end_pulse", late)
+    _late_module_timer(monkeypatch)
     srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
     plant = srv.server.plant
     try:
