@@ -424,3 +424,26 @@ def test_the_operator_api_never_reports_a_dose_of_a_run_that_has_left_the_dosing
     live.listener(StateChanged(t=1.0, state=State.RUNNING, previous=State.STARTING))
     live.listener(DoseStarted(t=2.0, line="TMA", chemical="TMA", duration_s=0.5))
     assert live.snapshot()["dosing"] == ["TMA"]
+
+
+async def test_an_abort_is_drawn_at_once_without_the_valve_the_last_frame_showed_open(
+    tmp_path: Path,
+) -> None:
+    """Events are drawn at most ten times a second; a state change was too, so for up to
+    0.1 s after an abort the synoptic still showed the last dose's valve open beside
+    ABORTED (what `test_start_pause_resume_abort_from_the_console` caught in CI)."""
+    app = Console(data_dir=tmp_path, recipe=RECIPE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.status.get("units_total") is not None, "the plan")
+        app.on_run_event(
+            {"event": {"type": "StateChanged", "t": 1.0, "state": "running", "reason": ""}}
+        )
+        app.on_run_event({"event": {"type": "DoseStarted", "t": 2.0, "line": "TMA"}})
+        app.refresh_panels()
+        assert "[■]" in screen_text(app)  # mid-pulse: lit
+        app.on_run_event(
+            {"event": {"type": "StateChanged", "t": 2.005, "state": "aborted", "reason": "x"}}
+        )
+        text = screen_text(app)  # no tick of the redraw timer in between
+        assert "ABORTED" in text
+        assert "[■]" not in text

@@ -576,6 +576,7 @@ class Console(App[None]):
                 self.log_line(f"state {ev['state']}: {ev['reason']}", "bold")
                 if ev["state"] not in DOSING_STATES:
                     st["dosing"] = []  # stale or not, the dose valves are closed
+                    self.refresh_panels()
             return
         if kind == "Sample":
             values = ev["values"]
@@ -617,7 +618,12 @@ class Console(App[None]):
         elif kind == "Message":
             self.log_line(ev["text"])
         st["t"] = max(float(st.get("t", 0.0)), float(ev.get("t", 0.0)))
-        self._dirty = True
+        if kind == "StateChanged":
+            # Drawn at once, not at the next tenth of a second: an abort or a hold must not
+            # be shown beside the dose valve its last frame showed open.
+            self.refresh_panels()
+        else:
+            self._dirty = True
 
     def _redraw_if_dirty(self) -> None:
         """Redraw at most ten times a second, however fast a virtual-time run sends."""
