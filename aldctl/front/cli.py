@@ -748,7 +748,7 @@ def _manual_session(tool_cfg: Any, journal: Any, run_id: str) -> None:
     )
     bus.listen(status.listener)
 
-    async def main() -> tuple[str, str, dict[str, str]]:
+    async def main() -> tuple[str, str]:
         tool = build(tool_cfg)
         try:
             await tool.connect()
@@ -774,20 +774,24 @@ def _manual_session(tool_cfg: Any, journal: Any, run_id: str) -> None:
         )
         try:
             await session.run()
+            # Recorded before the API closes: a console reads the record the moment the API
+            # goes away, and must find the session's outcome there, not "running".
+            with contextlib.suppress(JournalError):
+                journal.finish(
+                    session.outcome, session.reason, 0.0, {"safe_state_errors": session.safe_errors}
+                )
         finally:
             keys.remove()
             await server.stop()
             await tool.close()
-        return session.outcome, session.reason, session.safe_errors
+        return session.outcome, session.reason
 
     try:
-        outcome, reason, errors = run_real(main())
+        outcome, reason = run_real(main())
     except BaseException as exc:
         journal.finish_if_open(f"manual session failed: {type(exc).__name__}: {exc}")
         journal.close()
         raise
-    with contextlib.suppress(JournalError):
-        journal.finish(outcome, reason, 0.0, {"safe_state_errors": errors})
     journal.close()
     console.print(f"{outcome}: {reason}", markup=False)
     if outcome != "complete":

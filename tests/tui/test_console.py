@@ -128,6 +128,22 @@ async def test_manual_valve_toggle_is_refused_by_the_interlock(tmp_path: Path) -
         assert app.status["state"] == "complete"
 
 
+async def test_a_manual_sessions_outcome_is_recorded_before_its_api_closes(tmp_path: Path) -> None:
+    # The console reads the record the moment the run's API closes: a session that closed its
+    # API first and wrote its outcome after showed "running" for a session that had ended.
+    from aldctl.session import start_detached
+
+    started = await asyncio.to_thread(start_detached, ["manual"], tmp_path)
+    client = ApiClient(socket_path(tmp_path, started.run_id))
+    await client.connect()
+    await client.call("subscribe")
+    reply = await client.call("stop")
+    assert reply.get("ok"), reply
+    await asyncio.wait_for(client.closed.wait(), 30)
+    await client.close()
+    assert outcome(tmp_path, started.run_id) == "complete"
+
+
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A data directory other users can reach (a watcher runs as uid 65534)."""
