@@ -257,6 +257,12 @@ class PressureLimit(_Model):
     hold_above: Torr | None = None
     """Hold (close dose valves, keep carrier) above this; abort above ``max``."""
     for_: Seconds = Field(default=0.0, alias="for")
+    recover_within: Seconds = Field(default=30.0, gt=0)
+    """A pressure hold closes every dose valve and pumps: a chamber still above the hold
+    limit after this long has something feeding it (a dose valve stuck open that a module
+    reading back only its outputs cannot see, an MFC over its setpoint, a leak) or a pump
+    that cannot clear it, and the run aborts saying so instead of holding to
+    ``hold_timeout``. A chamber pumps down in seconds (a few residence times)."""
 
 
 class Limits(_Model):

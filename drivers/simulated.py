@@ -310,9 +310,15 @@ class SimValveBank(_SimDevice):
         sim: SimulatedReactor,
         channels: int,
         watchdog_s: float = 0.0,
+        readback: str = "positions",
     ) -> None:
         super().__init__(name, component, sim)
         self.channels: Sequence[int] = tuple(range(channels))
+        self.readback = readback
+        """``positions``: :meth:`read_valves` reads each valve's position (limit switches);
+        ``outputs``: what the module drives, as a WAGO coupler's read-back at 0x200 (a
+        valve stuck open then reads closed)."""
+        self.outputs: dict[int, bool] = {}
         self.watchdog_s = watchdog_s
         self._watchdog_ns = round(watchdog_s * 1e9)
         self.deadline_ns: int | None = None
@@ -334,6 +340,7 @@ class SimValveBank(_SimDevice):
             self._write(r, ch, False)
 
     def _write(self, r: Reactor, channel: int, is_open: bool) -> None:
+        self.outputs[channel] = is_open
         target = self._target(channel)
         if target == "__pump__":
             r.set_pump_isolation(is_open != self.sim.pump_fails_open)
@@ -401,8 +408,11 @@ class SimValveBank(_SimDevice):
             ):
                 self._health.record_ok()
                 self._retrigger()
+                self.outputs[channel] = is_open
                 return
         r = await self._link()
+        if channel in self.channels:
+            self.outputs[channel] = is_open
         if target == "__pump__":
             r.set_pump_isolation(is_open != self.sim.pump_fails_open)
         elif target == "__carrier__":
@@ -417,6 +427,8 @@ class SimValveBank(_SimDevice):
 
     async def read_valves(self) -> Mapping[int, bool]:
         r = await self._link()
+        if self.readback == "outputs":
+            return {ch: self.outputs.get(ch, False) for ch in self.channels}
         actual = r.read_valves()
         out: dict[int, bool] = {}
         for ch in self.channels:
@@ -593,7 +605,14 @@ def _no_extra(options: Mapping[str, Any], allowed: set[str]) -> None:
 
 
 def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimValveBank:
-    _no_extra(options, {"component", "channels", "watchdog"})
+    _no_extra(options, {"component", "channels", "watchdog", "readback"})
+    readback = options.get("readback", "positions")
+    if readback not in ("positions", "outputs"):
+        msg = (
+            "option 'readback' must be 'positions' (the valves' limit switches) or 'outputs' "
+            "(what the module drives)"
+        )
+        raise ValueError(msg)
     channels = options.get("channels", 16)
     if not isinstance(channels, int) or channels < 1:
         msg = "option 'channels' must be a positive whole number"
@@ -607,7 +626,7 @@ def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Si
         msg = "option 'watchdog' must be 0..6553.5 s"
         raise ValueError(msg)
     w = 0.0 if watchdog == 0 else max(1, round(watchdog * 10)) / 10
-    return SimValveBank(name, _component(name, options), _reactor(ctx), channels, w)
+    return SimValveBank(name, _component(name, options), _reactor(ctx), channels, w, readback)
 
 
 def make_heater(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimHeater:

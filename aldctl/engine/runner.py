@@ -990,7 +990,7 @@ class Runner:
             await asyncio.Event().wait()  # the supervisor cancels us and holds
         bank, ch = self.tool.valves[a.target]
         chem = self.tool.config.lines[a.target].chemical
-        self.last_dose = chem
+        self.last_dose = self.safety.last_dose = chem
         await bank.set_valve(ch, True)
         ack = self.clock.now()
         self.monitor.opened(a.target, ack)
@@ -1042,7 +1042,7 @@ class Runner:
         bank, ch = self.tool.valves[a.target]
         dur = a.duration_ns / NS
         chem = self.tool.config.lines[a.target].chemical
-        self.last_dose = chem
+        self.last_dose = self.safety.last_dose = chem
         sent = self.clock.now()
         await bank.pulse(ch, dur)
         ack = self.clock.now()

@@ -105,6 +105,11 @@ class Safety:
         self.bands: dict[str, _Band] = {}
         self.in_band_since: float | None = None
         self.held_since: float | None = None
+        self.pressure_high_since: float | None = None
+        """Since when a hold's chamber has stayed above the pressure hold limit."""
+        self.last_dose: str | None = None
+        """The chemical dosed last (set by the runner): the likeliest source of a chamber
+        that a hold cannot pump down."""
         self.held_before_s = 0.0
         """Time the current unit already spent held before this hold (set by the runner):
         ``hold_timeout`` counts the unit's held time, not each hold's."""
@@ -438,6 +443,7 @@ class Safety:
             self._hold(source, message)
         if self.control.hold_reason is None:
             self.held_since = None
+            self.pressure_high_since = None
             return
         if self.held_since is None:
             self.held_since = now
@@ -446,6 +452,13 @@ class Safety:
                 f"hold timed out after {lim.hold_timeout:g} s (held in this unit, over all its "
                 f"holds): {self.control.hold_reason}"
             )
+            return
+        if not any(source == "pressure" for source, _ in reasons):
+            self.pressure_high_since = None
+        elif self.pressure_high_since is None:
+            self.pressure_high_since = now
+        elif now - self.pressure_high_since >= lim.pressure.recover_within:
+            self._abort(self._not_pumped_down(now - self.pressure_high_since))
             return
         if not reasons:
             if self.in_band_since is None:
@@ -458,6 +471,19 @@ class Safety:
                     f"back in band for {lim.resume_after:g} s: resuming",
                 )
                 self.control.wake.set()
+
+    def _not_pumped_down(self, for_s: float) -> str:
+        p = self.readings.pressure_torr
+        hold_at = self.cfg.limits.pressure.hold_above
+        last = f"; {self.last_dose} was dosed last" if self.last_dose is not None else ""
+        return (
+            f"chamber pressure {p:.3g} Torr still above the {hold_at:g} Torr hold limit "
+            f"{for_s:.0f} s into the hold, with every dose valve commanded closed and the pump "
+            "open: something still feeds the chamber, or the pump cannot clear it. A dose "
+            f"valve stuck open{last} (a valve module that reads back only its outputs cannot "
+            "see one), an MFC above its setpoint, a leak, the pump: close the sources' "
+            "manual valves before anything else"
+        )
 
     async def monitor(self) -> None:
         """Poll and evaluate forever (cancelled by the runner)."""

@@ -154,12 +154,19 @@ def test_a_precise_sleep_warms_its_edge_just_before_the_deadline() -> None:
         woke2 = await clock.sleep_until(deadline2, warm=broken)
         return calls, deadline, woke, late, deadline2, woke2
 
-    calls, deadline, woke, late, deadline2, woke2 = run_real(main())
-    assert len(calls) == 1
-    assert calls[0] >= deadline - WARM_S
-    assert woke >= deadline  # the edge itself still at (never before) its deadline
-    assert late == []
-    assert woke2 >= deadline2
+    # A sleeper the machine wakes too late (a loaded CI runner) rightly skips its warm-up,
+    # and a VM that stalls the thread mid-spin makes it late: every attempt must obey the
+    # rules, and at least one of 20 must have warmed inside its window.
+    in_window = 0
+    for _ in range(20):
+        calls, deadline, woke, late, deadline2, woke2 = run_real(main())
+        assert len(calls) <= 1
+        assert all(deadline - WARM_S <= c <= woke for c in calls)  # never early, never after
+        assert woke >= deadline  # the edge itself still at (never before) its deadline
+        assert late == []
+        assert woke2 >= deadline2
+        in_window += sum(c < deadline for c in calls)
+    assert in_window >= 1
 
 
 def test_virtual_time_has_nothing_to_warm() -> None:

@@ -209,7 +209,10 @@ def test_hold_that_never_clears_aborts_after_the_timeout(sim_run: Run) -> None:
         h.sim.sync().faults.inject("pressure_spike", torr=0.0, leak_sccm=90.0)
 
     def short_hold(tool: Any) -> Any:
-        limits = tool.limits.model_copy(update={"hold_timeout": 120.0})
+        # the leak keeps the chamber above the hold limit: recover_within (30 s) would end
+        # it first, so it is set out of the way of the timeout under test
+        pressure = tool.limits.pressure.model_copy(update={"recover_within": 1e4})
+        limits = tool.limits.model_copy(update={"hold_timeout": 120.0, "pressure": pressure})
         return tool.model_copy(update={"limits": limits})
 
     result, h = sim_run(AL2O3, script=script, tool_changes=short_hold)
@@ -261,6 +264,52 @@ def test_valve_stuck_open_trips_the_pressure_limit(sim_run: Run) -> None:
     assert result.reason.startswith("dose valve TMA stuck open"), result.reason
     assert "chamber pressure" in result.reason
     assert result.held_s < 5.0
+
+
+def outputs_only(tool: Any) -> Any:
+    """The valve module reads back what it drives (as a WAGO coupler at 0x200), not the
+    valves' positions: a valve stuck open reads closed."""
+    from aldctl.config import DeviceSpec
+
+    spec = tool.devices["valves"]
+    valves = DeviceSpec(driver=spec.driver, **spec.options, readback="outputs")
+    devices = {**tool.devices, "valves": valves}
+    return tool.model_copy(update={"devices": devices})
+
+
+def test_a_valve_stuck_open_that_the_module_cannot_see_aborts_once_the_hold_cannot_pump_down(
+    sim_run: Run,
+) -> None:
+    # Before (main 049af87): with no position read-back the hold saw nothing wrong and sat
+    # out its 600 s timeout while TMA flowed into the chamber.
+    async def script(h: Harness) -> None:
+        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
+        h.sim.sync().faults.inject("valve_stuck_open", "TMA")
+
+    result, h = sim_run(AL2O3, sets=("cycles=50",), script=script, tool_changes=outputs_only)
+    assert result.outcome == "aborted"
+    assert any(isinstance(e, Alarm) and e.severity == "hold" for e in h.events)
+    assert "still above the 2 Torr hold limit" in result.reason, result.reason
+    assert "TMA was dosed last" in result.reason
+    assert "close the sources' manual valves" in result.reason
+    assert 29.0 <= result.held_s < 35.0, result.held_s  # not the 600 s hold_timeout
+
+
+def test_a_pressure_hold_that_pumps_down_is_not_cut_short(sim_run: Run) -> None:
+    # The rule must leave a hold that recovers alone: a leak closed after 25 s (inside the
+    # 30 s) pumps down and the run completes.
+    async def script(h: Harness) -> None:
+        import asyncio
+
+        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
+        fault = h.sim.sync().faults.inject("pressure_spike", torr=0.0, leak_sccm=90.0)
+        await h.until(lambda e: isinstance(e, StateChanged) and e.state is State.HELD)
+        await asyncio.sleep(25.0)
+        h.sim.sync().faults.clear(fault)
+
+    result, _ = sim_run(AL2O3, script=script)
+    assert result.outcome == "complete", result.reason
+    assert result.units_done == 10
 
 
 def test_low_mfc_holds_and_resumes_when_cleared(sim_run: Run) -> None:
