@@ -168,6 +168,12 @@ class ValveBank(Device, Protocol):
     is_open)``, which runs what :meth:`set_valve` runs on its way to the write, without any
     effect; the engine calls it just before a valve edge on the wall clock so that the edge
     runs from warm caches (the in-process simulator has it: see ``aldctl.engine.clock.WARM_S``).
+
+    Optional as well: ``positions`` (bool) and ``read_positions()``, each valve's position
+    from its "open" limit switch wired to an input of the module (True: open). An output
+    reads off for a valve whose stem is stuck open; only a position sees it. The engine
+    reads positions, where the bank has them, to find a dose valve stuck open after a hold
+    and to verify the safe state (``aldctl.engine.devices.valve_positions``).
     """
 
     channels: Sequence[int]

@@ -15,6 +15,9 @@ Options (``config/hil.yaml``):
                                ``heartbeat``
 ``pulse_outputs``    false     the module times pulses itself (``pulse``)
 ``readback_offset``  0x200     where outputs read back (WAGO: +0x200; ADAM/Moxa: 0)
+``position_inputs``  false     each valve's "open" limit switch is wired to the digital
+                               input of the same channel (FC02 0..channels-1): read as
+                               the valves' positions (``read_positions``)
 ``pulse_register``   0x2000    first pulse-width register (one per channel)
 ``timeout``          0.5       s per attempt
 ``retries``          2         extra attempts for transient errors
@@ -107,8 +110,10 @@ class ModbusValveBank:
         readback_offset: int,
         pulse_register: int,
         watchdog_unit: ModbusUnit | None = None,
+        position_inputs: bool = False,
     ) -> None:
         self.name = name
+        self.positions = position_inputs
         self._unit = unit
         self._wd = watchdog_unit or unit
         self.channels: Sequence[int] = tuple(range(channels))
@@ -165,6 +170,15 @@ class ModbusValveBank:
         bits = await self._unit.read_coils(self.readback_offset, len(self.channels))
         return dict(zip(self.channels, bits, strict=True))
 
+    async def read_positions(self) -> Mapping[int, bool]:
+        """The valves' limit switches on the inputs (a WAGO coupler's FC02 reads its input
+        image from 0): an output reads off for a valve whose stem is stuck open, its
+        switch does not."""
+        if not self.positions:
+            raise DeviceFault(self.name, "no valve position inputs (position_inputs false)")
+        bits = await self._unit.read_discrete(0, len(self.channels))
+        return dict(zip(self.channels, bits, strict=True))
+
     async def pulse(self, channel: int, duration_s: float) -> None:
         if not self.hardware_pulse:
             raise DeviceFault(self.name, "the module has no pulse outputs (pulse_outputs false)")
@@ -203,6 +217,7 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
         raise ValueError(msg)
     pulse_outputs = opts.flag("pulse_outputs", False)
     readback = opts.integer("readback_offset", 0x200, 0, 0xFFFF - channels + 1)
+    positions = opts.flag("position_inputs", False)
     pulse_register = opts.integer("pulse_register", 0x2000, 0, 0xFFFF - channels + 1)
     opts.done("modbus-dio")
     link = ModbusLink.shared(ctx, endpoint)
@@ -220,4 +235,5 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
         readback_offset=readback,
         pulse_register=pulse_register,
         watchdog_unit=beat if watchdog else None,
+        position_inputs=positions,
     )

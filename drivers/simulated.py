@@ -310,15 +310,14 @@ class SimValveBank(_SimDevice):
         sim: SimulatedReactor,
         channels: int,
         watchdog_s: float = 0.0,
-        readback: str = "positions",
+        position_inputs: bool = False,
     ) -> None:
         super().__init__(name, component, sim)
         self.channels: Sequence[int] = tuple(range(channels))
-        self.readback = readback
-        """``positions``: :meth:`read_valves` reads each valve's position (limit switches);
-        ``outputs``: what the module drives, as a WAGO coupler's read-back at 0x200 (a
-        valve stuck open then reads closed)."""
+        self.positions = position_inputs
+        """Each valve's "open" limit switch is wired to an input (:meth:`read_positions`)."""
         self.outputs: dict[int, bool] = {}
+        """What the module drives (:meth:`read_valves`): a valve stuck open reads closed."""
         self.watchdog_s = watchdog_s
         self._watchdog_ns = round(watchdog_s * 1e9)
         self.deadline_ns: int | None = None
@@ -426,17 +425,21 @@ class SimValveBank(_SimDevice):
             raise DeviceFault(self.name, f"no channel {channel}")
 
     async def read_valves(self) -> Mapping[int, bool]:
+        await self._link()
+        return {ch: self.outputs.get(ch, False) for ch in self.channels}
+
+    async def read_positions(self) -> Mapping[int, bool]:
         r = await self._link()
-        if self.readback == "outputs":
-            return {ch: self.outputs.get(ch, False) for ch in self.channels}
+        if not self.positions:
+            raise DeviceFault(self.name, "no valve position inputs (position_inputs false)")
         actual = r.read_valves()
         out: dict[int, bool] = {}
-        for ch in self.channels:
+        for ch in self.channels:  # True: the valve is open (not: the output is on)
             target = self._target(ch)
             if target == "__pump__":
-                out[ch] = r.read_pump_isolation() != self.sim.pump_fails_open
+                out[ch] = r.read_pump_isolation()
             elif target == "__carrier__":
-                out[ch] = (not r.carrier_cut) != self.sim.carrier_fails_open
+                out[ch] = not r.carrier_cut
             elif target is not None:
                 out[ch] = bool(actual.get(target, False))
             else:
@@ -605,13 +608,10 @@ def _no_extra(options: Mapping[str, Any], allowed: set[str]) -> None:
 
 
 def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimValveBank:
-    _no_extra(options, {"component", "channels", "watchdog", "readback"})
-    readback = options.get("readback", "positions")
-    if readback not in ("positions", "outputs"):
-        msg = (
-            "option 'readback' must be 'positions' (the valves' limit switches) or 'outputs' "
-            "(what the module drives)"
-        )
+    _no_extra(options, {"component", "channels", "watchdog", "position_inputs"})
+    positions = options.get("position_inputs", False)
+    if not isinstance(positions, bool):
+        msg = "option 'position_inputs' must be true or false"
         raise ValueError(msg)
     channels = options.get("channels", 16)
     if not isinstance(channels, int) or channels < 1:
@@ -626,7 +626,7 @@ def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Si
         msg = "option 'watchdog' must be 0..6553.5 s"
         raise ValueError(msg)
     w = 0.0 if watchdog == 0 else max(1, round(watchdog * 10)) / 10
-    return SimValveBank(name, _component(name, options), _reactor(ctx), channels, w, readback)
+    return SimValveBank(name, _component(name, options), _reactor(ctx), channels, w, positions)
 
 
 def make_heater(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimHeater:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aldctl.config import ToolConfig
@@ -119,3 +120,14 @@ class Tool:
         for dev in self.devices.values():
             with contextlib.suppress(Exception):  # closing is best effort, device by device
                 await asyncio.wait_for(dev.close(), 2.0)
+
+
+def valve_positions(bank: ValveBank) -> Callable[[], Awaitable[Mapping[int, bool]]]:
+    """How to read where ``bank``'s valves are: their limit switches where the bank has
+    them (``positions``), else its outputs (which still show an output that would not
+    switch off, though not a stem stuck open: the pressure hold's ``recover_within`` is
+    the backstop for that)."""
+    reader = getattr(bank, "read_positions", None)
+    if getattr(bank, "positions", False) and reader is not None:
+        return reader  # type: ignore[no-any-return]
+    return bank.read_valves

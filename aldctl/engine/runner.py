@@ -38,7 +38,7 @@ from typing import Any
 from aldctl.engine.actions import ActionFailed, apply_action
 from aldctl.engine.clock import Clock
 from aldctl.engine.control import RunControl
-from aldctl.engine.devices import Tool
+from aldctl.engine.devices import Tool, valve_positions
 from aldctl.engine.dosewatch import DoseWatch, PulseMonitor, alarm_publisher
 from aldctl.engine.events import (
     Alarm,
@@ -703,7 +703,7 @@ class Runner:
             for bank in self.tool.banks:
                 try:
                     async with asyncio.timeout(timeout):
-                        levels = await bank.read_valves()
+                        levels = await valve_positions(bank)()
                 except Exception:
                     continue
                 for line, (b, ch) in self.tool.valves.items():

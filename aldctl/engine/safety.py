@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from aldctl.config import LimitAction
 from aldctl.engine.clock import Clock, gather_bounded
 from aldctl.engine.control import CommandRefused, RunControl
-from aldctl.engine.devices import Tool
+from aldctl.engine.devices import Tool, valve_positions
 from aldctl.engine.events import Alarm, EventBus, Sample, State
 from aldctl.engine.journal import Journal
 from aldctl.recipe.schedule import Action, ActionKind
@@ -441,7 +441,8 @@ class Safety:
             self.in_band_since = None
             source, message = reasons[0]
             self._hold(source, message)
-        if self.control.hold_reason is None:
+        if self.control.hold_reason is None or self.verifying:
+            # (reading the safe state back after the run: there is no hold left to end)
             self.held_since = None
             self.pressure_high_since = None
             return
@@ -587,7 +588,7 @@ class Safety:
         out: dict[str, str] = {}
         for bank in tool.banks:
             name = self._device_of(bank)
-            levels = await self._vread(name, bank.read_valves, unread)
+            levels = await self._vread(name, valve_positions(bank), unread)
             if not isinstance(levels, Mapping):
                 if name not in unread:
                     out[name] = "no read-back of the valves"

@@ -207,3 +207,24 @@ async def test_two_requests_in_one_segment_are_both_answered(module: ModbusDioMo
         await writer.wait_closed()
     assert [struct.unpack(">H", r[:2])[0] for r in replies] == [1, 2]
     assert replies[1][-2:] == bytes([0, 0x64])  # 0x1000: the factory 10 s
+
+
+async def test_a_valve_stuck_open_reads_off_on_its_output_and_open_on_its_limit_switch(
+    client: AsyncModbusTcpClient, plant: RealtimePlant
+) -> None:
+    # What position_inputs relies on, seen by a client nobody here wrote: FC01 at 0x200 is
+    # the output image (WAGO manual "MODBUS registers": 0x200.. reads back the outputs),
+    # FC02 from 0 the input image, where each valve's "open" limit switch is wired.
+    rr = await client.write_coil(0, True)
+    assert not rr.isError(), rr
+    await asyncio.sleep(0.1)  # a valve stroke
+    plant.sync().faults.inject("valve_stuck_open", "TMA")
+    rr = await client.write_coil(0, False)
+    assert not rr.isError(), rr
+    await asyncio.sleep(0.1)
+    outputs = await client.read_coils(0x200, count=2)
+    switches = await client.read_discrete_inputs(0, count=2)
+    assert not outputs.isError(), outputs
+    assert not switches.isError(), switches
+    assert outputs.bits[:2] == [False, False]  # commanded closed: the output is off
+    assert switches.bits[:2] == [True, False]  # TMA's stem is still open, H2O's closed

@@ -267,12 +267,12 @@ def test_valve_stuck_open_trips_the_pressure_limit(sim_run: Run) -> None:
 
 
 def outputs_only(tool: Any) -> Any:
-    """The valve module reads back what it drives (as a WAGO coupler at 0x200), not the
-    valves' positions: a valve stuck open reads closed."""
+    """No limit switches on the valves: the module reads back what it drives (as a WAGO
+    coupler at 0x200), and a valve stuck open reads closed."""
     from aldctl.config import DeviceSpec
 
     spec = tool.devices["valves"]
-    valves = DeviceSpec(driver=spec.driver, **spec.options, readback="outputs")
+    valves = DeviceSpec(driver=spec.driver, **{**spec.options, "position_inputs": False})
     devices = {**tool.devices, "valves": valves}
     return tool.model_copy(update={"devices": devices})
 

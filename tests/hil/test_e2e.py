@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -187,6 +188,50 @@ def test_killed_controller_leaves_the_valves_to_the_module_watchdog(
     # watchdog 1 s (config/hil.yaml) + the status file's 0.2 s refresh + the valve stroke
     assert closed_after < 1.6, closed_after
     assert not any(v for k, v in srv.status()["valves"].items() if k != "pump")
+
+
+@pytest.mark.slow
+def test_a_valve_stuck_open_is_found_by_its_limit_switch_over_modbus(
+    tmp_path: Path, serve: Any
+) -> None:
+    # config/hil.yaml has position_inputs: the hold reads the valves' limit switches (FC02)
+    # through the real driver, where the outputs (FC01 at 0x200) read closed. Before
+    # (main 049af87) the driver read only the outputs: the hold saw nothing and sat out
+    # its 600 s timeout with TMA flowing.
+    config = hil_config(tmp_path)
+    # the read-back after the abort waits safety.verify_time for a chamber that cannot
+    # settle with TMA's stem open: 5 s here, not 30
+    doc = yaml.safe_load(config.read_text())
+    doc["safety"]["verify_time"] = "5 s"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    srv = serve(config, "--fault", "valve_stuck_open:TMA@10")
+    run = aldctl(
+        "run",
+        str(RECIPE),
+        "--config",
+        str(srv.tool),
+        "--set",
+        "cycles=30",
+        *FAST,
+        "--realtime",
+        "--json",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 1, err
+    summary = json.loads(out)
+    assert summary["outcome"] == "aborted"
+    assert summary["reason"].startswith("dose valve TMA stuck open"), summary["reason"]
+    assert summary["held_s"] < 5.0
+    assert "valve TMA" in summary["not_verified_safe"]  # its switch still says open
+    con = sqlite3.connect(tmp_path / "data" / "journal.sqlite")
+    try:
+        aborts = con.execute("SELECT message FROM events WHERE kind='alarm.abort'").fetchall()
+    finally:
+        con.close()
+    # one abort, named once: nothing acts on the hold while the safe state is read back
+    assert [m for (m,) in aborts if not m.startswith("valve TMA")] == [], aborts
 
 
 @pytest.mark.slow
