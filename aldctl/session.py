@@ -193,6 +193,9 @@ def prepare(
 
 PEAK_SETTLE_TAU = 3.0
 """The chamber is watched this many residence times past the end of a dose for its peak."""
+RECOVER_TAU = 10.0
+"""A pressure hold's ``recover_within`` shorter than this many residence times warns: a
+burst several times the hold limit takes a few of them to pump away."""
 
 
 def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
@@ -246,6 +249,17 @@ def predict_dose_peaks(schedule: Any, tool: cfg.ToolConfig) -> list[Diagnostic]:
     base = reactor.snapshot()
     tau = reactor.truth().residence_time_s
     out: list[Diagnostic] = []
+    if lim.hold_above is not None and lim.recover_within < RECOVER_TAU * tau:
+        out.append(
+            Diagnostic(
+                Severity.WARNING,
+                f"limits.pressure.recover_within ({lim.recover_within:g} s) is under "
+                f"{RECOVER_TAU:g} residence times of this chamber's model ({tau:.2g} s "
+                "each): a pressure hold may abort before the pump could bring the chamber "
+                "back under its hold limit",
+                hint=f"set recover_within to at least {RECOVER_TAU * tau:.0f} s",
+            )
+        )
     for (line, width_ns), action in doses.items():
         chem = tool.lines[line].chemical if line in tool.lines else line
         reactor.restore(base)

@@ -358,3 +358,23 @@ def test_the_plan_includes_heat_up(run_cli: Run, recipe: str) -> None:
     planned = json.loads(res.out)["duration_s"]
     ran = sim_json(run_cli, recipe)["process_time_s"]
     assert planned == pytest.approx(ran, rel=0.05)
+
+
+def test_validate_warns_when_a_pressure_hold_could_not_recover_in_time(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    # recover_within aborts a pressure hold the pump has not ended: on a chamber slower to
+    # pump than that, every burst would abort. The built-in chamber (tau ~0.4 s) is far
+    # inside the default 30 s; 2 s is under ten residence times.
+    import yaml
+
+    from aldctl import config
+
+    doc = yaml.safe_load(config.builtin_text())
+    doc["limits"]["pressure"]["recover_within"] = "2 s"
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    val = run_cli("validate", "recipes/al2o3_tma_h2o.yaml", "-c", str(tight))
+    assert val.code == 0, val.err
+    assert "recover_within (2 s) is under 10 residence times" in val.err
+    assert "recover_within" not in run_cli("validate", "recipes/al2o3_tma_h2o.yaml").err
