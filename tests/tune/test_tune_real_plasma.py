@@ -8,6 +8,7 @@ window, the ignition check, the safety monitor's reflected-power watch, RF and g
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from pathlib import Path
@@ -125,16 +126,18 @@ def test_a_peald_trial_on_the_real_drivers_runs_its_plasma_and_agrees_with_the_s
     assert errors == {}
     ((real,),) = [[r for r in results if r.chemical == "TMA"]]
     virtual = _virtual(recipe, srv.tool, "TMA", CI_DESIGN)["TMA"]
+    seen_on = sum(b[0] - a[0] for a, b in itertools.pairwise(lit) if b[0] - a[0] < 0.5)
     print(
         f"PEALD (TMA + O2 plasma), {wall:.1f} s wall: dose real "
         f"{real.saturation.dose_s * 1e3:.2f} ms, simulated {virtual.saturation.dose_s * 1e3:.2f}"
         f" ms; tau {real.tau_s:.3f} / {virtual.tau_s:.3f} s; dead width "
         f"{real.saturation.dead_s * 1e3:.1f} / {virtual.saturation.dead_s * 1e3:.1f} ms; "
-        f"RF seen on for {0.05 * len(lit):.1f} s"
+        f"RF seen on for {seen_on:.1f} s"
     )
     # The plasma was lit, at its power, through the generator's protocol (the prime cycle's
-    # and the one after the calibration: at least 2 x 1 s).
-    assert len(lit) >= 20 * 1.5, lit
+    # and the one after the calibration: at least 2 x 1 s). Timed by the plant's clock
+    # between the watcher's looks, however far apart a loaded machine spaces them.
+    assert seen_on >= 1.5, lit
     assert max(f for _, f, _ in lit) == pytest.approx(200.0, rel=0.05)
     _agree(real, virtual, purge=False, tol=DOSE_TOL)
     _valves_closed(srv)
