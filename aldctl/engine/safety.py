@@ -203,7 +203,10 @@ class Safety:
             )
 
     def _abort(self, message: str) -> None:
-        if self.control.abort_reason is None:
+        # Once the run has ended (an abort the runner raised itself: a valve stuck open, a
+        # hold tripped too often) the control refuses the abort and keeps no reason: an
+        # alarm here would repeat at every poll of the read-back, which names what is wrong.
+        if self.control.abort_reason is None and not self.control.state.terminal:
             self._alarm("abort", "safety", message)
         with contextlib.suppress(CommandRefused):  # already ending: nothing to abort
             self.control.abort(message, who="safety")

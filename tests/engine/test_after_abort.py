@@ -189,3 +189,22 @@ def test_ctrl_c_during_the_read_back_still_records_the_outcome_and_stops_the_hel
     runs = Journal(tmp_path / "data").runs()
     assert runs[0].outcome == "aborted"
     assert "read-back was interrupted" in runs[0].reason
+
+
+def test_the_read_back_after_an_abort_raises_no_further_abort_alarms(
+    sim_run: Callable[..., tuple[RunResult, Any]],
+) -> None:
+    # Before (main 7de8b1a): H2O stuck open pushes the chamber over its 5 Torr maximum;
+    # the hold's abort is the runner's own, so the control kept no abort reason, and the
+    # monitor raised "chamber pressure ... above the 5 Torr limit" as a new abort alarm at
+    # every poll of the 30 s read-back (30 of them in the journal and on every display).
+    async def script(h: Any) -> None:
+        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
+        h.sim.reactor.faults.inject("valve_stuck_open", "H2O")
+
+    result, h = sim_run(RECIPE, sets=("cycles=5",), script=script)
+    assert result.reason.startswith("dose valve H2O stuck open"), result.reason
+    aborts = [e for e in h.events if isinstance(e, Alarm) and e.severity == "abort"]
+    assert [a.source for a in aborts] == ["valve H2O"], [a.message for a in aborts]
+    # the read-back still names the chamber above its limits
+    assert "chamber pressure" in result.not_verified_safe.get("pressure", ""), result.reason
