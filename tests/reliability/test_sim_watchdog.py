@@ -92,3 +92,31 @@ def test_connect_restarts_an_expired_watchdog() -> None:
         return sim.sync().truth().valve_positions["TMA"]
 
     assert run_virtual(main()) > 0.0
+
+
+def test_outputs_read_back_the_commands_and_the_limit_switches_the_stem() -> None:
+    # What a hold and the read-back rely on (position_inputs): the outputs (read_valves)
+    # follow the commands and the watchdog, the limit switches (read_positions) the stem.
+    async def main() -> list[tuple[bool, bool]]:
+        bank, sim, ch = _bank()
+        assert bank.positions  # the built-in tool has its limit switches wired
+        await bank.connect()
+        seen: list[tuple[bool, bool]] = []
+
+        async def look() -> None:
+            await asyncio.sleep(0.1)  # a valve stroke
+            seen.append(((await bank.read_valves())[ch], (await bank.read_positions())[ch]))
+
+        await bank.set_valve(ch, True)
+        await look()  # (on, open)
+        sim.reactor.faults.inject("valve_stuck_open", "TMA")
+        await bank.set_valve(ch, False)
+        await look()  # (off, open): the stem stuck open
+        sim.reactor.faults.clear_all()
+        await bank.set_valve(ch, True)
+        await asyncio.sleep(2.0)  # unfed: the watchdog drops the output
+        await bank.connect()  # restarts it
+        await look()  # (off, closed)
+        return seen
+
+    assert run_virtual(main()) == [(True, True), (False, True), (False, False)]
