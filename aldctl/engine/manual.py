@@ -131,6 +131,10 @@ class ManualSession:
             while self.control.abort_reason is None and not self.control.stop_requested:
                 self.control.wake.clear()
                 await self.control.wake.wait()
+                if self.control.hold_cleared:
+                    # A limit's hold here only refuses doses (no recipe to suspend): back in
+                    # band, it ends, or it would sit out limits.hold_timeout and abort.
+                    self.control.release_hold()
         finally:
             ending = True
             self.control.state = State.ABORTING

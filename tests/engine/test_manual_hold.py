@@ -1,0 +1,55 @@
+"""A manual session's pressure hold (it refuses doses while the chamber is above its hold
+limit) ends once the chamber is back in band, as a run's does.
+
+Fails on main 7de8b1a (and 049af87): nothing released the hold, so a session whose chamber
+went above the hold limit for a few seconds, and came back, aborted 600 s later with "hold
+timed out"."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aldctl.engine.clock import VirtualClock, run_virtual
+from aldctl.engine.control import CommandRefused, RunControl
+from aldctl.engine.events import EventBus
+from aldctl.engine.manual import ManualSession
+from aldctl.session import prepare
+from aldctl.tool import build
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml"
+
+
+def test_a_manual_sessions_pressure_hold_ends_when_the_chamber_is_back_in_band() -> None:
+    prepared = prepare(RECIPE, None, ())
+
+    async def main() -> tuple[ManualSession, list[str], str | None]:
+        tool = build(prepared.tool, seed=0)
+        await tool.connect()
+        control = RunControl()
+        session = ManualSession(tool, VirtualClock(), EventBus(), control, None)
+        task = asyncio.get_running_loop().create_task(session.run())
+        await asyncio.sleep(5)
+        # 85 sccm of carrier: ~2.3 Torr, above the built-in tool's 2 Torr hold limit
+        await session.set("flow:carrier", "85 sccm", "operator")
+        await asyncio.sleep(10)
+        refused: list[str] = []
+        try:
+            await session.set("valve:TMA", "open", "operator")
+        except CommandRefused as exc:
+            refused.append(str(exc))
+        held = control.hold_reason
+        await session.set("flow:carrier", "20 sccm", "operator")
+        await asyncio.sleep(700)  # past limits.hold_timeout (600 s)
+        await session.set("valve:TMA", "open", "operator")  # the hold has ended
+        await session.set("valve:TMA", "closed", "operator")
+        control.stop()
+        await task
+        return session, refused, held
+
+    session, refused, held = run_virtual(main())
+    assert held is not None
+    assert "above 2 Torr" in held
+    assert len(refused) == 1
+    assert "no dose while the chamber pressure" in refused[0]
+    assert session.outcome == "complete", session.reason
