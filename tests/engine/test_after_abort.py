@@ -208,3 +208,28 @@ def test_the_read_back_after_an_abort_raises_no_further_abort_alarms(
     assert [a.source for a in aborts] == ["valve H2O"], [a.message for a in aborts]
     # the read-back still names the chamber above its limits
     assert "chamber pressure" in result.not_verified_safe.get("pressure", ""), result.reason
+
+
+def test_nothing_acts_on_the_hold_while_the_safe_state_is_read_back(
+    sim_run: Callable[..., tuple[RunResult, Any]],
+) -> None:
+    # TMA stuck open keeps the chamber at ~4.3 Torr: above the 2 Torr hold limit, under the
+    # 5 Torr maximum, for the whole 30 s read-back after the abort. The hold is over (the
+    # run has aborted): neither its recover_within rule nor its release may speak then.
+    async def script(h: Any) -> None:
+        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
+        h.sim.reactor.faults.inject("valve_stuck_open", "TMA")
+
+    result, h = sim_run(RECIPE, sets=("cycles=5",), script=script)
+    assert result.reason.startswith("dose valve TMA stuck open"), result.reason
+    assert "chamber pressure" in result.not_verified_safe.get("pressure", ""), result.reason
+    after = [
+        e
+        for e in h.events
+        if isinstance(e, Alarm)
+        and e.severity in ("abort", "hold", "warning")
+        and e.source not in ("valve TMA",)
+    ]
+    assert [(a.severity, a.source) for a in after] == [("hold", "pressure")], [
+        a.message for a in after
+    ]
