@@ -15,9 +15,12 @@ Options (``config/hil.yaml``):
                                ``heartbeat``
 ``pulse_outputs``    false     the module times pulses itself (``pulse``)
 ``readback_offset``  0x200     where outputs read back (WAGO: +0x200; ADAM/Moxa: 0)
-``position_inputs``  false     each valve's "open" limit switch is wired to the digital
-                               input of the same channel (FC02 0..channels-1): read as
-                               the valves' positions (``read_positions``)
+``position_inputs``  false     each valve's limit switch is wired to the digital input
+                               of the same channel (FC02 0..channels-1): read as the
+                               valves' positions (``read_positions``); read once at
+                               ``connect`` (a module without those inputs fails there)
+``position_sense``   open      ``open``: an input reads 1 when its valve is open;
+                               ``closed``: when it is closed (a "closed" indicator)
 ``pulse_register``   0x2000    first pulse-width register (one per channel)
 ``timeout``          0.5       s per attempt
 ``retries``          2         extra attempts for transient errors
@@ -111,9 +114,11 @@ class ModbusValveBank:
         pulse_register: int,
         watchdog_unit: ModbusUnit | None = None,
         position_inputs: bool = False,
+        position_sense: str = "open",
     ) -> None:
         self.name = name
         self.positions = position_inputs
+        self._closed_sense = position_sense == "closed"
         self._unit = unit
         self._wd = watchdog_unit or unit
         self.channels: Sequence[int] = tuple(range(channels))
@@ -134,6 +139,8 @@ class ModbusValveBank:
                 await self._wd.connect()
             await self._arm_watchdog()
         await self.read_valves()
+        if self.positions:
+            await self.read_positions()  # inputs that are not there fail here, not in a hold
 
     async def close(self) -> None:
         if self._wd is not self._unit:
@@ -177,7 +184,7 @@ class ModbusValveBank:
         if not self.positions:
             raise DeviceFault(self.name, "no valve position inputs (position_inputs false)")
         bits = await self._unit.read_discrete(0, len(self.channels))
-        return dict(zip(self.channels, bits, strict=True))
+        return {ch: bit != self._closed_sense for ch, bit in zip(self.channels, bits, strict=True)}
 
     async def pulse(self, channel: int, duration_s: float) -> None:
         if not self.hardware_pulse:
@@ -218,6 +225,7 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
     pulse_outputs = opts.flag("pulse_outputs", False)
     readback = opts.integer("readback_offset", 0x200, 0, 0xFFFF - channels + 1)
     positions = opts.flag("position_inputs", False)
+    sense = opts.text("position_sense", "open", ("open", "closed"))
     pulse_register = opts.integer("pulse_register", 0x2000, 0, 0xFFFF - channels + 1)
     opts.done("modbus-dio")
     link = ModbusLink.shared(ctx, endpoint)
@@ -236,4 +244,5 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
         pulse_register=pulse_register,
         watchdog_unit=beat if watchdog else None,
         position_inputs=positions,
+        position_sense=sense,
     )

@@ -112,9 +112,37 @@ class Tool:
                 await t
             except ToolError as exc:
                 errors.append(str(exc))
+        if not errors:
+            errors = await self._positions_agree()
         if errors:
             await self.close()
             raise ToolError("; ".join(errors))
+
+    async def _positions_agree(self) -> list[str]:
+        """A dose valve whose limit switch reads open while its output is off, before
+        anything was dosed: a valve stuck open, or a switch wired with the other sense
+        (every hold would then abort on it). Either way, nothing should start."""
+        errors: list[str] = []
+        for bank in self.banks:
+            if not getattr(bank, "positions", False):
+                continue
+            name = self.device_name(bank)
+            try:
+                async with asyncio.timeout(self.config.devices[name].connect_timeout):
+                    outputs = await bank.read_valves()
+                    positions = await valve_positions(bank)()
+            except (DeviceError, OSError, TimeoutError) as exc:
+                errors.append(f"device '{name}': the valves' positions could not be read: {exc}")
+                continue
+            for line, (b, ch) in self.valves.items():
+                if b is bank and positions.get(ch) and not outputs.get(ch):
+                    errors.append(
+                        f"dose valve {line} ({name}:{ch}) reads open on its limit switch while "
+                        "its output is off: the valve is stuck open (close the source's manual "
+                        "valve), or its switch closes when the valve is closed "
+                        "(position_sense: closed)"
+                    )
+        return errors
 
     async def close(self) -> None:
         for dev in self.devices.values():

@@ -35,6 +35,7 @@ class ManualSession:
         self.journal = journal
         self.safety = Safety(tool, control, clock, bus, journal)
         self.open_lines: set[str] = set()
+        self.safety.opened_by_hand = self.open_lines
         self.t0 = clock.now()
         self.safe_errors: dict[str, str] = {}
         self.outcome = "complete"

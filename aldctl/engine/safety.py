@@ -110,6 +110,10 @@ class Safety:
         self.last_dose: str | None = None
         """The chemical dosed last (set by the runner): the likeliest source of a chamber
         that a hold cannot pump down."""
+        self.opened_by_hand: set[str] | None = None
+        """A manual session's open dose lines (its own set): a hold there refuses doses and
+        closes nothing, so what still feeds the chamber may be a valve the operator left
+        open. None in a run."""
         self.held_before_s = 0.0
         """Time the current unit already spent held before this hold (set by the runner):
         ``hold_timeout`` counts the unit's held time, not each hold's."""
@@ -323,11 +327,12 @@ class Safety:
         if self.bands.setdefault("p.max", _Band()).out(
             now, p > lim.pressure.max, lim.pressure.for_
         ):
-            self._act(
-                lim.pressure.action,
-                "pressure",
-                f"chamber pressure {p:.3g} Torr above the {lim.pressure.max:g} Torr limit",
-            )
+            message = f"chamber pressure {p:.3g} Torr above the {lim.pressure.max:g} Torr limit"
+            self._act(lim.pressure.action, "pressure", message)
+            if lim.pressure.action is LimitAction.HOLD:
+                # a hold reason while above: the hold is not released (and recover_within
+                # counts) until the chamber is back under the limit
+                return ("pressure", message)
         if lim.pressure.hold_above is not None and p > lim.pressure.hold_above:
             return (
                 "pressure",
@@ -478,14 +483,23 @@ class Safety:
 
     def _not_pumped_down(self, for_s: float) -> str:
         p = self.readings.pressure_torr
-        hold_at = self.cfg.limits.pressure.hold_above
+        lim = self.cfg.limits.pressure
+        hold_at = lim.hold_above if lim.hold_above is not None else lim.max
+        head = f"chamber pressure {p:.3g} Torr still above the {hold_at:g} Torr hold limit "
+        if self.opened_by_hand is not None:
+            by_hand = ", ".join(sorted(self.opened_by_hand)) or "none"
+            return (
+                f"{head}{for_s:.0f} s into the hold of this manual session (dose valves open "
+                f"by hand: {by_hand}): something still feeds the chamber, or the pump cannot "
+                "clear it. A dose valve left open or stuck open, an MFC above its setpoint, "
+                "a leak, the pump: close the sources' manual valves before anything else"
+            )
         last = f"; {self.last_dose} was dosed last" if self.last_dose is not None else ""
         return (
-            f"chamber pressure {p:.3g} Torr still above the {hold_at:g} Torr hold limit "
-            f"{for_s:.0f} s into the hold, with every dose valve commanded closed and the pump "
-            "open: something still feeds the chamber, or the pump cannot clear it. A dose "
-            f"valve stuck open{last} (a valve module that reads back only its outputs cannot "
-            "see one), an MFC above its setpoint, a leak, the pump: close the sources' "
+            f"{head}{for_s:.0f} s into the hold, with every dose valve commanded closed and "
+            "the pump open: something still feeds the chamber, or the pump cannot clear it. "
+            f"A dose valve stuck open{last} (a valve module that reads back only its outputs "
+            "cannot see one), an MFC above its setpoint, a leak, the pump: close the sources' "
             "manual valves before anything else"
         )
 

@@ -53,3 +53,29 @@ def test_a_manual_sessions_pressure_hold_ends_when_the_chamber_is_back_in_band()
     assert len(refused) == 1
     assert "no dose while the chamber pressure" in refused[0]
     assert session.outcome == "complete", session.reason
+
+
+def test_a_manual_session_that_cannot_pump_down_says_what_the_operator_left_open() -> None:
+    # The hold of a manual session refuses doses and closes nothing: after recover_within
+    # the session ends, and the reason names the dose valves open by hand (not "every dose
+    # valve commanded closed", which is a run's hold).
+    prepared = prepare(RECIPE, None, ())
+
+    async def main() -> ManualSession:
+        tool = build(prepared.tool, seed=0)
+        await tool.connect()
+        control = RunControl()
+        session = ManualSession(tool, VirtualClock(), EventBus(), control, None)
+        task = asyncio.get_running_loop().create_task(session.run())
+        await asyncio.sleep(5)
+        # (a dose valve left open would fill the chamber past its 5 Torr maximum: that
+        # aborts by itself; here the carrier keeps it between the hold limit and the max)
+        await session.set("flow:carrier", "85 sccm", "operator")  # ~2.3 Torr: held
+        await asyncio.wait_for(task, 120)
+        return session
+
+    session = run_virtual(main())
+    assert session.outcome == "aborted"
+    assert "still above the 2 Torr hold limit" in session.reason, session.reason
+    assert "manual session (dose valves open by hand: none)" in session.reason
+    assert "every dose valve commanded closed" not in session.reason

@@ -312,6 +312,35 @@ def test_a_pressure_hold_that_pumps_down_is_not_cut_short(sim_run: Run) -> None:
     assert result.units_done == 10
 
 
+def test_a_pressure_maximum_that_holds_is_not_released_while_the_chamber_is_above_it(
+    sim_run: Run,
+) -> None:
+    # limits.pressure {max, action: hold} and no hold_above. Before (main 049af87) the
+    # hold's limit gave no hold reason: "back in band, resuming" after resume_after with
+    # the chamber still above max, every retry tripped it again, and the run ended on
+    # hold_retries with a wrong diagnosis; recover_within never applied.
+    async def script(h: Harness) -> None:
+        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
+        h.sim.sync().faults.inject("pressure_spike", torr=0.0, leak_sccm=90.0)
+
+    def hold_at_max(tool: Any) -> Any:
+        from aldctl.config import LimitAction
+
+        pressure = tool.limits.pressure.model_copy(
+            update={"max": 2.0, "hold_above": None, "action": LimitAction.HOLD}
+        )
+        return tool.model_copy(
+            update={"limits": tool.limits.model_copy(update={"pressure": pressure})}
+        )
+
+    result, h = sim_run(AL2O3, script=script, tool_changes=hold_at_max)
+    assert result.outcome == "aborted"
+    assert "still above the 2 Torr hold limit" in result.reason, result.reason
+    resumed = [e for e in h.events if isinstance(e, Alarm) and "resuming" in e.message]
+    assert resumed == []
+    assert h.states().count("held") == 1
+
+
 def test_low_mfc_holds_and_resumes_when_cleared(sim_run: Run) -> None:
     async def script(h: Harness) -> None:
         import asyncio

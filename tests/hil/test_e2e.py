@@ -234,6 +234,25 @@ def test_a_valve_stuck_open_is_found_by_its_limit_switch_over_modbus(
     assert [m for (m,) in aborts if not m.startswith("valve TMA")] == [], aborts
 
 
+def test_limit_switches_wired_with_the_other_sense_stop_the_run_before_it_starts(
+    tmp_path: Path, serve: Any
+) -> None:
+    # The emulated module's inputs close when a valve is open; a config that says they
+    # close when it is closed reads every closed dose valve as open. Before, nothing read
+    # the inputs until a hold, where every hold would then have aborted as "stuck open".
+    config = hil_config(tmp_path, position_sense="closed")
+    srv = serve(config)
+    run = aldctl(
+        "run", str(RECIPE), "--config", str(srv.tool), "--realtime",
+        "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    _, err = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "Traceback" not in err, err
+    assert "dose valve TMA (valves:0) reads open on its limit switch while its output is off" in err
+    assert "position_sense: closed" in err
+
+
 @pytest.mark.slow
 def test_gauge_that_stops_answering_aborts_the_run_naming_it(tmp_path: Path, serve: Any) -> None:
     config = hil_config(tmp_path)
