@@ -103,6 +103,13 @@ _CLIENT_TIMEOUT_S = 30.0
 connection on its own)."""
 
 
+SETTLE_MIN_S = 0.05
+"""The least quiet time after an abandoned serial request: a short timeout (a fast poll)
+says nothing about how late the device's answer may still come (a slave's turnaround
+under its own load); 50 ms is a few frames at 19200 baud and costs nothing when no
+request is abandoned."""
+
+
 class ModbusFault(DeviceFault):
     """The device answered with a Modbus exception response (not retried)."""
 
@@ -638,7 +645,7 @@ class ModbusUnit:
                 raise
             finally:
                 # a reply that missed the timeout usually comes within another one or two
-                await self.link.settle(2 * self.policy.timeout_s)
+                await self.link.settle(max(2 * self.policy.timeout_s, SETTLE_MIN_S))
 
     # -- reads ---------------------------------------------------------------------------
     async def read_holding(self, address: int, count: int = 1) -> list[int]:

@@ -104,7 +104,8 @@ def test_a_gauge_reading_is_dated_when_the_gauge_was_asked_even_behind_another_p
     assert errors == {}
     off = [1e3 * (t - true) for t, true in got]
     print("stamp - moment the gauge took it (ms):", " ".join(f"{x:.1f}" for x in off))
-    assert max(abs(x) for x in off) < 10.0, off
+    # (before: 20-45 ms off; a loaded machine adds a few ms of its own to any one stamp)
+    assert max(abs(x) for x in off) < 15.0, off
 
 
 class _LateReads(tunerun._Trial):
