@@ -273,12 +273,13 @@ def test_li3po4_keeps_the_lithium_its_liotbu_takes_up_also_in_a_cycle_that_misse
 
 
 def test_a_short_tmp_purge_leaves_the_li3po4_film_as_it_is() -> None:
-    # At the brute-force reference doses (aldctl bench tune-recipes: LiOtBu 1.17 s, the
-    # rest 10 ms, 300 C). TMP reacts only with the surface LiOtBu and water leave, so TMP
-    # still in the chamber when the second water comes neither grows CVD nor changes the
-    # film. Before, the first water's 10 ms left ~1 % of a 5x oversized LiOtBu uptake
-    # unconverted; those cycles grew a whole Li2O-process cycle, which leftover TMP turned
-    # into Li3PO4: a short purge took 1.6 % off the thickness but 1.1 % off the mass.
+    # At the doses aldctl bench tune-recipes' brute force took as saturating on main 049af87
+    # (LiOtBu 1.17 s, the rest 10 ms, 300 C; now LiOtBu 0.22 s). TMP reacts only with the
+    # surface LiOtBu and water leave, so TMP still in the chamber when the second water
+    # comes neither grows CVD nor changes the film. Before, the first water's 10 ms left
+    # ~1 % of a 5x oversized LiOtBu uptake unconverted; those cycles grew a whole
+    # Li2O-process cycle, which leftover TMP turned into Li3PO4: a short purge took 1.6 %
+    # off the thickness but 1.1 % off the mass.
     def steady(tmp_purge_ns: int) -> tuple[float, float, Truth]:
         r = _reactor(["LiOtBu", "H2O", "TMP"], 300.0)
         steps = (("LiOtBu", 1170 * MS, 10 * S), ("H2O", 10 * MS, 10 * S))
