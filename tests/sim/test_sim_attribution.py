@@ -305,3 +305,28 @@ def test_a_short_tmp_purge_leaves_the_li3po4_film_as_it_is() -> None:
     assert h_long == pytest.approx(library.processes()["Li3PO4-LiOtBu-TMP"].gpc(300.0), rel=0.01)
     assert h_short == pytest.approx(h_long, rel=1e-3)
     assert m_short == pytest.approx(m_long, rel=1e-3)
+
+
+def test_a_litaox_film_on_li3po4_starts_with_the_lithium_li3po4_takes_up() -> None:
+    # The first LiOtBu of the LiTaOx film meets the surface the Li3PO4 film left, and takes
+    # up what it takes up there (Li3PO4's lithium per cycle, as Li2O: 0.27 A at 225 C); from
+    # the next supercycle on it meets LiTaOx's surface and grows LiTaOx's Li2O, 1.6 A. Before:
+    # 1.6 A from the first, as if the LiOtBu had met a Li2O film.
+    r = _reactor(["LiOtBu", "H2O", "TaOEt5", "TMP"], 225.0)
+    li, ta = ["LiOtBu", "H2O"], ["TaOEt5", "H2O"]
+    for _ in range(3):
+        seq.run_cycle(r, [*li, "TMP", "H2O"], 2 * S, 10 * S)
+    t0 = r.truth()
+    li3po4 = library.processes()["Li3PO4-LiOtBu-TMP"]
+    held = li3po4.cycles[li3po4.id].phase.cation_moles(li3po4.gpc(225.0))["Li"]
+    li2o = r.chemistry.kind_by_label("Li2O").cycle.phase
+    first = held / 2 * li2o.molar_mass / li2o.density * 1e8
+    grown = []
+    for _ in range(2):
+        seq.run_cycle(r, li, 2 * S, 10 * S)
+        seq.run_cycle(r, ta, 2 * S, 10 * S)
+        grown.append(r.truth().growth_by_kind_a["Li2O"] - t0.growth_by_kind_a["Li2O"])
+    assert grown[0] == pytest.approx(first, rel=0.02)
+    assert grown[1] - grown[0] == pytest.approx(
+        _kind_gpc("LiTaOx-LiOtBu-TaOEt5", li, 225.0), rel=0.02
+    )
