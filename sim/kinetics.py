@@ -333,6 +333,11 @@ class Chemistry:
                     self.copy_of[index] = t.index
                     self.transitions.append(dataclasses.replace(t, index=index, src=state))
         self.chemicals: frozenset[str] = frozenset(t.chemical for t in self.transitions)
+        self.reclaimed: dict[int, int] = {
+            t.closes: t.reclaims for t in self.transitions if t.closes >= 0 and t.reclaims >= 0
+        }
+        """Longer kind -> the shorter kind whose whole dose sequence starts it (Li3PO4 ->
+        Li2O): the shorter kind's cycles on the way are the longer kind's first steps."""
         by_cycle = {(k.process.id, k.cycle.name): k.index for k in self.kinds}
         self.priority: list[int] = [
             by_cycle[(p.id, c.name)] for p, c in kinds if (p.id, c.name) in by_cycle
@@ -408,10 +413,14 @@ class Chemistry:
         of its own (the Li2O subcycle: 1.0 to 2.6 A/cycle depending on its partner) grows
         that supercycle's subcycle GPC, and right after a switch the supercycle's interaction
         term applies. A kind with a whole-cycle process (TMA/H2O) keeps that process's GPC
-        whatever else the recipe or the tool holds.
+        whatever else the recipe or the tool holds. A kind whose whole sequence starts the
+        ``context`` kind's (Li2O after Li3PO4) takes up what its first dose takes up on that
+        surface: :meth:`prefix_factor`.
         """
         if context < 0 or context == kind:
             return 1.0
+        if self.reclaimed.get(context) == kind:
+            return self.prefix_factor(kind, context, t_c)
         hit = self._supercycle_of(kind, context)
         if hit is None:
             return 1.0
@@ -433,7 +442,40 @@ class Chemistry:
         k = self.kinds[kind]
         if not k.process.is_supercycle:
             return False
+        if context >= 0 and self.reclaimed.get(context) == kind:
+            return False  # the surface it opened on is the longer kind's: prefix_factor
         return context < 0 or context == kind or self._supercycle_of(kind, context) is None
+
+    def prefix_factor(self, kind: int, longer: int, t_c: float) -> float:
+        """Growth (and site) factor of a cycle of ``kind`` opened on the surface a cycle of
+        ``longer`` left, where ``longer``'s dose sequence starts with ``kind``'s whole one
+        (Li2O's LiOtBu, H2O inside Li3PO4's LiOtBu, H2O, TMP, H2O).
+
+        The shared first dose meets the longer kind's surface, so it takes up what it takes
+        up in a cycle of that kind: the longer film's metal per cycle (Li3PO4 at 300 degC,
+        4.2e-10 mol Li/cm2), not the shorter kind's own (the Li2O subcycle's 1.6 A, 2.1e-9:
+        a LiOH-terminated Li2O film's uptake). Both the cycles that go on to the longer kind
+        (whose metal is then conserved: the precursor consumed is the metal in the film)
+        and a patch that stops as the shorter kind (the water missed TMP) hold that uptake.
+        """
+        if self.reclaimed.get(longer) != kind:
+            return 1.0
+        element = chemistry.get(self.kinds[kind].cycle.chemicals[0]).element
+        own = self._metal_per_cycle(kind, t_c, element)
+        theirs = self._metal_per_cycle(longer, t_c, element)
+        if own <= 0.0 or theirs <= 0.0:
+            return 1.0
+        return theirs / own
+
+    def _metal_per_cycle(self, kind: int, t_c: float, element: str | None) -> float:
+        """mol/cm2 of ``element`` one saturated cycle of ``kind`` lays down at ``t_c``
+        (0 when its film holds none), as :meth:`rates` counts a precursor's sites."""
+        k = self.kinds[kind]
+        phase = k.cycle.phase
+        if element is None or element not in phase.cations:
+            return 0.0
+        m_loop = k.process.gpc(t_c, k.cycle.name) * 1e-8 * k.areal_density  # g/cm2
+        return m_loop / phase.molar_mass * phase.cations[element]
 
     def partner_factor(self, kind: int, partner: int, t_c: float) -> float:
         """Growth factor of ``kind``'s cycles that grew with no partner, now that a cycle
@@ -525,12 +567,17 @@ class Chemistry:
             )
         # A step shared with another kind adds that kind's mass (the first kind in the trie
         # owns it); the closing step squares the account, so every kind's cycle adds its own
-        # areal mass (the QCM reads each film's mass per cycle, not its neighbour's).
+        # areal mass (the QCM reads each film's mass per cycle, not its neighbour's). The
+        # steps of a shorter kind closed on the way (Li2O inside Li3PO4) are not squared
+        # here: their cycle's mass goes back with its growth when the longer kind takes it
+        # over (SurfaceChemistry._reclaim), whatever uptake the surface gave it.
         for k in self.kinds:
             path = self._paths[k.index]
+            prefix = self.reclaimed.get(k.index, -1)
+            on_the_way = set(self._paths[prefix]) if prefix >= 0 else set()
             shared = [t for t in path if self.transitions[t].kind != k.index]
             if shared:
-                m_t[path[-1]] += owed[k.index] - sum(m_t[t] for t in shared)
+                m_t[path[-1]] += owed[k.index] - sum(m_t[t] for t in shared if t not in on_the_way)
         for copy, orig in self.copy_of.items():
             n_t[copy], m_t[copy], beta[copy] = n_t[orig], m_t[orig], beta[orig]
         dec = decomposition()

@@ -352,8 +352,9 @@ class SurfaceChemistry(ReactorCore):
     def _reclaim(self, kind: int, conv: float) -> float:
         """A longer kind closed over ``conv`` of the surface whose cycles began as a whole
         cycle of the shorter ``kind`` (Li3PO4 over Li2O): the longer kind's growth stands
-        for both, so the shorter one's growth on the way is taken back (the areal mass
-        is squared by the closing step's own, :meth:`sim.kinetics.Chemistry.rates`).
+        for both, so the shorter one's growth on the way is taken back, and with it the
+        areal mass its steps added (the closing step adds the longer kind's share of them,
+        :meth:`sim.kinetics.Chemistry.rates`).
         Returns the cycles of ``kind`` taken back."""
         s = self._s
         pc = s.prefix_c[kind]
@@ -364,6 +365,8 @@ class SurfaceChemistry(ReactorCore):
         s.thickness -= g
         s.growth_kind[kind] -= g
         s.cycles_kind[kind] -= back
+        # and its areal mass: ng/cm2 per A of film is 10 x its density (Chemistry.rates)
+        s.mass_ng -= g * 10.0 * self.chemistry.kinds[kind].areal_density
         if s.solo[kind] > 0.0:
             s.solo[kind] = max(0.0, s.solo[kind] - g)
         return back
