@@ -20,16 +20,20 @@ from aldctl.tool import build
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml"
 
 
-def test_a_manual_sessions_pressure_hold_ends_when_the_chamber_is_back_in_band() -> None:
-    prepared = prepare(RECIPE, None, ())
+async def start_session() -> tuple[ManualSession, RunControl, asyncio.Task[None]]:
+    """A manual session on the built-in simulated tool, 5 s in (virtual time)."""
+    tool = build(prepare(RECIPE, None, ()).tool, seed=0)
+    await tool.connect()
+    control = RunControl()
+    session = ManualSession(tool, VirtualClock(), EventBus(), control, None)
+    task = asyncio.get_running_loop().create_task(session.run())
+    await asyncio.sleep(5)
+    return session, control, task
 
+
+def test_a_manual_sessions_pressure_hold_ends_when_the_chamber_is_back_in_band() -> None:
     async def main() -> tuple[ManualSession, list[str], str | None]:
-        tool = build(prepared.tool, seed=0)
-        await tool.connect()
-        control = RunControl()
-        session = ManualSession(tool, VirtualClock(), EventBus(), control, None)
-        task = asyncio.get_running_loop().create_task(session.run())
-        await asyncio.sleep(5)
+        session, control, task = await start_session()
         # 85 sccm of carrier: ~2.3 Torr, above the built-in tool's 2 Torr hold limit
         await session.set("flow:carrier", "85 sccm", "operator")
         await asyncio.sleep(10)
@@ -59,15 +63,8 @@ def test_a_manual_session_that_cannot_pump_down_says_what_the_operator_left_open
     # The hold of a manual session refuses doses and closes nothing: after recover_within
     # the session ends, and the reason names the dose valves open by hand (not "every dose
     # valve commanded closed", which is a run's hold).
-    prepared = prepare(RECIPE, None, ())
-
     async def main() -> ManualSession:
-        tool = build(prepared.tool, seed=0)
-        await tool.connect()
-        control = RunControl()
-        session = ManualSession(tool, VirtualClock(), EventBus(), control, None)
-        task = asyncio.get_running_loop().create_task(session.run())
-        await asyncio.sleep(5)
+        session, _, task = await start_session()
         # (a dose valve left open would fill the chamber past its 5 Torr maximum: that
         # aborts by itself; here the carrier keeps it between the hold limit and the max)
         await session.set("flow:carrier", "85 sccm", "operator")  # ~2.3 Torr: held

@@ -87,6 +87,17 @@ class Server:
         return err
 
 
+def realtime_run(srv: Server, tmp_path: Path, cycles: int) -> tuple[int, dict[str, Any], str]:
+    """``aldctl run --realtime --json`` of the Al2O3 recipe (short purges) on ``srv``'s
+    endpoints: its exit code, its JSON summary and its stderr."""
+    run = aldctl(
+        "run", str(RECIPE), "--config", str(srv.tool), "--set", f"cycles={cycles}", *FAST,
+        "--realtime", "--json", "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    out, err = run.communicate(timeout=300)
+    return run.returncode, json.loads(out), err
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
     servers: list[Server] = []
@@ -205,22 +216,8 @@ def test_a_valve_stuck_open_is_found_by_its_limit_switch_over_modbus(
     doc["safety"]["verify_time"] = "5 s"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
     srv = serve(config, "--fault", "valve_stuck_open:TMA@10")
-    run = aldctl(
-        "run",
-        str(RECIPE),
-        "--config",
-        str(srv.tool),
-        "--set",
-        "cycles=30",
-        *FAST,
-        "--realtime",
-        "--json",
-        "--data-dir",
-        str(tmp_path / "data"),
-    )
-    out, err = run.communicate(timeout=300)
-    assert run.returncode == 1, err
-    summary = json.loads(out)
+    code, summary, err = realtime_run(srv, tmp_path, 30)
+    assert code == 1, err
     assert summary["outcome"] == "aborted"
     assert summary["reason"].startswith("dose valve TMA stuck open"), summary["reason"]
     assert summary["held_s"] < 5.0
@@ -257,22 +254,8 @@ def test_limit_switches_wired_with_the_other_sense_stop_the_run_before_it_starts
 def test_gauge_that_stops_answering_aborts_the_run_naming_it(tmp_path: Path, serve: Any) -> None:
     config = hil_config(tmp_path)
     srv = serve(config, "--fault", "comm_timeout:chamber@8")
-    run = aldctl(
-        "run",
-        str(RECIPE),
-        "--config",
-        str(srv.tool),
-        "--set",
-        "cycles=20",
-        *FAST,
-        "--realtime",
-        "--json",
-        "--data-dir",
-        str(tmp_path / "data"),
-    )
-    out, err = run.communicate(timeout=300)
-    assert run.returncode == 1, err
-    summary = json.loads(out)
+    code, summary, err = realtime_run(srv, tmp_path, 20)
+    assert code == 1, err
     assert summary["outcome"] == "aborted"
     assert "device 'gauge' stopped answering" in summary["reason"]
     assert summary["safe_state_errors"] == {}

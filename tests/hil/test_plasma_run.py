@@ -30,11 +30,12 @@ def fast_peald(tmp: Path, plasma_s: float = 5.0) -> Path:
     return path
 
 
-def _wait_for_rf(srv: Any, run: Any) -> None:
-    deadline = time.monotonic() + 90
+def wait_for_rf(srv: Any, run: Any, limit_s: float = 90) -> None:
+    """Until ``srv``'s RF generator is on; fails if the process ``run`` ends first."""
+    deadline = time.monotonic() + limit_s
     while not srv.server.plant.sync().read_plasma().on:
         assert run.poll() is None, run.communicate()
-        assert time.monotonic() < deadline, "the run never turned RF on"
+        assert time.monotonic() < deadline, "RF was never turned on"
         time.sleep(0.02)
 
 
@@ -46,7 +47,7 @@ def test_high_reflected_power_mid_plasma_ends_a_real_run_with_the_rf_off(tmp_pat
             "run", str(fast_peald(tmp_path)), "--config", str(srv.tool), "--set", "cycles=5",
             "--realtime", "--json", "--data-dir", str(tmp_path / "data"),
         )  # fmt: skip
-        _wait_for_rf(srv, run)
+        wait_for_rf(srv, run)
         # past the ignition check (2 s after RF on): lit and matched, now the match loses it
         time.sleep(2.5)
         srv.server.plant.sync().faults.inject("plasma_high_reflected", "rf")
@@ -78,7 +79,7 @@ def test_a_hold_mid_plasma_turns_the_rf_off_over_the_wire_and_the_run_completes(
             "run", str(fast_peald(tmp_path, plasma_s=12.0)), "--config", str(srv.tool),
             "--set", "cycles=2", "--realtime", "--json", "--data-dir", str(tmp_path / "data"),
         )  # fmt: skip
-        _wait_for_rf(srv, run)
+        wait_for_rf(srv, run)
         time.sleep(2.5)
         plant = srv.server.plant
         plant.sync().faults.inject("pressure_spike", torr=4.0)  # over the 2 Torr hold limit

@@ -19,6 +19,7 @@ import pytest
 from aldctl.front.tunerun import all_cycle_doses, run_trial
 from aldctl.session import prepare
 from tests.conftest import RECIPES
+from tests.hil.test_plasma_run import wait_for_rf
 from tests.tune.test_tune_real import (
     CI_DESIGN,
     DOSE_TOL,
@@ -144,18 +145,10 @@ def test_a_peald_trial_on_the_real_drivers_runs_its_plasma_and_agrees_with_the_s
     _plasma_safe(srv)
 
 
-def _wait_for_rf(srv: Any, run: Any) -> None:
-    deadline = time.monotonic() + 60
-    while not srv.server.plant.sync().read_plasma().on:
-        assert run.poll() is None, run.communicate()
-        assert time.monotonic() < deadline, "the trial never turned RF on"
-        time.sleep(0.02)
-
-
 def test_ctrl_c_mid_plasma_turns_rf_off_and_aborts_the_trial(tmp_path: Path, served: Any) -> None:
     srv = served(PLASMA_TOOL)
     run = _tune(srv.tool, peald_recipe(tmp_path), tmp_path / "data", "--line", "TMA", "--yes")
-    _wait_for_rf(srv, run)
+    wait_for_rf(srv, run, 60)
     time.sleep(0.2)
     assert srv.server.plant.sync().read_plasma().on
     run.send_signal(signal.SIGINT)
