@@ -36,6 +36,16 @@ def _run(run_cli: Callable[..., Any], tmp_path: Path, fault: str) -> tuple[Any, 
     return res, json.loads(res.out)
 
 
+def stuck_open_after_the_first_unit(line: str) -> Callable[[Any], Any]:
+    """A sim_run script: ``line``'s valve sticks open once the first unit is done."""
+
+    async def script(h: Any) -> None:
+        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
+        h.sim.reactor.faults.inject("valve_stuck_open", line)
+
+    return script
+
+
 def test_an_abort_reads_the_safe_state_back_and_names_what_is_not_safe(
     tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:
@@ -147,9 +157,7 @@ def test_a_dose_valve_stuck_open_in_teardown_aborts_at_once_naming_it(
 def test_a_dose_valve_stuck_open_mid_cycle_aborts_too(
     sim_run: Callable[..., tuple[RunResult, Any]],
 ) -> None:
-    async def script(h: Any) -> None:
-        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
-        h.sim.reactor.faults.inject("valve_stuck_open", "H2O")
+    script = stuck_open_after_the_first_unit("H2O")
 
     result, h = sim_run(RECIPE, sets=("cycles=5",), script=script)
     assert result.outcome == "aborted"
@@ -198,9 +206,7 @@ def test_the_read_back_after_an_abort_raises_no_further_abort_alarms(
     # the hold's abort is the runner's own, so the control kept no abort reason, and the
     # monitor raised "chamber pressure ... above the 5 Torr limit" as a new abort alarm at
     # every poll of the 30 s read-back (30 of them in the journal and on every display).
-    async def script(h: Any) -> None:
-        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
-        h.sim.reactor.faults.inject("valve_stuck_open", "H2O")
+    script = stuck_open_after_the_first_unit("H2O")
 
     result, h = sim_run(RECIPE, sets=("cycles=5",), script=script)
     assert result.reason.startswith("dose valve H2O stuck open"), result.reason
@@ -216,9 +222,7 @@ def test_nothing_acts_on_the_hold_while_the_safe_state_is_read_back(
     # TMA stuck open keeps the chamber at ~4.3 Torr: above the 2 Torr hold limit, under the
     # 5 Torr maximum, for the whole 30 s read-back after the abort. The hold is over (the
     # run has aborted): neither its recover_within rule nor its release may speak then.
-    async def script(h: Any) -> None:
-        await h.until(lambda e: isinstance(e, UnitDone) and e.index == 1)
-        h.sim.reactor.faults.inject("valve_stuck_open", "TMA")
+    script = stuck_open_after_the_first_unit("TMA")
 
     result, h = sim_run(RECIPE, sets=("cycles=5",), script=script)
     assert result.reason.startswith("dose valve TMA stuck open"), result.reason
