@@ -119,23 +119,42 @@ class Tool:
             raise ToolError("; ".join(errors))
 
     async def _positions_agree(self) -> list[str]:
-        """A dose valve whose limit switch reads open while its output is off, before
-        anything was dosed: a valve stuck open, or a switch wired with the other sense
-        (every hold would then abort on it). Either way, nothing should start."""
+        """Before anything starts, every dose valve closed, as its output and (where the
+        bank has them) its limit switch say.
+
+        An output on: a controller that died with the valve open left it so (a module with
+        no watchdog, or a reconnect inside its time, whose simple stop ends it): the valve
+        is closed here and nothing starts, since the chamber has been dosed for no one
+        knows how long. A switch that reads open with the output off: a valve stuck open,
+        or a switch wired with the other sense (every hold would then abort on it)."""
         errors: list[str] = []
         for bank in self.banks:
-            if not getattr(bank, "positions", False):
-                continue
             name = self.device_name(bank)
+            sensed = bool(getattr(bank, "positions", False))
             try:
                 async with asyncio.timeout(self.config.devices[name].connect_timeout):
                     outputs = await bank.read_valves()
-                    positions = await valve_positions(bank)()
+                    positions = await valve_positions(bank)() if sensed else {}
             except (DeviceError, OSError, TimeoutError) as exc:
                 errors.append(f"device '{name}': the valves' positions could not be read: {exc}")
                 continue
             for line, (b, ch) in self.valves.items():
-                if b is bank and positions.get(ch) and not outputs.get(ch):
+                if b is not bank:
+                    continue
+                if outputs.get(ch):
+                    closed = "closed it now"
+                    try:
+                        async with asyncio.timeout(self.config.devices[name].connect_timeout):
+                            await bank.set_valve(ch, False)
+                    except (DeviceError, OSError, TimeoutError) as exc:
+                        closed = f"could not close it ({exc}): close the source's manual valve"
+                    errors.append(
+                        f"dose valve {line} ({name}:{ch}) was open when the tool connected "
+                        f"(its output on: left by a controller that ended without closing "
+                        f"it); {closed}. The chamber may hold {line}: pump and check it "
+                        "before running again"
+                    )
+                elif sensed and positions.get(ch):
                     errors.append(
                         f"dose valve {line} ({name}:{ch}) reads open on its limit switch while "
                         "its output is off: the valve is stuck open (close the source's manual "

@@ -250,6 +250,44 @@ def test_limit_switches_wired_with_the_other_sense_stop_the_run_before_it_starts
     assert "position_sense: closed" in err
 
 
+def test_a_dose_valve_left_open_by_a_process_that_died_is_closed_and_the_run_refused(
+    tmp_path: Path, serve: Any
+) -> None:
+    # modbus-dio's watchdog is off by default, and a reconnect inside its time stops it
+    # (connect's simple stop): an output a killed controller left on stays on. Its switch
+    # reads open too, so the connect check (switch open, output off) passed it, and the
+    # run's setup went on with TMA flowing (here: 4.2 Torr, then a pressure hold and
+    # "resuming"; a source too weak to reach the hold limit would have flowed through the
+    # whole setup). Reproduced on main 72ee954.
+    from pymodbus.client import ModbusTcpClient
+
+    config = hil_config(tmp_path)
+    srv = serve(config)
+    port = int(yaml.safe_load(srv.tool.read_text())["devices"]["valves"]["port"])
+    client = ModbusTcpClient("127.0.0.1", port=port)
+    assert client.connect()
+    try:
+        client.write_coil(0, True, device_id=1)  # TMA: left on by a controller that died
+    finally:
+        client.close()
+    deadline = time.monotonic() + 5
+    while not srv.status()["valves"].get("TMA"):
+        assert time.monotonic() < deadline, "the TMA output never came on"
+        time.sleep(0.05)
+    run = aldctl(
+        "run", str(RECIPE), "--config", str(srv.tool), "--set", "cycles=1", *FAST,
+        "--realtime", "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    _, err = run.communicate(timeout=300)
+    assert run.returncode != 0, err
+    assert "Traceback" not in err, err
+    assert "dose valve TMA (valves:0) was open when the tool connected" in err, err
+    deadline = time.monotonic() + 2  # the status file refreshes every 0.2 s
+    while srv.status()["valves"].get("TMA"):
+        assert time.monotonic() < deadline, "TMA was left open"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_gauge_that_stops_answering_aborts_the_run_naming_it(tmp_path: Path, serve: Any) -> None:
     config = hil_config(tmp_path)
