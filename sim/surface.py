@@ -102,6 +102,11 @@ class SurfaceChemistry(ReactorCore):
         for k, first in enumerate(self._first_chem):
             if first == chem:
                 ctx = s.last_closed if s.last_closed != k else s.context
+                if s.prefix_c[k] > 0.5 and self.chemistry.reclaimed.get(ctx) == k:
+                    # most of the surface is this kind's own finished cycles, not taken on
+                    # by the longer kind (a Li2O film grown on Li3PO4, a cycle that missed
+                    # TMP): it takes up what it takes up on itself
+                    ctx = k
                 t_c = self._zone_t(self._h_sub)
                 s.latched[k] = self.chemistry.multiplier(k, ctx, s.last_closed, t_c)
                 s.solo_open[k] = self.chemistry.waits_for_partner(k, ctx)
