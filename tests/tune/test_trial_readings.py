@@ -7,6 +7,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,26 @@ def _late_module_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dio.ModbusDioModule, "_end_pulse", late)
 
 
+def _on_a_late_timer(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: Callable[[Any, Any], Coroutine[Any, Any, Any]],
+) -> Any:
+    """``body(trial, plant)`` in a trial on the real drivers whose valve module's pulse
+    timer fires late; its result (the trial must end without errors)."""
+    _late_module_timer(monkeypatch)
+    srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
+    plant = srv.server.plant
+    try:
+        result, errors = _driver_trial(
+            srv, fast_recipe(tmp_path), lambda trial: trial._call(body(trial, plant))
+        )
+    finally:
+        srv.stop()
+    assert errors == {}
+    return result
+
+
 def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer_is_late(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,36 +193,25 @@ def test_a_module_timed_pulse_ends_in_the_model_on_time_when_the_emulators_timer
     # wire jumped: 0.0067 then 0.0143 Torr s for the same 10 ms pulse, a dose off by +76 %).
     import asyncio
 
-    _late_module_timer(monkeypatch)
-    srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
-    plant = srv.server.plant
-    try:
+    async def pulse(trial: Any, plant: Any) -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        bank, ch = trial.devices.valves["TMA"]
+        for _ in range(5):
+            await bank.pulse(ch, 0.04)
+            sent = loop.time()
+            await asyncio.sleep(0.02)
+            during = plant.sync().read_valves()["TMA"]
+            # a loaded machine may wake us past the pulse's end: that look proves
+            # nothing either way, so pulse again
+            in_pulse = loop.time() - sent < 0.03
+            await asyncio.sleep(0.06)  # the pulse is over; the late timer has not fired
+            after = plant.sync().read_valves()["TMA"]
+            if in_pulse or after:
+                break
+            await asyncio.sleep(0.2)  # the late timers fire: the next pulse is clean
+        return during, after
 
-        def body(trial: Any) -> tuple[bool, bool]:
-            async def pulse() -> tuple[bool, bool]:
-                loop = asyncio.get_running_loop()
-                bank, ch = trial.devices.valves["TMA"]
-                for _ in range(5):
-                    await bank.pulse(ch, 0.04)
-                    sent = loop.time()
-                    await asyncio.sleep(0.02)
-                    during = plant.sync().read_valves()["TMA"]
-                    # a loaded machine may wake us past the pulse's end: that look proves
-                    # nothing either way, so pulse again
-                    in_pulse = loop.time() - sent < 0.03
-                    await asyncio.sleep(0.06)  # the pulse is over; the late timer has not fired
-                    after = plant.sync().read_valves()["TMA"]
-                    if in_pulse or after:
-                        break
-                    await asyncio.sleep(0.2)  # the late timers fire: the next pulse is clean
-                return during, after
-
-            return trial._call(pulse())
-
-        (during, after), errors = _driver_trial(srv, fast_recipe(tmp_path), body)
-    finally:
-        srv.stop()
-    assert errors == {}
+    during, after = _on_a_late_timer(tmp_path, monkeypatch, pulse)
     assert during, "the pulse never opened the valve"
     assert not after, "the model's valve stayed open past the module's pulse end"
 
@@ -215,27 +225,16 @@ def test_a_new_pulse_after_a_late_timer_does_not_drop_the_previous_pulses_end(
     # model, and the model's valve stayed open from the first opening to the second end.
     import asyncio
 
-    _late_module_timer(monkeypatch)
-    srv = InProcessServer(hil_config(tmp_path, FAST_PUMP), tmp_path / "state")
-    plant = srv.server.plant
-    try:
+    async def pulses(trial: Any, plant: Any) -> int:
+        bank, ch = trial.devices.valves["TMA"]
+        before = plant.sync().truth().valve_actuations["TMA"]
+        await bank.pulse(ch, 0.04)
+        await asyncio.sleep(0.07)  # over, but the late timer has not fired
+        await bank.pulse(ch, 0.04)  # nothing asked the model in between
+        await asyncio.sleep(0.3)
+        return int(plant.sync().truth().valve_actuations["TMA"] - before)
 
-        def body(trial: Any) -> int:
-            async def pulses() -> int:
-                bank, ch = trial.devices.valves["TMA"]
-                before = plant.sync().truth().valve_actuations["TMA"]
-                await bank.pulse(ch, 0.04)
-                await asyncio.sleep(0.07)  # over, but the late timer has not fired
-                await bank.pulse(ch, 0.04)  # nothing asked the model in between
-                await asyncio.sleep(0.3)
-                return int(plant.sync().truth().valve_actuations["TMA"] - before)
-
-            return trial._call(pulses())
-
-        opened, errors = _driver_trial(srv, fast_recipe(tmp_path), body)
-    finally:
-        srv.stop()
-    assert errors == {}
+    opened = _on_a_late_timer(tmp_path, monkeypatch, pulses)
     assert opened == 2  # two pulses in the model, not one long one
 
 
