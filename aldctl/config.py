@@ -733,6 +733,39 @@ class KnownChemicals:
     hint: Callable[[str], str]
 
 
+def _valve_plain(v: ValveChannel | None) -> dict[str, Any] | None:
+    return None if v is None else {"device": v.device, "channel": v.channel, "fails": v.fails}
+
+
+def plain_tool(config: ToolConfig) -> dict[str, Any]:
+    """The parts of the config a simulated driver binding needs, as plain data (the
+    ``tool`` service of :class:`drivers.base.DriverContext`)."""
+    return {
+        "name": config.name,
+        "lines": {
+            name: {
+                "chemical": ln.chemical,
+                "valve": {"device": ln.valve.device, "channel": ln.valve.channel},
+                "source_heater": ln.source_heater,
+                "line_heater": ln.line_heater,
+                "source_mass_g": ln.source_mass,
+                "flow_sccm": ln.flow,
+            }
+            for name, ln in config.lines.items()
+        },
+        "pump_isolation": _valve_plain(config.pump_isolation),
+        "carrier_shutoff": _valve_plain(config.carrier_shutoff),
+        "flows": {
+            name: {"device": f.device, "gas": f.gas, "max": f.max}
+            for name, f in config.flows.items()
+        },
+        "heaters": {name: {"device": h.device} for name, h in config.heaters.items()},
+        "plasma": config.plasma is not None,
+        "ozone": config.ozone is not None,
+        "simulator": dict(config.simulator),
+    }
+
+
 def parse_tool(
     tree: yamlsrc.Node | None, file: str, chemicals: KnownChemicals | None = None
 ) -> ToolConfig:
@@ -769,7 +802,34 @@ def parse_tool(
                 unknown.hint,
             )
     diags.raise_if_errors()
+    _check_driver_options(tool, tree, file, diags)
+    diags.raise_if_errors()
     return tool
+
+
+def _check_driver_options(
+    tool: ToolConfig, tree: yamlsrc.Node | None, file: str, diags: Diagnostics
+) -> None:
+    """Build every device (nothing is opened or sent: see ``DriverFactory``) so that a bad
+    driver option is an error here, at its line, for ``aldctl validate`` too, and not at
+    connect time after a run record was made. A bad option shows as the factory words it."""
+    from drivers import registry
+    from drivers.base import DriverContext, OptionError
+
+    ctx = DriverContext(services={"tool": plain_tool(tool), "seed": 0})
+    for name, spec in tool.devices.items():
+        make = registry.factory(spec.driver)
+        try:
+            make(name, spec.options, ctx)
+        except OptionError as exc:
+            option = exc.option if exc.option in spec.options else None
+            path = ("devices", name) if option is None else ("devices", name, option)
+            where = f"devices.{name}" if option is None else f"devices.{name}.{option}"
+            diags.error(f"{where}: {exc}", _locate(tree, path, file), exc.hint or "")
+        except ValueError as exc:  # a driver that does not say which option
+            diags.error(
+                f"devices.{name} ({spec.driver}): {exc}", _locate(tree, ("devices", name), file)
+            )
 
 
 def load_tool(path: Path, chemicals: KnownChemicals | None = None) -> ToolConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from aldctl.config import ToolConfig, ValveChannel
+from aldctl.config import ToolConfig, ValveChannel, plain_tool
 from aldctl.diagnostics import Diagnostic, Severity, UserError
 from aldctl.engine.devices import Tool, ToolError
 from drivers import registry
@@ -35,41 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["Tool", "ToolError", "build", "simulated_reactor"]
 
 
-def _valve_plain(v: ValveChannel | None) -> dict[str, Any] | None:
-    return None if v is None else {"device": v.device, "channel": v.channel, "fails": v.fails}
-
-
-def _plain_tool(config: ToolConfig) -> dict[str, Any]:
-    """The parts of the config a simulated driver binding needs, as plain data."""
-    return {
-        "name": config.name,
-        "lines": {
-            name: {
-                "chemical": ln.chemical,
-                "valve": {"device": ln.valve.device, "channel": ln.valve.channel},
-                "source_heater": ln.source_heater,
-                "line_heater": ln.line_heater,
-                "source_mass_g": ln.source_mass,
-                "flow_sccm": ln.flow,
-            }
-            for name, ln in config.lines.items()
-        },
-        "pump_isolation": _valve_plain(config.pump_isolation),
-        "carrier_shutoff": _valve_plain(config.carrier_shutoff),
-        "flows": {
-            name: {"device": f.device, "gas": f.gas, "max": f.max}
-            for name, f in config.flows.items()
-        },
-        "heaters": {name: {"device": h.device} for name, h in config.heaters.items()},
-        "plasma": config.plasma is not None,
-        "ozone": config.ozone is not None,
-        "simulator": dict(config.simulator),
-    }
-
-
 def build(config: ToolConfig, *, seed: int = 0, services: Mapping[str, Any] | None = None) -> Tool:
     """Instantiate every device of ``config`` (not connected yet)."""
-    ctx = DriverContext(services={"tool": _plain_tool(config), "seed": seed, **(services or {})})
+    ctx = DriverContext(services={"tool": plain_tool(config), "seed": seed, **(services or {})})
     devices: dict[str, Device] = {}
     problems: list[str] = []
     for name, spec in config.devices.items():
@@ -154,4 +122,4 @@ def simulated_reactor(config: ToolConfig, seed: int = 0) -> SimulatedReactor:
     """The simulated reactor a tool configuration describes (for ``aldctl simulate``)."""
     from drivers.simulated import SimulatedReactor as _Sim
 
-    return _Sim(_plain_tool(config), seed)
+    return _Sim(plain_tool(config), seed)

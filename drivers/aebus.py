@@ -52,7 +52,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.base import CommunicationError, DeviceFault, DriverContext, PlasmaReading
+from drivers.base import CommunicationError, DeviceFault, DriverContext, OptionError, PlasmaReading
 from drivers.link import RetryPolicy
 from drivers.serial_link import (
     PORT_OPTIONS,
@@ -222,11 +222,11 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> AeBusGe
     address = opts.pop("address", 1)
     if isinstance(address, bool) or not isinstance(address, int) or not 1 <= address <= 31:
         msg = f"option 'address' must be an AE Bus address 1-31, not {address!r}"
-        raise ValueError(msg)
+        raise OptionError("address", msg)
     max_w = opts.pop("max_power_w", 600.0)
     if isinstance(max_w, bool) or not isinstance(max_w, int | float) or not 0 < max_w <= 0xFFFF:
         msg = f"option 'max_power_w' must be a positive number of W up to 65535, not {max_w!r}"
-        raise ValueError(msg)
+        raise OptionError("max_power_w", msg)
     policy = RetryPolicy.from_options(opts)
     port = shared_port(ctx, name, opts, baudrate=9600, parity="O", address=str(address))
     return AeBusGenerator(name, port, policy, address=address, max_power_w=float(max_w))

@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import DeviceFault, DriverContext, FlowReading
+from drivers.base import DeviceFault, DriverContext, FlowReading, OptionError
 from drivers.link import RetryPolicy
 from drivers.serial_link import (
     PORT_OPTIONS,
@@ -283,7 +283,7 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> AlicatF
     unit = opts.pop("unit", "A")
     if not isinstance(unit, str) or len(unit) != 1 or not "A" <= unit <= "Z":
         msg = f"option 'unit' must be one letter A-Z (the Alicat unit ID), not {unit!r}"
-        raise ValueError(msg)
+        raise OptionError("unit", msg)
     gas_opt = opts.pop("gas", None)
     gas: int | None = None
     if gas_opt is not None:
@@ -291,11 +291,11 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> AlicatF
             gas = _gas_number(gas_opt)
         except ValueError:
             msg = f"option 'gas' must be an Alicat gas name ({', '.join(GASES)}) or number 0-255"
-            raise ValueError(f"{msg}, not {gas_opt!r}") from None
+            raise OptionError("gas", f"{msg}, not {gas_opt!r}") from None
     fs = opts.pop("full_scale", 200.0)
     if isinstance(fs, bool) or not isinstance(fs, int | float) or not fs > 0:
         msg = f"option 'full_scale' must be a positive number of sccm, not {fs!r}"
-        raise ValueError(msg)
+        raise OptionError("full_scale", msg)
     policy = RetryPolicy.from_options(opts)
     port = shared_port(ctx, name, opts, baudrate=19200, address=unit, address_option="unit")
     return AlicatFlowController(name, port, policy, unit=unit, gas=gas, full_scale_sccm=float(fs))

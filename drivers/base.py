@@ -18,7 +18,8 @@ Rules every driver keeps:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,6 +45,35 @@ class DeviceTimeout(DeviceError):
 
 class DeviceFault(DeviceError):
     """The device answered and reports a fault or refused the command."""
+
+
+class OptionError(ValueError):
+    """A driver option the factory cannot take: ``option`` names it (None: the device's
+    options as a whole), so the tool config's checker can point at its line; ``hint`` says
+    what would be right."""
+
+    def __init__(self, option: str | None, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+        self.hint = hint
+
+
+def unknown_options(
+    options: Collection[str], allowed: Collection[str], driver: str
+) -> OptionError | None:
+    """The error for the options ``driver`` does not take (None: there are none), located
+    at the first of them, with the closest option it does take as the hint."""
+    extra = sorted(set(options) - set(allowed))
+    if not extra:
+        return None
+    close = difflib.get_close_matches(extra[0], sorted(allowed), n=1, cutoff=0.6)
+    hint = (
+        f"did you mean '{close[0]}'?"
+        if close
+        else f"the {driver} driver takes: {', '.join(sorted(allowed))}"
+    )
+    names = ", ".join(f"'{o}'" for o in extra)
+    return OptionError(extra[0], f"unknown option(s) for the {driver} driver: {names}", hint)
 
 
 # --------------------------------------------------------------------------- health
@@ -289,7 +319,10 @@ class DriverFactory(Protocol):
     def __call__(self, name: str, options: Mapping[str, Any], ctx: DriverContext) -> Device:
         """Build (not connect) the device ``name`` from its ``options`` in the tool config.
 
-        Raises ValueError with a message naming the bad option on invalid options.
+        Raises ValueError with a message naming the bad option on invalid options, best as
+        :class:`OptionError` (the config checker then points at that option's line).
+        Builds objects only: no port is opened and nothing is sent, so ``aldctl validate``
+        can check a tool's options on a machine without its hardware.
         """
         ...
 

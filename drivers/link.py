@@ -15,7 +15,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from drivers.base import CommunicationError, DeviceError, DeviceFault, DeviceTimeout, Health
+from drivers.base import (
+    CommunicationError,
+    DeviceError,
+    DeviceFault,
+    DeviceTimeout,
+    Health,
+    OptionError,
+)
 
 T = TypeVar("T")
 
@@ -36,10 +43,10 @@ class RetryPolicy:
         retries = options.pop("retries", base.attempts - 1)
         if not isinstance(timeout, int | float) or timeout <= 0:
             msg = "option 'timeout' must be a positive number of seconds"
-            raise ValueError(msg)
+            raise OptionError("timeout", msg)
         if not isinstance(retries, int) or retries < 0:
             msg = "option 'retries' must be a whole number >= 0"
-            raise ValueError(msg)
+            raise OptionError("retries", msg)
         return cls(float(timeout), retries + 1, base.backoff_s, base.backoff_max_s)
 
 

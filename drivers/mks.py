@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.base import DeviceFault, DriverContext, PressureReading
+from drivers.base import DeviceFault, DriverContext, OptionError, PressureReading
 from drivers.link import RetryPolicy
 from drivers.serial_link import (
     PORT_OPTIONS,
@@ -167,11 +167,11 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> MksGaug
     address = opts.pop("address", 253)
     if isinstance(address, bool) or not isinstance(address, int) or not 1 <= address <= 255:
         msg = f"option 'address' must be 1-255 (253 is the factory default), not {address!r}"
-        raise ValueError(msg)
+        raise OptionError("address", msg)
     channel = opts.pop("channel", 1)
     if isinstance(channel, bool) or not isinstance(channel, int) or not 1 <= channel <= 6:
         msg = f"option 'channel' must be a gauge channel 1-6, not {channel!r}"
-        raise ValueError(msg)
+        raise OptionError("channel", msg)
     policy = RetryPolicy.from_options(opts)
     port = shared_port(ctx, name, opts, baudrate=9600, address=f"{address:03d} channel {channel}")
     return MksGauge(name, port, policy, address=address, channel=channel)

@@ -82,7 +82,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drivers.base import DeviceFault, DriverContext, Health
+from drivers.base import DeviceFault, DriverContext, Health, OptionError
 from drivers.modbus_link import ModbusLink, ModbusUnit, Options
 
 __all__ = ["ModbusValveBank", "create"]
@@ -221,7 +221,7 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
     watchdog = opts.number("watchdog", 0.0, 0.0, 6553.5)
     if 0 < watchdog < 0.1:
         msg = "option 'watchdog' must be 0 (off) or at least 0.1 s (the module counts 100 ms)"
-        raise ValueError(msg)
+        raise OptionError("watchdog", msg)
     pulse_outputs = opts.flag("pulse_outputs", False)
     readback = opts.integer("readback_offset", 0x200, 0, 0xFFFF - channels + 1)
     positions = opts.flag("position_inputs", False)

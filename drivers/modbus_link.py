@@ -40,6 +40,7 @@ Bad frames
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import math
 import struct
@@ -59,6 +60,8 @@ from drivers.base import (
     DeviceTimeout,
     DriverContext,
     Health,
+    OptionError,
+    unknown_options,
 )
 from drivers.link import RetryPolicy, transact
 
@@ -168,23 +171,37 @@ class Options:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self._opts: dict[str, object] = dict(options)
+        self._known: set[str] = set()
+        """Every option name asked for: what :meth:`done` suggests for a misspelt one."""
+
+    def _take(self, name: str, default: object) -> object:
+        self._known.add(name)
+        return self._opts.pop(name, default)
+
+    def _required(self, name: str) -> OptionError:
+        # A required option missing is most often a misspelt one: point at that.
+        close = difflib.get_close_matches(name, sorted(self._opts), n=1, cutoff=0.6)
+        if close:
+            hint = f"'{close[0]}' is not an option of this driver: did you mean '{name}'?"
+            return OptionError(close[0], f"option '{name}' is required", hint)
+        return OptionError(name, f"option '{name}' is required")
 
     def policy(self, **defaults: float) -> RetryPolicy:
         """``timeout`` (s per attempt) and ``retries`` (extra attempts)."""
+        self._known.update(("timeout", "retries"))
         return RetryPolicy.from_options(self._opts, **defaults)
 
     def integer(self, name: str, default: int | None, lo: int, hi: int) -> int:
-        value = self._opts.pop(name, default)
+        value = self._take(name, default)
         if value is None:
-            msg = f"option '{name}' is required"
-            raise ValueError(msg)
+            raise self._required(name)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             msg = f"option '{name}' must be a whole number from {lo} to {hi} (got {value!r})"
-            raise ValueError(msg)
+            raise OptionError(name, msg)
         return value
 
     def number(self, name: str, default: float, lo: float, hi: float) -> float:
-        value = self._opts.pop(name, default)
+        value = self._take(name, default)
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -192,27 +209,26 @@ class Options:
             or not lo <= value <= hi
         ):
             msg = f"option '{name}' must be a number from {lo:g} to {hi:g} (got {value!r})"
-            raise ValueError(msg)
+            raise OptionError(name, msg)
         return float(value)
 
     def flag(self, name: str, default: bool) -> bool:
-        value = self._opts.pop(name, default)
+        value = self._take(name, default)
         if not isinstance(value, bool):
             msg = f"option '{name}' must be true or false (got {value!r})"
-            raise ValueError(msg)
+            raise OptionError(name, msg)
         return value
 
     def text(self, name: str, default: str | None, choices: Sequence[str] | None = None) -> str:
-        value = self._opts.pop(name, default)
+        value = self._take(name, default)
         if value is None:
-            msg = f"option '{name}' is required"
-            raise ValueError(msg)
+            raise self._required(name)
         if not isinstance(value, str) or not value:
             msg = f"option '{name}' must be a non-empty string (got {value!r})"
-            raise ValueError(msg)
+            raise OptionError(name, msg)
         if choices is not None and value not in choices:
             msg = f"option '{name}' must be one of {', '.join(choices)} (got {value!r})"
-            raise ValueError(msg)
+            raise OptionError(name, msg)
         return value
 
     def serial_endpoint(self) -> Endpoint:
@@ -231,10 +247,9 @@ class Options:
 
     def done(self, driver: str) -> None:
         """Reject whatever option nobody read (typos must not pass silently)."""
-        if self._opts:
-            extra = ", ".join(sorted(self._opts))
-            msg = f"unknown option(s) for the {driver} driver: {extra}"
-            raise ValueError(msg)
+        error = unknown_options(self._opts, self._known, driver)
+        if error is not None:
+            raise error
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -377,7 +392,7 @@ class ModbusLink:
             return link
         if not isinstance(existing, ModbusLink):
             msg = f"option 'port': {endpoint} is already used by a non-Modbus driver"
-            raise ValueError(msg)
+            raise OptionError("port", msg)
         if existing.endpoint != endpoint:
             msg = (
                 f"option 'baudrate'/'parity'/'stopbits': {endpoint} is already configured as "

@@ -44,7 +44,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.base import DeviceFault, DriverContext, PressureReading
+from drivers.base import DeviceFault, DriverContext, OptionError, PressureReading
 from drivers.link import RetryPolicy
 from drivers.serial_link import (
     PORT_OPTIONS,
@@ -195,11 +195,11 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Pfeiffe
     address = opts.pop("address", 1)
     if isinstance(address, bool) or not isinstance(address, int) or not 1 <= address <= 255:
         msg = f"option 'address' must be a gauge address 1-255, not {address!r}"
-        raise ValueError(msg)
+        raise OptionError("address", msg)
     fs = opts.pop("full_scale_torr", None)
     if fs is not None and (isinstance(fs, bool) or not isinstance(fs, int | float) or fs <= 0):
         msg = f"option 'full_scale_torr' must be a positive number of Torr, not {fs!r}"
-        raise ValueError(msg)
+        raise OptionError("full_scale_torr", msg)
     policy = RetryPolicy.from_options(opts)
     port = shared_port(ctx, name, opts, baudrate=9600, address=f"{address:03d}")
     return PfeifferGauge(

@@ -53,7 +53,13 @@ from typing import Any, TypeVar
 import serial
 import serial_asyncio_fast
 
-from drivers.base import CommunicationError, DriverContext, Health
+from drivers.base import (
+    CommunicationError,
+    DriverContext,
+    Health,
+    OptionError,
+    unknown_options,
+)
 from drivers.link import RetryPolicy, transact
 
 T = TypeVar("T")
@@ -98,19 +104,19 @@ class SerialSettings:
         baud = options.pop("baudrate", baudrate)
         if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
             msg = f"option 'baudrate' must be a positive whole number, not {baud!r}"
-            raise ValueError(msg)
+            raise OptionError("baudrate", msg)
         size = options.pop("bytesize", bytesize)
         if size not in (5, 6, 7, 8) or isinstance(size, bool):
             msg = f"option 'bytesize' must be 5, 6, 7 or 8, not {size!r}"
-            raise ValueError(msg)
+            raise OptionError("bytesize", msg)
         par = options.pop("parity", parity)
         if not isinstance(par, str) or par.upper()[:1] not in _PARITIES:
             msg = f"option 'parity' must be N, E or O (none, even, odd), not {par!r}"
-            raise ValueError(msg)
+            raise OptionError("parity", msg)
         stop = options.pop("stopbits", stopbits)
         if isinstance(stop, bool) or stop not in _STOPBITS:
             msg = f"option 'stopbits' must be 1, 1.5 or 2, not {stop!r}"
-            raise ValueError(msg)
+            raise OptionError("stopbits", msg)
         return cls(baud, int(size), par.upper()[:1], float(stop))
 
     def describe(self) -> str:
@@ -219,7 +225,7 @@ class SerialPort:
         other = self.addresses.get(address)
         if other is not None and other != device:
             msg = f"option {option!r}: {address} on {self.url} is already {other}'s"
-            raise ValueError(msg)
+            raise OptionError(option, msg)
         self.addresses[address] = device
 
     # ---------------------------------------------------------------- open / close
@@ -411,7 +417,7 @@ def shared_port(
     url = options.pop("port", None)
     if not isinstance(url, str) or not url.strip():
         msg = "option 'port' is required: a device path or socket://host:port"
-        raise ValueError(msg)
+        raise OptionError("port", msg)
     url = url.strip()
     settings = SerialSettings.from_options(
         options, baudrate=baudrate, parity=parity, bytesize=bytesize, stopbits=stopbits
@@ -437,10 +443,9 @@ def shared_port(
 
 def check_no_extra(options: Mapping[str, Any], allowed: set[str], driver: str) -> None:
     """ValueError naming every option ``driver`` does not take."""
-    extra = sorted(set(options) - allowed)
-    if extra:
-        msg = f"unknown option(s) {', '.join(map(repr, extra))}; {driver} takes {sorted(allowed)}"
-        raise ValueError(msg)
+    error = unknown_options(options, allowed, driver)
+    if error is not None:
+        raise error
 
 
 class SerialDevice:

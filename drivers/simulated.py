@@ -30,11 +30,13 @@ from drivers.base import (
     DriverContext,
     FlowReading,
     Health,
+    OptionError,
     OzoneReading,
     PlasmaReading,
     PressureReading,
     TemperatureReading,
     ThicknessReading,
+    unknown_options,
 )
 from sim.chemistry import catalogue
 from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig, gas_line_flow
@@ -596,15 +598,14 @@ def _component(name: str, options: Mapping[str, Any]) -> str:
     comp = options.get("component", name)
     if not isinstance(comp, str):
         msg = "option 'component' must be a simulator component name"
-        raise ValueError(msg)
+        raise OptionError("component", msg)
     return comp
 
 
 def _no_extra(options: Mapping[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(options) - allowed)
-    if extra:
-        msg = f"unknown option(s) {', '.join(extra)}; simulated devices take {sorted(allowed)}"
-        raise ValueError(msg)
+    error = unknown_options(options, allowed, "simulated")
+    if error is not None:
+        raise error
 
 
 def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimValveBank:
@@ -612,19 +613,19 @@ def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Si
     positions = options.get("position_inputs", False)
     if not isinstance(positions, bool):
         msg = "option 'position_inputs' must be true or false"
-        raise ValueError(msg)
+        raise OptionError("position_inputs", msg)
     channels = options.get("channels", 16)
     if not isinstance(channels, int) or channels < 1:
         msg = "option 'channels' must be a positive whole number"
-        raise ValueError(msg)
+        raise OptionError("channels", msg)
     # as the modbus-dio driver's option: seconds, 0 = none, 0.1 s steps up to 6553.5 s
     watchdog = options.get("watchdog", 0.0)
     if isinstance(watchdog, bool) or not isinstance(watchdog, int | float):
         msg = "option 'watchdog' must be a number of seconds (0: no watchdog)"
-        raise ValueError(msg)
+        raise OptionError("watchdog", msg)
     if not 0.0 <= watchdog <= 6553.5:
         msg = "option 'watchdog' must be 0..6553.5 s"
-        raise ValueError(msg)
+        raise OptionError("watchdog", msg)
     w = 0.0 if watchdog == 0 else max(1, round(watchdog * 10)) / 10
     return SimValveBank(name, _component(name, options), _reactor(ctx), channels, w, positions)
 

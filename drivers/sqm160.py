@@ -47,7 +47,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.base import DeviceFault, DriverContext, ThicknessReading
+from drivers.base import DeviceFault, DriverContext, OptionError, ThicknessReading
 from drivers.link import RetryPolicy
 from drivers.serial_link import (
     PORT_OPTIONS,
@@ -175,7 +175,7 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Sqm160M
     sensor = opts.pop("sensor", 1)
     if isinstance(sensor, bool) or not isinstance(sensor, int) or not 1 <= sensor <= 6:
         msg = f"option 'sensor' must be a sensor input 1-6, not {sensor!r}"
-        raise ValueError(msg)
+        raise OptionError("sensor", msg)
     policy = RetryPolicy.from_options(opts, timeout_s=1.0)
     # the protocol has no address: one monitor per port
     port = shared_port(ctx, name, opts, baudrate=19200, address="SQM-160", address_option="port")

@@ -85,7 +85,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
-from drivers.base import DeviceFault, DriverContext, Health, TemperatureReading
+from drivers.base import DeviceFault, DriverContext, Health, OptionError, TemperatureReading
 from drivers.modbus_link import (
     ModbusFault,
     ModbusLink,
@@ -271,7 +271,7 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> WatlowP
     hi = opts.number("sensor_max", 1372.0, -273.15, 2500.0)
     if lo >= hi:
         msg = "option 'sensor_min' must be below 'sensor_max'"
-        raise ValueError(msg)
+        raise OptionError("sensor_min", msg)
     opts.done("watlow-pm")
     link = ModbusLink.shared(ctx, endpoint)
     unit = ModbusUnit(name, link, address, policy, Health())

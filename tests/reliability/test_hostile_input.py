@@ -21,6 +21,7 @@ from aldctl.units import Kind, UnitError
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "al2o3_tma_h2o.yaml"
 LAB = ROOT / "config" / "example-lab.yaml"
+HIL = ROOT / "config" / "hil.yaml"
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 
 VALID = [
@@ -397,3 +398,117 @@ def test_an_impossible_simulator_temperature_is_a_located_error(
     assert f"{key} = " in res.err
     assert "degC is outside" in res.err
     assert "simulator:" in res.err
+
+
+# ---------------------------------------------------------------------- driver options
+
+
+def _device_options(path: Path) -> list[tuple[str, str, object]]:
+    """(device, option, value) for every driver option a shipped tool config writes."""
+    tree = yamlsrc.load_file(path)
+    assert isinstance(tree, yamlsrc.Map)
+    devices = tree.get("devices")
+    assert isinstance(devices, yamlsrc.Map)
+    out = []
+    from aldctl.config import to_plain
+
+    for name, spec in to_plain(devices).items():
+        for option, value in spec.items():
+            if option not in ("driver", "connect_timeout"):
+                out.append((name, option, value))
+    return out
+
+
+SHIPPED_OPTIONS = [(cfg, *o) for cfg in (LAB, HIL) for o in _device_options(cfg)]
+
+
+def _wrong(value: object) -> object:
+    """A value of the wrong kind for an option that has ``value``."""
+    if isinstance(value, bool):
+        return "maybe"
+    if isinstance(value, int | float):
+        return "fast"
+    return 12345
+
+
+def _with_option(path: Path, device: str, option: str, key: str, value: object) -> str:
+    """``path``'s text with ``device``'s ``option: ...`` written as ``key: value``."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if re.match(rf"\s+{device}:\s", ln))
+    for i in range(start, len(lines)):
+        new, n = re.subn(
+            rf"([{{,\s]){option}:\s*[^,}}]+", rf"\g<1>{key}: {value}", lines[i], count=1
+        )
+        if n:
+            lines[i] = new
+            return "\n".join(lines) + "\n"
+    raise AssertionError(f"{device}.{option} not found in {path}")
+
+
+@FAST
+@given(st.sampled_from(SHIPPED_OPTIONS), st.booleans(), st.data())
+def test_a_bad_driver_option_is_an_error_at_its_line_before_anything_connects(
+    case: tuple[Path, str, str, object], misspell: bool, data: st.DataObject
+) -> None:
+    """Every option of every device of the shipped configs, misspelt or given a value of
+    the wrong kind: ``parse_tool`` (what ``aldctl validate`` and ``aldctl run`` load a tool
+    with) refuses it at the option's line, naming the device and the option, with a
+    suggestion for a misspelling. On 5513b8a both passed validation and failed at connect,
+    after the run record was made, with no location."""
+    from aldctl.config import parse_tool
+
+    path, device, option, value = case
+    if misspell:
+        i = data.draw(st.integers(0, len(option) - 1))
+        key = option[:i] + option[i + 1 :]  # one letter dropped: the commonest typo
+        assume_distinct = {o for _, d, o, _ in SHIPPED_OPTIONS if d == device}
+        if key in assume_distinct or not key:
+            return
+        text = _with_option(path, device, option, key, value)
+        shown = key
+    else:
+        text = _with_option(path, device, option, option, _wrong(value))
+        shown = option
+    line = next(
+        n
+        for n, ln in enumerate(text.splitlines(), 1)
+        if re.search(rf"[{{,\s]{shown}:", ln) and n > _line_of_device(text, device) - 1
+    )
+    with pytest.raises(UserError) as err:
+        parse_tool(yamlsrc.parse_text(text, "tool.yaml"), "tool.yaml")
+    found = [d for d in err.value.diagnostics if f"devices.{device}.{shown}" in d.message]
+    assert found, [d.format() for d in err.value.diagnostics]
+    d = found[0]
+    assert d.location is not None, d.format()
+    assert d.location.line == line, d.format()
+    if misspell and len(option) > 3:
+        assert f"'{option}'" in d.hint, d.format()
+
+
+def _line_of_device(text: str, device: str) -> int:
+    return next(n for n, ln in enumerate(text.splitlines(), 1) if re.match(rf"\s+{device}:\s", ln))
+
+
+def test_a_bad_driver_option_stops_a_run_before_its_record_is_made(
+    tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    c = tmp_path / "tool.yaml"
+    c.write_text(_with_option(LAB, "valves", "watchdog", "watchdog", "fast"))
+    line = _line_of_device(c.read_text(), "valves") + 1
+    res = run_cli("validate", str(RECIPE), "--config", str(c))
+    assert res.code == 2
+    assert f"{c}:{line}:" in res.err, res.err
+    assert "option 'watchdog' must be a number" in res.err
+    data = tmp_path / "data"
+    res = run_cli("run", str(RECIPE), "--config", str(c), "--data-dir", str(data))
+    assert res.code == 2, res.err
+    assert f"{c}:{line}:" in res.err, res.err
+    assert "Traceback" not in res.err
+    from aldctl.engine.journal import Journal
+
+    if (data / "journal.sqlite").exists():
+        j = Journal(data, readonly=True)
+        try:
+            assert j.runs(10) == []
+        finally:
+            j.close()
