@@ -5,7 +5,9 @@ An operator toggles a valve or changes a setpoint by hand through the operator A
 action (no dose while the chamber is above its hold limit; no two dose lines open together
 unless the tool lists them as a co-dose pair; setpoints inside the configured ranges), and
 the safety monitor (limits, device watchdog, valve heartbeat) runs throughout. ``stop`` ends
-the session in the safe state; ``abort``, a limit or a signal does so at once.
+the session in the safe state; ``abort``, a limit or a signal does so at once. A limit's
+hold closes the dose valves the operator opened (as a run's hold closes its doses) and
+refuses new doses until the chamber is back in band.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aldctl import units
 from aldctl.engine.clock import Clock
 from aldctl.engine.control import CommandRefused, RunControl
 from aldctl.engine.devices import Tool
-from aldctl.engine.events import EventBus, Message, State, StateChanged
+from aldctl.engine.events import Alarm, EventBus, Message, State, StateChanged
 from aldctl.engine.journal import Journal, JournalError
 from aldctl.engine.safety import Safety, safe_state
 from aldctl.recipe.schedule import Action, ActionKind
@@ -41,6 +43,8 @@ class ManualSession:
         self.outcome = "complete"
         self.reason = "manual session ended by the operator"
         self.bus.listen(self._journal)
+        self.bus.listen(self._on_hold)
+        self._closing: set[asyncio.Task[None]] = set()
 
     def now(self) -> float:
         return self.clock.now() - self.t0
@@ -53,6 +57,32 @@ class ManualSession:
                 self.journal.event(ev.t, "state", ev.reason, state=str(ev.state))
             elif isinstance(ev, Message):
                 self.journal.event(ev.t, "message", ev.text)
+
+    def _on_hold(self, ev: Any) -> None:
+        if isinstance(ev, Alarm) and ev.severity == "hold" and self.open_lines:
+            task = asyncio.get_running_loop().create_task(self._close_by_hand(ev.message))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_by_hand(self, reason: str) -> None:
+        """The hold's part of a run's: the dose valves open by hand close (bounded, all at
+        once); one that does not is the safety monitor's to find (it stays in
+        ``open_lines``, which the recover_within reason names)."""
+        lines = sorted(self.open_lines)
+
+        async def close(line: str) -> None:
+            bank, ch = self.tool.valves[line]
+            async with asyncio.timeout(self.tool.config.safety.safe_state_timeout):
+                await bank.set_valve(ch, False)
+
+        results = await asyncio.gather(*(close(ln) for ln in lines), return_exceptions=True)
+        closed = [ln for ln, r in zip(lines, results, strict=True) if r is None]
+        self.open_lines.difference_update(closed)
+        failed = [f"{ln} ({r})" for ln, r in zip(lines, results, strict=True) if r is not None]
+        text = f"hold ({reason}): closed {', '.join(closed) or 'nothing'}, opened by hand"
+        if failed:
+            text += f"; could not close {', '.join(failed)}"
+        self.bus.publish(Message(self.now(), text))
 
     def _state(self, state: State, reason: str) -> None:
         prev = self.control.state
@@ -142,7 +172,7 @@ class ManualSession:
             errors = await safe_state(self.tool, carrier_sccm=None)
             self.safe_errors = {k: str(v) for k, v in errors.items() if v is not None}
             self.open_lines.clear()
-            for t in tasks:
+            for t in [*tasks, *self._closing]:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -60,7 +60,8 @@ def test_a_manual_sessions_pressure_hold_ends_when_the_chamber_is_back_in_band()
 
 
 def test_a_manual_session_that_cannot_pump_down_says_what_the_operator_left_open() -> None:
-    # The hold of a manual session refuses doses and closes nothing: after recover_within
+    # The hold of a manual session refuses doses and closes what was opened by hand (here:
+    # nothing, the carrier is too high): after recover_within
     # the session ends, and the reason names the dose valves open by hand (not "every dose
     # valve commanded closed", which is a run's hold).
     async def main() -> ManualSession:
@@ -76,3 +77,38 @@ def test_a_manual_session_that_cannot_pump_down_says_what_the_operator_left_open
     assert "still above the 2 Torr hold limit" in session.reason, session.reason
     assert "manual session (dose valves open by hand: none)" in session.reason
     assert "every dose valve commanded closed" not in session.reason
+
+
+def test_a_manual_sessions_hold_closes_the_dose_valves_opened_by_hand() -> None:
+    """A run's hold closes every dose valve; a manual session's did not (5513b8a): TMA
+    opened by hand and left open filled the chamber past the hold limit and on to the
+    5 Torr maximum, and only that abort closed it. Now the hold closes what the operator
+    opened, says so, and the session goes on once the chamber is back in band."""
+
+    async def main() -> tuple[ManualSession, list[str], list[float], bool]:
+        session, control, task = await start_session()
+        messages: list[str] = []
+        session.bus.listen(lambda ev: messages.append(getattr(ev, "text", "")))
+        await session.set("valve:TMA", "open", "operator")
+        pressures: list[float] = []
+        for _ in range(60):
+            await asyncio.sleep(1)
+            p = session.safety.readings.pressure_torr
+            if p is not None:
+                pressures.append(p)
+        still_open = "TMA" in session.open_lines
+        # back in band: the hold has ended and TMA may be dosed again by hand
+        await session.set("valve:TMA", "open", "operator")
+        await session.set("valve:TMA", "closed", "operator")
+        control.stop()
+        await task
+        return session, messages, pressures, still_open
+
+    session, messages, pressures, still_open = run_virtual(main())
+    assert session.outcome == "complete", session.reason
+    assert not still_open
+    assert max(pressures) < 5.0, max(pressures)  # the maximum's abort was never needed
+    assert pressures[-1] < 2.0
+    closed = [m for m in messages if "closed TMA" in m]
+    assert closed, messages
+    assert "opened by hand" in closed[0]
