@@ -285,6 +285,10 @@ class OperatorApi:
                 }
             elif verb == "status":
                 result = self.status.snapshot()
+                if self.manual is not None:
+                    # what is open by hand, from the session (a hold closes it; another
+                    # console may have opened it): a console shows this, not its own clicks
+                    result["manual_open"] = sorted(self.manual.open_lines)
             else:
                 result = "subscribed"
             return {"v": API_VERSION, "id": rid, "ok": True, "result": result}

@@ -463,3 +463,76 @@ async def test_an_abort_is_drawn_at_once_without_the_valve_the_last_frame_showed
         text = screen_text(app)  # no tick of the redraw timer in between
         assert "ABORTED" in text
         assert "[■]" not in text
+
+
+async def test_a_stale_poll_then_the_runs_record_never_shows_a_valve_open(tmp_path: Path) -> None:
+    """What `test_start_pause_resume_abort_from_the_console` caught at load 4 on 5513b8a:
+    the abort's event cleared the synoptic; a status poll sent before the abort answered
+    after it (running, H2O dosing); then the run closed its API and the console took the
+    state from the run's record ("aborted"), keeping the poll's H2O lit beside ABORTED.
+    A real operator-API server and a real journal record; the order is forced here."""
+    from aldctl.engine.control import RunControl
+    from aldctl.engine.events import DoseStarted, EventBus, State, StateChanged
+    from aldctl.engine.journal import Journal, RunMeta
+    from aldctl.engine.opapi import ApiServer, OperatorApi, RunStatus
+
+    j = Journal(tmp_path)
+    meta = RunMeta(
+        recipe_path="/r.yaml", recipe_name="r", recipe_text="main: []\n", includes={},
+        overrides={}, params={}, config_path=None, config_text=None, tool="sim",
+        clock="virtual", realtime="virtual time", units_total=10,
+    )  # fmt: skip
+    run_id = j.new_run(meta)
+    j.finish("aborted", "operator abort", 10.2, {})
+    j.close()
+    status = RunStatus(
+        run_id=run_id, recipe="r", tool="t", units_total=10, planned_s=100.0,
+        lines={"TMA": "TMA", "H2O": "H2O"},
+    )  # fmt: skip
+    status.listener(StateChanged(t=1.0, state=State.RUNNING, previous=State.STARTING))
+    status.listener(DoseStarted(t=10.0, line="H2O", chemical="H2O", duration_s=0.5))
+    path = tmp_path / "api.sock"
+    server = ApiServer(OperatorApi(RunControl(), status), EventBus(), path)
+    await server.start()
+    app = Console(data_dir=tmp_path, recipe=RECIPE)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.status.get("units_total") is not None, "the plan")
+            client = ApiClient(path)
+            await client.connect()
+            app.client = client
+            app.run_id = run_id
+            app.on_run_event(
+                {"event": {"type": "StateChanged", "t": 10.1, "state": "aborted", "reason": ""}}
+            )
+            await app.poll_status()  # the snapshot of before the abort, answered after it
+            app.client = None
+            await client.close()
+            await app.show_record()  # the run closed its API: its record says how it ended
+            text = screen_text(app)
+            assert app.status["state"] == "aborted"
+            assert "ABORTED" in text
+            assert "[■]" not in text
+    finally:
+        await server.stop()
+
+
+async def test_a_valve_a_hold_closed_in_manual_mode_is_shown_closed(tmp_path: Path) -> None:
+    """The console drew manual-mode valves from its own key presses: once a hold closed the
+    TMA valve opened by hand, the synoptic still showed it open. It shows what the session
+    reports open. A detached `aldctl manual` on the built-in tool, TMA opened with `1`."""
+    app = Console(data_dir=tmp_path, recipe=RECIPE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.status.get("units_total") is not None, "the plan")
+        await pilot.press("m")
+        await until(pilot, lambda: app.status.get("state") == "running", "the manual session")
+        await until(pilot, lambda: "TMA" in app.status.get("lines", {}), "its lines")
+        n = list(app.status["lines"]).index("TMA") + 1
+        await pilot.press(str(n))
+        assert "[■]" in screen_text(app)  # opened by hand
+        # TMA left open fills the chamber: the hold closes it, and the console shows that
+        await until(pilot, lambda: "[■]" not in screen_text(app), "TMA shown closed", 30)
+        assert app.status.get("state") == "running"  # the session goes on
+        assert app.manual_open == set()
+        await pilot.press("s")
+        await until(pilot, lambda: app.client is None, "the session's end")

@@ -389,6 +389,10 @@ class Console(App[None]):
         shown = dict(self.status)
         if self.manual_open:
             shown["dosing"] = sorted(set(shown.get("dosing", [])) | self.manual_open)
+        if shown.get("state", "running") not in DOSING_STATES:
+            # Whatever order the events, polls and the run's record arrived in: a run that
+            # has left the states that dose is never drawn with a dose valve open.
+            shown["dosing"] = []
         self._w("#synoptic", Static).update(synoptic(self.tool, shown))
         panel = Text()
         if self.run_id:
@@ -556,8 +560,9 @@ class Console(App[None]):
             finally:
                 jr.close()
             self.status.update(
-                state=rec.outcome, reason=rec.reason, units_done=rec.units_done, step=""
+                state=rec.outcome, reason=rec.reason, units_done=rec.units_done, step="", dosing=[]
             )
+            self.manual_open.clear()
             self.log_line(f"run {rec.id} ended: {rec.outcome}: {rec.reason}", "bold")
         self.refresh_panels()
 
@@ -647,6 +652,8 @@ class Console(App[None]):
                     self.status["dosing"] = dosing
                 if not live:
                     self.status["dosing"] = []
+                if "manual_open" in self.status:  # the session's word, not our clicks
+                    self.manual_open = set(self.status["manual_open"])
                 self.refresh_panels()
 
     # ------------------------------------------------------------------ actions
