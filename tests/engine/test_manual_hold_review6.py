@@ -90,7 +90,8 @@ def test_a_dose_valve_whose_open_is_on_the_wire_when_the_hold_fires_is_closed() 
         await asyncio.sleep(0.05)
         # the safety monitor's hold, as a poll above the hold limit makes it
         session.safety._hold("pressure", "chamber pressure 2.4 Torr above 2 Torr")
-        await opening
+        with contextlib.suppress(CommandRefused):  # refused is fine: closed is what counts
+            await opening
         await asyncio.sleep(2)
         held = control.hold_reason is not None
         is_open = bool((await bank.read_valves())[ch])
@@ -133,11 +134,11 @@ def test_a_manual_session_that_could_not_close_a_valve_does_not_end_complete() -
     )
 
 
-def test_a_hold_that_cannot_close_a_valve_opened_by_hand_says_why() -> None:
+def test_a_hold_that_cannot_close_a_valve_opened_by_hand_says_why_and_ends() -> None:
     """The close times out: the log said 'could not close TMA ()' (a TimeoutError's empty
-    text)."""
+    text), and the session went on with TMA open until recover_within aborted it."""
 
-    async def main() -> list[str]:
+    async def main() -> tuple[list[str], bool]:
         session, control, task = await start_session()
         texts: list[str] = []
         session.bus.listen(lambda ev: texts.append(str(getattr(ev, "text", ""))))
@@ -151,13 +152,17 @@ def test_a_hold_that_cannot_close_a_valve_opened_by_hand_says_why() -> None:
 
         bank.set_valve = hang  # type: ignore[method-assign]
         await session.set("valve:TMA", "open", "operator")
-        await asyncio.sleep(15)
-        control.abort("test over", who="test")
-        with contextlib.suppress(Exception):
-            await task
-        return texts
+        await asyncio.sleep(15)  # the close gives up at 11 s (safe_state_timeout 5 s)
+        ended = task.done()
+        with contextlib.suppress(CommandRefused):  # it may have ended by itself
+            control.abort("test over", who="test")
+        await task
+        return texts, ended
 
-    texts = run_virtual(main())
+    texts, ended = run_virtual(main())
     failed = [t for t in texts if "could not close" in t]
     assert failed, texts
     assert "TMA ()" not in failed[0], failed[0]
+    # as a run's hold that cannot close its doses ("hold could not close valves"): the
+    # safe state at once, not TMA feeding the chamber to recover_within's abort at 36 s
+    assert ended

@@ -97,3 +97,32 @@ def test_an_ascii_driver_on_a_modbus_bus_port_is_refused() -> None:
     )
     errors = _errors(text)
     assert any("rs485-heaters" in e for e in errors), errors
+
+
+def test_a_driver_factory_that_raises_something_else_is_a_located_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A third-party factory that opens its instrument at build, or has a bug, raises
+    OSError/KeyError/TypeError: d1d9156 let it out of parse_tool, and every command that
+    loads the config (validate too, on a machine without the instrument) said "internal
+    error: ... please report it" about aldctl. (Fake: the registry's factory is replaced;
+    installing a package with an entry point is what a lab does, not what a test can.)"""
+    from typing import Any
+
+    from drivers import registry
+
+    real = registry.factory
+
+    def factory(name: str) -> Any:
+        if name != "simulated-heater":
+            return real(name)
+
+        def make(device: str, options: Any, ctx: Any) -> Any:
+            msg = "[Errno 2] No such file or directory: '/dev/ttyHEATER'"
+            raise FileNotFoundError(msg)
+
+        return make
+
+    monkeypatch.setattr(registry, "factory", factory)
+    errors = _errors(SIM)
+    assert any("devices.substrate" in e and "FileNotFoundError" in e for e in errors), errors
