@@ -6,8 +6,8 @@ action (no dose while the chamber is above its hold limit; no two dose lines ope
 unless the tool lists them as a co-dose pair; setpoints inside the configured ranges), and
 the safety monitor (limits, device watchdog, valve heartbeat) runs throughout. ``stop`` ends
 the session in the safe state; ``abort``, a limit or a signal does so at once. A limit's
-hold closes the dose valves the operator opened (as a run's hold closes its doses) and
-refuses new doses until the chamber is back in band.
+hold closes the dose valves the operator opened (as a run's hold closes its doses; one
+that does not close ends the session) and refuses new doses until the hold ends.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from aldctl.engine.events import Alarm, EventBus, Message, State, StateChanged
 from aldctl.engine.journal import Journal, JournalError
 from aldctl.engine.safety import Safety, safe_state
 from aldctl.recipe.schedule import Action, ActionKind
+
+
+def _why(exc: BaseException) -> str:
+    """An exception in words (a TimeoutError's own text is empty)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
 
 
 class ManualSession:
@@ -78,11 +85,20 @@ class ManualSession:
         results = await asyncio.gather(*(close(ln) for ln in lines), return_exceptions=True)
         closed = [ln for ln, r in zip(lines, results, strict=True) if r is None]
         self.open_lines.difference_update(closed)
-        failed = [f"{ln} ({r})" for ln, r in zip(lines, results, strict=True) if r is not None]
+        failed = [
+            f"{ln} ({_why(r)})" for ln, r in zip(lines, results, strict=True) if r is not None
+        ]
         text = f"hold ({reason}): closed {', '.join(closed) or 'nothing'}, opened by hand"
         if failed:
             text += f"; could not close {', '.join(failed)}"
         self.bus.publish(Message(self.now(), text))
+        if failed:
+            # As a run's hold that cannot close its doses: the safe state at once, not a
+            # dose valve left feeding the chamber until recover_within.
+            with contextlib.suppress(CommandRefused):
+                self.control.abort(
+                    f"hold could not close {', '.join(failed)}, opened by hand", who="safety"
+                )
 
     def _state(self, state: State, reason: str) -> None:
         prev = self.control.state
@@ -103,6 +119,11 @@ class ManualSession:
                 why = self.safety.permit(Action(0, ActionKind.PULSE, name))
                 if why is not None:
                     raise CommandRefused(why)
+                if self.control.hold_reason is not None:
+                    raise CommandRefused(
+                        f"no dose during the hold ({self.control.hold_reason}): it ends "
+                        f"{cfg.limits.resume_after:g} s after the chamber is back in band"
+                    )
                 for other in self.open_lines - {name}:
                     if not cfg.codose_allowed(name, other):
                         raise CommandRefused(
@@ -113,6 +134,13 @@ class ManualSession:
             bank, ch = self.tool.valves[name]
             await bank.set_valve(ch, want)
             (self.open_lines.add if want else self.open_lines.discard)(name)
+            if want and self.control.hold_reason is not None:
+                # The hold fired while the open was on the wire: its close did not know
+                # this line (not yet in open_lines). Close it as the hold would have.
+                await self._close_by_hand(self.control.hold_reason)
+                raise CommandRefused(
+                    f"the hold ({self.control.hold_reason}) began while {name} opened: closed again"
+                )
             msg = f"{who}: valve {name} {'opened' if want else 'closed'}"
         elif kind in ("flow", "temperature"):
             flow = kind == "flow"

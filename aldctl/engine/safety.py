@@ -112,8 +112,8 @@ class Safety:
         that a hold cannot pump down."""
         self.opened_by_hand: set[str] | None = None
         """A manual session's open dose lines (its own set): a hold there refuses doses and
-        closes nothing, so what still feeds the chamber may be a valve the operator left
-        open. None in a run."""
+        closes these, so what still feeds the chamber may be one that did not close. None
+        in a run."""
         self.held_before_s = 0.0
         """Time the current unit already spent held before this hold (set by the runner):
         ``hold_timeout`` counts the unit's held time, not each hold's."""
