@@ -830,6 +830,15 @@ def _check_driver_options(
             diags.error(
                 f"devices.{name} ({spec.driver}): {exc}", _locate(tree, ("devices", name), file)
             )
+        except Exception as exc:  # a driver's own bug, or one that opens at build
+            diags.error(
+                f"devices.{name}: the {spec.driver} driver could not build it: "
+                f"{type(exc).__name__}: {exc}",
+                _locate(tree, ("devices", name), file),
+                "a driver's factory takes its options and builds objects only (see "
+                "drivers.base.DriverFactory): check this device's options, or report it "
+                "to the driver's authors",
+            )
 
 
 def load_tool(path: Path, chemicals: KnownChemicals | None = None) -> ToolConfig:

@@ -106,7 +106,7 @@ class SerialSettings:
             msg = f"option 'baudrate' must be a positive whole number, not {baud!r}"
             raise OptionError("baudrate", msg)
         size = options.pop("bytesize", bytesize)
-        if size not in (5, 6, 7, 8) or isinstance(size, bool):
+        if isinstance(size, bool) or not isinstance(size, int) or size not in (5, 6, 7, 8):
             msg = f"option 'bytesize' must be 5, 6, 7 or 8, not {size!r}"
             raise OptionError("bytesize", msg)
         par = options.pop("parity", parity)
@@ -114,7 +114,7 @@ class SerialSettings:
             msg = f"option 'parity' must be N, E or O (none, even, odd), not {par!r}"
             raise OptionError("parity", msg)
         stop = options.pop("stopbits", stopbits)
-        if isinstance(stop, bool) or stop not in _STOPBITS:
+        if isinstance(stop, bool) or not isinstance(stop, int | float) or stop not in _STOPBITS:
             msg = f"option 'stopbits' must be 1, 1.5 or 2, not {stop!r}"
             raise OptionError("stopbits", msg)
         return cls(baud, int(size), par.upper()[:1], float(stop))

@@ -635,9 +635,17 @@ def make_heater(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Si
     return SimHeater(name, _component(name, options), _reactor(ctx))
 
 
+def _positive(options: Mapping[str, Any], option: str, default: float, unit: str) -> float:
+    value = options.get(option, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        msg = f"option '{option}' must be a positive number of {unit}, not {value!r}"
+        raise OptionError(option, msg)
+    return float(value)
+
+
 def make_mfc(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimMfc:
     _no_extra(options, {"component", "full_scale_sccm"})
-    fs = float(options.get("full_scale_sccm", 200.0))
+    fs = _positive(options, "full_scale_sccm", 200.0, "sccm")
     return SimMfc(name, _component(name, options), _reactor(ctx), fs)
 
 
@@ -648,9 +656,8 @@ def make_gauge(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Sim
 
 def make_rf(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimPlasma:
     _no_extra(options, {"component", "max_power_w"})
-    return SimPlasma(
-        name, _component(name, options), _reactor(ctx), float(options.get("max_power_w", 600.0))
-    )
+    max_w = _positive(options, "max_power_w", 600.0, "W")
+    return SimPlasma(name, _component(name, options), _reactor(ctx), max_w)
 
 
 def make_ozone(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimOzone:
