@@ -165,5 +165,6 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Eurothe
     block_read = opts.flag("block_read", True)
     opts.done("eurotherm3200")
     link = ModbusLink.shared(ctx, endpoint)
+    link.claim(address, name, "address")
     unit = ModbusUnit(name, link, address, policy, Health())
     return Eurotherm3200(name, unit, decimals=decimals, block_read=block_read)

@@ -229,6 +229,7 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusV
     pulse_register = opts.integer("pulse_register", 0x2000, 0, 0xFFFF - channels + 1)
     opts.done("modbus-dio")
     link = ModbusLink.shared(ctx, endpoint)
+    link.claim(unit, name, "unit")
     hints = {SLAVE_DEVICE_FAILURE: EXPIRED_HINT} if watchdog else {}
     health = Health()
     # The heartbeat has a connection of its own: on the valves' connection a valve edge due

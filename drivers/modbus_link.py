@@ -284,7 +284,13 @@ class Endpoint:
     @property
     def key(self) -> str:
         """The ``DriverContext.shared`` key: the bus URL, as every bus driver keys it."""
-        return f"modbus-tcp://{self.address}:{self.port}" if self.kind == "tcp" else self.address
+        # a serial line's key is the one the ASCII drivers' SerialPort uses (serial_link):
+        # two protocols on one port are then found, and refused, by whichever comes second
+        return (
+            f"modbus-tcp://{self.address}:{self.port}"
+            if self.kind == "tcp"
+            else f"serial:{self.address}"
+        )
 
     def __str__(self) -> str:
         return f"{self.address}:{self.port}" if self.kind == "tcp" else self.address
@@ -377,6 +383,17 @@ class ModbusLink:
         """A request was abandoned unanswered: its reply may still come (serial lines)."""
         self.stray_bad_frames = 0
         """Bad frames seen while no transaction was on the line (noise between requests)."""
+        self.units: dict[int, str] = {}
+        """Unit id -> the device configured at it (see :meth:`claim`)."""
+
+    def claim(self, unit: int, device: str, option: str) -> None:
+        """Reserve unit id ``unit`` on this bus for ``device`` (two configured devices at
+        one unit id would each take the other's replies)."""
+        other = self.units.get(unit)
+        if other is not None and other != device:
+            msg = f"option '{option}': unit {unit} on {self.endpoint} is already {other}'s"
+            raise OptionError(option, msg, "every device on one bus needs its own address")
+        self.units[unit] = device
 
     @classmethod
     def shared(cls, ctx: DriverContext, endpoint: Endpoint) -> ModbusLink:
@@ -392,7 +409,7 @@ class ModbusLink:
             return link
         if not isinstance(existing, ModbusLink):
             msg = f"option 'port': {endpoint} is already used by a non-Modbus driver"
-            raise OptionError("port", msg)
+            raise OptionError("port", msg, "one serial line speaks one protocol")
         if existing.endpoint != endpoint:
             msg = (
                 f"option 'baudrate'/'parity'/'stopbits': {endpoint} is already configured as "

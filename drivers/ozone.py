@@ -125,4 +125,5 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> ModbusO
     address = opts.integer("address", None, 1, 247)
     opts.done("ozone-modbus")
     link = ModbusLink.shared(ctx, endpoint)
+    link.claim(address, name, "address")
     return ModbusOzoneGenerator(name, ModbusUnit(name, link, address, policy, Health()))

@@ -427,7 +427,9 @@ def shared_port(
     if port is None:
         port = SerialPort(url, settings)
         ctx.shared[key] = port
-    assert isinstance(port, SerialPort)
+    if not isinstance(port, SerialPort):
+        msg = f"option 'port': {url} is already used by a Modbus RTU driver"
+        raise OptionError("port", msg, "one serial line speaks one protocol")
     if port.settings != settings:
         users = ", ".join(port.devices) or "another device"
         msg = (

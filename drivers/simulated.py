@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -594,11 +595,20 @@ class SimQcm(_SimDevice):
         await self._link()
 
 
-def _component(name: str, options: Mapping[str, Any]) -> str:
+def _component(name: str, options: Mapping[str, Any], sim: SimulatedReactor | None = None) -> str:
+    """The simulator component a device binds to (its own name by default); with ``sim``,
+    one the simulated reactor has, checked when the tool config loads, not at connect."""
     comp = options.get("component", name)
     if not isinstance(comp, str):
         msg = "option 'component' must be a simulator component name"
         raise OptionError("component", msg)
+    if sim is not None:
+        known = sim.reactor.device_names()
+        if comp not in known:
+            close = difflib.get_close_matches(comp, sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else "it has: " + ", ".join(sorted(known))
+            msg = f"the simulated reactor has no component '{comp}'"
+            raise OptionError("component" if "component" in options else None, msg, hint)
     return comp
 
 
@@ -627,12 +637,14 @@ def make_valves(name: str, options: Mapping[str, Any], ctx: DriverContext) -> Si
         msg = "option 'watchdog' must be 0..6553.5 s"
         raise OptionError("watchdog", msg)
     w = 0.0 if watchdog == 0 else max(1, round(watchdog * 10)) / 10
-    return SimValveBank(name, _component(name, options), _reactor(ctx), channels, w, positions)
+    sim = _reactor(ctx)
+    return SimValveBank(name, _component(name, options, sim), sim, channels, w, positions)
 
 
 def make_heater(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimHeater:
     _no_extra(options, {"component"})
-    return SimHeater(name, _component(name, options), _reactor(ctx))
+    sim = _reactor(ctx)
+    return SimHeater(name, _component(name, options, sim), sim)
 
 
 def _positive(options: Mapping[str, Any], option: str, default: float, unit: str) -> float:
@@ -646,28 +658,33 @@ def _positive(options: Mapping[str, Any], option: str, default: float, unit: str
 def make_mfc(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimMfc:
     _no_extra(options, {"component", "full_scale_sccm"})
     fs = _positive(options, "full_scale_sccm", 200.0, "sccm")
-    return SimMfc(name, _component(name, options), _reactor(ctx), fs)
+    sim = _reactor(ctx)
+    return SimMfc(name, _component(name, options, sim), sim, fs)
 
 
 def make_gauge(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimGauge:
     _no_extra(options, {"component"})
-    return SimGauge(name, _component(name, options), _reactor(ctx))
+    sim = _reactor(ctx)
+    return SimGauge(name, _component(name, options, sim), sim)
 
 
 def make_rf(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimPlasma:
     _no_extra(options, {"component", "max_power_w"})
     max_w = _positive(options, "max_power_w", 600.0, "W")
-    return SimPlasma(name, _component(name, options), _reactor(ctx), max_w)
+    sim = _reactor(ctx)
+    return SimPlasma(name, _component(name, options, sim), sim, max_w)
 
 
 def make_ozone(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimOzone:
     _no_extra(options, {"component"})
-    return SimOzone(name, _component(name, options), _reactor(ctx))
+    sim = _reactor(ctx)
+    return SimOzone(name, _component(name, options, sim), sim)
 
 
 def make_qcm(name: str, options: Mapping[str, Any], ctx: DriverContext) -> SimQcm:
     _no_extra(options, {"component"})
-    return SimQcm(name, _component(name, options), _reactor(ctx))
+    sim = _reactor(ctx)
+    return SimQcm(name, _component(name, options, sim), sim)
 
 
 INTERLOCK_INPUTS = {"toxic_gas_alarm": 0, "exhaust_flow_loss": 1}

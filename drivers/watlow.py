@@ -274,5 +274,6 @@ def create(name: str, options: Mapping[str, Any], ctx: DriverContext) -> WatlowP
         raise OptionError("sensor_min", msg)
     opts.done("watlow-pm")
     link = ModbusLink.shared(ctx, endpoint)
+    link.claim(address, name, "address")
     unit = ModbusUnit(name, link, address, policy, Health())
     return WatlowPM(name, unit, word_order=word_order, units=units, sensor_range_c=(lo, hi))

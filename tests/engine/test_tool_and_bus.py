@@ -55,17 +55,25 @@ def test_unknown_driver_is_named() -> None:
 
 
 def test_device_that_fails_to_connect_is_named() -> None:
+    async def main() -> None:
+        tool = build(sim_tool())
+        assert tool.simulation is not None
+        reactor = tool.simulation.reactor  # type: ignore[attr-defined]
+        reactor.faults.inject("disconnect", "chamber")  # the gauge's component
+        await tool.connect()
+
+    with pytest.raises(ToolError, match=r"device 'gauge' failed to connect: .*disconnected"):
+        run_virtual(main())
+
+
+def test_a_simulated_device_on_a_component_the_simulator_has_not_is_refused_at_build() -> None:
+    # (on 5513b8a it failed at connect, after a run record was made)
     devices = dict(sim_tool().devices)
     devices["gauge"] = cfg.DeviceSpec.model_validate(
         {"driver": "simulated-gauge", "component": "foreline"}
     )
-
-    async def main() -> None:
-        tool = build(sim_tool(devices=devices))
-        await tool.connect()
-
-    with pytest.raises(ToolError, match=r"device 'gauge' failed to connect: .*foreline"):
-        run_virtual(main())
+    with pytest.raises(UserError, match=r"device 'gauge' .*no component 'foreline'"):
+        build(sim_tool(devices=devices))
 
 
 def test_wrong_capability_is_refused() -> None:
