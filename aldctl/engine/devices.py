@@ -83,6 +83,10 @@ class Tool:
     def device_name(self, device: Device) -> str:
         return getattr(device, "name", type(device).__name__)
 
+    def line_devices(self) -> dict[str, str]:
+        """Dose line -> the name of the valve module it is on."""
+        return {line: self.device_name(bank) for line, (bank, _) in self.valves.items()}
+
     async def connect(self) -> None:
         """Connect every device concurrently, each within its own timeout."""
 

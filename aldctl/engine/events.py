@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -105,6 +105,21 @@ class Alarm:
     "hold" or "abort"."""
     source: str
     message: str
+    lines: tuple[str, ...] = ()
+    """Dose lines this alarm reports not known to be closed (a close that failed, a
+    read-back that found them open or could not read them): a display must not draw them
+    closed, whatever the run's state."""
+
+
+def unclosed_lines(
+    problems: Mapping[str, object], tool_lines: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The dose lines among safe-state or read-back problems (keys ``valve LINE``, or a
+    valve module's device name ``tool_lines`` maps each line to: one that could not be read
+    leaves every line on it unknown)."""
+    out = {k.removeprefix("valve ") for k in problems if k.startswith("valve ")}
+    out |= {line for line, device in tool_lines.items() if device in problems}
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from aldctl import units
 from aldctl.engine.clock import Clock
 from aldctl.engine.control import CommandRefused, RunControl
 from aldctl.engine.devices import Tool
-from aldctl.engine.events import Alarm, EventBus, Message, State, StateChanged
+from aldctl.engine.events import Alarm, EventBus, Message, State, StateChanged, unclosed_lines
 from aldctl.engine.journal import Journal, JournalError
 from aldctl.engine.safety import Safety, safe_state
 from aldctl.recipe.schedule import Action, ActionKind
@@ -199,7 +199,20 @@ class ManualSession:
             self.control.state = State.ABORTING
             errors = await safe_state(self.tool, carrier_sccm=None)
             self.safe_errors = {k: str(v) for k, v in errors.items() if v is not None}
-            self.open_lines.clear()
+            # a line whose close failed stays in open_lines: what the status reports open
+            unclosed = unclosed_lines(self.safe_errors, self.tool.line_devices())
+            self.open_lines.intersection_update(unclosed)
+            if self.safe_errors:
+                detail = "; ".join(f"{k}: {v}" for k, v in self.safe_errors.items())
+                self.bus.publish(
+                    Alarm(
+                        self.now(),
+                        "abort",
+                        "safe state",
+                        f"safe state incomplete: {detail}",
+                        unclosed,
+                    )
+                )
             for t in [*tasks, *self._closing]:
                 t.cancel()
             for t in tasks:
@@ -207,6 +220,14 @@ class ManualSession:
                     await t
         if self.control.abort_reason is not None:
             self.outcome, self.reason = "aborted", self.control.abort_reason
+        if self.safe_errors:
+            # Not a clean end, however it was asked for: the record, the exit status and
+            # every console say what is not in its safe state.
+            if self.outcome == "complete":
+                self.outcome = "failed"
+            detail = "; ".join(f"{k}: {v}" for k, v in self.safe_errors.items())
+            self.reason += f"; the safe state is incomplete ({detail}): the reactor is NOT safe"
+        if self.control.abort_reason is not None:
             self._state(State.ABORTED, self.reason)
         else:
             self._state(State.STOPPED, self.reason)

@@ -153,6 +153,8 @@ class RunStatus:
     next_alarm: int = 1
     pulses: int = 0
     last_message: str = ""
+    unclosed: set[str] = field(default_factory=set)
+    """Dose lines an alarm reported not known to be closed (see ``Alarm.lines``)."""
 
     def listener(self, ev: Event) -> None:
         self.t = max(self.t, ev.t)
@@ -181,6 +183,7 @@ class RunStatus:
         elif isinstance(ev, PulseDone):
             self.pulses += 1
         elif isinstance(ev, Alarm):
+            self.unclosed.update(ev.lines)
             self.alarms.append(
                 AlarmRecord(self.next_alarm, ev.t, ev.severity, ev.source, ev.message)
             )
@@ -220,6 +223,7 @@ class RunStatus:
             "dosing": sorted(ln for ln, end in self.dosing.items() if end > self.t)
             if self.state in DOSING_STATES
             else [],
+            "unclosed": sorted(self.unclosed),
             "pulses": self.pulses,
             "alarms": [dataclasses.asdict(a) for a in self.alarms],
             "message": self.last_message,

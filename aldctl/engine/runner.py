@@ -52,6 +52,7 @@ from aldctl.engine.events import (
     StepStarted,
     UnitDone,
     UnitStarted,
+    unclosed_lines,
 )
 from aldctl.engine.journal import Journal, JournalError, PulseRecord
 from aldctl.engine.safety import Safety, close_dose_valves, safe_state, safe_state_flows
@@ -444,6 +445,7 @@ class Runner:
     def _report_read_back(self) -> None:
         """Alarms for what the read-back found not safe; a message when it found it safe."""
         after = after_words(self.read_back)
+        line_devices = self.tool.line_devices()
         for source, what in self.not_safe.items():
             self.warnings.append(f"{source}: {what}")
             self.bus.publish(
@@ -452,6 +454,7 @@ class Runner:
                     "alarm",
                     source,
                     f"{what}: the reactor is not verified safe {after}",
+                    unclosed_lines({source: what}, line_devices),
                 )
             )
         if not self.not_safe and self.read_back == "abort":
@@ -737,6 +740,7 @@ class Runner:
                     "abort",
                     "safe state",
                     "safe state incomplete: " + "; ".join(f"{k}: {v}" for k, v in bad.items()),
+                    unclosed_lines(bad, self.tool.line_devices()),
                 )
             )
         self._set_state(state, reason)

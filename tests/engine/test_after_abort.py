@@ -165,6 +165,22 @@ def test_a_dose_valve_stuck_open_mid_cycle_aborts_too(
     assert result.held_s < 5.0
     msgs = [e.text for e in h.events if isinstance(e, Message)]
     assert any(m.startswith("reading the safe state back") for m in msgs), msgs
+    # The alarms name the line they found open, for the displays: a console draws H2O as
+    # not closed beside ABORTED, not as closed (review of d1d9156: the synoptic drew what was
+    # commanded, closed, while the run's own alarm said H2O did not close).
+    flagged = {ln for e in h.events if isinstance(e, Alarm) for ln in e.lines}
+    assert flagged == {"H2O"}, [e for e in h.events if isinstance(e, Alarm)]
+    from aldctl.engine.opapi import RunStatus
+
+    status = RunStatus(
+        run_id="r", recipe="r", tool="t", units_total=5, planned_s=1.0,
+        lines={"TMA": "TMA", "H2O": "H2O"},
+    )  # fmt: skip
+    for e in h.events:
+        status.listener(e)
+    snap = status.snapshot()
+    assert snap["state"] == "aborted"
+    assert snap["unclosed"] == ["H2O"]
 
 
 def test_ctrl_c_during_the_read_back_still_records_the_outcome_and_stops_the_helpers(

@@ -48,6 +48,7 @@ async def test_a_valve_the_safe_state_could_not_close_is_not_drawn_closed(tmp_pa
                 "severity": "abort",
                 "source": "safe state",
                 "message": "safe state incomplete: valve TMA: valves: no answer within 5 s",
+                "lines": ["TMA"],  # what the runner's alarm carries (test_after_abort.py)
             },
             {"type": "StateChanged", "t": 7.1, "state": "aborted", "reason": "operator"},
         ]
@@ -57,3 +58,6 @@ async def test_a_valve_the_safe_state_could_not_close_is_not_drawn_closed(tmp_pa
         tma = [ln for ln in synoptic_text(app).splitlines() if "TMA" in ln]
         assert tma, synoptic_text(app)
         assert "[ ]" not in tma[0], tma[0]
+        assert "[?]" in tma[0], tma[0]
+        h2o = [ln for ln in synoptic_text(app).splitlines() if "H2O" in ln]
+        assert "[ ]" in h2o[0]  # the line the alarm did not name is drawn closed

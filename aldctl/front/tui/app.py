@@ -87,6 +87,7 @@ def synoptic(tool: ToolView | None, status: dict[str, Any]) -> Text:
     """The gas-flow diagram, as text: carrier -> manifold with every line -> chamber -> pump."""
     v: dict[str, Any] = status.get("values", {})
     dosing = set(status.get("dosing", []))
+    unclosed = set(status.get("unclosed", []))
     lines = tool.lines if tool is not None else dict(status.get("lines", {}))
     t = Text()
 
@@ -102,8 +103,14 @@ def synoptic(tool: ToolView | None, status: dict[str, Any]) -> Text:
         elbow = "└" if i == len(names) - 1 else "├"
         on_ = name in dosing
         t.append(f"  {elbow}─")
-        t.append("[■]" if on_ else "[ ]", style="bold black on green" if on_ else "dim")
-        t.append(f" {chem:<8}", style="bold green" if on_ else "")
+        if name in unclosed:
+            # not known closed (a close that failed, a read-back that found it open):
+            # never drawn closed, whatever the state
+            t.append("[?]", style="bold white on red")
+            t.append(f" {chem:<8}", style="bold red")
+        else:
+            t.append("[■]" if on_ else "[ ]", style="bold black on green" if on_ else "dim")
+            t.append(f" {chem:<8}", style="bold green" if on_ else "")
         src = v.get(f"T.source.{name}")
         if src is not None:
             t.append(f" src {src:.0f}°C", style="dim")
@@ -596,6 +603,8 @@ class Console(App[None]):
                 st["dosing"] = []
             self.log_line(f"state {ev['state']}: {ev['reason']}", "bold")
         elif kind == "Alarm":
+            if ev.get("lines"):
+                st["unclosed"] = sorted(set(st.get("unclosed", [])) | set(ev["lines"]))
             style = "red" if ev["severity"] in ("abort", "alarm") else "yellow"
             text = f"{ev['severity']}: {ev['source']}: {ev['message']}"
             self.log_line(text, style)
@@ -643,7 +652,14 @@ class Console(App[None]):
             reply = await self.client.call("status")
             if reply.get("ok"):
                 dosing = self.status.get("dosing")
+                before = self.status
                 self.status = reply["result"]
+                if before.get("run_id") == self.status.get("run_id"):
+                    # a snapshot sent before an alarm's event arrived must not unsay it
+                    unclosed = set(before.get("unclosed", [])) | set(
+                        self.status.get("unclosed", [])
+                    )
+                    self.status["unclosed"] = sorted(unclosed)
                 # A pulse shorter than the poll may end between two snapshots, so the line the
                 # events lit stays lit until its PulseDone; never once the run left the
                 # states that dose: an aborted run with a valve shown open is a lie.
