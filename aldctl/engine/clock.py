@@ -297,15 +297,24 @@ class _VirtualSelector(selectors.BaseSelector):
         self._real = selectors.DefaultSelector()
         self._loop = loop
         self._next_poll = 0.0
+        self._registered = 0
+        """Descriptors registered (kept here: asking the real selector's map for its length
+        on every iteration cost three Python calls)."""
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
+        key = self._real.register(fileobj, events, data)
+        self._registered = len(self._real.get_map())
+        return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
+        key = self._real.unregister(fileobj)
+        self._registered = len(self._real.get_map())
+        return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
+        key = self._real.modify(fileobj, events, data)
+        self._registered = len(self._real.get_map())
+        return key
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         # With nothing registered but the loop's own self-pipe (signals, other threads'
@@ -314,7 +323,7 @@ class _VirtualSelector(selectors.BaseSelector):
         # epoll call per wake-up was a tenth of the loop's cost. A loop that serves sockets
         # or pipes (the operator API of a console-driven run) polls them every iteration.
         now = time.perf_counter()
-        if now >= self._next_poll or len(self._real.get_map()) > 1:
+        if now >= self._next_poll or self._registered > 1:
             self._next_poll = now + REAL_IO_POLL_S
             ready = self._real.select(0)
             if ready:
@@ -331,6 +340,7 @@ class _VirtualSelector(selectors.BaseSelector):
 
     def close(self) -> None:
         self._real.close()
+        self._registered = 0
 
     def get_key(self, fileobj: Any) -> selectors.SelectorKey:
         return self._real.get_key(fileobj)
@@ -471,7 +481,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             timeout = 0
         elif timers:
             timeout = min(max(0, timers[0] - self._virtual_now), _MAX_SELECT_S)
-        base._process_events(base._selector.select(timeout))
+        events = base._selector.select(timeout)
+        if events:  # (asyncio's _process_events has nothing to do for none)
+            base._process_events(events)
         end = self._virtual_now + base._clock_resolution
         while timers and timers[0] < end:
             h = heapq.heappop(timers).handle

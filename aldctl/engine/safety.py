@@ -33,6 +33,7 @@ from aldctl.engine.control import CommandRefused, RunControl
 from aldctl.engine.devices import Tool, valve_positions
 from aldctl.engine.events import Alarm, EventBus, Sample, State
 from aldctl.engine.journal import Journal
+from aldctl.hazards import INTERLOCK_LABELS
 from aldctl.recipe.schedule import Action, ActionKind
 from drivers.base import (
     Device,
@@ -261,8 +262,10 @@ class Safety:
                 values[f"T.{ch}"] = tr.pv_c
                 setpoints[f"SP.T.{ch}"] = tr.setpoint_c
         for ch, fc in tool.flows.items():
-            if not idle_turn and self.flow_setpoints.get(ch, self.default_flow(ch)) <= 0:
-                continue
+            if not idle_turn:
+                sp = self.flow_setpoints.get(ch)
+                if (self.default_flow(ch) if sp is None else sp) <= 0:
+                    continue
             fr = await self._read(self._device_of(fc), fc.read_flow)
             if isinstance(fr, FlowReading):
                 r.flows[ch] = fr
@@ -295,8 +298,6 @@ class Safety:
         """Every poll: an interlock input away from its healthy level aborts the run (the
         interlock has cut the dose valves' supply in hardware already; the run must not go
         on as if its doses happened). A device that does not answer is the watchdog's."""
-        from aldctl.hazards import INTERLOCK_LABELS
-
         read: dict[int, object] = {}
         for name, (dev, channel, healthy) in self.tool.interlocks.items():
             key = id(dev)
