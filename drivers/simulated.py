@@ -463,9 +463,14 @@ class SimValveBank(_SimDevice):
             not self.expired
             and self.deadline_ns is not None
             and self.deadline_ns > now_ns
-            and not faults.pending()
-            and not faults.has_triggers()
-            and faults.comm(self.component) is None
+            and (
+                faults.none()
+                or (
+                    not faults.pending()
+                    and not faults.has_triggers()
+                    and faults.comm(self.component) is None
+                )
+            )
         ):
             self._health.record_ok()
             self.deadline_ns = now_ns + self._watchdog_ns  # retriggered
@@ -705,6 +710,8 @@ class SimInputs(_SimDevice):
 
     async def read_inputs(self) -> Mapping[int, bool]:
         r = await self._link()
+        if r.faults.none():  # every poll: healthy unless a fault says not
+            return dict.fromkeys(INTERLOCK_INPUTS.values(), True)
         return {
             ch: not r.faults.active(kind, self.component) for kind, ch in INTERLOCK_INPUTS.items()
         }

@@ -312,6 +312,12 @@ class FaultInjector:
     def pending(self) -> list[Fault]:
         return [f for f in self._data.faults if f.state is FaultState.PENDING]
 
+    def none(self) -> bool:
+        """No fault set at all, in any state: the usual case, which the simulated devices
+        ask about on every transaction (then :meth:`active`, :meth:`pending`,
+        :meth:`comm` and :meth:`has_triggers` have nothing to say)."""
+        return not self._data.faults
+
     def comm(self, device: str) -> CommFault | None:
         """The communication faults active on ``device`` (None when its link is healthy)."""
         if not self._data.faults:  # the usual case, asked before every device transaction

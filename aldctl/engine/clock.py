@@ -297,15 +297,24 @@ class _VirtualSelector(selectors.BaseSelector):
         self._real = selectors.DefaultSelector()
         self._loop = loop
         self._next_poll = 0.0
+        self._registered = 0
+        """Descriptors registered (kept here: asking the real selector's map for its length
+        on every iteration cost three Python calls)."""
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
+        key = self._real.register(fileobj, events, data)
+        self._registered = len(self._real.get_map())
+        return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
+        key = self._real.unregister(fileobj)
+        self._registered = len(self._real.get_map())
+        return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
+        key = self._real.modify(fileobj, events, data)
+        self._registered = len(self._real.get_map())
+        return key
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         # With nothing registered but the loop's own self-pipe (signals, other threads'
@@ -314,7 +323,7 @@ class _VirtualSelector(selectors.BaseSelector):
         # epoll call per wake-up was a tenth of the loop's cost. A loop that serves sockets
         # or pipes (the operator API of a console-driven run) polls them every iteration.
         now = time.perf_counter()
-        if now >= self._next_poll or len(self._real.get_map()) > 1:
+        if now >= self._next_poll or self._registered > 1:
             self._next_poll = now + REAL_IO_POLL_S
             ready = self._real.select(0)
             if ready:
@@ -331,12 +340,19 @@ class _VirtualSelector(selectors.BaseSelector):
 
     def close(self) -> None:
         self._real.close()
+        self._registered = 0
 
     def get_key(self, fileobj: Any) -> selectors.SelectorKey:
         return self._real.get_key(fileobj)
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
         return self._real.get_map()
+
+
+_Handle = asyncio.Handle
+_TimerHandle = asyncio.TimerHandle
+_new_handle = _Handle.__new__
+_new_timer = _TimerHandle.__new__
 
 
 class _Due(float):
@@ -388,18 +404,56 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         base: Any = self  # asyncio's private helpers, as BaseEventLoop.call_at uses them
         if when is None:
             raise TypeError("when cannot be None")
-        base._check_closed()
+        if base._closed:
+            raise RuntimeError("Event loop is closed")
+        timer: Any
         if base._debug:
             base._check_thread()
             base._check_callback(callback, "call_at")
-        timer: Any = asyncio.TimerHandle(when, callback, args, self, context)
-        if timer._source_traceback:
-            del timer._source_traceback[-1]
+            timer = asyncio.TimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+        else:
+            # TimerHandle(...) with its fields set here: what its __init__ sets outside
+            # debug mode, without the four Python frames it takes to get there
+            timer = _new_timer(_TimerHandle)
+            timer._context = contextvars.copy_context() if context is None else context
+            timer._loop = self
+            timer._callback = callback
+            timer._args = args
+            timer._cancelled = False
+            timer._repr = None
+            timer._source_traceback = None
+            timer._when = when
         due = _Due(when)
         due.handle = timer
         heapq.heappush(self._timers, due)
         timer._scheduled = True
         return cast(asyncio.TimerHandle, timer)
+
+    def call_soon(  # type: ignore[override]
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        # A virtual run schedules ~10^5 of these (each sleeper's wake-up): asyncio's
+        # call_soon, its _call_soon and Handle(...) in one frame, outside debug mode.
+        base: Any = self
+        if base._debug:
+            return super().call_soon(callback, *args, context=context)
+        if base._closed:
+            raise RuntimeError("Event loop is closed")
+        h: Any = _new_handle(_Handle)
+        h._context = contextvars.copy_context() if context is None else context
+        h._loop = self
+        h._callback = callback
+        h._args = args
+        h._cancelled = False
+        h._repr = None
+        h._source_traceback = None
+        base._ready.append(h)
+        return cast(asyncio.Handle, h)
 
     def _run_once(self) -> None:
         base: Any = self
@@ -427,7 +481,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             timeout = 0
         elif timers:
             timeout = min(max(0, timers[0] - self._virtual_now), _MAX_SELECT_S)
-        base._process_events(base._selector.select(timeout))
+        events = base._selector.select(timeout)
+        if events:  # (asyncio's _process_events has nothing to do for none)
+            base._process_events(events)
         end = self._virtual_now + base._clock_resolution
         while timers and timers[0] < end:
             h = heapq.heappop(timers).handle

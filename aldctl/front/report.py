@@ -93,19 +93,20 @@ def load(journal: Journal, run_id: str) -> Data:
         " achieved_close, area_torr_s FROM pulses WHERE run_id=? ORDER BY rowid",
         (full,),
     ).fetchall()
-    samples: dict[str, tuple[list[float], list[float | None]]] = {}
-    channels = [
-        r[0]
-        for r in db.execute("SELECT DISTINCT channel FROM samples WHERE run_id=?", (full,))
-        if not r[0].startswith("rf.")  # RF power is in the events when it matters
-    ]
-    for ch in channels:
-        rows = db.execute(
-            "SELECT t, value FROM samples WHERE run_id=? AND channel=? ORDER BY t", (full, ch)
-        ).fetchall()
-        if rows:
-            ts, vs = zip(*rows, strict=True)
-            samples[ch] = (list(ts), list(vs))
+    # One pass over the run's samples in time order (the journal indexes them by time),
+    # split by channel; channels in name order, as the report always listed them.
+    by_channel: dict[str, tuple[list[float], list[float | None]]] = {}
+    for ch, t, v in db.execute(
+        "SELECT channel, t, value FROM samples WHERE run_id=? ORDER BY t, rowid", (full,)
+    ):
+        if ch.startswith("rf."):  # RF power is in the events when it matters
+            continue
+        series = by_channel.get(ch)
+        if series is None:
+            series = by_channel[ch] = ([], [])
+        series[0].append(t)
+        series[1].append(v)
+    samples = {ch: by_channel[ch] for ch in sorted(by_channel)}
     return Data(run, events, cps, pulses, samples, _plan(run))
 
 

@@ -144,3 +144,78 @@ def test_runs_started_at_the_same_moment_on_a_new_data_dir_both_open_the_journal
         ]
         errors = [out for p in procs if (out := p.communicate(timeout=60)[0]) or p.returncode]
         assert errors == [], (trial, errors)
+
+
+CHANNELS = [f"ch{k:02d}" for k in range(14)]  # a tool's polled channels, as many as the bench's
+
+
+def _journal_cycles(j: Journal, first: int, cycles: int, wal: Path) -> list[int]:
+    """Checkpoint ``cycles`` cycles of two samples per channel; the WAL bytes each commit adds."""
+    grown: list[int] = []
+    for u in range(first, first + cycles):
+        for half in (0.0, 5.0):
+            for ch in CHANNELS:
+                j.sample(u * 10.0 + half, ch, float(u))
+        j.pulse(PulseRecord(u, "TMA", "TMA", u * 10.0, u * 10.0, u * 10.015, u * 10.015, False))
+        before = wal.stat().st_size if wal.exists() else 0
+        j.checkpoint(u, "A", u + 1, 0, u * 10.0, u * 10.0 + 10.0, bytes(3000))
+        grown.append(wal.stat().st_size - before)
+    return grown
+
+
+def test_a_cycle_commit_writes_its_samples_to_one_place_not_one_page_per_channel(
+    tmp_path: Path,
+) -> None:
+    """Each cycle's checkpoint is one durable commit; what it costs is the pages it writes.
+    The samples were indexed by channel: a commit's dozen channels landed on a dozen index
+    pages (here a median of 28 pages a commit, against 9 now)."""
+    j = Journal(tmp_path)
+    j.new_run(meta(units_total=400))
+    wal = tmp_path / "journal.sqlite-wal"
+    _journal_cycles(j, 0, 300, wal)  # enough rows that the index spans many pages
+    # From an empty WAL that only grows: what each commit adds to it is the pages it wrote.
+    j.db.execute("PRAGMA wal_autocheckpoint=0")
+    j.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    grown = sorted(_journal_cycles(j, 300, 40, wal))
+    page = 4096 + 24  # a WAL frame: the page and its header
+    assert grown[len(grown) // 2] / page <= 14
+    j.close()
+
+
+def test_the_report_reads_each_channel_in_time_order_from_old_and_new_journals(
+    tmp_path: Path,
+) -> None:
+    from aldctl.front.report import load
+
+    j = Journal(tmp_path)
+    run = j.new_run(meta(units_total=3))
+    for u in range(3):
+        for ch in ("pressure", "T.substrate", "rf.forward", "F.carrier"):
+            j.sample(u * 10.0 + 5.0, ch, u + 0.5)
+            j.sample(u * 10.0, ch, float(u))
+        j.checkpoint(u, "A", u + 1, 0, u * 10.0, u * 10.0 + 10.0)
+    j.finish("complete", "ok", 30.0, {})
+    j.close()
+    want = {
+        ch: ([0.0, 5.0, 10.0, 15.0, 20.0, 25.0], [0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+        for ch in ("F.carrier", "T.substrate", "pressure")  # by name; RF power left out
+    }
+    j = Journal(tmp_path, readonly=True)
+    data = load(j, run)
+    assert list(data.samples) == list(want)
+    assert data.samples == want
+    j.close()
+    # A journal from before: indexed by channel. Read as it is, then migrated on opening.
+    db = sqlite3.connect(tmp_path / "journal.sqlite")
+    db.execute("DROP INDEX samples_run_t")
+    db.execute("CREATE INDEX samples_run ON samples (run_id, channel, t)")
+    db.close()
+    j = Journal(tmp_path, readonly=True)
+    assert load(j, run).samples == want
+    j.close()
+    j = Journal(tmp_path)
+    names = {r[0] for r in j.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "samples_run_t" in names
+    assert "samples_run" not in names
+    assert load(j, run).samples == want
+    j.close()

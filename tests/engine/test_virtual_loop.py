@@ -4,7 +4,8 @@
 instead of asyncio's heap of TimerHandle objects, and polls its self-pipe alone at most
 every ``REAL_IO_POLL_S`` of wall time (other descriptors every iteration). The reference
 here is asyncio's own code for both (``BaseEventLoop.call_at`` and ``_run_once`` on the
-same virtual clock): same callback order, ties included, and a whole engine run journals
+same virtual clock; ``call_soon`` too, which the loop also builds its handles for in one
+frame): same callback order, ties included, and a whole engine run journals
 exactly the same rows.
 """
 
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from aldctl.engine.clock import VirtualTimeLoop
 from tests.conftest import RECIPES
 
@@ -27,6 +30,7 @@ class AsyncioTimers(VirtualTimeLoop):
     """The same virtual clock on asyncio's own timer queue and iteration."""
 
     call_at = asyncio.BaseEventLoop.call_at  # type: ignore[assignment]
+    call_soon = asyncio.BaseEventLoop.call_soon  # type: ignore[assignment]
     _run_once = asyncio.BaseEventLoop._run_once  # type: ignore[attr-defined]
 
 
@@ -143,3 +147,34 @@ def test_real_io_is_seen_while_virtual_time_runs() -> None:
         data, wall = runner.run(main())
     assert data == b"resume"
     assert wall < 5.0  # seen at once (0.05 s + a poll), not never: a bound for a busy machine
+
+
+def test_handles_behave_as_asyncio_s_closed_loop_debug_mode_and_context() -> None:
+    """The loop builds its handles itself (outside debug mode): what asyncio's own do."""
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+    loop = VirtualTimeLoop()
+    try:
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "given")
+        loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+        loop.call_at(1.0, lambda: seen.append(var.get()), context=ctx)
+        h = loop.call_soon(seen.append, "cancelled")
+        t = loop.call_at(2.0, seen.append, "cancelled timer")
+        h.cancel()
+        t.cancel()
+        loop.call_at(3.0, loop.stop)
+        loop.run_forever()
+        assert seen == ["given", "given"]
+        assert loop.time() == 3.0
+        loop.set_debug(True)  # asyncio's own path: the handle knows where it was made
+        assert loop.call_soon(seen.append, "x")._source_traceback  # type: ignore[attr-defined]
+        assert loop.call_at(4.0, seen.append, "y")._source_traceback  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_at(5.0, print)
