@@ -353,6 +353,12 @@ _Handle = asyncio.Handle
 _TimerHandle = asyncio.TimerHandle
 _new_handle = _Handle.__new__
 _new_timer = _TimerHandle.__new__
+_BUILD_HANDLES = set(_Handle.__slots__) == {
+    "_callback", "_args", "_cancelled", "_loop", "_source_traceback", "_repr", "__weakref__",
+    "_context",
+} and set(_TimerHandle.__slots__) == {"_scheduled", "_when"}  # fmt: skip
+"""The handles have the fields :class:`VirtualTimeLoop` sets itself (CPython 3.11-3.13):
+on a Python whose handles differ, it builds them the way asyncio does."""
 
 
 class _Due(float):
@@ -407,7 +413,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         if base._closed:
             raise RuntimeError("Event loop is closed")
         timer: Any
-        if base._debug:
+        if base._debug or not _BUILD_HANDLES:
             base._check_thread()
             base._check_callback(callback, "call_at")
             timer = asyncio.TimerHandle(when, callback, args, self, context)
@@ -440,7 +446,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         # A virtual run schedules ~10^5 of these (each sleeper's wake-up): asyncio's
         # call_soon, its _call_soon and Handle(...) in one frame, outside debug mode.
         base: Any = self
-        if base._debug:
+        if base._debug or not _BUILD_HANDLES:
             return super().call_soon(callback, *args, context=context)
         if base._closed:
             raise RuntimeError("Event loop is closed")

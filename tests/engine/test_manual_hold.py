@@ -8,6 +8,7 @@ timed out"."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from aldctl.engine.clock import VirtualClock, run_virtual
@@ -16,6 +17,7 @@ from aldctl.engine.events import EventBus
 from aldctl.engine.manual import ManualSession
 from aldctl.session import prepare
 from aldctl.tool import build
+from drivers.base import DeviceTimeout
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "al2o3_tma_h2o.yaml"
 
@@ -112,3 +114,143 @@ def test_a_manual_sessions_hold_closes_the_dose_valves_opened_by_hand() -> None:
     closed = [m for m in messages if "closed TMA" in m]
     assert closed, messages
     assert "opened by hand" in closed[0]
+
+
+# The review of 4c24d0e: what the first form of the hold missed (each fails on d1d9156).
+# Fakes: the simulated valve bank's ``set_valve`` is wrapped to be slow or to fail, as a
+# Modbus write that takes a retry or gets no reply would (no real part here can be told
+# to time out one write on command).
+
+
+def test_a_dose_valve_cannot_be_opened_again_by_hand_during_the_hold_that_closed_it() -> None:
+    """The hold closed TMA; a second later the chamber is under the hold limit but the hold
+    has not ended (resume_after). The operator opens TMA again: nothing refuses it and
+    nothing closes it (the hold's alarm came once), the chamber fills to 4.3 Torr and the
+    session aborts on recover_within. A run does not dose during a hold."""
+
+    async def main() -> tuple[str | None, list[str], float]:
+        session, control, task = await start_session()
+        await session.set("valve:TMA", "open", "operator")
+        for _ in range(300):  # the hold closes TMA
+            await asyncio.sleep(0.1)
+            if control.hold_reason and "TMA" not in session.open_lines:
+                break
+        for _ in range(300):  # and the chamber pumps down under the hold limit
+            await asyncio.sleep(0.1)
+            if (session.safety.readings.pressure_torr or 9.0) < 2.0:
+                break
+        held = control.hold_reason
+        refused: list[str] = []
+        try:
+            await session.set("valve:TMA", "open", "operator")
+        except CommandRefused as exc:
+            refused.append(str(exc))
+        pmax = 0.0
+        for _ in range(20):
+            await asyncio.sleep(1)
+            pmax = max(pmax, session.safety.readings.pressure_torr or 0.0)
+        control.stop()
+        await task
+        return held, refused, pmax
+
+    held, refused, pmax = run_virtual(main())
+    assert held is not None  # still the same hold when the operator asked
+    assert refused, f"TMA opened by hand during the hold; the chamber went to {pmax:.2f} Torr"
+    assert pmax < 2.0, pmax
+
+
+def test_a_dose_valve_whose_open_is_on_the_wire_when_the_hold_fires_is_closed() -> None:
+    """``set`` passes the permissive, then writes; the hold fires during the write. The line
+    joins ``open_lines`` only after the write, so the hold finds nothing to close (or not
+    this line), and TMA stays open through the hold."""
+
+    async def main() -> tuple[bool, bool]:
+        session, control, task = await start_session()
+        bank, ch = session.tool.valves["TMA"]
+        real = bank.set_valve
+
+        async def slow(channel: int, is_open: bool) -> None:
+            await asyncio.sleep(0.2)  # a Modbus write with one retry
+            await real(channel, is_open)
+
+        bank.set_valve = slow  # type: ignore[method-assign]
+        opening = asyncio.ensure_future(session.set("valve:TMA", "open", "operator"))
+        await asyncio.sleep(0.05)
+        # the safety monitor's hold, as a poll above the hold limit makes it
+        session.safety._hold("pressure", "chamber pressure 2.4 Torr above 2 Torr")
+        with contextlib.suppress(CommandRefused):  # refused is fine: closed is what counts
+            await opening
+        await asyncio.sleep(2)
+        held = control.hold_reason is not None
+        is_open = bool((await bank.read_valves())[ch])
+        control.abort("test over", who="test")
+        await task
+        return held, is_open
+
+    held, is_open = run_virtual(main())
+    assert held
+    assert not is_open, "TMA, opened as the hold fired, is still open during the hold"
+
+
+def test_a_manual_session_that_could_not_close_a_valve_does_not_end_complete() -> None:
+    """Stop with TMA open and its close getting no reply: the session ended 'complete:
+    manual session ended by the operator' (exit 0), ``open_lines`` (the status verb's
+    ``manual_open``, what the console draws) emptied, while the output was still on."""
+
+    async def main() -> tuple[ManualSession, bool]:
+        session, control, task = await start_session()
+        bank, ch = session.tool.valves["TMA"]
+        real = bank.set_valve
+
+        async def no_reply(channel: int, is_open: bool) -> None:
+            if channel == ch and not is_open:
+                raise DeviceTimeout(bank.name, "no reply")
+            await real(channel, is_open)
+
+        bank.set_valve = no_reply  # type: ignore[method-assign]
+        await session.set("valve:TMA", "open", "operator")
+        control.stop()
+        await task
+        return session, bool((await bank.read_valves())[ch])
+
+    session, still_on = run_virtual(main())
+    assert still_on  # the fake did what it says
+    assert session.safe_errors
+    assert session.outcome != "complete" or "TMA" in session.reason, (
+        session.outcome,
+        session.reason,
+    )
+
+
+def test_a_hold_that_cannot_close_a_valve_opened_by_hand_says_why_and_ends() -> None:
+    """The close times out: the log said 'could not close TMA ()' (a TimeoutError's empty
+    text), and the session went on with TMA open until recover_within aborted it."""
+
+    async def main() -> tuple[list[str], bool]:
+        session, control, task = await start_session()
+        texts: list[str] = []
+        session.bus.listen(lambda ev: texts.append(str(getattr(ev, "text", ""))))
+        bank, ch = session.tool.valves["TMA"]
+        real = bank.set_valve
+
+        async def hang(channel: int, is_open: bool) -> None:
+            if channel == ch and not is_open:
+                await asyncio.sleep(3600)
+            await real(channel, is_open)
+
+        bank.set_valve = hang  # type: ignore[method-assign]
+        await session.set("valve:TMA", "open", "operator")
+        await asyncio.sleep(15)  # the close gives up at 11 s (safe_state_timeout 5 s)
+        ended = task.done()
+        with contextlib.suppress(CommandRefused):  # it may have ended by itself
+            control.abort("test over", who="test")
+        await task
+        return texts, ended
+
+    texts, ended = run_virtual(main())
+    failed = [t for t in texts if "could not close" in t]
+    assert failed, texts
+    assert "TMA ()" not in failed[0], failed[0]
+    # as a run's hold that cannot close its doses ("hold could not close valves"): the
+    # safe state at once, not TMA feeding the chamber to recover_within's abort at 36 s
+    assert ended

@@ -67,6 +67,15 @@ def test_timers_run_in_asyncios_order_ties_included() -> None:
         assert ours == ref
 
 
+def test_on_a_python_whose_handles_differ_the_loop_builds_them_as_asyncio_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aldctl.engine import clock
+
+    monkeypatch.setattr(clock, "_BUILD_HANDLES", False)
+    assert _order(VirtualTimeLoop, 0) == _order(AsyncioTimers, 0)
+
+
 def _journal_rows(data: Path) -> dict[str, list[Any]]:
     db = sqlite3.connect(data / "journal.sqlite")
     try:

@@ -38,6 +38,29 @@ async def until(pilot: Any, pred: Callable[[], bool], what: str, limit_s: float 
         await pilot.pause(0.05)
 
 
+def run_status(run_id: str) -> Any:
+    """The status of a run on a tool with TMA and H2O lines, fed events by the test."""
+    from aldctl.engine.opapi import RunStatus
+
+    return RunStatus(
+        run_id=run_id, recipe="r", tool="t", units_total=10, planned_s=100.0,
+        lines={"TMA": "TMA", "H2O": "H2O"},
+    )  # fmt: skip
+
+
+async def serve_status(tmp_path: Path, status: Any) -> tuple[Any, Path]:
+    """A real operator-API server on a Unix socket serving ``status``: the order of what
+    the console sees is the test's to force (a real run cannot)."""
+    from aldctl.engine.control import RunControl
+    from aldctl.engine.events import EventBus
+    from aldctl.engine.opapi import ApiServer, OperatorApi
+
+    path = tmp_path / "api.sock"
+    server = ApiServer(OperatorApi(RunControl(), status), EventBus(), path)
+    await server.start()
+    return server, path
+
+
 def outcome(data: Path, run_id: str) -> str:
     con = sqlite3.connect(f"file:{data / 'journal.sqlite'}?mode=ro", uri=True)
     try:
@@ -370,17 +393,10 @@ async def test_a_status_poll_after_an_abort_never_shows_a_valve_open(tmp_path: P
     last dose's line lit because 'dosing' was empty: the synoptic showed TMA open on an
     aborted run. A real operator-API server on a Unix socket; the run's events are fed to its
     RunStatus directly (the order is the point, and a real run cannot force it)."""
-    from aldctl.engine.control import RunControl
-    from aldctl.engine.events import DoseStarted, EventBus, Sample, State, StateChanged
-    from aldctl.engine.opapi import ApiServer, OperatorApi, RunStatus
+    from aldctl.engine.events import DoseStarted, Sample, State, StateChanged
 
-    status = RunStatus(
-        run_id="r1", recipe="r", tool="t", units_total=10, planned_s=100.0,
-        lines={"TMA": "TMA", "H2O": "H2O"},
-    )  # fmt: skip
-    path = tmp_path / "api.sock"
-    server = ApiServer(OperatorApi(RunControl(), status), EventBus(), path)
-    await server.start()
+    status = run_status("r1")
+    server, path = await serve_status(tmp_path, status)
     app = Console(data_dir=tmp_path, recipe=RECIPE)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
@@ -471,10 +487,8 @@ async def test_a_stale_poll_then_the_runs_record_never_shows_a_valve_open(tmp_pa
     after it (running, H2O dosing); then the run closed its API and the console took the
     state from the run's record ("aborted"), keeping the poll's H2O lit beside ABORTED.
     A real operator-API server and a real journal record; the order is forced here."""
-    from aldctl.engine.control import RunControl
-    from aldctl.engine.events import DoseStarted, EventBus, State, StateChanged
+    from aldctl.engine.events import DoseStarted, State, StateChanged
     from aldctl.engine.journal import Journal, RunMeta
-    from aldctl.engine.opapi import ApiServer, OperatorApi, RunStatus
 
     j = Journal(tmp_path)
     meta = RunMeta(
@@ -485,15 +499,10 @@ async def test_a_stale_poll_then_the_runs_record_never_shows_a_valve_open(tmp_pa
     run_id = j.new_run(meta)
     j.finish("aborted", "operator abort", 10.2, {})
     j.close()
-    status = RunStatus(
-        run_id=run_id, recipe="r", tool="t", units_total=10, planned_s=100.0,
-        lines={"TMA": "TMA", "H2O": "H2O"},
-    )  # fmt: skip
+    status = run_status(run_id)
     status.listener(StateChanged(t=1.0, state=State.RUNNING, previous=State.STARTING))
     status.listener(DoseStarted(t=10.0, line="H2O", chemical="H2O", duration_s=0.5))
-    path = tmp_path / "api.sock"
-    server = ApiServer(OperatorApi(RunControl(), status), EventBus(), path)
-    await server.start()
+    server, path = await serve_status(tmp_path, status)
     app = Console(data_dir=tmp_path, recipe=RECIPE)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
@@ -536,3 +545,41 @@ async def test_a_valve_a_hold_closed_in_manual_mode_is_shown_closed(tmp_path: Pa
         assert app.manual_open == set()
         await pilot.press("s")
         await until(pilot, lambda: app.client is None, "the session's end")
+
+
+def synoptic_text(app: Console) -> str:
+    from textual.widgets import Static
+
+    return str(app.query_one("#synoptic", Static).render())
+
+
+async def test_a_valve_the_safe_state_could_not_close_is_not_drawn_closed(tmp_path: Path) -> None:
+    """The run's own alarm says TMA did not close (runner._abort: 'safe state incomplete:
+    valve TMA: ...'); the synoptic beside it drew TMA '[ ]', closed: a false 'closed' is
+    the drawing an operator acts on (opening the chamber, walking away)."""
+    app = Console(data_dir=tmp_path, recipe=RECIPE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.status.get("units_total") is not None, "the plan")
+        events: list[dict[str, Any]] = [
+            {"type": "StateChanged", "t": 1.0, "state": "running", "reason": ""},
+            {"type": "DoseStarted", "t": 2.0, "line": "TMA"},
+            {"type": "StateChanged", "t": 2.1, "state": "aborting", "reason": "operator"},
+            {
+                "type": "Alarm",
+                "t": 7.1,
+                "severity": "abort",
+                "source": "safe state",
+                "message": "safe state incomplete: valve TMA: valves: no answer within 5 s",
+                "lines": ["TMA"],  # what the runner's alarm carries (test_after_abort.py)
+            },
+            {"type": "StateChanged", "t": 7.1, "state": "aborted", "reason": "operator"},
+        ]
+        for ev in events:
+            app.on_run_event({"event": ev})
+        app.refresh_panels()
+        tma = [ln for ln in synoptic_text(app).splitlines() if "TMA" in ln]
+        assert tma, synoptic_text(app)
+        assert "[ ]" not in tma[0], tma[0]
+        assert "[?]" in tma[0], tma[0]
+        h2o = [ln for ln in synoptic_text(app).splitlines() if "H2O" in ln]
+        assert "[ ]" in h2o[0]  # the line the alarm did not name is drawn closed

@@ -1,7 +1,9 @@
-"""Review 6 of 09ebc83 (every device's driver options checked when the tool config
-loads, at the option's line). Each case here is a tool config a user can write; each
-fails on d1d9156: a wrong-kind option that is an internal error (exit 3) instead of a
-located error, and configs that two devices make wrong and that still load."""
+"""Driver options checked when the tool config loads (``parse_tool``, what ``aldctl
+validate`` and ``aldctl run`` load a tool with), beyond one option at a time
+(tests/reliability/test_hostile_input.py has those): options of the wrong kind, options
+that two devices make wrong (one bus), a simulated device's component, and a factory that
+raises something else. Each is a tool config a user can write; each failed on d1d9156 (the
+review of 09ebc83): an internal error, or a config that loaded and failed at connect."""
 
 from __future__ import annotations
 
