@@ -763,6 +763,7 @@ def plain_tool(config: ToolConfig) -> dict[str, Any]:
         "plasma": config.plasma is not None,
         "ozone": config.ozone is not None,
         "simulator": dict(config.simulator),
+        "auto_lines": config.auto_lines is not None,
     }
 
 

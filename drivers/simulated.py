@@ -40,7 +40,7 @@ from drivers.base import (
     unknown_options,
 )
 from sim.chemistry import catalogue
-from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig, gas_line_flow
+from sim.config import OzoneConfig, PlasmaConfig, ReactorConfig, gas_line_flow, heated_source_c
 from sim.reactor import Reactor, Snapshot, UnknownComponentError
 
 TIMEOUT_S = 0.5
@@ -119,6 +119,8 @@ class SimulatedReactor:
         """The event-loop time :meth:`sync` last brought the model to (NaN: none)."""
         self._deferred: list[tuple[int, Callable[[Reactor], None]]] = []
         self.line_names = frozenset(lc.name for lc in cfg.lines)
+        self.auto_lines = bool(tool.get("auto_lines"))
+        """Lines come per recipe (``provision_lines``), with the heated chemicals' heaters."""
         self.watchdogs: list[SimValveBank] = []
         """Valve modules with a watchdog: each drops its outputs at its deadline in model
         time, whether or not anything is talking to the simulation then."""
@@ -600,6 +602,16 @@ class SimQcm(_SimDevice):
         await self._link()
 
 
+def _provisioned_heater(sim: SimulatedReactor, comp: str) -> bool:
+    """``source.<chem>``/``line.<chem>`` of a heated chemical on a tool whose lines come
+    per recipe: the heater exists once the recipe's lines are provisioned, which the tool
+    config is checked before (connect checks it on the provisioned tool)."""
+    role, _, chem = comp.partition(".")
+    if not sim.auto_lines or role not in ("source", "line") or chem not in catalogue():
+        return False
+    return heated_source_c(chem) is not None
+
+
 def _component(name: str, options: Mapping[str, Any], sim: SimulatedReactor | None = None) -> str:
     """The simulator component a device binds to (its own name by default); with ``sim``,
     one the simulated reactor has, checked when the tool config loads, not at connect."""
@@ -609,7 +621,7 @@ def _component(name: str, options: Mapping[str, Any], sim: SimulatedReactor | No
         raise OptionError("component", msg)
     if sim is not None:
         known = sim.reactor.device_names()
-        if comp not in known:
+        if comp not in known and not _provisioned_heater(sim, comp):
             close = difflib.get_close_matches(comp, sorted(known), n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else "it has: " + ", ".join(sorted(known))
             msg = f"the simulated reactor has no component '{comp}'"

@@ -635,6 +635,7 @@ class Runner:
                         f"valve {line}",
                         f"dose valve {line} stuck open (reads open after being commanded "
                         f"closed twice): close the {line} source's manual valve",
+                        (line,),  # not closed: no display may draw it so
                     )
                 )
             raise RunAborted(
