@@ -134,6 +134,18 @@ class Message:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReadBack:
+    """A read-back of the safe state ended (after teardown or an abort): what it found is
+    what a display shows from now on. ``unclosed``: the dose lines still not known closed
+    (it found them open, or could not read their module); lines an earlier alarm named and
+    that it read closed are closed."""
+
+    t: float
+    verified: bool
+    unclosed: tuple[str, ...]
+
+
 Event = (
     StateChanged
     | UnitStarted
@@ -144,6 +156,7 @@ Event = (
     | Alarm
     | Sample
     | Message
+    | ReadBack
 )
 
 

@@ -65,6 +65,7 @@ from aldctl.engine.events import (
     EventBus,
     Message,
     PulseDone,
+    ReadBack,
     Sample,
     StateChanged,
     StepStarted,
@@ -154,7 +155,11 @@ class RunStatus:
     pulses: int = 0
     last_message: str = ""
     unclosed: set[str] = field(default_factory=set)
-    """Dose lines an alarm reported not known to be closed (see ``Alarm.lines``)."""
+    """Dose lines an alarm reported not known to be closed (see ``Alarm.lines``), until a
+    read-back says otherwise (``ReadBack``)."""
+    readbacks: int = 0
+    """Read-backs ended so far: a console merging a snapshot with events knows which is
+    newer by it (process time stands still after an abort)."""
 
     def listener(self, ev: Event) -> None:
         self.t = max(self.t, ev.t)
@@ -182,6 +187,9 @@ class RunStatus:
             self.dosing[ev.line] = ev.t + ev.duration_s
         elif isinstance(ev, PulseDone):
             self.pulses += 1
+        elif isinstance(ev, ReadBack):
+            self.unclosed = set(ev.unclosed)
+            self.readbacks += 1
         elif isinstance(ev, Alarm):
             self.unclosed.update(ev.lines)
             self.alarms.append(
@@ -224,6 +232,7 @@ class RunStatus:
             if self.state in DOSING_STATES
             else [],
             "unclosed": sorted(self.unclosed),
+            "readbacks": self.readbacks,
             "pulses": self.pulses,
             "alarms": [dataclasses.asdict(a) for a in self.alarms],
             "message": self.last_message,

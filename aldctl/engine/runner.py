@@ -47,6 +47,7 @@ from aldctl.engine.events import (
     EventBus,
     Message,
     PulseDone,
+    ReadBack,
     State,
     StateChanged,
     StepStarted,
@@ -457,6 +458,9 @@ class Runner:
                     unclosed_lines({source: what}, line_devices),
                 )
             )
+        self.bus.publish(
+            ReadBack(self.now(), not self.not_safe, unclosed_lines(self.not_safe, line_devices))
+        )
         if not self.not_safe and self.read_back == "abort":
             self.bus.publish(
                 Message(

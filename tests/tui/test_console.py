@@ -583,3 +583,10 @@ async def test_a_valve_the_safe_state_could_not_close_is_not_drawn_closed(tmp_pa
         assert "[?]" in tma[0], tma[0]
         h2o = [ln for ln in synoptic_text(app).splitlines() if "H2O" in ln]
         assert "[ ]" in h2o[0]  # the line the alarm did not name is drawn closed
+        # the read-back then reads TMA closed: what it found is what is drawn
+        app.on_run_event(
+            {"event": {"type": "ReadBack", "t": 7.1, "verified": True, "unclosed": []}}
+        )
+        app.refresh_panels()
+        tma = [ln for ln in synoptic_text(app).splitlines() if "TMA" in ln]
+        assert "[ ]" in tma[0], tma[0]

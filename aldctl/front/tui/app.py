@@ -602,6 +602,9 @@ class Console(App[None]):
             if ev["state"] not in DOSING_STATES:
                 st["dosing"] = []
             self.log_line(f"state {ev['state']}: {ev['reason']}", "bold")
+        elif kind == "ReadBack":
+            st["unclosed"] = list(ev["unclosed"])
+            st["readbacks"] = st.get("readbacks", 0) + 1
         elif kind == "Alarm":
             if ev.get("lines"):
                 st["unclosed"] = sorted(set(st.get("unclosed", [])) | set(ev["lines"]))
@@ -655,11 +658,17 @@ class Console(App[None]):
                 before = self.status
                 self.status = reply["result"]
                 if before.get("run_id") == self.status.get("run_id"):
-                    # a snapshot sent before an alarm's event arrived must not unsay it
-                    unclosed = set(before.get("unclosed", [])) | set(
-                        self.status.get("unclosed", [])
-                    )
-                    self.status["unclosed"] = sorted(unclosed)
+                    # Alarms add lines, a read-back replaces them: a snapshot sent before an
+                    # event that arrived first must not unsay it (after an abort process
+                    # time stands still: the read-back count orders them).
+                    mine, theirs = before.get("readbacks", 0), self.status.get("readbacks", 0)
+                    if theirs < mine:
+                        self.status["unclosed"] = before.get("unclosed", [])
+                        self.status["readbacks"] = mine
+                    elif theirs == mine:
+                        unclosed = set(before.get("unclosed", []))
+                        theirs_lines = set(self.status.get("unclosed", []))
+                        self.status["unclosed"] = sorted(unclosed | theirs_lines)
                 # A pulse shorter than the poll may end between two snapshots, so the line the
                 # events lit stays lit until its PulseDone; never once the run left the
                 # states that dose: an aborted run with a valve shown open is a lie.

@@ -1,13 +1,13 @@
-"""review6b, on 9fa1ebc (``Alarm.lines`` / the status's ``unclosed``):
+"""What the run tells displays about dose valves not known closed (``Alarm.lines``, the
+status's ``unclosed``, ``ReadBack``), from the second review of 9fa1ebc:
 
 1. A dose valve the hold found stuck open is not drawn closed while the read-back after the
    abort runs (30 s here), nor at all when that read-back is interrupted: the hold's
-   "dose valve H2O stuck open" alarm carried no ``lines``; only the read-back's alarm, at
-   its end, named H2O, and the status said ``unclosed: []``, ``dosing: []`` meanwhile.
-2. A line the read-back verified closed is not left "not known closed" for ever (finding
-   for the authors, not fixed here: ``unclosed`` only grows).
+   "dose valve H2O stuck open" alarm carried no ``lines``.
+2. A line the read-back then verified closed is not left "not known closed" for ever:
+   the read-back's result replaces what the alarms said.
 
-Both need ``Alarm.lines`` (9fa1ebc), so neither runs on d1d9156."""
+Both need ``Alarm.lines``, so neither runs on d1d9156."""
 
 from __future__ import annotations
 

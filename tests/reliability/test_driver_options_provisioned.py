@@ -1,8 +1,7 @@
-"""review6b: the simulated-component check of 918df01 runs on the tool as written, before
-``provision_lines`` adds the heated chemicals' ``source.<chem>``/``line.<chem>`` heaters: a
-copy of the built-in tool that names one of those heaters (to give it a limit) is refused,
-although it ran on d1d9156 (validate rc 0; ``aldctl run recipes/litaox_1_6.yaml --set
-supercycles=1`` complete, 0.52 nm)."""
+"""The simulated-component check (when the tool config loads) runs on the tool as written,
+before ``provision_lines`` adds the heated chemicals' ``source.<chem>``/``line.<chem>``
+heaters: a copy of the built-in tool that names one of those heaters (to give it a limit)
+must load, as it did on d1d9156 (from the second review of 918df01, which refused it)."""
 
 from __future__ import annotations
 
