@@ -338,6 +338,8 @@ class Journal:
         self.path = data_dir / "journal.sqlite"
         self.readonly = readonly
         self.damaged: str | None = None
+        self.notice: str | None = None
+        """What opening it did that the user should hear of (a one-off migration)."""
         self.broken: str | None = None
         """Why writes failed, once one has: every later write is refused."""
         self.owner: Owner | None = None
@@ -379,7 +381,18 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
+            old_index = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='index' AND name='samples_run'"
+            ).fetchone()
+            t0 = time.monotonic()
             db.executescript(_SCHEMA)
+            if old_index is not None:
+                # a journal of an earlier aldctl: its samples index was rebuilt, holding the
+                # file's write lock meanwhile (a run of that earlier version sharing it waits)
+                self.notice = (
+                    f"journal {self.path}: its samples index was rebuilt for this version of "
+                    f"aldctl ({time.monotonic() - t0:.1f} s, once)"
+                )
             cols = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
             for name, decl in _RUN_COLUMNS:
                 if name not in cols:  # journals written before the column existed

@@ -21,6 +21,7 @@ from aldctl._version import __version__
 if TYPE_CHECKING:
     from aldctl.config import ToolConfig
     from aldctl.diagnostics import Diagnostic
+    from aldctl.engine.journal import Journal
     from aldctl.engine.runner import RunResult
     from aldctl.recipe.compile import Compiled
     from aldctl.recipe.load import Loaded
@@ -43,6 +44,16 @@ def _fail(diags: list[Diagnostic]) -> NoReturn:
     n = sum(1 for d in diags if d.severity == "error")
     click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
     sys.exit(EXIT_INVALID)
+
+
+def _writable_journal(data_dir: Path | None) -> Journal:
+    """The journal to record a run in, with a word on what opening it did (a migration)."""
+    from aldctl.session import open_journal
+
+    journal = open_journal(data_dir)
+    if journal.notice is not None:
+        click.echo(f"note: {journal.notice}", err=True)
+    return journal
 
 
 def _refuse(message: str) -> NoReturn:
@@ -476,7 +487,6 @@ def run(
         FaultSpec,
         RunRequest,
         new_run,
-        open_journal,
         prepare,
         realtime_setup,
     )
@@ -501,7 +511,7 @@ def run(
         return
     rt = realtime or not prepared.simulated
     req = RunRequest(prepared=prepared, realtime=rt, seed=seed, faults=fault_specs)
-    journal = open_journal(data_dir)
+    journal = _writable_journal(data_dir)
     try:
         run_id = new_run(journal, req, "real time" if rt else "virtual time")
     except JournalError as exc:
@@ -541,7 +551,6 @@ def resume(
     from aldctl.session import (
         RunRequest,
         check_resumable,
-        open_journal,
         realtime_setup,
     )
 
@@ -549,7 +558,7 @@ def resume(
         args = ["resume", run_id, "--seed", str(seed)] + (["--realtime"] if realtime else [])
         _detach(args, data_dir, as_json)
         return
-    journal = open_journal(data_dir)
+    journal = _writable_journal(data_dir)
     try:
         prepared, start, sim_state = check_resumable(journal, run_id)
     except JournalError as exc:  # owned by a live process
@@ -678,7 +687,7 @@ def manual(
     """
     from aldctl.diagnostics import UserError
     from aldctl.engine.journal import JournalError, RunMeta
-    from aldctl.session import load_tool, open_journal, recipe_chemicals
+    from aldctl.session import load_tool, recipe_chemicals
 
     if detach:
         args = ["manual"] + (["--recipe", str(recipe)] if recipe else [])
@@ -696,7 +705,7 @@ def manual(
     except UserError as exc:
         _fail(exc.diagnostics)
     simulated = all(d.driver.startswith("simulated-") for d in tool_cfg.devices.values())
-    journal = open_journal(data_dir)
+    journal = _writable_journal(data_dir)
     config_text = config.read_text(encoding="utf-8") if config else None
     try:
         run_id = journal.new_run(

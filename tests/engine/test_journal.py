@@ -218,4 +218,10 @@ def test_the_report_reads_each_channel_in_time_order_from_old_and_new_journals(
     assert "samples_run_t" in names
     assert "samples_run" not in names
     assert load(j, run).samples == want
+    # the user hears of it (`aldctl run` prints it): once
+    assert j.notice is not None
+    assert "samples index was rebuilt" in j.notice
+    j.close()
+    j = Journal(tmp_path)
+    assert j.notice is None
     j.close()
