@@ -408,7 +408,8 @@ class ModbusLink:
             ctx.shared[endpoint.key] = link
             return link
         if not isinstance(existing, ModbusLink):
-            msg = f"option 'port': {endpoint} is already used by a non-Modbus driver"
+            users = ", ".join(getattr(existing, "devices", ())) or "a device"
+            msg = f"option 'port': {endpoint} is already used by {users}, not a Modbus driver"
             raise OptionError("port", msg, "one serial line speaks one protocol")
         if existing.endpoint != endpoint:
             msg = (

@@ -428,7 +428,8 @@ def shared_port(
         port = SerialPort(url, settings)
         ctx.shared[key] = port
     if not isinstance(port, SerialPort):
-        msg = f"option 'port': {url} is already used by a Modbus RTU driver"
+        users = ", ".join(getattr(port, "units", {}).values()) or "a device"
+        msg = f"option 'port': {url} is already used by {users}, over Modbus RTU"
         raise OptionError("port", msg, "one serial line speaks one protocol")
     if port.settings != settings:
         users = ", ".join(port.devices) or "another device"

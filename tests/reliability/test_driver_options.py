@@ -99,6 +99,8 @@ def test_an_ascii_driver_on_a_modbus_bus_port_is_refused() -> None:
     )
     errors = _errors(text)
     assert any("rs485-heaters" in e for e in errors), errors
+    # at the device that does not belong there, naming the ones that do
+    assert any("devices.mfc_o2.port" in e and "tc_sub" in e for e in errors), errors
 
 
 def test_a_driver_factory_that_raises_something_else_is_a_located_error(
