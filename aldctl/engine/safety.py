@@ -713,15 +713,15 @@ class Safety:
     async def heartbeat(self) -> None:
         """Retrigger the valve modules' watchdogs (started only for tools that have one)."""
         # (what _read does for each beat, inline: a run of hours beats ~10^5 times)
-        beats = [(self._device_of(b), b.heartbeat) for b in self.tool.banks if b.watchdog]
+        banks = [(self._device_of(b), b) for b in self.tool.banks if b.watchdog]
         failures = self.failures
         clock = self.clock
         interval = self.cfg.safety.heartbeat_interval
         next_t = clock.now()
         while True:
-            for name, beat in beats:
+            for name, bank in banks:
                 try:
-                    await beat()
+                    await bank.heartbeat()
                 except Exception as exc:
                     self._read_failed(name, exc)
                 else:
