@@ -87,6 +87,9 @@ class _Item:
     seq: int
     wall: float
     body: Event | dict[str, Any]
+    tried: bool = False
+    """Published once already, without the broker's answer (the link broke): it may have
+    reached the broker, so it is sent again, never counted as dropped."""
 
 
 @dataclass
@@ -244,9 +247,11 @@ class Publisher:
         with self._lock:  # virtual-time runs: the thread's sampler puts too
             self.counters.seq += 1
             if len(self._queue) >= self.spec.queue:
-                # Drop the oldest message that is not on its way: one in flight may reach
-                # the broker, and counting it dropped would make the drop count a lie.
-                if self._inflight is not None and self._queue[0] is self._inflight:
+                # Drop the oldest message that is not on its way: one in flight, or one
+                # published without an answer before the link broke, may reach (or have
+                # reached) the broker, and counting it dropped would make the count a lie.
+                head = self._queue[0]
+                if head is self._inflight or head.tried:
                     if len(self._queue) > 1:
                         del self._queue[1]
                         self.counters.dropped += 1
@@ -431,6 +436,7 @@ class Publisher:
             name, payload, qos = self._encode(item)
             with self._lock:
                 self._inflight = item
+                item.tried = True
             try:
                 await client.publish(name, payload, qos=qos)
             finally:
