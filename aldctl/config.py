@@ -809,15 +809,24 @@ def parse_tool(
 
 
 def _check_driver_options(
-    tool: ToolConfig, tree: yamlsrc.Node | None, file: str, diags: Diagnostics
+    tool: ToolConfig,
+    tree: yamlsrc.Node | None,
+    file: str,
+    diags: Diagnostics,
+    *,
+    provisioned: bool = False,
 ) -> None:
     """Build every device (nothing is opened or sent: see ``DriverFactory``) so that a bad
     driver option is an error here, at its line, for ``aldctl validate`` too, and not at
-    connect time after a run record was made. A bad option shows as the factory words it."""
+    connect time after a run record was made. A bad option shows as the factory words it.
+
+    ``provisioned``: ``tool`` has the recipe's lines (:func:`aldctl.session.provision_lines`);
+    before that, a simulated heater of a line the recipe may add is let through."""
     from drivers import registry
     from drivers.base import DriverContext, OptionError
 
-    ctx = DriverContext(services={"tool": plain_tool(tool), "seed": 0})
+    services = {"tool": plain_tool(tool), "seed": 0, "provisioned": provisioned}
+    ctx = DriverContext(services=services)
     for name, spec in tool.devices.items():
         make = registry.factory(spec.driver)
         try:
@@ -844,6 +853,15 @@ def _check_driver_options(
 
 def load_tool(path: Path, chemicals: KnownChemicals | None = None) -> ToolConfig:
     return parse_tool(yamlsrc.load_file(path), str(path), chemicals)
+
+
+def check_provisioned(tool: ToolConfig, tree: yamlsrc.Node | None, file: str) -> None:
+    """The device check of :func:`parse_tool` again, on ``tool`` with the recipe's lines
+    provisioned: a simulated ``source.<chem>`` heater the config names for a chemical the
+    recipe does not dose is an error here, not at connect after a run record was made."""
+    diags = Diagnostics()
+    _check_driver_options(tool, tree, file, diags, provisioned=True)
+    diags.raise_if_errors()
 
 
 BUILTIN_NAME = "<built-in simulated tool>"

@@ -123,7 +123,12 @@ def load_tool(config: Path | None, chemicals: list[str]) -> cfg.ToolConfig:
 
     chemfile.ensure()
     tool = cfg.load_builtin() if config is None else cfg.load_tool(config, known_chemicals())
-    return provision_lines(tool, chemicals)
+    provisioned = provision_lines(tool, chemicals)
+    if config is not None and provisioned is not tool:
+        from aldctl import yamlsrc
+
+        cfg.check_provisioned(provisioned, yamlsrc.load_file(config), str(config))
+    return provisioned
 
 
 @dataclass

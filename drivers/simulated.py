@@ -120,6 +120,10 @@ class SimulatedReactor:
         self._deferred: list[tuple[int, Callable[[Reactor], None]]] = []
         self.line_names = frozenset(lc.name for lc in cfg.lines)
         self.auto_lines = bool(tool.get("auto_lines"))
+        self.provisioned = True
+        """The tool's lines are the recipe's (``provision_lines`` ran): a component the
+        reactor lacks is then missing, not yet to come. False only for the check of a
+        tool config as written, before any recipe."""
         """Lines come per recipe (``provision_lines``), with the heated chemicals' heaters."""
         self.watchdogs: list[SimValveBank] = []
         """Valve modules with a watchdog: each drops its outputs at its deadline in model
@@ -236,6 +240,7 @@ def _reactor(ctx: DriverContext) -> SimulatedReactor:
             msg = "simulated devices need the tool description in the driver context"
             raise ValueError(msg)
         sim = SimulatedReactor(tool, int(ctx.services.get("seed", 0)))
+        sim.provisioned = bool(ctx.services.get("provisioned", True))
         ctx.shared["simulation"] = sim
     assert isinstance(sim, SimulatedReactor)
     return sim
@@ -602,14 +607,17 @@ class SimQcm(_SimDevice):
         await self._link()
 
 
+def _heated(role: str, chem: str) -> bool:
+    """``role.chem`` names the source or line heater of a heated chemical."""
+    return role in ("source", "line") and chem in catalogue() and heated_source_c(chem) is not None
+
+
 def _provisioned_heater(sim: SimulatedReactor, comp: str) -> bool:
     """``source.<chem>``/``line.<chem>`` of a heated chemical on a tool whose lines come
     per recipe: the heater exists once the recipe's lines are provisioned, which the tool
-    config is checked before (connect checks it on the provisioned tool)."""
+    config is checked before (and checked again on the provisioned tool)."""
     role, _, chem = comp.partition(".")
-    if not sim.auto_lines or role not in ("source", "line") or chem not in catalogue():
-        return False
-    return heated_source_c(chem) is not None
+    return sim.auto_lines and not sim.provisioned and _heated(role, chem)
 
 
 def _component(name: str, options: Mapping[str, Any], sim: SimulatedReactor | None = None) -> str:
@@ -621,6 +629,14 @@ def _component(name: str, options: Mapping[str, Any], sim: SimulatedReactor | No
         raise OptionError("component", msg)
     if sim is not None:
         known = sim.reactor.device_names()
+        role, _, chem = comp.partition(".")
+        if comp not in known and sim.auto_lines and sim.provisioned and _heated(role, chem):
+            msg = (
+                f"the simulated reactor has no component '{comp}': the recipe doses no {chem}, "
+                "and this tool's lines and their heaters come from the recipe (auto_lines)"
+            )
+            hint = f"remove this device, or use it with a recipe that doses {chem}"
+            raise OptionError("component" if "component" in options else None, msg, hint)
         if comp not in known and not _provisioned_heater(sim, comp):
             close = difflib.get_close_matches(comp, sorted(known), n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else "it has: " + ", ".join(sorted(known))
