@@ -58,6 +58,21 @@ def campaign(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--campaign"))
 
 
+CAMPAIGN_TIMEOUT_S = 8 * 3600
+"""Per-test time limit of a campaign test under ``--campaign``. The suite's 300 s (pyproject)
+is for the CI sizes: 200 kills or 100,000 fuzzed inputs take 10-60 min, and a limit that
+stops them with a stack dump makes the one flag useless. A hang still ends, later."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--campaign"):
+        return
+    for item in items:
+        if "campaign" in getattr(item, "fixturenames", ()):
+            # first, so that it is the closest timeout mark (a test's own is for CI sizes)
+            item.add_marker(pytest.mark.timeout(CAMPAIGN_TIMEOUT_S), append=False)
+
+
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 4 MiB filesystem (tmpfs), to fill up: a full disk, not a simulated one.
