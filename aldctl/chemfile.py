@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from aldctl import units, yamlsrc
-from aldctl.diagnostics import Diagnostics, Location, UserError, did_you_mean
+from aldctl.diagnostics import Diagnostics, Location, UserError, did_you_mean, unknown_key
 from aldctl.units import Kind
 
 ENV = "ALDCTL_CHEMISTRY"
+TOP_KEYS = ("chemicals", "processes")
 FILE_NAME = "chemistry.yaml"
 
 ADD_HINT = (
@@ -142,7 +143,7 @@ class _Parser:
         for k, _ in node.entries:
             if str(k.value) not in allowed:
                 self.err(
-                    f"{what}: unknown key '{k.value}'",
+                    f"{what}: {unknown_key(k.value)}",
                     k.loc,
                     did_you_mean(str(k.value), allowed) or "expected one of: " + ", ".join(allowed),
                 )
@@ -223,7 +224,13 @@ def parse(tree: yamlsrc.Node | None, file: str) -> UserChemistry:
         p.err("a chemistry file is a mapping with 'chemicals:' and/or 'processes:'", tree.loc)
         p.d.raise_if_errors()
     assert isinstance(tree, yamlsrc.Map)
-    p.keys(tree, ("chemicals", "processes"), "chemistry file")
+    if not yamlsrc.is_document_of(tree, TOP_KEYS):
+        raise yamlsrc.not_a_document(
+            file,
+            "an aldctl chemistry file",
+            "a chemistry file is a YAML mapping with 'chemicals:' and/or 'processes:'",
+        )
+    p.keys(tree, TOP_KEYS, "chemistry file")
     chems = tree.get("chemicals")
     if chems is not None:
         if not isinstance(chems, yamlsrc.Map):

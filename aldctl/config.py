@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from aldctl import units, yamlsrc
-from aldctl.diagnostics import Diagnostics, Location, did_you_mean
+from aldctl.diagnostics import Diagnostics, Location, did_you_mean, shown, unknown_key
 from aldctl.units import Kind
 
 
@@ -713,11 +713,12 @@ def validation_diagnostics(
                 diags.error(ref_msg, _locate(tree, [_index(p) for p in full], file), ref_hint)
             continue
         loc = _locate(tree, err["loc"], file)
-        path = ".".join(str(p) for p in err["loc"] if p != "for_") or "(top level)"
+        # Keys are the file's words: only plain ones are repeated (see parse_tool).
+        path = ".".join(shown(p) for p in err["loc"] if p != "for_") or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")
         hint = ""
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{err['loc'][-1]}'"
+            msg = unknown_key(err["loc"][-1])
             hint = "check the spelling; see the config reference in README.md"
         elif err["type"] == "missing":
             msg = f"missing required key '{err['loc'][-1]}'"
@@ -775,6 +776,15 @@ def parse_tool(
         where = tree.loc if tree is not None else Location(file, 1, 1)
         diags.error("a tool config is a YAML mapping with at least 'devices:'", where)
         diags.raise_if_errors()
+    if not yamlsrc.is_document_of(tree, TOP_KEYS):
+        # /etc/shadow given as --config parses as a mapping of its lines: say what the file
+        # is not, never what it holds.
+        raise yamlsrc.not_a_document(
+            file,
+            "an aldctl tool config",
+            "a tool config is a YAML mapping with 'devices:' and optional 'lines:', "
+            "'name:', 'limits:', ... (see the config reference in README.md)",
+        )
     try:
         tool = ToolConfig.model_validate(to_plain(tree))
     except ValidationError as exc:
@@ -849,6 +859,10 @@ def _check_driver_options(
                 "drivers.base.DriverFactory): check this device's options, or report it "
                 "to the driver's authors",
             )
+
+
+TOP_KEYS: tuple[str, ...] = tuple(f.alias or n for n, f in ToolConfig.model_fields.items())
+"""The top-level keys of a tool config, for telling a config from another file."""
 
 
 def load_tool(path: Path, chemicals: KnownChemicals | None = None) -> ToolConfig:

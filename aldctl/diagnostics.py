@@ -36,6 +36,38 @@ def _visible(m: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+# A key or name someone typed: short, one word. Anything else in a file we refuse may be a
+# line of /etc/shadow or a token (read by mistake through --config), so it is never repeated.
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+NOT_SHOWN = "(not shown)"
+
+
+def plain_word(text: object) -> bool:
+    """Whether ``text`` reads as an identifier a user typed (short, ``[A-Za-z0-9_.-]``)."""
+    return bool(_PLAIN_WORD.fullmatch(str(text)))
+
+
+def shown(text: object) -> str:
+    """``text`` when it is a plain word, else :data:`NOT_SHOWN`: for names taken from a file
+    that may not be ours (keys, dotted paths of keys)."""
+    return str(text) if plain_word(text) else NOT_SHOWN
+
+
+def unknown_key(key: object) -> str:
+    """``unknown key 'name'``, or ``an unknown key (not shown)`` when the key is not a plain
+    word (a line of a password file parses as one long key)."""
+    return f"unknown key '{key}'" if plain_word(key) else f"an unknown key {NOT_SHOWN}"
+
+
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+
+
+def hide_quoted(text: str) -> str:
+    """``text`` with each quoted part that is not a plain word replaced by
+    :data:`NOT_SHOWN`: parser messages quote pieces of the file (aliases, tags, keys)."""
+    return _QUOTED.sub(lambda m: m.group() if plain_word(m.group()[1:-1]) else NOT_SHOWN, text)
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     file: str

@@ -11,14 +11,22 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from aldctl.diagnostics import Diagnostic, Location, Severity, UserError, neutralise
+from aldctl.diagnostics import (
+    Diagnostic,
+    Location,
+    Severity,
+    UserError,
+    hide_quoted,
+    neutralise,
+    plain_word,
+)
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 64
@@ -121,7 +129,8 @@ class _Builder:
             try:
                 value = self._constructor.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
-                self.problems.append(Diagnostic(Severity.ERROR, f"bad value: {exc}", loc))
+                problem = hide_quoted(str(getattr(exc, "problem", None) or exc))
+                self.problems.append(Diagnostic(Severity.ERROR, f"bad value: {problem}", loc))
                 value = node.value
             # YAML 1.1 turns dates into datetime objects; a recipe never means that.
             if not isinstance(value, str | int | float | bool | type(None)):
@@ -165,10 +174,11 @@ class _Builder:
                 name = str(key.value)
                 if name in seen:
                     first = seen[name]
+                    what = f"key '{name}'" if plain_word(name) else "key (not shown)"
                     self.problems.append(
                         Diagnostic(
                             Severity.ERROR,
-                            f"duplicate key '{name}' (first at line {first.line})",
+                            f"duplicate {what} (first at line {first.line})",
                             key.loc,
                             "YAML keeps only the last one; merge them",
                         )
@@ -235,13 +245,16 @@ def parse_text(text: str, file: str) -> Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
+        # PyYAML quotes pieces of the file (an alias, a tag); the file may not be ours.
+        problem = hide_quoted(exc.problem or exc.context or "invalid YAML")
         raise UserError(
             Diagnostic(Severity.ERROR, f"YAML syntax: {problem}", loc, _yaml_hint(problem))
         ) from None
     except yaml.YAMLError as exc:
         raise UserError(
-            Diagnostic(Severity.ERROR, f"YAML syntax: {exc}", Location(file, 1, 1))
+            Diagnostic(
+                Severity.ERROR, f"YAML syntax: {hide_quoted(str(exc))}", Location(file, 1, 1)
+            )
         ) from None
     except RecursionError:  # pragma: no cover - the prescan bounds depth first
         raise UserError(_too_deep(Location(file, 1, 1))) from None
@@ -251,6 +264,43 @@ def parse_text(text: str, file: str) -> Node | None:
     if builder.problems:
         raise UserError(builder.problems)
     return tree
+
+
+def is_document_of(tree: Node | None, top_keys: Iterable[str]) -> bool:
+    """Whether ``tree`` can be the document a loader expects: empty, or a mapping with at
+    least one of its top-level keys. Anything else (a password file, a key, a CSV read by
+    mistake) is refused by :func:`not_a_document` without a word of what it holds."""
+    if tree is None:
+        return True
+    return isinstance(tree, Map) and any(k in tree for k in top_keys)
+
+
+def not_a_document(file: str, what: str, shape: str) -> UserError:
+    """The one error for a file that is not ``what``: located at 1:1, content never shown
+    (its unknown keys would be its lines)."""
+    return UserError(
+        Diagnostic(
+            Severity.ERROR,
+            f"not {what}: {shape}",
+            Location(file, 1, 1),
+            "is this the right file?",
+        )
+    )
+
+
+def count_nodes(tree: Node | None) -> int:
+    """Values in a located tree (scalars, lists, mappings and keys), without recursion."""
+    n = 0
+    todo: list[Node] = [] if tree is None else [tree]
+    while todo:
+        node = todo.pop()
+        n += 1
+        if isinstance(node, Seq):
+            todo.extend(node.items)
+        elif isinstance(node, Map):
+            n += len(node.entries)
+            todo.extend(v for _, v in node.entries)
+    return n
 
 
 def _yaml_hint(problem: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from aldctl._version import __version__
+from aldctl.front.echo import echo
 
 if TYPE_CHECKING:
     from aldctl.config import ToolConfig
@@ -36,13 +37,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _echo_diagnostics(diags: list[Diagnostic] | tuple[Diagnostic, ...]) -> None:
     for d in diags:
-        click.echo(d.format(), err=True)
+        echo(d.format(), err=True)
 
 
 def _fail(diags: list[Diagnostic]) -> NoReturn:
     _echo_diagnostics(diags)
     n = sum(1 for d in diags if d.severity == "error")
-    click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
+    echo(f"{n} error{'s' if n != 1 else ''}", err=True)
     sys.exit(EXIT_INVALID)
 
 
@@ -52,13 +53,13 @@ def _writable_journal(data_dir: Path | None) -> Journal:
 
     journal = open_journal(data_dir)
     if journal.notice is not None:
-        click.echo(f"note: {journal.notice}", err=True)
+        echo(f"note: {journal.notice}", err=True)
     return journal
 
 
 def _refuse(message: str) -> NoReturn:
     """A one-line refusal (exit 2): the command cannot go ahead, nothing was touched."""
-    click.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)
     sys.exit(EXIT_INVALID)
 
 
@@ -165,9 +166,9 @@ def validate(
             continue
         if not quiet:
             _echo_diagnostics([*loaded.diagnostics, *compiled.diagnostics])
-            click.echo(f"{path}: ok ({compiled.schedule.units} checkpoints)")
+            echo(f"{path}: ok ({compiled.schedule.units} checkpoints)")
     if bad:
-        click.echo(f"{bad} of {len(recipes)} recipe(s) invalid", err=True)
+        echo(f"{bad} of {len(recipes)} recipe(s) invalid", err=True)
         sys.exit(EXIT_INVALID)
 
 
@@ -201,7 +202,7 @@ def plan(recipe: Path, config: Path | None, sets: tuple[str, ...], as_json: bool
     if as_json:
         out = result.to_json()
         out["warnings"] = [d.format() for d in warnings]
-        click.echo(json.dumps(out, indent=2))
+        echo(json.dumps(out, indent=2))
         return
     _echo_diagnostics(warnings)
     from aldctl.front.render import render_plan
@@ -241,13 +242,11 @@ def _detach(args: list[str], data_dir: Path | None, as_json: bool, child_json: b
     except UserError as exc:
         _fail(exc.diagnostics)
     if as_json:
-        click.echo(
-            json.dumps({"run_id": started.run_id, "pid": started.pid, "log": str(started.log)})
-        )
+        echo(json.dumps({"run_id": started.run_id, "pid": started.pid, "log": str(started.log)}))
         return
-    click.echo(f"run {started.run_id} started in the background (pid {started.pid})")
-    click.echo(f"  watch and command it: aldctl tui --attach {started.run_id}")
-    click.echo(f"  its output: {started.log}")
+    echo(f"run {started.run_id} started in the background (pid {started.pid})")
+    echo(f"  watch and command it: aldctl tui --attach {started.run_id}")
+    echo(f"  its output: {started.log}")
 
 
 def _growth_warnings(result: RunResult) -> list[str]:
@@ -282,7 +281,7 @@ def _publisher(tool_cfg: Any, api: Any, journal: Any, *, own_thread: bool) -> An
         return Publisher(spec, tool=tool_cfg.name, api=api, journal=journal, own_thread=own_thread)
     except UserError as exc:
         for d in exc.diagnostics:
-            click.echo(f"warning: telemetry off: {d.message}", err=True)
+            echo(f"warning: telemetry off: {d.message}", err=True)
         return None
 
 
@@ -388,14 +387,14 @@ def _execute_run(
             out = summary_json(run_id, result)
             # the recipe's own warnings too: a JSON reader sees what a terminal is shown
             out["warnings"] = [d.format() for d in quiet_warnings] + out["warnings"]
-            click.echo(json.dumps(out, indent=2))
+            echo(json.dumps(out, indent=2))
         else:
             print_summary(console, run_id, result, req.realtime)
         if publisher is not None:
             c = publisher.counters
             if c.dropped or c.sent < c.seq - c.dropped:
                 why = f"; last error: {publisher.last_error}" if publisher.last_error else ""
-                click.echo(
+                echo(
                     f"warning: telemetry: {c.sent} of {c.seq} messages reached "
                     f"{publisher.broker.url}, {c.dropped} dropped from the full queue{why}",
                     err=True,
@@ -404,7 +403,7 @@ def _execute_run(
         pass
     if result.journal_error is not None:
         with contextlib.suppress(OSError):
-            click.echo(
+            echo(
                 f"error: {result.journal_error}; the run was aborted to the safe state "
                 "(`aldctl runs list` marks it failed once the journal can be written)",
                 err=True,
@@ -520,7 +519,7 @@ def run(
     detail = realtime_setup(rt)
     journal.note_realtime(detail)
     if rt and "not permitted" in detail and not as_json:
-        click.echo(f"warning: {detail}", err=True)
+        echo(f"warning: {detail}", err=True)
     _execute_run(req, journal, run_id, detail, as_json, prepared.warnings)
 
 
@@ -594,7 +593,7 @@ def resume(
         sim_state=sim_state,
     )
     if not as_json:
-        click.echo(f"resuming run {run_id} at unit {start}", err=True)
+        echo(f"resuming run {run_id} at unit {start}", err=True)
     _execute_run(req, journal, run_id, detail, as_json, [])
 
 
@@ -831,7 +830,7 @@ def runs_list(limit: int, as_json: bool, data_dir: Path | None) -> None:
     rows = journal.runs(limit)
     journal.close()
     if as_json:
-        click.echo(json.dumps([_run_json(r) for r in rows], indent=2))
+        echo(json.dumps([_run_json(r) for r in rows], indent=2))
         return
     from rich import box
     from rich.console import Console
@@ -864,7 +863,7 @@ def runs_list(limit: int, as_json: bool, data_dir: Path | None) -> None:
 
 def _warn_damaged(journal: Any) -> None:
     if journal.damaged is not None:
-        click.echo(
+        echo(
             f"warning: the journal {journal.path} is damaged ({journal.damaged}): what is "
             "shown may be incomplete, and no new run will be added to it",
             err=True,
@@ -953,21 +952,19 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
         out = _run_json(r)
         out["events"] = [{"t": t, "kind": k, "state": st, "message": m} for t, k, st, m in events]
         out["lines"] = lines
-        click.echo(json.dumps(out, indent=2))
+        echo(json.dumps(out, indent=2))
         return
     from aldctl.units import format_duration
 
-    click.echo(f"run {r.id}: {r.recipe_name} ({r.recipe_path}) on {r.tool}")
-    click.echo(f"  by {r.user}@{r.host}, {r.clock} clock ({r.realtime}), started {r.started_at}")
-    click.echo(f"  outcome: {r.outcome} {('- ' + r.reason) if r.reason else ''}")
-    click.echo(
-        f"  units {r.units_done}/{r.units_total}, process time {format_duration(r.process_s)}"
-    )
+    echo(f"run {r.id}: {r.recipe_name} ({r.recipe_path}) on {r.tool}")
+    echo(f"  by {r.user}@{r.host}, {r.clock} clock ({r.realtime}), started {r.started_at}")
+    echo(f"  outcome: {r.outcome} {('- ' + r.reason) if r.reason else ''}")
+    echo(f"  units {r.units_done}/{r.units_total}, process time {format_duration(r.process_s)}")
     if r.params:
-        click.echo("  params: " + ", ".join(f"{k}={v}" for k, v in r.params.items()))
+        echo("  params: " + ", ".join(f"{k}={v}" for k, v in r.params.items()))
     for line, d in lines.items():
         area = d["mean_area_torr_s"]
-        click.echo(
+        echo(
             f"  {line}: {d['pulses']} pulses"
             + (f", mean pressure response {area:.3g} Torr s" if area is not None else "")
         )
@@ -975,7 +972,7 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
         if dw.get("baseline") is None:
             continue
         left = dw.get("remaining_doses")
-        click.echo(
+        echo(
             f"  diagnostics: {name}: {dw.get('seen')} seen, last "
             f"{max(0.0, dw.get('last_ratio') or 0.0):.0%} / lowest "
             f"{max(0.0, dw.get('min_ratio') or 0.0):.0%} of its baseline, "
@@ -984,7 +981,7 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
         )
     for line, pw in (r.summary.get("pulse_width") or {}).items():
         if pw.get("mistimed"):
-            click.echo(
+            echo(
                 f"  pulse width: {line}: {pw.get('mistimed')} of {pw.get('pulses')} pulses "
                 f"outside the tolerance, worst {pw.get('worst_error_ms', 0.0):.1f} ms off"
             )
@@ -994,14 +991,14 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
         after = after_words(r.summary["read_back"])
         nvs = r.summary.get("not_verified_safe") or {}
         if nvs:
-            click.echo(f"  safe state read back {after}: NOT verified safe:")
+            echo(f"  safe state read back {after}: NOT verified safe:")
             for dev, what in nvs.items():
-                click.echo(f"    {dev}: {what}")
+                echo(f"    {dev}: {what}")
         else:
-            click.echo(f"  safe state read back {after}: verified safe")
-    click.echo("  events:")
+            echo(f"  safe state read back {after}: verified safe")
+    echo("  events:")
     for t, kind, _, msg in events[-30:]:
-        click.echo(f"    {t:10.1f} s  {kind:<14} {msg}")
+        echo(f"    {t:10.1f} s  {kind:<14} {msg}")
 
 
 def _show_plot(run_id: str, plot: Path, data_dir: Path | None) -> None:
@@ -1018,7 +1015,7 @@ def _show_plot(run_id: str, plot: Path, data_dir: Path | None) -> None:
         _fail([UserError(str(exc)).diagnostics[0]])
     finally:
         journal.close()
-    click.echo(f"plot: {path}")
+    echo(f"plot: {path}")
 
 
 @cli.command()
@@ -1064,7 +1061,7 @@ def report(run_id: str, out: Path, fmt: str, data_dir: Path | None) -> None:
         _fail([UserError(f"cannot write the report into {out}: {exc.strerror}").diagnostics[0]])
     finally:
         journal.close()
-    click.echo(f"report: {path}")
+    echo(f"report: {path}")
 
 
 @runs.command("export")
@@ -1114,7 +1111,7 @@ def runs_export(run_id: str, fmt: str, out: Path, data_dir: Path | None) -> None
     finally:
         journal.close()
     for p in paths:
-        click.echo(str(p))
+        echo(str(p))
 
 
 @cli.command()
@@ -1254,52 +1251,52 @@ def simulate(
             _refuse(f"cannot write the map {map_out}: {exc.strerror}")
     if as_json:
         out["warnings"] = [d.format() for d in prepared.warnings] + out["warnings"]
-        click.echo(json.dumps(out, indent=2))
+        echo(json.dumps(out, indent=2))
         return
     _echo_diagnostics(prepared.warnings)
     from aldctl.units import format_duration
 
-    click.echo(
+    echo(
         f"{out['recipe']}: {out['thickness_nm']:.2f} nm in {out['cycles']} cycles, "
         f"{format_duration(out['process_time_s'])} of process time"
     )
     if out["gpc_A"] is not None:
-        click.echo(f"  growth per cycle {out['gpc_A']:.3f} A")
+        echo(f"  growth per cycle {out['gpc_A']:.3f} A")
     for name, k in out["subcycles"].items():
         if len(out["subcycles"]) > 1:
-            click.echo(f"  {name}: {k['count']} x {k['gpc_A']:.3f} A = {k['growth_nm']:.2f} nm")
+            echo(f"  {name}: {k['count']} x {k['gpc_A']:.3f} A = {k['growth_nm']:.2f} nm")
     if len(out["composition"]) > 1:
-        click.echo(
+        echo(
             "  cation fraction: "
             + ", ".join(f"{el} {v:.1%}" for el, v in out["composition"].items())
         )
-    click.echo(
+    echo(
         "  precursor drawn: "
         + ", ".join(f"{c} {g * 1000:.2f} mg" for c, g in out["precursor_g"].items())
     )
     if out["cvd_thickness_nm"] > 0.0005:
-        click.echo(f"  of which CVD {out['cvd_thickness_nm']:.3f} nm")
+        echo(f"  of which CVD {out['cvd_thickness_nm']:.3f} nm")
     for gb in out["growth_basis"]:
         u = f" +-{gb['uncertainty']:.0%}" if gb["uncertainty"] is not None else ""
-        click.echo(f"  {gb['loop']}: library growth {gb['basis']}{u}: {gb['detail']}")
+        echo(f"  {gb['loop']}: library growth {gb['basis']}{u}: {gb['detail']}")
     chamber = out.get("chamber")
     if chamber is not None:
-        click.echo(
+        echo(
             f"  chamber: {chamber['cells']} cells along the flow; the film above is at "
             f"{chamber['substrate_at']:g} of the length (the substrate); inlet "
             f"{chamber['thickness_nm'][0]:.2f} nm, outlet {chamber['thickness_nm'][-1]:.2f} nm"
         )
     if tmap is not None:
         kind = " (well-stirred chamber: one film everywhere)" if tmap["well_stirred"] else ""
-        click.echo(f"  thickness map{kind}:")
+        echo(f"  thickness map{kind}:")
         for x, v, tv in zip(tmap["positions"], tmap["thickness_nm"], tmap["truth_nm"], strict=True):
-            click.echo(f"    {x:5.3f}  {v:8.3f} nm  (truth {tv:.3f} nm)")
+            echo(f"    {x:5.3f}  {v:8.3f} nm  (truth {tv:.3f} nm)")
     for w in out["warnings"]:
-        click.echo(f"warning: {w}", err=True)
+        echo(f"warning: {w}", err=True)
     if trace is not None:
-        click.echo(f"  trace written to {trace}")
+        echo(f"  trace written to {trace}")
     if map_out is not None:
-        click.echo(f"  thickness map written to {map_out}")
+        echo(f"  thickness map written to {map_out}")
 
 
 @cli.group()
@@ -1382,19 +1379,17 @@ def sim_profile(
         )
     except ValueError as exc:
         _refuse(str(exc))
-    click.echo("fraction")
+    echo("fraction")
     for v in sp.profile(ch, r, t_s, points, noise, seed):
-        click.echo(f"{v:.6f}")
+        echo(f"{v:.6f}")
     info = sp.describe(ch, r)
-    click.echo(
+    echo(
         f"# {chemical}: beta {info['beta']:.3g}, Damkoehler {info['damkohler']:.3g}, "
         f"Peclet {info['peclet']:.3g}, residence {info['residence_time_s']:.3g} s",
         err=True,
     )
     if truth:
-        click.echo(
-            f"# saturation dose time on the model: {sp.true_saturation(ch, r):.4g} s", err=True
-        )
+        echo(f"# saturation dose time on the model: {sp.true_saturation(ch, r):.4g} s", err=True)
 
 
 @sim.command("serve")
@@ -1459,12 +1454,12 @@ def sim_serve(
         _fail(exc.diagnostics)
 
     def ready(srv: SimServer) -> None:
-        click.echo(f"serving {tool.name} (simulated reactor, real time) from {path}:")
+        echo(f"serving {tool.name} (simulated reactor, real time) from {path}:")
         for s in srv.served:
-            click.echo(f"  {s.kind:<22} {s.where:<34} {', '.join(s.devices)}")
+            echo(f"  {s.kind:<22} {s.where:<34} {', '.join(s.devices)}")
         if srv.relocate:
-            click.echo(f"tool config for these endpoints: {srv.state_dir}/tool.yaml")
-        click.echo(
+            echo(f"tool config for these endpoints: {srv.state_dir}/tool.yaml")
+        echo(
             f"status: {srv.state_dir}/status.json, valve edges: "
             f"{srv.state_dir}/edges.csv; Ctrl-C stops"
         )
@@ -1473,7 +1468,7 @@ def sim_serve(
         run_real(serve_forever(server, ready))
     except UserError as exc:
         _fail(exc.diagnostics)
-    click.echo("stopped", err=True)
+    echo("stopped", err=True)
 
 
 def _load_chemistry() -> Path | None:
@@ -1557,7 +1552,7 @@ def chemicals(as_json: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -1623,7 +1618,7 @@ def processes(as_json: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -1689,9 +1684,9 @@ def library_check(as_json: bool, root: Path, cycles: int, supercycles: int) -> N
         _refuse(f"{root}: no such directory (give the recipes' directory with --recipes)")
     rows = check(root, cycles=cycles, supercycles=supercycles)
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        echo(json.dumps([r.to_json() for r in rows], indent=2))
     else:
-        click.echo(table(rows))
+        echo(table(rows))
     if any(r.off for r in rows):
         sys.exit(EXIT_FAILED)
 
@@ -1727,7 +1722,7 @@ def tool_show(recipe: Path | None, config: Path | None) -> None:
         t = load_tool(config, chems)
     except UserError as exc:
         _fail(exc.diagnostics)
-    click.echo(yaml.safe_dump(cfg.plain_for_display(t), sort_keys=False), nl=False)
+    echo(yaml.safe_dump(cfg.plain_for_display(t), sort_keys=False), nl=False)
 
 
 def broker_options(f: F) -> F:
@@ -1830,11 +1825,11 @@ def monitor(
 
         def changed(tool: str) -> None:
             if as_json and not once:
-                click.echo(json.dumps(fleet.tools[tool].row()))
+                echo(json.dumps(fleet.tools[tool].row()))
 
         def link(text: str) -> None:
             if "retrying" in text:
-                click.echo(f"warning: {text}", err=True)
+                echo(f"warning: {text}", err=True)
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -1852,7 +1847,7 @@ def monitor(
             asyncio.run(main())
         if once:
             if as_json:
-                click.echo(json.dumps(fleet.rows(), indent=2))
+                echo(json.dumps(fleet.rows(), indent=2))
             else:
                 from rich.console import Console
 
@@ -1919,11 +1914,11 @@ def record(
             client_id=client_id,
             prefix=prefix,
             stop=stop,
-            on_status=lambda text: click.echo(text, err=True),
+            on_status=lambda text: echo(text, err=True),
         )
 
     stats = asyncio.run(main())
-    click.echo(
+    echo(
         f"stored {stats.new} messages ({stats.duplicates} duplicates ignored, "
         f"{stats.rejected} not ours) in {out}",
         err=True,
@@ -2109,12 +2104,12 @@ def _tune_dose(
         prof = read_profile(profile)
         fit = fit_profile(prof, t_s, saturated=saturated)
     except ProfileError as exc:
-        click.echo(str(exc), err=True)
+        echo(str(exc), err=True)
         sys.exit(EXIT_INVALID)
     except Refusal as exc:
         _refuse(f"{profile}: {exc.message} (hint: {exc.hint})")
     if as_json:
-        click.echo(
+        echo(
             json.dumps(
                 {
                     "saturation_dose_s": fit.saturation_dose_s,
@@ -2134,12 +2129,12 @@ def _tune_dose(
             )
         )
         return
-    click.echo(
+    echo(
         f"saturation dose time: {fit.saturation_dose_s:.3g} s "
         f"+/- {fit.uncertainty_s:.2g} s ({COVERAGE:.0%} interval)  (trial {fit.trial_dose_s:g} s)"
     )
-    click.echo("")
-    click.echo(fit.reasoning())
+    echo("")
+    echo(fit.reasoning())
 
 
 @cli.group()
@@ -2149,7 +2144,7 @@ def bench() -> None:
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -2393,9 +2388,9 @@ def bench_faults(kinds: tuple[str, ...], phases: tuple[str, ...], seed: int, as_
             _refuse(f"no phase '{p}' ({did_you_mean_hint(p, FAULT_PHASES)})")
     report = run(list(kinds) or None, list(phases) or None, seed)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo(json.dumps(report, indent=2))
     else:
-        click.echo(format_fault_table(report))
+        echo(format_fault_table(report))
 
 
 def did_you_mean_hint(word: str, choices: Any) -> str:
@@ -2477,21 +2472,21 @@ def bench_tune(n: int, seed: int | None, calibrate: bool, as_json: bool) -> None
     if calibrate:
         cal = calibrate_bench(n, 2 if seed is None else seed)
         if as_json:
-            click.echo(json.dumps(cal, indent=2))
+            echo(json.dumps(cal, indent=2))
             return
-        click.echo(f"# {cal['conditions']} conditions per chamber kind, seed {cal['seed']}")
-        click.echo("MODEL_ERROR: tuple[tuple[float, ...], ...] = (")
+        echo(f"# {cal['conditions']} conditions per chamber kind, seed {cal['seed']}")
+        echo("MODEL_ERROR: tuple[tuple[float, ...], ...] = (")
         for row, cnt in zip(cal["model_error"], cal["counts"], strict=True):
-            click.echo(f"    ({', '.join(f'{v:g}' for v in row)}),  # trials per bin: {cnt}")
-        click.echo(")")
+            echo(f"    ({', '.join(f'{v:g}' for v in row)}),  # trials per bin: {cnt}")
+        echo(")")
         return
     res = run_bench(n, 1 if seed is None else seed)
     if as_json:
-        click.echo(json.dumps(res, indent=2))
+        echo(json.dumps(res, indent=2))
         return
     _print_rows(res["rows"], False)
     _print_rows(res["by_damkohler"], False)
-    click.echo(
+    echo(
         f"{res['conditions']} conditions per chamber kind, {res['wall_s']:.0f} s; coverage "
         f"goal {res['coverage_goal_pct']:.0f} %; "
         f"one fit of N = 20 points: {res['fit_ms_n20']:.2f} ms"
@@ -2537,7 +2532,7 @@ def main() -> None:
     try:
         cli.main(prog_name="aldctl", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        echo("aborted", err=True)
         sys.exit(EXIT_FAILED)
     except click.ClickException as exc:
         exc.show()
@@ -2547,7 +2542,7 @@ def main() -> None:
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
         from aldctl.diagnostics import UserError
@@ -2556,6 +2551,6 @@ def main() -> None:
             _fail(exc.diagnostics)
         if debug:
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
-        click.echo("run with --debug for the traceback, and please report it", err=True)
+        echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        echo("run with --debug for the traceback, and please report it", err=True)
         sys.exit(EXIT_INTERNAL)

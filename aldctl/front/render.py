@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from aldctl.diagnostics import neutralise
 from aldctl.recipe.plan import Plan
 from aldctl.units import format_duration
 
@@ -22,7 +23,9 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
     bound = ">= " if plan.lower_bound else ""
     con.print(f"[bold]{plan.recipe}[/bold] on [bold]{plan.tool}[/bold]")
     if plan.params:
-        con.print("parameters: " + ", ".join(f"{k}={v}" for k, v in plan.params.items()))
+        # --set values arrive here as typed: shown, never executed or read as markup.
+        params = ", ".join(f"{k}={v}" for k, v in plan.params.items())
+        con.print("parameters: " + neutralise(params), markup=False)
     con.print(
         f"duration {bound}[bold]{format_duration(plan.duration_s)}[/bold] "
         f"(setup {format_duration(plan.setup_s)}, main {format_duration(plan.main_s)}, "

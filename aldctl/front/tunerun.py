@@ -38,6 +38,7 @@ import click
 import yaml
 
 from aldctl.engine.trialtool import TrialTool
+from aldctl.front.echo import echo
 from aldctl.tune.trial import (
     CVD_LIMIT,
     SAT_TARGET,
@@ -316,9 +317,12 @@ def all_cycle_doses(recipe_path: Path) -> list[tuple[str, list[Dose]]]:
     """Every cycle with a single-chemical pulse and a second reactant step, pulse or plasma
     (a supercycle's subcycles each count), in the file's order: its pulses, plasma steps and
     purges, with where each value comes from (a parameter, or a literal in the file)."""
+    from aldctl import yamlsrc
     from aldctl.units import Kind, parse
 
-    text = recipe_path.read_text(encoding="utf-8")
+    # Bounded like every recipe read (a regular file, the size limit); the caller has loaded
+    # the recipe, so its aliases and depth are within the loader's bounds too.
+    text = yamlsrc.read_source(recipe_path)
     root = yaml.compose(text)
     doc = yaml.safe_load(text)
     params = doc.get("params") or {}
@@ -903,7 +907,7 @@ def tune_recipe(
         prepared = prepare(recipe, config, ())
     except UserError as exc:
         for d in exc.diagnostics:
-            click.echo(d.format(), err=True)
+            echo(d.format(), err=True)
         sys.exit(2)
     try:
         cycles = all_cycle_doses(recipe)
@@ -911,7 +915,7 @@ def tune_recipe(
         unknown = [c for c in lines if c not in chems]
         if unknown:
             names = ", ".join(f"'{c}'" for c, _ in cycles)
-            click.echo(
+            echo(
                 f"error: --line {unknown[0]}: not dosed in cycle(s) {names} "
                 f"(hint: one of {', '.join(sorted(chems))})",
                 err=True,
@@ -932,7 +936,7 @@ def tune_recipe(
         else:
             results, run_id = run_on_tool(prepared, recipe, tuned, lines, yes, data_dir, design)
     except TrialError as exc:
-        click.echo(f"error: {recipe}: {exc}", err=True)
+        echo(f"error: {recipe}: {exc}", err=True)
         sys.exit(1)
     sets, nodes = recommendations(tuned, results)
     page = report or Path(f"tune-{recipe.stem}.html")
@@ -976,33 +980,33 @@ def tune_recipe(
     out["purge_rule_s"] = rule_s
     out["purges_under_rule"] = under_rule
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        echo(json.dumps(out, indent=2))
         return
     for r in results:
-        click.echo(
+        echo(
             f"{_label(r, results)}: dose {_fmt(_round_up_ms(r.saturation.dose_s))} "
             f"(recipe {_fmt(r.recipe_pulse_s)}), "
             f"purge {_fmt(_round_up_ms(r.purge_s))} (recipe {_fmt(r.recipe_purge_s)}); from the "
             f"{r.signal}, {len(r.saturation.gains)} trial pulses, tau {r.tau_s:.3g} s"
         )
         if r.saturation.reach < SOURCE_LIMITED:
-            click.echo(f"  {_source_note(r)}")
+            echo(f"  {_source_note(r)}")
     if sets:
-        click.echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
+        echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
     if write is not None:
-        click.echo(f"patched recipe: {write}")
+        echo(f"patched recipe: {write}")
     if under_rule:
         # The two answers differ on purpose: validation estimates CVD from the purge alone,
         # with the dose excess of a generous saturating dose (sim/purge.py); the trial
         # measured it at the doses it recommends, which leave less excess.
-        click.echo(
+        echo(
             f"note: {_these_purges(under_rule)} shorter than this tool's purge rule "
             f"({float(chamber.purge_factor):g} x {float(chamber.residence_time):g} s = "
             f"{rule_s:.2g} s), so `aldctl validate` will warn about it: the rule assumes the "
             "excess of a generous saturating dose; the trial measured CVD under 1 % at the "
             "doses above. Longer doses than these need the rule's purge again."
         )
-    click.echo(f"report: {page}")
+    echo(f"report: {page}")
 
 
 def _these_purges(labels: list[str]) -> str:
@@ -1046,15 +1050,15 @@ def run_on_tool(
     )
     if not yes:
         if not sys.stdin.isatty():
-            click.echo(f"error: {recipe}: {what}: add --yes to go ahead", err=True)
+            echo(f"error: {recipe}: {what}: add --yes to go ahead", err=True)
             sys.exit(2)
         if not click.confirm(f"{what}. Go ahead?", err=True):
-            click.echo("error: not confirmed: nothing was done", err=True)
+            echo("error: not confirmed: nothing was done", err=True)
             sys.exit(2)
     try:
         journal = open_journal(data_dir)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         sys.exit(2)
     config_path = prepared.config_path
     try:
@@ -1077,16 +1081,16 @@ def run_on_tool(
         )
     except JournalError as exc:
         journal.close()
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         sys.exit(2)
     bus = EventBus()
     control = RunControl()
 
     def show(ev: Any) -> None:
         if isinstance(ev, Alarm):
-            click.echo(f"[{ev.t:7.1f} s] {ev.severity}: {ev.source}: {ev.message}", err=True)
+            echo(f"[{ev.t:7.1f} s] {ev.severity}: {ev.source}: {ev.message}", err=True)
         elif isinstance(ev, Message):
-            click.echo(f"[{ev.t:7.1f} s] {ev.text}", err=True)
+            echo(f"[{ev.t:7.1f} s] {ev.text}", err=True)
 
     bus.listen(show)
     results: list[LineResult] = []
@@ -1152,7 +1156,7 @@ def run_on_tool(
             summary,
         )
     except JournalError as exc:
-        click.echo(f"warning: the journal could not record the trial's end: {exc}", err=True)
+        echo(f"warning: the journal could not record the trial's end: {exc}", err=True)
     journal.close()
     if failure is not None:
         safe = (
@@ -1160,9 +1164,7 @@ def run_on_tool(
             if not errors
             else "safe state incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
         )
-        click.echo(
-            f"error: {recipe}: {failure}; {safe} (journal: aldctl runs show {run_id})", err=True
-        )
+        echo(f"error: {recipe}: {failure}; {safe} (journal: aldctl runs show {run_id})", err=True)
         sys.exit(1)
     return results, run_id
 
@@ -1190,7 +1192,7 @@ def tune_from_map(
         prepared = prepare(recipe, config, ())
     except UserError as exc:
         for d in exc.diagnostics:
-            click.echo(d.format(), err=True)
+            echo(d.format(), err=True)
         sys.exit(2)
     cycles = all_cycle_doses(recipe)
     # The first cycle that doses the line (a supercycle's later subcycles included).
@@ -1200,15 +1202,15 @@ def tune_from_map(
     )
     if dose is None:
         chems = ", ".join(sorted({d.chemical for _, ds in cycles for d in ds if d.tunable}))
-        click.echo(f"error: --line {line}: not dosed in any cycle (hint: one of {chems})", err=True)
+        echo(f"error: --line {line}: not dosed in any cycle (hint: one of {chems})", err=True)
         sys.exit(2)
     try:
         fit = fit_profile(read_profile(map_file), trial_dose_s)
     except ProfileError as exc:
-        click.echo(str(exc), err=True)
+        echo(str(exc), err=True)
         sys.exit(2)
     except Refusal as exc:
-        click.echo(f"error: {map_file}: {exc.message} (hint: {exc.hint})", err=True)
+        echo(f"error: {map_file}: {exc.message} (hint: {exc.hint})", err=True)
         sys.exit(2)
     chamber = prepared.tool.chamber
     purge = float(chamber.residence_time) * float(chamber.purge_factor)
@@ -1233,7 +1235,7 @@ def tune_from_map(
         )
         tmp.replace(write)
     if as_json:
-        click.echo(
+        echo(
             json.dumps(
                 {
                     "recipe": str(recipe),
@@ -1257,18 +1259,18 @@ def tune_from_map(
             )
         )
         return
-    click.echo(
+    echo(
         f"{line}: dose {_fmt(_round_up_ms(fit.saturation_dose_s))} +/- "
         f"{_fmt(fit.uncertainty_s)} (recipe {_fmt(dose.pulse_s)}) from the thickness map; "
         f"purge {_fmt(_round_up_ms(purge))} (recipe {_fmt(dose.purge_s)}) from the tool's purge "
         f"rule ({float(chamber.purge_factor):g} x {float(chamber.residence_time):g} s)"
     )
-    click.echo(fit.reasoning())
+    echo(fit.reasoning())
     if sets:
-        click.echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
+        echo("overrides: " + " ".join(f"--set {k}='{_fmt(v)}'" for k, v in sets.items()))
     if write is not None:
-        click.echo(f"patched recipe: {write}")
-    click.echo(f"report: {page}")
+        echo(f"patched recipe: {write}")
+    echo(f"report: {page}")
 
 
 def _map_page(recipe: Path, line: str, fit: Any, purge: float, sets: dict[str, float]) -> str:

@@ -22,7 +22,15 @@ from pathlib import Path
 import yaml
 
 from aldctl import units, yamlsrc
-from aldctl.diagnostics import Diagnostic, Diagnostics, Location, UserError, did_you_mean
+from aldctl.diagnostics import (
+    Diagnostic,
+    Diagnostics,
+    Location,
+    UserError,
+    did_you_mean,
+    neutralise,
+    unknown_key,
+)
 from aldctl.recipe import model as m
 from aldctl.units import Kind, UnitError
 from aldctl.yamlsrc import Map, Node, Scalar, Seq
@@ -31,6 +39,21 @@ from sim import library
 MAX_REPEAT = 1_000_000
 """Largest repetition count one loop may ask for (a 15 ms/5 s cycle: ~120 days)."""
 MAX_INCLUDE_DEPTH = 16
+MAX_INCLUDES = 256
+"""Included documents in one load, counting each inclusion: a file including the previous one
+four times, nine deep, is 4^9 of them (the include form of "billion laughs")."""
+
+
+@dataclass
+class _IncludeBudget:
+    """Shared by every file of one load: included documents, and values in them (bounded
+    like one document's alias expansion, :data:`yamlsrc.MAX_NODES`)."""
+
+    documents: int = 0
+    values: int = 0
+    spent: bool = False
+
+
 MAX_NAME_BYTES = 255
 """Longest file name (one path component) Linux allows."""
 ROOTS_ENV = "ALDCTL_RECIPE_PATH"
@@ -96,7 +119,8 @@ def parse_overrides(
             value = raw.strip()
         if not isinstance(value, str | int | float | bool | type(None)):
             value = raw.strip()
-        out[name] = value
+        # As recipe text is (yamlsrc): a value reaches terminals and the journal.
+        out[name] = neutralise(value) if isinstance(value, str) else value
     diags.raise_if_errors()
     return out
 
@@ -107,7 +131,9 @@ def load_recipe(
 ) -> Loaded:
     """Load and check a recipe file; raise UserError listing every problem."""
     diags = Diagnostics()
-    recipe = _load(Path(path), dict(overrides or {}), (), diags, check_overrides=True)
+    recipe = _load(
+        Path(path), dict(overrides or {}), (), diags, check_overrides=True, budget=_IncludeBudget()
+    )
     diags.raise_if_errors()
     assert recipe is not None
     return Loaded(recipe, tuple(diags))
@@ -119,6 +145,7 @@ def _load(
     stack: tuple[Path, ...],
     diags: Diagnostics,
     check_overrides: bool,
+    budget: _IncludeBudget,
 ) -> m.Recipe | None:
     try:
         text = yamlsrc.read_source(path)
@@ -126,23 +153,19 @@ def _load(
     except UserError as exc:
         diags.extend(exc.diagnostics)
         return None
-    if not _looks_like_recipe(tree):
+    budget.values += yamlsrc.count_nodes(tree)
+    if not yamlsrc.is_document_of(tree, _TOP_KEYS):
         # Say nothing of what the file holds: it may be /etc/shadow, reached by mistake.
-        diags.error(
-            "not a recipe: a recipe is a YAML mapping with 'main:' and optional 'name:', "
-            "'params:', 'substrate:', 'setup:', 'cycles:', 'teardown:'",
-            Location(str(path), 1, 1),
-            "is this the right file?",
+        diags.extend(
+            yamlsrc.not_a_document(
+                str(path),
+                "a recipe",
+                "a recipe is a YAML mapping with 'main:' and optional 'name:', "
+                "'params:', 'substrate:', 'setup:', 'cycles:', 'teardown:'",
+            ).diagnostics
         )
         return None
-    return _Parser(path, text, overrides, stack, diags).recipe(tree, check_overrides)
-
-
-def _looks_like_recipe(tree: Node | None) -> bool:
-    """A mapping with at least one recipe key (an empty file is a recipe missing 'main')."""
-    if tree is None:
-        return True
-    return isinstance(tree, Map) and any(k in tree for k in _TOP_KEYS)
+    return _Parser(path, text, overrides, stack, diags, budget).recipe(tree, check_overrides)
 
 
 def include_roots(recipe: Path) -> tuple[Path, ...]:
@@ -169,7 +192,9 @@ class _Parser:
         overrides: dict[str, str | int | float | bool | None],
         stack: tuple[Path, ...],
         diags: Diagnostics,
+        budget: _IncludeBudget,
     ) -> None:
+        self.budget = budget
         self.path = path
         self.file = str(path)
         self.text = text
@@ -217,7 +242,7 @@ class _Parser:
         for key, _ in node.entries:
             if str(key.value) not in allowed:
                 self.err(
-                    f"unknown key '{key.value}' in {what}",
+                    f"{unknown_key(key.value)} in {what}",
                     key.loc,
                     did_you_mean(str(key.value), allowed),
                 )
@@ -336,7 +361,7 @@ class _Parser:
         for key, _ in tree.entries:
             if str(key.value) not in _TOP_KEYS:
                 self.err(
-                    f"unknown top-level key '{key.value}'",
+                    unknown_key(key.value).replace("key", "top-level key", 1),
                     key.loc,
                     did_you_mean(str(key.value), _TOP_KEYS),
                 )
@@ -904,14 +929,9 @@ class _Parser:
             )
             return None
         try:
-            target = (self.path.parent / fname).resolve(strict=True)
-        except FileNotFoundError:
-            self.err(
-                f"included file not found: {shown}",
-                at,
-                f"paths are relative to {self.path.parent or '.'}",
-            )
-            return None
+            # Not strict: whether a file outside the roots exists is none of the recipe's
+            # business, so the roots are checked before existence (no "not found" oracle).
+            target = (self.path.parent / fname).resolve()
         except RuntimeError:  # Python 3.11 reports a symlink loop so
             self.err(f"include '{shown}': a symbolic link loop", at, "fix the link")
             return None
@@ -927,10 +947,40 @@ class _Parser:
                 f"directory the recipe is in, or the directories listed in ${ROOTS_ENV}",
             )
             return None
+        if not target.exists():
+            self.err(
+                f"included file not found: {shown}",
+                at,
+                f"paths are relative to {self.path.parent or '.'}",
+            )
+            return None
         if not target.is_file():
             self.err(f"include '{shown}' is not a regular file", at)
             return None
         return target
+
+    def _within_budget(self, at: Location) -> bool:
+        """Count one more included document; past a bound, say so once, at this include, and
+        load no more (the files already read are counted, so the next refusal is quick)."""
+        b = self.budget
+        if b.spent:
+            return False
+        b.documents += 1
+        over = None
+        if b.documents > MAX_INCLUDES:
+            over = f"more than {MAX_INCLUDES} included recipes in all"
+        elif b.values > yamlsrc.MAX_NODES:
+            over = f"the included recipes expand to more than {yamlsrc.MAX_NODES:,} values"
+        if over is None:
+            return True
+        b.spent = True
+        self.err(
+            f"{over} (each inclusion counts; includes including includes multiply)",
+            at,
+            "include a shared step list once and repeat it with '- repeat:', or flatten "
+            "the include tree",
+        )
+        return False
 
     def _step_include(self, node: Node, loc: Location, where: _Where) -> m.Step | None:
         node = self.resolve(node)
@@ -967,8 +1017,10 @@ class _Parser:
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
             self.err(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", at)
             return None
+        if not self._within_budget(at):
+            return None
         sub_diags = Diagnostics()
-        sub = _load(target, params, self.stack, sub_diags, check_overrides=False)
+        sub = _load(target, params, self.stack, sub_diags, False, self.budget)
         for d in sub_diags:
             self.d.add(d)
         if sub is not None:

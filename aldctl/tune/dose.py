@@ -49,6 +49,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from aldctl import yamlsrc
+from aldctl.diagnostics import UserError, plain_word
+
 Array = NDArray[np.float64]
 
 MIN_POINTS = 4
@@ -119,12 +122,16 @@ def read_profile(path: Path) -> Profile:
     in any unit and the saturated growth is found from the profile.
     """
     name = str(path)
+    # The recipe loader's reader: a regular file only (a FIFO would block for ever), and at
+    # most its size bound (/dev/zero never ends).
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError(name, 1, 1, "no such file", "give the path of the profile CSV") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(name, 1, 1, f"cannot read the file: {exc}", "a text CSV") from None
+        text = yamlsrc.read_bounded(path).decode("utf-8")
+    except UserError as exc:
+        d = exc.diagnostics[0]
+        hint = d.hint or "give the path of the profile CSV"
+        raise ProfileError(name, 1, 1, d.message.replace(f"{name} ", "the file "), hint) from None
+    except UnicodeDecodeError:
+        raise ProfileError(name, 1, 1, "not UTF-8 text", "a text CSV") from None
     values: list[float] = []
     header: str | None = None
     for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
@@ -142,7 +149,12 @@ def read_profile(path: Path) -> Profile:
                 header = first
                 continue
             raise ProfileError(
-                name, lineno, col, f"not a number: {first!r}", "one value per line after the header"
+                name,
+                lineno,
+                col,
+                # A cell that is no plain word may be a line of a file given by mistake.
+                f"not a number: {first!r}" if plain_word(first) else "not a number",
+                "one value per line after the header",
             ) from None
         if not math.isfinite(v):
             raise ProfileError(name, lineno, col, f"not a finite number: {first!r}", "a thickness")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from aldctl import yamlsrc
 from aldctl.diagnostics import UserError
 
 if TYPE_CHECKING:
@@ -120,7 +121,8 @@ class Messages:
 
 def read_credentials(path: Path) -> tuple[str, str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # A regular file of bounded size: a FIFO or /dev/zero given by mistake must not hang.
+        lines = yamlsrc.read_bounded(path).decode("utf-8", errors="replace").splitlines()
     except OSError as exc:
         raise UserError(f"cannot read the MQTT credentials file {path}: {exc.strerror}") from None
     if len(lines) < 2 or not lines[0].strip():
