@@ -64,8 +64,14 @@ _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 
 def hide_quoted(text: str) -> str:
     """``text`` with each quoted part that is not a plain word replaced by
-    :data:`NOT_SHOWN`: parser messages quote pieces of the file (aliases, tags, keys)."""
-    return _QUOTED.sub(lambda m: m.group() if plain_word(m.group()[1:-1]) else NOT_SHOWN, text)
+    :data:`NOT_SHOWN`: parser messages quote pieces of the file (aliases, tags, keys). A
+    character or an escape of one (``'\\t'``) says nothing of a file and is kept."""
+
+    def keep(m: re.Match[str]) -> str:
+        inner = m.group()[1:-1]
+        return m.group() if len(inner) <= 2 or plain_word(inner) else NOT_SHOWN
+
+    return _QUOTED.sub(keep, text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,9 +246,11 @@ def parse_text(text: str, file: str) -> Node | None:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
         # PyYAML quotes pieces of the file (an alias, a tag); the file may not be ours.
-        problem = hide_quoted(exc.problem or exc.context or "invalid YAML")
+        problem = exc.problem or exc.context or "invalid YAML"
         raise UserError(
-            Diagnostic(Severity.ERROR, f"YAML syntax: {problem}", loc, _yaml_hint(problem))
+            Diagnostic(
+                Severity.ERROR, f"YAML syntax: {hide_quoted(problem)}", loc, _yaml_hint(problem)
+            )
         ) from None
     except yaml.YAMLError as exc:
         raise UserError(
