@@ -366,10 +366,11 @@ def brute_force(
     """
     import yaml as _yaml
 
+    from aldctl import yamlsrc
     from aldctl.front.tunerun import PURGE_FLOOR, all_cycle_doses, line_key
     from aldctl.session import load_tool
 
-    doc = _yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    doc = _yaml.safe_load(yamlsrc.read_source(recipe))  # bounded like every recipe read
     cycles = all_cycle_doses(recipe)
     cname, doses = next(((c, d) for c, d in cycles if c == cycle), cycles[0])
     long = max(10.0, *(3.0 * d.purge_s for d in doses))
