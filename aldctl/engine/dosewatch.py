@@ -92,7 +92,10 @@ class WidthTrack:
     """Largest |delivered - commanded| so far."""
     armed: bool = True
     gross: int = 0
-    """Pulses off by more than ``width_gross`` of their width (each reported at once)."""
+    """Pulses off by more than ``width_gross`` of their width."""
+    gross_armed: bool = True
+    """The next such pulse is reported at once (re-armed, like ``armed``, by a clean
+    window: a module on the wrong time base must not raise an alarm per pulse)."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -247,9 +250,11 @@ class DoseWatch:
         "at least " or "at most ", see :meth:`PulseMonitor.module_pulse`). Warns when
         ``width_persist`` of the line's last ``width_window`` pulses were off by more than
         ``tol_s``; re-arms once a whole window is in tolerance. A single pulse off by more
-        than ``width_gross`` of its width is reported by itself, every time: the persistence
+        than ``width_gross`` of its width is reported by itself, at once: the persistence
         rule forgives a late wake-up of a millisecond, not a dose several times too long
-        (an alarm: an overdose of a pyrophoric precursor) or one that hardly opened."""
+        (an alarm: an overdose of a pyrophoric precursor) or one that hardly opened. It
+        re-arms in the same way (more such pulses before that fall to the persistence rule,
+        and are counted in the summary's ``gross``)."""
         s = self.spec
         if not s.enabled:
             return
@@ -264,13 +269,15 @@ class DoseWatch:
         if len(tr.recent) > s.width_window:
             tr.recent.popleft()
         if not bad:
-            if not tr.armed and not any(tr.recent):
-                tr.armed = True
+            if not any(tr.recent):
+                tr.armed = tr.gross_armed = True
             return
         tr.mistimed += 1
         n = sum(tr.recent)
-        if abs(err) > s.width_gross * commanded_s:
-            tr.gross += 1
+        gross = abs(err) > s.width_gross * commanded_s
+        tr.gross += gross
+        if gross and tr.gross_armed:
+            tr.gross_armed = False
             long = err > 0
             self.alarm(
                 "alarm" if long else "warning",
