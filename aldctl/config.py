@@ -472,6 +472,11 @@ class DoseWatchSpec(_Model):
     """Mistimed pulses of a line, among its last ``width_window``, before the warning (one
     late wake-up of a loaded controller is not a fault; a link that adds latency is)."""
     width_window: int = Field(default=5, ge=1)
+    width_gross: float = Field(default=0.5, gt=0)
+    """A single pulse off by more than this fraction of its commanded width (and by more
+    than the tolerance) is reported at once, not after ``width_persist``: a 15 ms dose
+    delivered as 100 ms is an overdose, not jitter (an ``alarm`` when it was long, a
+    ``warning`` when short)."""
 
 
 class ReferenceProblems(ValueError):

@@ -71,6 +71,12 @@ MODULE_WIDTH_CAUSES = (
     "module's watchdog switching the output (an output still on a tolerance after the "
     "pulse's end is closed by aldctl)"
 )
+GROSS_CAUSES = (
+    "the engine did not get to this pulse's close (open) in time: its event loop was "
+    "blocked or the host did not run aldctl for that long (a loaded or swapping machine; "
+    "bench realtime's stall figures show which), or the valve link stopped answering "
+    "for that long"
+)
 
 
 @dataclass
@@ -85,12 +91,18 @@ class WidthTrack:
     worst_s: float = 0.0
     """Largest |delivered - commanded| so far."""
     armed: bool = True
+    gross: int = 0
+    """Pulses off by more than ``width_gross`` of their width."""
+    gross_armed: bool = True
+    """The next such pulse is reported at once (re-armed, like ``armed``, by a clean
+    window: a module on the wrong time base must not raise an alarm per pulse)."""
 
     def summary(self) -> dict[str, Any]:
         return {
             "chemical": self.chemical,
             "pulses": self.seen,
             "mistimed": self.mistimed,
+            "gross": self.gross,
             "worst_error_ms": self.worst_s * 1e3,
         }
 
@@ -237,7 +249,12 @@ class DoseWatch:
         command); for a module-timed one a bound the output's read-back proves (``bound``
         "at least " or "at most ", see :meth:`PulseMonitor.module_pulse`). Warns when
         ``width_persist`` of the line's last ``width_window`` pulses were off by more than
-        ``tol_s``; re-arms once a whole window is in tolerance."""
+        ``tol_s``; re-arms once a whole window is in tolerance. A single pulse off by more
+        than ``width_gross`` of its width is reported by itself, at once: the persistence
+        rule forgives a late wake-up of a millisecond, not a dose several times too long
+        (an alarm: an overdose of a pyrophoric precursor) or one that hardly opened. It
+        re-arms in the same way (more such pulses before that fall to the persistence rule,
+        and are counted in the summary's ``gross``)."""
         s = self.spec
         if not s.enabled:
             return
@@ -252,11 +269,26 @@ class DoseWatch:
         if len(tr.recent) > s.width_window:
             tr.recent.popleft()
         if not bad:
-            if not tr.armed and not any(tr.recent):
-                tr.armed = True
+            if not any(tr.recent):
+                tr.armed = tr.gross_armed = True
             return
         tr.mistimed += 1
         n = sum(tr.recent)
+        gross = abs(err) > s.width_gross * commanded_s
+        tr.gross += gross
+        if gross and tr.gross_armed:
+            tr.gross_armed = False
+            long = err > 0
+            self.alarm(
+                "alarm" if long else "warning",
+                line,
+                f"{chemical}: delivered pulse width {bound}{delivered_s * 1e3:.1f} ms against "
+                f"{commanded_s * 1e3:.4g} ms commanded ({err * 1e3:+.1f} ms) in one pulse, "
+                f"{'an overdose' if long else 'a short dose'} (more than "
+                f"{s.width_gross:.0%} off): "
+                f"{MODULE_WIDTH_CAUSES if bound else GROSS_CAUSES}",
+            )
+            return
         if n >= s.width_persist and tr.armed:
             tr.armed = False
             self.alarm(

@@ -243,7 +243,6 @@ def bench_realtime(cycles: int, trace: Path | None = None) -> list[dict[str, Any
 
     ``trace``: write one CSV row per pulse there (which pulses were late, at which edge)."""
     from aldctl.engine.clock import release_realtime, request_realtime
-    from aldctl.engine.events import DoseStarted, PulseDone, State, StateChanged
 
     status = request_realtime()
     try:
@@ -252,6 +251,19 @@ def bench_realtime(cycles: int, trace: Path | None = None) -> list[dict[str, Any
         )
     finally:
         release_realtime()
+    return [realtime_figures(result, events, cycles, status.detail, trace)]
+
+
+def realtime_figures(
+    result: Any, events: list[Any], cycles: int, scheduler: str, trace: Path | None = None
+) -> dict[str, Any]:
+    """The figures of a run of REALTIME_RECIPE (``cycles`` cycles) from its result and
+    events. A run that was held says so (``holds``, ``hold_details``, ``pulses_redosed``)
+    and its drift is measured from the last resume (``drift_from``); the width and open
+    errors are over every pulse the engine closed, the late one that tripped a hold and
+    the retried unit's included (a pulse a hold cut short is not among them)."""
+    from aldctl.engine.events import DoseStarted, PulseDone, State, StateChanged
+
     t_main = next(e.t for e in events if isinstance(e, StateChanged) and e.state is State.RUNNING)
     # the end of the recipe (the read-back of the safe state after it is not timed)
     t_end = result.process_s
@@ -264,22 +276,71 @@ def bench_realtime(cycles: int, trace: Path | None = None) -> list[dict[str, Any
     pt = result.pulse_timing
     if trace is not None:
         _write_pulse_trace(trace, events, anchor)
-    return [
-        {
-            "pulses": pt["pulses"],
-            "width_err_p50_ms": pt["width_error_ms"]["p50"],
-            "width_err_p99_ms": pt["width_error_ms"]["p99"],
-            "width_err_max_ms": pt["width_error_ms"]["max"],
-            "open_err_p99_ms": pt["open_error_ms"]["p99"],
-            # the end of the run against the start of main (the RUNNING state)
-            "drift_ms": (t_end - t_main - planned) * 1e3,
-            # the same against main's anchor, its first commanded edge
-            "drift_from_anchor_ms": (t_end - anchor - planned) * 1e3,
-            "scheduler": status.detail,
-            # the engine's pulse-width warnings (dose_watch.width_*): a clean run has none
-            "width_warnings": sum("delivered pulse width" in w for w in result.warnings),
-        }
-    ]
+    held = _holds(events, t_main, cycles)
+    if held["holds"]:
+        # a hold re-anchors the schedule at its resume and the retried unit re-doses from
+        # its start: the drift of the run's time base is measured from the last resume
+        t_main, anchor, planned = held.pop("resumed"), held.pop("anchor"), held.pop("planned")
+    else:
+        for key in ("resumed", "anchor", "planned"):
+            held.pop(key)
+    return {
+        "pulses": pt["pulses"],
+        **held,
+        "width_err_p50_ms": pt["width_error_ms"]["p50"],
+        "width_err_p99_ms": pt["width_error_ms"]["p99"],
+        "width_err_max_ms": pt["width_error_ms"]["max"],
+        "open_err_p99_ms": pt["open_error_ms"]["p99"],
+        # the end of the run against the start of main (the RUNNING state)
+        "drift_ms": (t_end - t_main - planned) * 1e3,
+        # the same against main's anchor, its first commanded edge
+        "drift_from_anchor_ms": (t_end - anchor - planned) * 1e3,
+        "scheduler": scheduler,
+        # the engine's pulse-width warnings (dose_watch.width_*): a clean run has none
+        "width_warnings": sum("delivered pulse width" in w for w in result.warnings),
+    }
+
+
+PULSE_SLOT_S = 0.015 + 0.1
+"""REALTIME_RECIPE's pulses are this far apart (a pulse and its purge)."""
+
+
+def _holds(events: list[Any], t_main: float, cycles: int) -> dict[str, Any]:
+    """What interrupted the timed run: its holds (when, why, how long) and the pulses the
+    retried units dosed again. With holds, also where the last stretch of undisturbed
+    schedule began (``resumed``: the RUNNING state after the last hold; ``anchor``: the
+    first commanded edge after it) and its plan to the end (``planned``), for the drift.
+
+    Without this, a run whose 85 ms overdose tripped the pressure hold printed 301-302
+    pulses and a 6 s "drift" as if they were timing figures."""
+    from aldctl.engine.events import DoseStarted, PulseDone, State, StateChanged
+
+    holds: list[dict[str, Any]] = []
+    resumed = t_main
+    for e in events:
+        if not isinstance(e, StateChanged) or e.t < t_main:
+            continue
+        if e.state is State.HELD:
+            holds.append({"at_s": round(e.t - t_main, 3), "reason": e.reason, "held_s": None})
+        elif e.state is State.RUNNING and holds and holds[-1]["held_s"] is None:
+            holds[-1]["held_s"] = round(e.t - t_main - holds[-1]["at_s"], 3)
+            resumed = e.t
+    after = [e for e in events if isinstance(e, DoseStarted) and e.t >= resumed]
+    done = next((e for e in events if isinstance(e, PulseDone) and e.t >= resumed), None)
+    anchor = after[0].t - done.open_error_s if after and done is not None else resumed
+    planned_pulses = 2 * cycles
+    return {
+        "pulses_planned": planned_pulses,
+        "holds": len(holds),
+        "hold_details": holds,
+        # doses of a unit a hold cut short are dosed again when it is retried
+        "pulses_redosed": sum(isinstance(e, DoseStarted) for e in events if e.t >= t_main)
+        - planned_pulses,
+        "drift_from": "the last resume after a hold" if holds else "main",
+        "resumed": resumed,
+        "anchor": anchor,
+        "planned": len(after) * PULSE_SLOT_S if holds else 0.0,
+    }
 
 
 def _write_pulse_trace(path: Path, events: list[Any], anchor: float) -> None:

@@ -174,3 +174,39 @@ def test_one_late_pulse_is_not_a_fault_and_the_warning_rearms() -> None:
         w.width("TMA", "TMA", 0.015, 0.015 + e, tol)
     assert len(said) == 2
     assert w.width_summary()["TMA"]["mistimed"] == 7
+
+
+def test_one_grossly_long_pulse_is_an_alarm_at_once_and_rearms() -> None:
+    """The rule for a single pulse far off its width (a stalled close: a 15 ms TMA dose
+    delivered as 100 ms, which the 2-of-5 rule let pass silently on 0b233ca): an alarm on
+    that pulse, naming both widths; a short one is a warning; no alarm per pulse while
+    it keeps happening (the persistence rule speaks then); a clean window re-arms."""
+    from aldctl.config import DoseWatchSpec
+    from aldctl.engine.dosewatch import DoseWatch
+
+    said: list[str] = []
+    w = DoseWatch(DoseWatchSpec(), lambda sev, src, msg: said.append(f"{sev} {src} {msg}"))
+    tol = w.width_tolerance(0.015, 0.010)
+    for e in (0.0, 0.0, 0.0852, 0.0, 0.0):
+        w.width("TMA", "TMA", 0.015, 0.015 + e, tol)
+    assert len(said) == 1
+    assert said[0].startswith(
+        "alarm TMA TMA: delivered pulse width 100.2 ms against 15 ms commanded (+85.2 ms) "
+        "in one pulse, an overdose (more than 50% off)"
+    )
+    # 7 ms over a 15 ms pulse is under 50 %: the 2-of-5 rule's, as before
+    w.width("H2O", "H2O", 0.015, 0.022, tol)
+    assert len(said) == 1
+    # a second far-off pulse inside the window: the persistence warning, not another alarm
+    w.width("TMA", "TMA", 0.015, 0.060, tol)
+    assert len(said) == 2
+    assert said[1].startswith("warning TMA TMA: delivered pulse width 60.0")
+    assert "2 of its last 5 pulses out of tolerance" in said[1]
+    for _ in range(5):
+        w.width("TMA", "TMA", 0.015, 0.015, tol)
+    # re-armed; a dose whose open came after its planned close is cut short: a warning
+    w.width("TMA", "TMA", 0.015, 0.0001, tol)
+    assert len(said) == 3
+    assert said[2].startswith("warning TMA TMA: delivered pulse width 0.1 ms against 15 ms")
+    assert "a short dose" in said[2]
+    assert w.width_summary()["TMA"]["gross"] == 3
