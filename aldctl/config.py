@@ -599,7 +599,116 @@ class ToolConfig(_Model):
                             did_you_mean(ln, self.lines),
                         )
                     )
+        problems.extend(self.contradictions())
         return problems
+
+    def contradictions(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """Values the config gives that contradict each other (a default above its own
+        maximum, a hold limit above the abort limit): (config path, message, hint) for each,
+        located at the value that cannot be."""
+        out: list[tuple[tuple[str, ...], str, str]] = []
+        for name, f in self.flows.items():
+            if f.default is not None and f.default > f.max:
+                out.append(
+                    (
+                        ("flows", name, "default"),
+                        f"flows.{name}.default: {f.default:g} sccm is above the flow's "
+                        f"max of {f.max:g} sccm",
+                        f"lower default to at most {f.max:g} sccm, or raise max to what "
+                        f"the {f.device} MFC may deliver",
+                    )
+                )
+        for name, h in self.heaters.items():
+            if h.min > h.max:
+                out.append(
+                    (
+                        ("heaters", name, "min"),
+                        f"heaters.{name}.min: {h.min:g} degC is above the heater's max of "
+                        f"{h.max:g} degC: no setpoint is allowed",
+                        "min is the lowest setpoint a recipe may ask for, max the highest",
+                    )
+                )
+        p = self.limits.pressure
+        if p.hold_above is not None and p.hold_above > p.max:
+            out.append(
+                (
+                    ("limits", "pressure", "hold_above"),
+                    f"limits.pressure.hold_above: {p.hold_above:g} Torr is above the "
+                    f"pressure limit max of {p.max:g} Torr: the run aborts before it can hold",
+                    f"hold below the abort limit (hold_above under {p.max:g} Torr), or raise max",
+                )
+            )
+        if self.gauges:
+            gname, gauge = next(iter(self.gauges.items()))
+            if p.max > gauge.max:
+                out.append(
+                    (
+                        ("limits", "pressure", "max"),
+                        f"limits.pressure.max: {p.max:g} Torr is above what the chamber "
+                        f"gauge reads (gauges.{gname}.max: {gauge.max:g} Torr): the abort "
+                        "limit would never be seen",
+                        f"set max to at most {gauge.max:g} Torr, or give the gauge's range "
+                        f"in gauges.{gname}.max",
+                    )
+                )
+        if self.plasma is not None:
+            pl = self.plasma
+            if pl.pressure_min > pl.pressure_max:
+                out.append(
+                    (
+                        ("plasma", "pressure_min"),
+                        f"plasma.pressure_min: {pl.pressure_min:g} Torr is above "
+                        f"plasma.pressure_max ({pl.pressure_max:g} Torr): no plasma step "
+                        "is allowed",
+                        "pressure_min is the lowest pressure a plasma step may run at",
+                    )
+                )
+            top = p.max if p.hold_above is None else min(p.max, p.hold_above)
+            if pl.pressure_max > top:
+                which = "max" if p.hold_above is None or p.max <= p.hold_above else "hold_above"
+                out.append(
+                    (
+                        ("plasma", "pressure_max"),
+                        f"plasma.pressure_max: {pl.pressure_max:g} Torr is above "
+                        f"limits.pressure.{which} ({top:g} Torr): a plasma step the tool "
+                        f"allows would {'abort' if which == 'max' else 'hold'} the run",
+                        f"set plasma.pressure_max to at most {top:g} Torr",
+                    )
+                )
+            if pl.max_reflected > pl.max_power:
+                out.append(
+                    (
+                        ("plasma", "max_reflected"),
+                        f"plasma.max_reflected: {pl.max_reflected:g} W is above "
+                        f"plasma.max_power ({pl.max_power:g} W): the reflected-power limit "
+                        "could never trip",
+                        "reflected power is a part of the forward power: set the limit "
+                        "below max_power",
+                    )
+                )
+        ch = self.chamber
+        carrier = self.flows.get("carrier")
+        if ch.expose_carrier == "reduce" and carrier and ch.expose_carrier_flow > carrier.max:
+            out.append(
+                (
+                    ("chamber", "expose_carrier_flow"),
+                    f"chamber.expose_carrier_flow: {ch.expose_carrier_flow:g} sccm is above "
+                    f"the carrier's max of {carrier.max:g} sccm (flows.carrier.max)",
+                    f"reduce the carrier to at most {carrier.max:g} sccm during exposures",
+                )
+            )
+        dw = self.dose_watch
+        if dw.width_persist > dw.width_window:
+            out.append(
+                (
+                    ("dose_watch", "width_persist"),
+                    f"dose_watch.width_persist: {dw.width_persist} mistimed pulses can never "
+                    f"be among the last width_window ({dw.width_window}): the warning could "
+                    "never fire",
+                    f"set width_persist to at most {dw.width_window}, or widen width_window",
+                )
+            )
+        return out
 
     # ------------------------------------------------------------------ derived views
 
@@ -842,10 +951,11 @@ def _check_driver_options(
 
     services = {"tool": plain_tool(tool), "seed": 0, "provisioned": provisioned}
     ctx = DriverContext(services=services)
+    built: dict[str, object] = {}
     for name, spec in tool.devices.items():
         make = registry.factory(spec.driver)
         try:
-            make(name, spec.options, ctx)
+            built[name] = make(name, spec.options, ctx)
         except OptionError as exc:
             option = exc.option if exc.option in spec.options else None
             path = ("devices", name) if option is None else ("devices", name, option)
@@ -863,6 +973,82 @@ def _check_driver_options(
                 "a driver's factory takes its options and builds objects only (see "
                 "drivers.base.DriverFactory): check this device's options, or report it "
                 "to the driver's authors",
+            )
+    _check_roles(tool, built, tree, file, diags)
+
+
+def _roles(tool: ToolConfig) -> list[tuple[tuple[str, ...], str, str, int | None]]:
+    """Every place the config names a device for a role: (config path, device, role,
+    channel or None), the role a key of ``drivers.base.ROLES``."""
+    out: list[tuple[tuple[str, ...], str, str, int | None]] = []
+    for name, ln in tool.lines.items():
+        out.append((("lines", name, "valve"), ln.valve.device, "valves", ln.valve.channel))
+        if ln.source_heater:
+            out.append((("lines", name, "source_heater"), ln.source_heater, "temperature", None))
+        if ln.line_heater:
+            out.append((("lines", name, "line_heater"), ln.line_heater, "temperature", None))
+    for what in ("pump_isolation", "carrier_shutoff"):
+        v: ValveChannel | None = getattr(tool, what)
+        if v is not None:
+            out.append(((what, "valve"), v.device, "valves", v.channel))
+    if tool.auto_lines is not None:
+        out.append((("auto_lines", "valves"), tool.auto_lines.valves, "valves", None))
+    out += [
+        (("heaters", n, "device"), h.device, "temperature", None) for n, h in tool.heaters.items()
+    ]
+    out += [(("flows", n, "device"), f.device, "flow", None) for n, f in tool.flows.items()]
+    out += [(("gauges", n, "device"), g.device, "pressure", None) for n, g in tool.gauges.items()]
+    for what, role in (("plasma", "plasma"), ("ozone", "ozone"), ("qcm", "thickness")):
+        spec = getattr(tool, what)
+        if spec is not None:
+            out.append(((what, "device"), spec.device, role, None))
+    for name, il in tool.interlocks.items():
+        if il.input is not None:
+            out.append((("interlocks", name, "input"), il.input.device, "inputs", il.input.channel))
+    return out
+
+
+def _check_roles(
+    tool: ToolConfig,
+    built: Mapping[str, object],
+    tree: yamlsrc.Node | None,
+    file: str,
+    diags: Diagnostics,
+) -> None:
+    """Each device the config names for a role has that role's capability (a heater on a
+    temperature controller, not on a gauge), and each ``device:channel`` names a channel the
+    device has, asked of the devices as built (their Protocols and ``channels``), so that
+    a wrong reference is refused at its line and not by the driver at the first pulse."""
+    from drivers.base import ROLES, Channelled, describe
+
+    for path, device, role, channel in _roles(tool):
+        dev = built.get(device)
+        if dev is None:  # no such device, or one that did not build: said already
+            continue
+        where = ".".join(path)
+        proto, noun = ROLES[role]
+        driver = tool.devices[device].driver
+        if not isinstance(dev, proto):
+            diags.error(
+                f"{where}: '{device}' is {describe(dev)} ({driver}), not {noun}",
+                _locate(tree, path, file),
+                f"devices that are {noun.split(' ', 1)[1]}s: {', '.join(fit)}"
+                if (fit := sorted(n for n, d in built.items() if isinstance(d, proto)))
+                else f"the tool has no device that is {noun}: add one under devices:",
+            )
+            continue
+        if channel is not None and isinstance(dev, Channelled) and channel not in dev.channels:
+            have = sorted(dev.channels)
+            valid = (
+                f"{have[0]}..{have[-1]}"
+                if have == list(range(have[0], have[-1] + 1))
+                else (", ".join(str(c) for c in have))
+            )
+            diags.error(
+                f"{where}: '{device}' has no channel {channel} ({driver}, {len(have)} "
+                f"channel{'s' if len(have) != 1 else ''})",
+                _locate(tree, path, file),
+                f"channels of '{device}' are {valid}" if have else f"'{device}' has no channels",
             )
 
 

@@ -296,6 +296,36 @@ class DigitalInputs(Device, Protocol):
         ...
 
 
+@runtime_checkable
+class Channelled(Protocol):
+    """A device addressed by channel number (a valve bank's outputs, an input module's
+    inputs): the channels it has, known once it is built, before anything connects, so
+    that a tool config's ``device:channel`` references are checked when it loads."""
+
+    channels: Sequence[int]
+
+
+ROLES: Mapping[str, tuple[type, str]] = {
+    "valves": (ValveBank, "a valve module"),
+    "flow": (FlowController, "a mass-flow controller"),
+    "temperature": (TemperatureController, "a temperature controller"),
+    "pressure": (PressureGauge, "a pressure gauge"),
+    "plasma": (PlasmaSource, "a plasma source"),
+    "ozone": (OzoneGenerator, "an ozone generator"),
+    "thickness": (ThicknessMonitor, "a thickness monitor (QCM)"),
+    "inputs": (DigitalInputs, "a digital-input module"),
+}
+"""The roles a tool config gives devices: the capability each needs and its name."""
+
+
+def describe(device: object) -> str:
+    """What ``device`` is, by the first capability it has ("a pressure gauge")."""
+    for proto, noun in ROLES.values():
+        if isinstance(device, proto):
+            return noun
+    return "a device with none of the engine's capabilities"
+
+
 # --------------------------------------------------------------------------- factories
 
 

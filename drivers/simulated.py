@@ -729,6 +729,8 @@ channel 1 the exhaust flow switch (closed: exhaust flowing); each opens while it
 class SimInputs(_SimDevice):
     """Interlock inputs of the simulated tool: healthy (closed) unless a fault says not."""
 
+    channels: Sequence[int] = tuple(sorted(INTERLOCK_INPUTS.values()))
+
     async def connect(self) -> None:
         await self._link()  # not a physics component: no component check
         self._health.connected = True

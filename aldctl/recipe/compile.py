@@ -135,6 +135,7 @@ class _Compiler:
         self.recipe = recipe
         self.tool = tool
         self.d = diags
+        self.gaugeless_said = False
         self.state = _State()
         for name, f in tool.flows.items():
             if f.default is not None:
@@ -526,6 +527,20 @@ class _Compiler:
         return None
 
     def pulse(self, doses: tuple[m.Dose, ...], b: _Body, loc: Location) -> None:
+        if not self.tool.gauges and not self.gaugeless_said:
+            # The engine runs without one (a valve test stand has no chamber to read), but
+            # every pressure safeguard is then off: say so where the first dose is.
+            self.gaugeless_said = True
+            p = self.tool.limits.pressure
+            hold = f"hold above {p.hold_above:g} Torr, " if p.hold_above is not None else ""
+            self.d.warning(
+                f"tool '{self.tool.name}' has no chamber gauge (no gauges: in its config): "
+                f"its pressure limits ({hold}abort above {p.max:g} Torr) are not checked, "
+                "a dose valve stuck open cannot raise a pressure hold, and the pulse "
+                "monitor is off",
+                loc,
+                "add the chamber gauge: gauges: {chamber: {device: GAUGE, max: 10 Torr}}",
+            )
         resolved: list[tuple[m.Dose, str]] = []
         for dose in doses:
             line = self._line(dose.chemical, dose.loc)
