@@ -1008,6 +1008,15 @@ def _roles(tool: ToolConfig) -> list[tuple[tuple[str, ...], str, str, int | None
     return out
 
 
+def _in_tree(tree: yamlsrc.Node | None, path: tuple[str, ...]) -> bool:
+    node = tree
+    for part in path:
+        if not isinstance(node, yamlsrc.Map) or part not in node:
+            return False
+        node = node.get(part)
+    return True
+
+
 def _check_roles(
     tool: ToolConfig,
     built: Mapping[str, object],
@@ -1021,11 +1030,16 @@ def _check_roles(
     a wrong reference is refused at its line and not by the driver at the first pulse."""
     from drivers.base import ROLES, Channelled, describe
 
-    for path, device, role, channel in _roles(tool):
+    for ref_path, device, role, channel in _roles(tool):
+        path = ref_path
         dev = built.get(device)
         if dev is None:  # no such device, or one that did not build: said already
             continue
         where = ".".join(path)
+        if path[0] == "lines" and not _in_tree(tree, path[:2]) and tool.auto_lines:
+            # a line the tool provisioned for the recipe: its valve comes from auto_lines
+            where = f"auto_lines (line {path[1]}, provisioned for the recipe)"
+            path = ("auto_lines", "valves")
         proto, noun = ROLES[role]
         driver = tool.devices[device].driver
         if not isinstance(dev, proto):

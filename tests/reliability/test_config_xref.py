@@ -156,8 +156,9 @@ def _channel_cases() -> list[Any]:
                 continue
             driver, options = drivers[device]
             count = options.get("channels", INPUT_CHANNELS.get(driver, 16))
-            ident = f"{cname}-{'.'.join(path)}"
-            cases.append(pytest.param(cname, path, scalar, device, count, id=ident))
+            for bad in (count, count + 1000):  # the first past the end, and far past it
+                ident = f"{cname}-{'.'.join(path)}-{bad}"
+                cases.append(pytest.param(cname, path, scalar, device, count, bad, id=ident))
     return cases
 
 
@@ -176,14 +177,14 @@ def _kind_cases() -> list[Any]:
     return cases
 
 
-@pytest.mark.parametrize(("cname", "path", "scalar", "device", "count"), _channel_cases())
+@pytest.mark.parametrize(("cname", "path", "scalar", "device", "count", "bad"), _channel_cases())
 def test_a_channel_the_device_does_not_have_is_refused_at_the_reference(
-    cname: str, path: tuple[str, ...], scalar: yamlsrc.Scalar, device: str, count: int
+    cname: str, path: tuple[str, ...], scalar: yamlsrc.Scalar, device: str, count: int, bad: int
 ) -> None:
-    # the first channel past the end: an off-by-one a user makes counting from 1
-    text = _replace_at(SHIPPED[cname], scalar, f"{device}:{count}")
+    # count: the first channel past the end, the off-by-one of a user counting from 1
+    text = _replace_at(SHIPPED[cname], scalar, f"{device}:{bad}")
     where = ".".join(path)
-    d = _the_error(text, f"{where}: '{device}' has no channel {count}")
+    d = _the_error(text, f"{where}: '{device}' has no channel {bad}")
     assert d.location is not None
     assert (d.location.line, d.location.col) == (scalar.loc.line, scalar.loc.col), d.format()
     assert f"0..{count - 1}" in d.hint, d.format()
@@ -355,3 +356,25 @@ def test_a_tool_without_a_chamber_gauge_is_warned_of_what_goes_unchecked(
     assert "warning:" in warned[0]
     assert "hold above 2 Torr, abort above 5 Torr) are not checked" in warned[0]
     assert "gauges: {chamber:" in warned[0]
+
+
+def test_a_provisioned_line_past_the_modules_end_is_refused_at_auto_lines(
+    tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    """A tool that provisions lines (``auto_lines``) on a 2-channel module, with the pump
+    valve on channel 1: the recipe's second chemical gets channel 2. On 0b233ca this
+    validated; the error now names the provisioned line at the ``auto_lines`` line."""
+    text = SHIPPED["builtin"]
+    for old, new in (
+        ("component: valves, channels: 16", "component: valves, channels: 2"),
+        ("valves:15, fails: open", "valves:1, fails: open"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    c = tmp_path / "tool.yaml"
+    c.write_text(text)
+    line = next(n for n, ln in enumerate(text.splitlines(), 1) if ln == "  valves: valves")
+    res = run_cli("validate", str(RECIPE), "--config", str(c))
+    assert res.code == 2, res.out + res.err
+    assert f"{c}:{line}:11: error: auto_lines (line H2O, provisioned for the recipe): " in res.err
+    assert "'valves' has no channel 2" in res.err, res.err
