@@ -1051,11 +1051,12 @@ def _check_roles(
                 else f"the tool has no device that is {noun}: add one under devices:",
             )
             continue
-        if channel is not None and isinstance(dev, Channelled) and channel not in dev.channels:
-            have = sorted(dev.channels)
+        chans = dev.channels if isinstance(dev, Channelled) else None
+        if channel is not None and isinstance(chans, Collection) and channel not in chans:
+            have = sorted(c for c in chans if isinstance(c, int))
             valid = (
                 f"{have[0]}..{have[-1]}"
-                if have == list(range(have[0], have[-1] + 1))
+                if have and have == list(range(have[0], have[-1] + 1))
                 else (", ".join(str(c) for c in have))
             )
             diags.error(
