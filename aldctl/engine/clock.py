@@ -24,6 +24,7 @@ import bisect
 import collections
 import contextlib
 import contextvars
+import dataclasses
 import gc
 import heapq
 import logging
@@ -51,6 +52,11 @@ code of an edge runs from cold caches: the in-process module's write took 30-50 
 a sleep (2.7 us in a loop), the engine's path from the deadline to the valve's timestamp
 ~60 us at the median. Running it once without effects just before makes it ~20 us
 shorter (`docs/benchmarks.md`)."""
+STALL_MIN_S = 0.00005
+"""A gap between two consecutive clock reads of a spin longer than this is a stall: the
+thread was not running (a spin iteration takes ~0.1 us). Figures: ``docs/benchmarks.md``."""
+STALL_HISTORY = 1024
+""":class:`RealClock` keeps this many of its most recent stalled sleeps (~100 kB at most)."""
 GC_SLACK_S = 0.02
 """Inside :func:`collect_in_slack`, garbage is collected only this far from any deadline."""
 GC_YOUNG = 700
@@ -123,6 +129,87 @@ class LatenessStats:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """A precise sleep during which the thread was not running for a while.
+
+    ``kind`` "spin": while it spun toward its deadline, two consecutive reads of the
+    monotonic clock were ``length_s`` apart (the longest of the sleep's ``gaps`` gaps over
+    the threshold): the process was descheduled, or the vCPU was (hypervisor steal, host
+    interrupts); nothing of ours runs in a spin. Inside the edge's warm-up (which is not a
+    spin) the time off the CPU counts, from the thread's CPU clock: that clock is coarse
+    for a stall of the host, so only long ones show there.
+
+    ``kind`` "wake": the event loop woke the sleeper ``length_s`` after its deadline, too
+    late to spin at all: the thread did not run, or another callback held the loop; the
+    clock cannot tell which.
+    """
+
+    kind: str
+    deadline: float
+    """The sleep's deadline (clock seconds, as passed to ``sleep_until``)."""
+    at: float
+    """When the longest gap began (clock seconds): the last reading before it."""
+    length_s: float
+    gaps: int
+    """Gaps over the threshold in this sleep (1 for a late wake)."""
+    covers_deadline: bool
+    """The thread was not running when the deadline came: the gap that ended the spin
+    began before it and was over the threshold. The sleep returned late by about
+    ``at + length_s - deadline``."""
+    late_s: float
+    """How late the sleep returned (its return minus the deadline)."""
+
+
+@dataclass(frozen=True)
+class StallReport:
+    """What :meth:`RealClock.stall_report` says: the host's stalls seen so far."""
+
+    threshold_s: float
+    spins: int
+    """Precise sleeps that spun toward their deadline."""
+    stalls: int
+    """Gaps over ``threshold_s`` while spinning (several can fall in one sleep)."""
+    longest_s: float
+    """The longest of them (0.0 if none)."""
+    total_s: float
+    """Their sum."""
+    stalled_sleeps: int
+    """Precise sleeps with at least one such gap."""
+    deadlines_covered: int
+    """Precise sleeps whose deadline fell inside a stall (each returned late)."""
+    late_wakes: int
+    """Precise sleeps the event loop woke after their deadline (not attributed)."""
+    longest_late_wake_s: float
+    recent: tuple[Stall, ...]
+    """The most recent stalled sleeps and late wakes, oldest first (at most
+    :data:`STALL_HISTORY` by default)."""
+    dropped: int
+    """Older records no longer in ``recent``."""
+
+    def since(self, t0: float) -> StallReport:
+        """The same with the records' times from ``t0`` (clock seconds) on: a run's
+        report on its own time base, where its events' ``t`` are."""
+        shifted = tuple(
+            dataclasses.replace(r, deadline=r.deadline - t0, at=r.at - t0) for r in self.recent
+        )
+        return dataclasses.replace(self, recent=shifted)
+
+    def summary(self) -> dict[str, Any]:
+        """The counters as JSON-ready figures in milliseconds (no records)."""
+        return {
+            "threshold_ms": self.threshold_s * 1e3,
+            "spins": self.spins,
+            "stalls": self.stalls,
+            "longest_ms": round(self.longest_s * 1e3, 4),
+            "total_ms": round(self.total_s * 1e3, 4),
+            "stalled_sleeps": self.stalled_sleeps,
+            "deadlines_covered": self.deadlines_covered,
+            "late_wakes": self.late_wakes,
+            "longest_late_wake_ms": round(self.longest_late_wake_s * 1e3, 4),
+        }
+
+
 class RealClock:
     """Wall-clock deadlines: sleep, then spin the last ``spin_s``.
 
@@ -130,15 +217,40 @@ class RealClock:
     while every task sleeping on this clock has at least ``GC_SLACK_S`` to go: a collection
     (~1-2 ms for the young generations under polling, measured) then never lands just
     before a valve edge, where it made the edge that late.
+
+    While it spins it also watches for the machine not running it: the largest gap
+    between two consecutive clock reads, a subtraction and a compare per iteration (see
+    :class:`Stall`, :meth:`stall_report`). A late valve edge with such a stall at it was the
+    machine's, not the engine's.
     """
 
     realtime = True
 
-    def __init__(self, spin_s: float = SPIN_S) -> None:
+    def __init__(
+        self,
+        spin_s: float = SPIN_S,
+        *,
+        stall_threshold_s: float = STALL_MIN_S,
+        stall_history: int = STALL_HISTORY,
+    ) -> None:
         self.spin_s = spin_s
+        self.stall_threshold_s = stall_threshold_s
         self.lateness = LatenessStats()
         self.collections = 0
         self._sleeping: list[float] = []  # deadlines tasks are sleeping toward, sorted
+        self._recent: collections.deque[Stall] = collections.deque(maxlen=stall_history)
+        self._records = 0
+        self._spins = 0
+        self._stalls = 0
+        self._longest = 0.0
+        self._total = 0.0
+        self._stalled_sleeps = 0
+        self._covered = 0
+        self._late_wakes = 0
+        self._longest_wake = 0.0
+        self._unfiled: list[tuple[float, float, list[tuple[float, float]] | None]] = []
+        """(deadline, return, gaps or None for a late wake) of stalled sleeps not yet
+        counted: bookkeeping waits until the edge due at the deadline is out."""
         _CLOCKS.add(self)
 
     def now(self) -> float:
@@ -159,6 +271,8 @@ class RealClock:
     ) -> float:
         # asyncio's loop clock is time.monotonic(), so deadlines from loop.time() and from
         # now() share one time base.
+        if self._unfiled:
+            self._file()
         remaining = deadline - time.monotonic()
         if not gc.isenabled():
             self._collect_if_slack(remaining if precise else math.inf, precise)
@@ -181,17 +295,89 @@ class RealClock:
                 await asyncio.sleep(remaining - self.spin_s)
             finally:
                 self._sleeping.remove(deadline)
-        if warm is not None and time.monotonic() < deadline - WARM_S:
+            woke = time.monotonic()
+            if woke >= deadline:  # too late to spin: the edge is late already
+                self._unfiled.append((deadline, woke, None))
+                self.lateness.add(woke - deadline)
+                return woke
+        gaps: list[tuple[float, float]] = []
+        now = time.monotonic()
+        if warm is not None and now < deadline - WARM_S:
             # Nothing else runs while this spins, so what warm() reads is what the edge
             # will. Woken later than that, the edge goes first: warming would delay it.
-            while time.monotonic() < deadline - WARM_S:
-                pass
+            before = self._spin(deadline - WARM_S, now, gaps)
+            cpu = time.thread_time()
             with contextlib.suppress(Exception):  # a warm-up never fails an edge
                 warm()
-        while (now := time.monotonic()) < deadline:
-            pass
+            # warm() is not a spin: its own run time is no stall, its time off the CPU is
+            # (the thread's CPU clock, read once each side: no system call in the spins)
+            now = time.monotonic()
+            off = (now - before) - (time.thread_time() - cpu)
+            if off > self.stall_threshold_s:
+                gaps.append((before, off))
+        now = self._spin(deadline, now, gaps)
+        self._spins += 1
+        if gaps:  # filed at the next sleep: the edge due now goes first
+            self._unfiled.append((deadline, now, gaps))
         self.lateness.add(now - deadline)
         return now
+
+    def _spin(self, until: float, prev: float, gaps: list[tuple[float, float]]) -> float:
+        """Spin until the monotonic clock reads ``until`` or later; return that reading.
+        Each gap over the threshold between two reads (``prev``: the one before the first)
+        goes to ``gaps`` (start, length), the one that crosses ``until`` too."""
+        mono = time.monotonic
+        threshold = self.stall_threshold_s
+        while (now := mono()) < until:
+            if now - prev > threshold:  # rare: the thread was not running
+                gaps.append((prev, now - prev))
+            prev = now
+        if now - prev > threshold:
+            gaps.append((prev, now - prev))
+        return now
+
+    def _file(self) -> None:
+        """Count and keep the stalls of the sleeps since the last call."""
+        for deadline, now, gaps in self._unfiled:
+            if gaps is None:  # woken by the event loop after the deadline
+                late = now - deadline
+                self._late_wakes += 1
+                self._longest_wake = max(self._longest_wake, late)
+                stall = Stall("wake", deadline, deadline, late, 1, True, late)
+            else:
+                start, length = max(gaps, key=lambda g: g[1])
+                last_start, last_len = gaps[-1]
+                # (the gap that ended the spin ends at ``now``, past the deadline; 1 ns
+                # for the rounding of start + length)
+                covers = last_start < deadline <= last_start + last_len + 1e-9
+                self._stalls += len(gaps)
+                self._stalled_sleeps += 1
+                self._covered += covers
+                self._total += sum(g[1] for g in gaps)
+                self._longest = max(self._longest, length)
+                stall = Stall("spin", deadline, start, length, len(gaps), covers, now - deadline)
+            self._recent.append(stall)
+            self._records += 1
+        self._unfiled.clear()
+
+    def stall_report(self) -> StallReport:
+        """The stalls seen while spinning to precise deadlines since this clock was made
+        (counters over the whole time, the most recent sleeps with their gaps)."""
+        self._file()
+        recent = tuple(self._recent)
+        return StallReport(
+            threshold_s=self.stall_threshold_s,
+            spins=self._spins,
+            stalls=self._stalls,
+            longest_s=self._longest,
+            total_s=self._total,
+            stalled_sleeps=self._stalled_sleeps,
+            deadlines_covered=self._covered,
+            late_wakes=self._late_wakes,
+            longest_late_wake_s=self._longest_wake,
+            recent=recent,
+            dropped=self._records - len(recent),
+        )
 
     def _collect_if_slack(self, remaining: float, precise: bool) -> None:
         young = gc.get_count()[0]

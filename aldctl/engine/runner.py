@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aldctl.engine.actions import ActionFailed, apply_action
-from aldctl.engine.clock import Clock
+from aldctl.engine.clock import Clock, RealClock, StallReport
 from aldctl.engine.control import RunControl
 from aldctl.engine.devices import Tool, valve_positions
 from aldctl.engine.dosewatch import DoseWatch, PulseMonitor, alarm_publisher
@@ -167,6 +167,10 @@ class RunResult:
     read_back: str = ""
     """When the safe state was read back: "teardown", "abort", or "" (it was not: a run
     cancelled by a signal, or one whose journal failed after its end)."""
+    host_stalls: StallReport | None = None
+    """Wall-clock runs: the times the machine did not run the engine while it spun toward
+    a valve edge (:meth:`RealClock.stall_report`), records on the run's time base (the
+    events' ``t``). None in virtual time."""
 
 
 @dataclass
@@ -537,6 +541,9 @@ class Runner:
         self, outcome: str, reason: str, wall0: float, safe_errors: dict[str, str]
     ) -> RunResult:
         sim = self.tool.simulation.summary() if self.tool.simulation is not None else None
+        stalls = (
+            self.clock.stall_report().since(self.t0) if isinstance(self.clock, RealClock) else None
+        )
         result = RunResult(
             outcome=outcome,
             reason=reason,
@@ -556,6 +563,7 @@ class Runner:
             session_cycles=self.cycles_completed - self.cycles_before,
             not_verified_safe=dict(self.not_safe),
             read_back=self.read_back,
+            host_stalls=stalls,
         )
         if self.journal is not None and self.journal_error is None:
             summary = {
@@ -570,6 +578,8 @@ class Runner:
                 "not_verified_safe": result.not_verified_safe,
                 "read_back": result.read_back,
             }
+            if stalls is not None:
+                summary["host_stalls"] = stalls.summary()
             final = None
             if sim is not None:
                 summary["simulation"] = sim
