@@ -182,3 +182,76 @@ def test_bench_realtime_traces_each_pulse(run_cli: Any, tmp_path: Path) -> None:
         assert opened >= 0
         assert closed >= 0
         assert abs((closed - opened) - width) < 2e-4
+
+
+def test_bench_realtime_says_which_late_pulses_met_a_host_stall(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    """The host-stall figures are in the bench's JSON beside the old ones, and agree with
+    the per-edge stalls of its trace: the unstalled pulses are those with no stall at
+    either edge."""
+    import csv
+
+    trace = tmp_path / "pulses.csv"
+    res = run_cli("bench", "realtime", "-n", "3", "--trace", str(trace), "--json")
+    assert res.code == 0, res.err
+    [row] = json.loads(res.out)
+    for old in ("pulses", "width_err_p50_ms", "width_err_p99_ms", "width_err_max_ms",
+                "open_err_p99_ms", "drift_ms", "drift_from_anchor_ms", "scheduler",
+                "width_warnings"):  # fmt: skip
+        assert old in row  # other tooling reads these
+    assert row["stalls"] >= 0
+    assert row["stall_longest_ms"] >= (0.05 if row["stalls"] else 0.0)
+    assert 0 <= row["late_pulses_stalled"] + row["late_pulses_woken_late"] <= row["late_pulses"]
+    assert row["stall_records_dropped"] == 0
+    with trace.open() as f:
+        rows = list(csv.DictReader(f))
+    clean = [r for r in rows if not r["open_stall_ms"] and not r["close_stall_ms"]]
+    assert row["unstalled_pulses"] == len(clean)
+    assert row["late_pulses"] == sum(abs(float(r["width_error_ms"])) > 0.1 for r in rows)
+    if clean:
+        worst = max(abs(float(r["width_error_ms"])) for r in clean)
+        assert row["unstalled_width_err_max_ms"] == pytest.approx(worst, abs=1e-4)
+    for r in rows:
+        for k in ("open_stall_ms", "close_stall_ms"):
+            assert not r[k] or float(r[k]) > 0.05  # a stall is over the threshold
+    help_text = run_cli("bench", "realtime", "--help").out
+    assert "late_pulses_stalled" in help_text
+    assert "unstalled_width_err_p99_ms" in help_text
+
+
+def test_late_pulses_are_attributed_to_the_stalls_at_their_edges() -> None:
+    """A pulse is the machine's when a spin toward its opening or closing edge stalled;
+    a late wake is counted apart and stays among the unstalled (not known to be the
+    machine's); a stall at some other deadline belongs to no pulse."""
+    from aldctl.engine.clock import Stall
+    from aldctl.front.bench import attribute_stalls
+
+    def spin(deadline: float, length_ms: float) -> Stall:
+        return Stall("spin", deadline, deadline - 0.001, length_ms / 1e3, 1, False, 0.0)
+
+    pulses = [
+        (0.000, 0.015, 0.00030),  # late; a stall at its close
+        (0.115, 0.130, -0.00020),  # late; woken after its opening's time
+        (0.230, 0.245, 0.00002),  # on time, though a stall came at its opening
+        (0.345, 0.360, 0.00015),  # late, and nothing the clock saw
+        (0.460, 0.475, 0.00001),
+    ]
+    stalls = [
+        spin(0.015 + 1e-12, 0.4),  # (the deadline computed another way: the last bits)
+        Stall("wake", 0.115, 0.115, 0.0002, 1, True, 0.0002),
+        spin(0.230, 0.08),
+        spin(0.400, 3.0),  # a precise sleep that is no pulse's edge
+    ]
+    got = attribute_stalls(pulses, stalls)
+    assert got == {
+        "late_pulses": 3,
+        "late_pulses_stalled": 1,
+        "late_pulses_woken_late": 1,
+        "unstalled_pulses": 3,
+        "unstalled_width_err_p99_ms": pytest.approx(0.20),
+        "unstalled_width_err_max_ms": pytest.approx(0.20),
+    }
+    everything_stalled = attribute_stalls(pulses[:1], stalls)
+    assert everything_stalled["unstalled_pulses"] == 0
+    assert everything_stalled["unstalled_width_err_max_ms"] is None

@@ -8,9 +8,12 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aldctl.engine.clock import Stall
 
 
 def bench_compile(recipe: Path, cycles: list[int]) -> list[dict[str, Any]]:
@@ -238,6 +241,84 @@ def bench_report(cycles: int) -> list[dict[str, Any]]:
     ]
 
 
+LATE_S = 0.0001
+"""A pulse whose width error is over this is late (the goal's p99 < 0.1 ms)."""
+EDGE_MATCH_S = 1e-6
+"""A stall record belongs to an edge when their deadlines agree this closely (edges of
+a run are milliseconds apart; the two computations of one deadline differ by ~1e-12 s)."""
+
+
+def pulse_edges(events: list[Any]) -> list[tuple[float, float, float]]:
+    """(commanded open, commanded close, width error), seconds on the run's time base,
+    of each software-timed pulse of a run's events."""
+    from aldctl.engine.events import DoseStarted, PulseDone
+
+    opened: dict[str, DoseStarted] = {}
+    out: list[tuple[float, float, float]] = []
+    for e in events:
+        if isinstance(e, DoseStarted):
+            opened[e.line] = e
+        elif isinstance(e, PulseDone) and not e.hardware and e.line in opened:
+            d = opened.pop(e.line)
+            commanded = d.t - e.open_error_s
+            out.append((commanded, commanded + d.duration_s, e.width_error_s))
+    return out
+
+
+def _at_edge(deadlines: list[float], records: list[Any], t: float) -> Any | None:
+    """The stall record whose deadline is ``t`` (within EDGE_MATCH_S), if any."""
+    import bisect
+
+    i = bisect.bisect_left(deadlines, t - EDGE_MATCH_S)
+    if i < len(deadlines) and deadlines[i] <= t + EDGE_MATCH_S:
+        return records[i]
+    return None
+
+
+def attribute_stalls(
+    pulses: list[tuple[float, float, float]], stalls: Sequence[Stall], late_s: float = LATE_S
+) -> dict[str, Any]:
+    """Which late pulses were the machine's: a pulse is stalled when a spin toward its
+    opening or closing edge saw a stall (``Stall.kind`` "spin"). ``pulses``: (commanded
+    open, commanded close, width error) in seconds, on the stalls' time base.
+
+    Returns the late pulses (width error over ``late_s``), how many of them were stalled,
+    how many others were woken after an edge's time (the machine or a busy event loop: not
+    attributed), and the width error p99 / max of the pulses with no stall at either edge
+    (late wakes stay in: what is not known to be the machine's counts against the run).
+    """
+    spins = sorted((r for r in stalls if r.kind == "spin"), key=lambda r: r.deadline)
+    wakes = sorted((r for r in stalls if r.kind == "wake"), key=lambda r: r.deadline)
+    spin_t = [r.deadline for r in spins]
+    wake_t = [r.deadline for r in wakes]
+    late = stalled = woke = 0
+    clean: list[float] = []
+    for t_open, t_close, err in pulses:
+        hit = _at_edge(spin_t, spins, t_open) or _at_edge(spin_t, spins, t_close)
+        if hit is None:
+            clean.append(err)
+        if abs(err) <= late_s:
+            continue
+        late += 1
+        if hit is not None:
+            stalled += 1
+        elif _at_edge(wake_t, wakes, t_open) or _at_edge(wake_t, wakes, t_close):
+            woke += 1
+    # the percentiles of the engine's pulse_timing (and so of width_err_p99_ms), on the
+    # unstalled pulses; None when every pulse met a stall
+    unstalled: dict[str, float | None] = {"p99": None, "max": None}
+    if clean:
+        unstalled = dict(_stats_ms(clean))
+    return {
+        "late_pulses": late,
+        "late_pulses_stalled": stalled,
+        "late_pulses_woken_late": woke,
+        "unstalled_pulses": len(clean),
+        "unstalled_width_err_p99_ms": unstalled["p99"],
+        "unstalled_width_err_max_ms": unstalled["max"],
+    }
+
+
 def bench_realtime(cycles: int, trace: Path | None = None) -> list[dict[str, Any]]:
     """Real time, in-process simulator: pulse-width error and end-of-run drift.
 
@@ -274,8 +355,10 @@ def realtime_figures(
     first_err = next(e.open_error_s for e in events if isinstance(e, PulseDone))
     anchor = first_ack - first_err
     pt = result.pulse_timing
+    report = result.host_stalls  # None in virtual time
+    records = report.recent if report is not None else ()
     if trace is not None:
-        _write_pulse_trace(trace, events, anchor)
+        _write_pulse_trace(trace, events, anchor, records)
     held = _holds(events, t_main, cycles)
     if held["holds"]:
         # a hold re-anchors the schedule at its resume and the retried unit re-doses from
@@ -298,6 +381,16 @@ def realtime_figures(
         "scheduler": scheduler,
         # the engine's pulse-width warnings (dose_watch.width_*): a clean run has none
         "width_warnings": sum("delivered pulse width" in w for w in result.warnings),
+        # The machine's part (RealClock.stall_report): gaps over 0.05 ms between two
+        # clock reads while spinning to a deadline, the thread not running (none in
+        # virtual time).
+        "stalls": report.stalls if report else 0,
+        "stall_longest_ms": round(report.longest_s * 1e3, 4) if report else 0.0,
+        "stall_deadlines_covered": report.deadlines_covered if report else 0,
+        "late_wakes": report.late_wakes if report else 0,
+        **attribute_stalls(pulse_edges(events), records),
+        # records older than the clock's history were not matched to pulses
+        "stall_records_dropped": report.dropped if report else 0,
     }
 
 
@@ -343,11 +436,21 @@ def _holds(events: list[Any], t_main: float, cycles: int) -> dict[str, Any]:
     }
 
 
-def _write_pulse_trace(path: Path, events: list[Any], anchor: float) -> None:
+def _write_pulse_trace(
+    path: Path, events: list[Any], anchor: float, stalls: Sequence[Stall] = ()
+) -> None:
     """Per pulse: when it was commanded (from main's first commanded edge), how late the
     engine's timestamps of its opening and closing were, and the width error (their
-    difference). A late close with an on-time open is a stall at the close, and so on."""
+    difference). A late close with an on-time open is a stall at the close, and so on;
+    the longest stall the clock saw while spinning to each edge says whether it was."""
     import csv
+
+    spins = sorted((r for r in stalls if r.kind == "spin"), key=lambda r: r.deadline)
+    spin_t = [r.deadline for r in spins]
+
+    def stall_ms(t: float) -> str:
+        hit = _at_edge(spin_t, spins, t)
+        return f"{hit.length_s * 1e3:.4f}" if hit is not None else ""
 
     from aldctl.engine.events import DoseStarted, PulseDone
 
@@ -363,6 +466,8 @@ def _write_pulse_trace(path: Path, events: list[Any], anchor: float) -> None:
                 "open_error_ms",
                 "close_error_ms",
                 "width_error_ms",
+                "open_stall_ms",
+                "close_stall_ms",
             ]
         )
         n = 0
@@ -382,6 +487,8 @@ def _write_pulse_trace(path: Path, events: list[Any], anchor: float) -> None:
                         f"{e.open_error_s * 1e3:.4f}",
                         f"{(e.open_error_s + e.width_error_s) * 1e3:.4f}",
                         f"{e.width_error_s * 1e3:.4f}",
+                        stall_ms(commanded),
+                        stall_ms(commanded + d.duration_s),
                     ]
                 )
 

@@ -242,10 +242,33 @@ def summary_json(run_id: str | None, result: RunResult) -> dict[str, Any]:
         "held_s": round(result.held_s, 3),
         "journal_error": result.journal_error,
     }
+    if result.host_stalls is not None:
+        out["host_stalls"] = result.host_stalls.summary()
     if result.simulation is not None:
         out["thickness_nm"] = sim.get("thickness_nm")
         out["simulation"] = sim
     return out
+
+
+def host_stalls_line(d: dict[str, Any]) -> str | None:
+    """One line on the machine's stalls at valve edges (a run's ``host_stalls`` summary),
+    None when there were none."""
+    n, wakes = d.get("stalls", 0), d.get("late_wakes", 0)
+    if not n and not wakes:
+        return None
+    text = (
+        f"host stalls: {n} times the engine's thread did not run for over "
+        f"{d.get('threshold_ms', 0.05):g} ms while it waited for a valve edge (longest "
+        f"{d.get('longest_ms', 0.0):.3f} ms; {d.get('deadlines_covered', 0)} edges late for "
+        "one): the machine's, not the engine's (docs/benchmarks.md)"
+    )
+    if wakes:
+        text += (
+            f"; {wakes} wake-ups after an edge's time (longest "
+            f"{d.get('longest_late_wake_ms', 0.0):.3f} ms late: the machine or a busy event "
+            "loop)"
+        )
+    return text
 
 
 def print_summary(
@@ -277,6 +300,10 @@ def print_summary(
         )
     elif pt.get("pulses"):
         console.print(f"{pt['pulses']} pulses, timed exactly (virtual time)")
+    if result.host_stalls is not None:
+        line = host_stalls_line(result.host_stalls.summary())
+        if line:
+            console.print(line, style="yellow", markup=False)
     if result.simulation is not None:
         sim = result.simulation
         line = f"simulated thickness {sim.get('thickness_nm', 0.0):.2f} nm"
