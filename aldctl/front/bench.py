@@ -275,34 +275,56 @@ def _at_edge(deadlines: list[float], records: list[Any], t: float) -> Any | None
     return None
 
 
+def _causes(
+    stalls: Sequence[Stall],
+) -> Callable[[float, float], tuple[Stall | None, list[Stall]]]:
+    """(commanded open, commanded close) -> (the record that decides the pulse, every
+    record at its edges): of the records at its two edges, the one whose sleep returned
+    the latest; a spin's stall over a late wake when neither made its sleep late."""
+    records = sorted(stalls, key=lambda r: r.deadline)
+    times = [r.deadline for r in records]
+
+    def cause(t_open: float, t_close: float) -> tuple[Stall | None, list[Stall]]:
+        hits = [r for t in (t_open, t_close) if (r := _at_edge(times, records, t)) is not None]
+        # max() keeps the first of equals: spins first
+        spins_first = sorted(hits, key=lambda r: r.kind != "spin")
+        return max(spins_first, key=lambda r: r.late_s, default=None), hits
+
+    return cause
+
+
 def attribute_stalls(
     pulses: list[tuple[float, float, float]], stalls: Sequence[Stall], late_s: float = LATE_S
 ) -> dict[str, Any]:
-    """Which late pulses were the machine's: a pulse is stalled when a spin toward its
-    opening or closing edge saw a stall (``Stall.kind`` "spin"). ``pulses``: (commanded
-    open, commanded close, width error) in seconds, on the stalls' time base.
+    """Which late pulses were the machine's. ``pulses``: (commanded open, commanded close,
+    width error) in seconds, on the stalls' time base.
 
-    Returns the late pulses (width error over ``late_s``), how many of them were stalled,
-    how many others were woken after an edge's time (the machine or a busy event loop: not
-    attributed), and the width error p99 / max of the pulses with no stall at either edge
-    (late wakes stay in: what is not known to be the machine's counts against the run).
+    Each pulse is judged by the record at its opening or closing edge that made its sleep
+    the latest: a stall while spinning (``Stall.kind`` "spin": the pulse is *stalled*,
+    the machine's) or a wake-up by the event loop after the edge's time ("wake": the
+    machine or a busy event loop, not attributed). Returns the late pulses (width error
+    over ``late_s``), how many of them were stalled (and of those, how many had an edge's
+    time inside the stall: late by it directly; the others met a stall earlier in the
+    spin, the host busy around the edge), how many were woken late, and the width error
+    p99 / max of the pulses that are not stalled (late wakes stay in: what is not known to
+    be the machine's counts against the run).
     """
-    spins = sorted((r for r in stalls if r.kind == "spin"), key=lambda r: r.deadline)
-    wakes = sorted((r for r in stalls if r.kind == "wake"), key=lambda r: r.deadline)
-    spin_t = [r.deadline for r in spins]
-    wake_t = [r.deadline for r in wakes]
-    late = stalled = woke = 0
+    cause_of = _causes(stalls)
+    late = stalled = covered = woke = 0
     clean: list[float] = []
     for t_open, t_close, err in pulses:
-        hit = _at_edge(spin_t, spins, t_open) or _at_edge(spin_t, spins, t_close)
-        if hit is None:
+        cause, hits = cause_of(t_open, t_close)
+        if cause is None or cause.kind != "spin":
             clean.append(err)
         if abs(err) <= late_s:
             continue
         late += 1
-        if hit is not None:
+        if cause is None:
+            continue
+        if cause.kind == "spin":
             stalled += 1
-        elif _at_edge(wake_t, wakes, t_open) or _at_edge(wake_t, wakes, t_close):
+            covered += any(r.kind == "spin" and r.covers_deadline for r in hits)
+        else:
             woke += 1
     # the percentiles of the engine's pulse_timing (and so of width_err_p99_ms), on the
     # unstalled pulses; None when every pulse met a stall
@@ -312,6 +334,7 @@ def attribute_stalls(
     return {
         "late_pulses": late,
         "late_pulses_stalled": stalled,
+        "late_pulses_deadline_in_stall": covered,
         "late_pulses_woken_late": woke,
         "unstalled_pulses": len(clean),
         "unstalled_width_err_p99_ms": unstalled["p99"],
@@ -442,15 +465,21 @@ def _write_pulse_trace(
     """Per pulse: when it was commanded (from main's first commanded edge), how late the
     engine's timestamps of its opening and closing were, and the width error (their
     difference). A late close with an on-time open is a stall at the close, and so on;
-    the longest stall the clock saw while spinning to each edge says whether it was."""
+    the longest stall the clock saw while spinning to each edge says whether it was, and
+    ``host`` what decides the pulse (as :func:`attribute_stalls`: "stall", "late wake")."""
     import csv
 
     spins = sorted((r for r in stalls if r.kind == "spin"), key=lambda r: r.deadline)
     spin_t = [r.deadline for r in spins]
+    cause_of = _causes(stalls)
 
     def stall_ms(t: float) -> str:
         hit = _at_edge(spin_t, spins, t)
         return f"{hit.length_s * 1e3:.4f}" if hit is not None else ""
+
+    def host(t_open: float, t_close: float) -> str:
+        cause, _ = cause_of(t_open, t_close)
+        return "" if cause is None else "stall" if cause.kind == "spin" else "late wake"
 
     from aldctl.engine.events import DoseStarted, PulseDone
 
@@ -468,6 +497,7 @@ def _write_pulse_trace(
                 "width_error_ms",
                 "open_stall_ms",
                 "close_stall_ms",
+                "host",
             ]
         )
         n = 0
@@ -489,6 +519,7 @@ def _write_pulse_trace(
                         f"{e.width_error_s * 1e3:.4f}",
                         stall_ms(commanded),
                         stall_ms(commanded + d.duration_s),
+                        host(commanded, commanded + d.duration_s),
                     ]
                 )
 

@@ -2296,7 +2296,8 @@ def bench_realtime(cycles: int, trace: Path | None, as_json: bool) -> None:
     CPU. stalls counts such gaps over 0.05 ms over the run, stall_longest_ms is the
     longest, stall_deadlines_covered how many edges fell inside one (each late by the
     rest of it). late_pulses: pulses whose width error is over 0.1 ms; of them,
-    late_pulses_stalled had a stall at their opening or closing edge (the machine's),
+    late_pulses_stalled had a stall at their opening or closing edge (the machine's;
+    late_pulses_deadline_in_stall: the edge's time itself fell inside it),
     late_pulses_woken_late were woken after an edge's time (the machine or the event
     loop: not attributed). unstalled_width_err_p99_ms / unstalled_width_err_max_ms: the
     width error of the unstalled_pulses, those with no stall at either edge: what the
@@ -2320,7 +2321,8 @@ def bench_realtime(cycles: int, trace: Path | None, as_json: bool) -> None:
         r = rows[0]
         click.echo(
             f"{r['late_pulses']} of {r['pulses']} pulses over 0.1 ms of width error; "
-            f"{r['late_pulses_stalled']} of them met a host stall at an edge, "
+            f"{r['late_pulses_stalled']} of them met a host stall at an edge "
+            f"({r['late_pulses_deadline_in_stall']} with the edge's time inside it), "
             f"{r['late_pulses_woken_late']} were woken late, "
             f"{r['late_pulses'] - r['late_pulses_stalled'] - r['late_pulses_woken_late']} "
             "neither"

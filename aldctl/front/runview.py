@@ -256,11 +256,18 @@ def host_stalls_line(d: dict[str, Any]) -> str | None:
     n, wakes = d.get("stalls", 0), d.get("late_wakes", 0)
     if not n and not wakes:
         return None
+    covered = d.get("deadlines_covered", 0)
+    inside = (
+        "no valve edge fell inside one"
+        if not covered
+        else f"{covered} valve edge{'s' if covered > 1 else ''} fell inside one, late by "
+        "the rest of it"
+    )
     text = (
         f"host stalls: {n} times the engine's thread did not run for over "
         f"{d.get('threshold_ms', 0.05):g} ms while it waited for a valve edge (longest "
-        f"{d.get('longest_ms', 0.0):.3f} ms; {d.get('deadlines_covered', 0)} edges late for "
-        "one): the machine's, not the engine's (docs/benchmarks.md)"
+        f"{d.get('longest_ms', 0.0):.3f} ms; {inside}): the machine's, not the engine's "
+        "(docs/benchmarks.md, Host stalls)"
     )
     if wakes:
         text += (
