@@ -275,20 +275,15 @@ def _at_edge(deadlines: list[float], records: list[Any], t: float) -> Any | None
     return None
 
 
-def _causes(
-    stalls: Sequence[Stall],
-) -> Callable[[float, float], tuple[Stall | None, list[Stall]]]:
-    """(commanded open, commanded close) -> (the record that decides the pulse, every
-    record at its edges): of the records at its two edges, the one whose sleep returned
-    the latest; a spin's stall over a late wake when neither made its sleep late."""
+def _causes(stalls: Sequence[Stall]) -> Callable[[float, float, float], Stall | None]:
+    """(commanded open, commanded close, width error) -> the stall record at the edge that
+    made the width wrong: the closing edge when the pulse came out long (the close was the
+    later of the two), the opening edge when it came out short; None if there is none."""
     records = sorted(stalls, key=lambda r: r.deadline)
     times = [r.deadline for r in records]
 
-    def cause(t_open: float, t_close: float) -> tuple[Stall | None, list[Stall]]:
-        hits = [r for t in (t_open, t_close) if (r := _at_edge(times, records, t)) is not None]
-        # max() keeps the first of equals: spins first
-        spins_first = sorted(hits, key=lambda r: r.kind != "spin")
-        return max(spins_first, key=lambda r: r.late_s, default=None), hits
+    def cause(t_open: float, t_close: float, width_err: float) -> Stall | None:
+        return _at_edge(times, records, t_close if width_err > 0 else t_open)
 
     return cause
 
@@ -299,31 +294,33 @@ def attribute_stalls(
     """Which late pulses were the machine's. ``pulses``: (commanded open, commanded close,
     width error) in seconds, on the stalls' time base.
 
-    Each pulse is judged by the record at its opening or closing edge that made its sleep
-    the latest: a stall while spinning (``Stall.kind`` "spin": the pulse is *stalled*,
-    the machine's) or a wake-up by the event loop after the edge's time ("wake": the
-    machine or a busy event loop, not attributed). Returns the late pulses (width error
-    over ``late_s``), how many of them were stalled (and of those, how many had an edge's
-    time inside the stall: late by it directly; the others met a stall earlier in the
-    spin, the host busy around the edge), how many were woken late, and the width error
-    p99 / max of the pulses that are not stalled (late wakes stay in: what is not known to
-    be the machine's counts against the run).
+    A pulse is judged at the edge that made its width wrong (the close of a long pulse, the
+    open of a short one): *stalled* when the clock saw a stall while spinning toward that
+    edge (``Stall.kind`` "spin": the machine's), *woken late* when the event loop woke that
+    edge's sleep after its time ("wake": the machine or a busy event loop, not
+    attributed). Returns the late pulses (width error over ``late_s``), how many of them
+    were stalled (and of those, how many had the edge's time inside the stall: late by it
+    directly; the others met a stall earlier in the spin and were late after it, the host
+    busy around the edge), how many were woken late, and the width error p99 / max of the
+    pulses that are not stalled (late wakes and late pulses with nothing seen at the edge
+    stay in: what is not known to be the machine's counts against the run).
     """
     cause_of = _causes(stalls)
     late = stalled = covered = woke = 0
     clean: list[float] = []
     for t_open, t_close, err in pulses:
-        cause, hits = cause_of(t_open, t_close)
-        if cause is None or cause.kind != "spin":
+        cause = cause_of(t_open, t_close, err)
+        is_stall = cause is not None and cause.kind == "spin"
+        if not is_stall:
             clean.append(err)
         if abs(err) <= late_s:
             continue
         late += 1
-        if cause is None:
+        if cause is None:  # nothing the clock saw: late after its spin returned
             continue
         if cause.kind == "spin":
             stalled += 1
-            covered += any(r.kind == "spin" and r.covers_deadline for r in hits)
+            covered += cause.covers_deadline
         else:
             woke += 1
     # the percentiles of the engine's pulse_timing (and so of width_err_p99_ms), on the
@@ -466,7 +463,8 @@ def _write_pulse_trace(
     engine's timestamps of its opening and closing were, and the width error (their
     difference). A late close with an on-time open is a stall at the close, and so on;
     the longest stall the clock saw while spinning to each edge says whether it was, and
-    ``host`` what decides the pulse (as :func:`attribute_stalls`: "stall", "late wake")."""
+    ``host`` what the clock saw at the edge that made the width wrong (as
+    :func:`attribute_stalls`: "stall", "late wake", or nothing)."""
     import csv
 
     spins = sorted((r for r in stalls if r.kind == "spin"), key=lambda r: r.deadline)
@@ -477,8 +475,8 @@ def _write_pulse_trace(
         hit = _at_edge(spin_t, spins, t)
         return f"{hit.length_s * 1e3:.4f}" if hit is not None else ""
 
-    def host(t_open: float, t_close: float) -> str:
-        cause, _ = cause_of(t_open, t_close)
+    def host(t_open: float, t_close: float, width_err: float) -> str:
+        cause = cause_of(t_open, t_close, width_err)
         return "" if cause is None else "stall" if cause.kind == "spin" else "late wake"
 
     from aldctl.engine.events import DoseStarted, PulseDone
@@ -519,7 +517,7 @@ def _write_pulse_trace(
                         f"{e.width_error_s * 1e3:.4f}",
                         stall_ms(commanded),
                         stall_ms(commanded + d.duration_s),
-                        host(commanded, commanded + d.duration_s),
+                        host(commanded, commanded + d.duration_s, e.width_error_s),
                     ]
                 )
 
