@@ -202,11 +202,12 @@ def test_bench_realtime_says_which_late_pulses_met_a_host_stall(
         assert old in row  # other tooling reads these
     assert row["stalls"] >= 0
     assert row["stall_longest_ms"] >= (0.05 if row["stalls"] else 0.0)
-    assert 0 <= row["late_pulses_stalled"] + row["late_pulses_woken_late"] <= row["late_pulses"]
+    attributed = ("late_pulses_stalled", "late_pulses_woken_late", "late_pulses_called_late")
+    assert 0 <= sum(row[k] for k in attributed) <= row["late_pulses"]
     assert row["stall_records_dropped"] == 0
     with trace.open() as f:
         rows = list(csv.DictReader(f))
-    clean = [r for r in rows if r["host"] != "stall"]
+    clean = [r for r in rows if r["host"] not in ("stall", "idle wake")]
     assert row["unstalled_pulses"] == len(clean)
     for r in rows:
         if r["host"] == "stall":  # a stall the clock saw at the edge that made it wrong
@@ -250,10 +251,11 @@ def test_a_real_time_run_records_the_host_stalls(run_cli: Any, tmp_path: Path) -
 def test_late_pulses_are_attributed_to_the_stalls_at_their_edges() -> None:
     """A pulse is judged at the edge that made its width wrong (the close of a long pulse,
     the open of a short one): the machine's when the clock saw a stall while spinning
-    toward that edge; a late wake there is counted apart and stays among the unstalled
-    (not known to be the machine's), and so does a pulse late at an edge where the clock
-    saw nothing, whatever happened at its other edge; a stall at some other deadline
-    belongs to no pulse."""
+    toward that edge, or a late wake-up there that the thread spent off the CPU; a late
+    wake of a busy thread, or a sleep called late, is counted apart and stays among the
+    unstalled (not known to be the machine's), and so does a pulse late at an edge where
+    the clock saw nothing, whatever happened at its other edge; a stall at some other
+    deadline belongs to no pulse."""
     from aldctl.engine.clock import Stall
     from aldctl.front.bench import attribute_stalls
 
@@ -270,6 +272,8 @@ def test_late_pulses_are_attributed_to_the_stalls_at_their_edges() -> None:
         (0.460, 0.475, 0.00001),
         (0.575, 0.590, -0.00200),  # short: its opening's deadline fell inside a stall
         (0.690, 0.705, -0.00240),  # short, nothing seen at its opening; a stall at its close
+        (0.805, 0.820, 0.00300),  # long: woken 3 ms late to close, the thread off the CPU
+        (0.920, 0.935, -0.00100),  # short: the engine reached its opening's sleep late
     ]
     stalls = [
         spin(0.015 + 1e-12, 0.4),  # (the deadline computed another way: the last bits)
@@ -278,16 +282,19 @@ def test_late_pulses_are_attributed_to_the_stalls_at_their_edges() -> None:
         spin(0.400, 3.0),  # a precise sleep that is no pulse's edge
         spin(0.575, 2.5, late_ms=2.0),
         spin(0.705, 0.09),
+        Stall("wake", 0.820, 0.820, 0.003, 1, True, 0.003, idle_s=0.0031),
+        Stall("call", 0.920, 0.920, 0.001, 0, False, 0.001),
     ]
     got = attribute_stalls(pulses, stalls)
     assert got == {
-        "late_pulses": 5,
-        "late_pulses_stalled": 2,
-        "late_pulses_deadline_in_stall": 1,
+        "late_pulses": 7,
+        "late_pulses_stalled": 3,
+        "late_pulses_deadline_in_stall": 2,
         "late_pulses_woken_late": 1,
-        # all but the first and the sixth (the third's stall was at its open, and it came
-        # out 0.02 ms long: judged at its close)
-        "unstalled_pulses": 5,
+        "late_pulses_called_late": 1,
+        # all but the first, the sixth and the eighth (the third's stall was at its open,
+        # and it came out 0.02 ms long: judged at its close)
+        "unstalled_pulses": 6,
         "unstalled_width_err_p99_ms": pytest.approx(2.4),
         "unstalled_width_err_max_ms": pytest.approx(2.4),
     }

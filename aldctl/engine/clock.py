@@ -140,9 +140,14 @@ class Stall:
     spin) the time off the CPU counts, from the thread's CPU clock: that clock is coarse
     for a stall of the host, so only long ones show there.
 
+    ``kind`` "call": the sleep was called ``length_s`` after its deadline (the code before
+    it was late: the clock cannot say why).
+
     ``kind`` "wake": the event loop woke the sleeper ``length_s`` after its deadline, too
-    late to spin at all: the thread did not run, or another callback held the loop; the
-    clock cannot tell which.
+    late to spin at all: the thread did not run, or another callback held the loop.
+    ``idle_s`` tells them apart: how much of the delay past the wake-up's due time the
+    thread provably did not run (the delay minus the thread's CPU time over the whole
+    sleep, a lower bound). A wake as late as its idle time is the machine's.
     """
 
     kind: str
@@ -159,6 +164,14 @@ class Stall:
     ``at + length_s - deadline``."""
     late_s: float
     """How late the sleep returned (its return minus the deadline)."""
+    idle_s: float = 0.0
+    """A late wake: of its delay, the part the thread did not run (see above)."""
+
+    @property
+    def machine(self) -> bool:
+        """The thread did not run for as long as this made the sleep late: the machine's
+        (a stall while spinning, or a late wake that the thread spent off the CPU)."""
+        return self.kind == "spin" or self.idle_s >= max(self.late_s, STALL_MIN_S)
 
 
 @dataclass(frozen=True)
@@ -179,7 +192,12 @@ class StallReport:
     deadlines_covered: int
     """Precise sleeps whose deadline fell inside a stall (each returned late)."""
     late_wakes: int
-    """Precise sleeps the event loop woke after their deadline (not attributed)."""
+    """Precise sleeps the event loop woke after their deadline."""
+    idle_late_wakes: int
+    """Of those, the ones whose delay the thread spent off the CPU (the machine's)."""
+    late_calls: int
+    """Precise sleeps called after their deadline: what ran before was late (the engine's
+    code, or the machine stalling it there, where the clock does not look)."""
     longest_late_wake_s: float
     recent: tuple[Stall, ...]
     """The most recent stalled sleeps and late wakes, oldest first (at most
@@ -206,6 +224,8 @@ class StallReport:
             "stalled_sleeps": self.stalled_sleeps,
             "deadlines_covered": self.deadlines_covered,
             "late_wakes": self.late_wakes,
+            "idle_late_wakes": self.idle_late_wakes,
+            "late_calls": self.late_calls,
             "longest_late_wake_ms": round(self.longest_late_wake_s * 1e3, 4),
         }
 
@@ -247,10 +267,12 @@ class RealClock:
         self._stalled_sleeps = 0
         self._covered = 0
         self._late_wakes = 0
+        self._idle_wakes = 0
+        self._late_calls = 0
         self._longest_wake = 0.0
-        self._unfiled: list[tuple[float, float, list[tuple[float, float]] | None]] = []
-        """(deadline, return, gaps or None for a late wake) of stalled sleeps not yet
-        counted: bookkeeping waits until the edge due at the deadline is out."""
+        self._unfiled: list[tuple[float, float, list[tuple[float, float]] | float | None]] = []
+        """(deadline, return, gaps; for a late wake its idle time; None for a late call) of
+        stalled sleeps not yet counted: bookkeeping waits until the edge is out."""
         _CLOCKS.add(self)
 
     def now(self) -> float:
@@ -277,6 +299,12 @@ class RealClock:
         if not gc.isenabled():
             self._collect_if_slack(remaining if precise else math.inf, precise)
             remaining = deadline - time.monotonic()
+        if remaining <= 0 and precise:  # called after its time: nothing to sleep or spin
+            now = time.monotonic()
+            if now - deadline > self.stall_threshold_s:
+                self._unfiled.append((deadline, now, None))
+            self.lateness.add(now - deadline)
+            return now
         if not precise:
             if remaining > 0:
                 await asyncio.sleep(remaining)
@@ -291,13 +319,17 @@ class RealClock:
             return time.monotonic()
         if remaining > self.spin_s:
             bisect.insort(self._sleeping, deadline)
+            cpu = time.thread_time()  # (one system call, milliseconds before the edge)
             try:
                 await asyncio.sleep(remaining - self.spin_s)
             finally:
                 self._sleeping.remove(deadline)
             woke = time.monotonic()
             if woke >= deadline:  # too late to spin: the edge is late already
-                self._unfiled.append((deadline, woke, None))
+                # Of the delay past the wake-up's due time, what the thread's CPU time over
+                # the whole sleep (the loop's other callbacks) cannot cover, it did not run.
+                idle = woke - (deadline - self.spin_s) - (time.thread_time() - cpu)
+                self._unfiled.append((deadline, woke, max(0.0, idle)))
                 self.lateness.add(woke - deadline)
                 return woke
         gaps: list[tuple[float, float]] = []
@@ -341,11 +373,15 @@ class RealClock:
     def _file(self) -> None:
         """Count and keep the stalls of the sleeps since the last call."""
         for deadline, now, gaps in self._unfiled:
-            if gaps is None:  # woken by the event loop after the deadline
+            if gaps is None:  # the caller came after the deadline
+                self._late_calls += 1
+                stall = Stall("call", deadline, deadline, now - deadline, 0, False, now - deadline)
+            elif isinstance(gaps, float):  # woken by the event loop after the deadline
                 late = now - deadline
                 self._late_wakes += 1
                 self._longest_wake = max(self._longest_wake, late)
-                stall = Stall("wake", deadline, deadline, late, 1, True, late)
+                stall = Stall("wake", deadline, deadline, late, 1, True, late, gaps)
+                self._idle_wakes += stall.machine
             else:
                 start, length = max(gaps, key=lambda g: g[1])
                 last_start, last_len = gaps[-1]
@@ -376,6 +412,8 @@ class RealClock:
             stalled_sleeps=self._stalled_sleeps,
             deadlines_covered=self._covered,
             late_wakes=self._late_wakes,
+            idle_late_wakes=self._idle_wakes,
+            late_calls=self._late_calls,
             longest_late_wake_s=self._longest_wake,
             recent=recent,
             dropped=self._records - len(recent),

@@ -295,22 +295,25 @@ def attribute_stalls(
     width error) in seconds, on the stalls' time base.
 
     A pulse is judged at the edge that made its width wrong (the close of a long pulse, the
-    open of a short one): *stalled* when the clock saw a stall while spinning toward that
-    edge (``Stall.kind`` "spin": the machine's), *woken late* when the event loop woke that
-    edge's sleep after its time ("wake": the machine or a busy event loop, not
-    attributed). Returns the late pulses (width error over ``late_s``), how many of them
-    were stalled (and of those, how many had the edge's time inside the stall: late by it
-    directly; the others met a stall earlier in the spin and were late after it, the host
-    busy around the edge), how many were woken late, and the width error p99 / max of the
-    pulses that are not stalled (late wakes and late pulses with nothing seen at the edge
-    stay in: what is not known to be the machine's counts against the run).
+    open of a short one): *stalled* when the clock saw the thread not running there
+    (:attr:`Stall.machine`: a stall while spinning toward that edge, or a wake-up after
+    its time that the thread spent off the CPU); *woken late* when the event loop woke
+    that edge's sleep late while the thread was busy (another callback held the loop);
+    *called late* when the engine reached that edge's sleep after its time (what ran
+    before it was late). The last two are not attributed.
+
+    Returns the late pulses (width error over ``late_s``); how many were stalled (and of
+    those, how many had the edge's time inside the stall: late by it directly; the others
+    met a stall earlier in the spin and were late after it, the host busy around the
+    edge), woken late, called late; and the width error p99 / max of the pulses that are
+    not stalled (what is not known to be the machine's counts against the run).
     """
     cause_of = _causes(stalls)
-    late = stalled = covered = woke = 0
+    late = stalled = covered = woke = called = 0
     clean: list[float] = []
     for t_open, t_close, err in pulses:
         cause = cause_of(t_open, t_close, err)
-        is_stall = cause is not None and cause.kind == "spin"
+        is_stall = cause is not None and cause.machine
         if not is_stall:
             clean.append(err)
         if abs(err) <= late_s:
@@ -318,11 +321,13 @@ def attribute_stalls(
         late += 1
         if cause is None:  # nothing the clock saw: late after its spin returned
             continue
-        if cause.kind == "spin":
+        if cause.machine:
             stalled += 1
             covered += cause.covers_deadline
-        else:
+        elif cause.kind == "wake":
             woke += 1
+        else:
+            called += 1
     # the percentiles of the engine's pulse_timing (and so of width_err_p99_ms), on the
     # unstalled pulses; None when every pulse met a stall
     unstalled: dict[str, float | None] = {"p99": None, "max": None}
@@ -333,6 +338,7 @@ def attribute_stalls(
         "late_pulses_stalled": stalled,
         "late_pulses_deadline_in_stall": covered,
         "late_pulses_woken_late": woke,
+        "late_pulses_called_late": called,
         "unstalled_pulses": len(clean),
         "unstalled_width_err_p99_ms": unstalled["p99"],
         "unstalled_width_err_max_ms": unstalled["max"],
@@ -408,6 +414,8 @@ def realtime_figures(
         "stall_longest_ms": round(report.longest_s * 1e3, 4) if report else 0.0,
         "stall_deadlines_covered": report.deadlines_covered if report else 0,
         "late_wakes": report.late_wakes if report else 0,
+        "idle_late_wakes": report.idle_late_wakes if report else 0,
+        "late_calls": report.late_calls if report else 0,
         **attribute_stalls(pulse_edges(events), records),
         # records older than the clock's history were not matched to pulses
         "stall_records_dropped": report.dropped if report else 0,
@@ -477,7 +485,11 @@ def _write_pulse_trace(
 
     def host(t_open: float, t_close: float, width_err: float) -> str:
         cause = cause_of(t_open, t_close, width_err)
-        return "" if cause is None else "stall" if cause.kind == "spin" else "late wake"
+        if cause is None:
+            return ""
+        if cause.machine:
+            return "stall" if cause.kind == "spin" else "idle wake"
+        return "late wake" if cause.kind == "wake" else "late call"
 
     from aldctl.engine.events import DoseStarted, PulseDone
 

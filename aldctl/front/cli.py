@@ -2295,17 +2295,23 @@ def bench_realtime(cycles: int, trace: Path | None, as_json: bool) -> None:
     the thread was not running: the host (hypervisor, interrupts) or the kernel took the
     CPU. stalls counts such gaps over 0.05 ms over the run, stall_longest_ms is the
     longest, stall_deadlines_covered how many edges fell inside one (each late by the
-    rest of it). late_pulses: pulses whose width error is over 0.1 ms; of them,
-    late_pulses_stalled had a stall at their opening or closing edge (the machine's;
-    late_pulses_deadline_in_stall: the edge's time itself fell inside it),
-    late_pulses_woken_late were woken after an edge's time (the machine or the event
-    loop: not attributed). unstalled_width_err_p99_ms / unstalled_width_err_max_ms: the
-    width error of the unstalled_pulses, those with no stall at either edge: what the
-    engine does when the machine lets it run. If the late pulses are all stalled and the
-    unstalled figures meet the goals, the misses are the host's; many stalls or long ones
-    say this host is unfit for software-timed pulses (use module-timed pulses, or a
-    dedicated controller). The trace's open_stall_ms / close_stall_ms give the stall at
-    each edge. See docs/benchmarks.md, "Host stalls".
+    rest of it). late_wakes: edges whose sleep the event loop woke after their time,
+    idle_late_wakes those whose delay the thread spent off the CPU (the machine's too);
+    late_calls: edges whose sleep the engine reached after their time.
+
+    Each pulse is judged at the edge that made its width wrong (the close of a long
+    pulse, the open of a short one). late_pulses: pulses whose width error is over 0.1
+    ms; of them, late_pulses_stalled were the machine's (a stall at that edge, or an idle
+    late wake; late_pulses_deadline_in_stall: the edge's time itself fell inside it),
+    late_pulses_woken_late were woken late by a busy event loop, late_pulses_called_late
+    reached the edge late; the rest had nothing the clock could see. None of those three
+    is attributed. unstalled_width_err_p99_ms / unstalled_width_err_max_ms: the width
+    error of the unstalled_pulses (all but the stalled): what the engine does when the
+    machine lets it run. If the late pulses are all stalled and the unstalled figures
+    meet the goals, the misses are the host's; many stalls or long ones say this host is
+    unfit for software-timed pulses (use module-timed pulses, or a dedicated controller).
+    The trace's open_stall_ms / close_stall_ms give the stall at each edge, host what
+    judged the pulse. See docs/benchmarks.md, "Host stalls".
 
     \b
     Examples:
@@ -2319,13 +2325,16 @@ def bench_realtime(cycles: int, trace: Path | None, as_json: bool) -> None:
     _print_rows(rows, as_json)
     if not as_json:
         r = rows[0]
+        kinds = ("late_pulses_stalled", "late_pulses_woken_late", "late_pulses_called_late")
+        nothing = r["late_pulses"] - sum(r[k] for k in kinds)
         click.echo(
             f"{r['late_pulses']} of {r['pulses']} pulses over 0.1 ms of width error; "
-            f"{r['late_pulses_stalled']} of them met a host stall at an edge "
-            f"({r['late_pulses_deadline_in_stall']} with the edge's time inside it), "
-            f"{r['late_pulses_woken_late']} were woken late, "
-            f"{r['late_pulses'] - r['late_pulses_stalled'] - r['late_pulses_woken_late']} "
-            "neither"
+            f"{r['late_pulses_stalled']} of them were the machine's (a host stall at the "
+            f"late edge; {r['late_pulses_deadline_in_stall']} with the edge's time inside "
+            "it), "
+            f"{r['late_pulses_woken_late']} were woken late by a busy loop, "
+            f"{r['late_pulses_called_late']} reached their edge late, "
+            f"{nothing} showed nothing"
         )
 
 

@@ -270,10 +270,11 @@ def host_stalls_line(d: dict[str, Any]) -> str | None:
         "(docs/benchmarks.md, Host stalls)"
     )
     if wakes:
+        idle = d.get("idle_late_wakes", 0)
         text += (
             f"; {wakes} wake-ups after an edge's time (longest "
-            f"{d.get('longest_late_wake_ms', 0.0):.3f} ms late: the machine or a busy event "
-            "loop)"
+            f"{d.get('longest_late_wake_ms', 0.0):.3f} ms late; {idle} with the thread off "
+            "the CPU: the machine's; the others with the event loop busy)"
         )
     return text
 

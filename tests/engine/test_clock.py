@@ -297,6 +297,33 @@ def test_a_stop_across_the_deadline_is_reported_as_covering_it() -> None:
     assert report["deadlines_covered"] == 1
 
 
+def test_a_stop_while_asleep_is_a_late_wake_the_machine_s() -> None:
+    """Stopped during the event loop's sleep before the spin (the usual 3 ms) until after
+    the deadline: the sleep is woken late, and since the thread used no CPU meanwhile, the
+    clock knows the delay was the machine's (the thread not running), not a busy loop."""
+    proc = _sleeper(ahead_s=0.4, spin_s=0.003)
+    try:
+        deadline, _ = _ready(proc)
+        time.sleep(0.1)
+        t_stop = time.monotonic()
+        os.kill(proc.pid, signal.SIGSTOP)
+        while time.monotonic() < deadline + 0.03:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGCONT)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        res = _result(proc)
+    assert t_stop < deadline - 0.1  # (the stop fell in the sleep)
+    report = res["report"]
+    [rec] = report["recent"]
+    assert rec["kind"] == "wake"
+    assert rec["late_s"] >= 0.025
+    # its delay past the wake-up's due time (deadline - 3 ms) went nowhere on the CPU
+    assert rec["idle_s"] >= rec["late_s"]
+    assert report["late_wakes"] == report["idle_late_wakes"] == 1
+    assert report["spins"] == 0
+
+
 def test_a_spin_and_its_warm_up_that_run_are_no_stall() -> None:
     """Nothing stops the child (SCHED_FIFO, so the guest does not preempt it): the clock
     reports no stall of 5 ms, neither across its asyncio sleep (27 ms, not a spin), nor for
