@@ -136,9 +136,8 @@ class Stall:
     ``kind`` "spin": while it spun toward its deadline, two consecutive reads of the
     monotonic clock were ``length_s`` apart (the longest of the sleep's ``gaps`` gaps over
     the threshold): the process was descheduled, or the vCPU was (hypervisor steal, host
-    interrupts); nothing of ours runs in a spin. Inside the edge's warm-up (which is not a
-    spin) the time off the CPU counts, from the thread's CPU clock: that clock is coarse
-    for a stall of the host, so only long ones show there.
+    interrupts); nothing of ours runs in a spin. The edge's warm-up (tens of us, just
+    before the deadline) is not a spin: a stall inside it is not seen.
 
     ``kind`` "call": the sleep was called ``length_s`` after its deadline (the code before
     it was late: the clock cannot say why).
@@ -337,18 +336,13 @@ class RealClock:
         if warm is not None and now < deadline - WARM_S:
             # Nothing else runs while this spins, so what warm() reads is what the edge
             # will. Woken later than that, the edge goes first: warming would delay it.
-            before = self._spin(deadline - WARM_S, now, gaps)
-            cpu = time.thread_time()
+            self._spin(deadline - WARM_S, now, gaps)
             with contextlib.suppress(Exception):  # a warm-up never fails an edge
                 warm()
-            # warm() is not a spin: its own run time is no stall, its time off the CPU is
-            # (the thread's CPU clock, read once each side: no system call in the spins)
+            # warm() is not a spin: a stall inside it (tens of us of the 3 ms) is not seen.
+            # Its time off the CPU would need the thread's CPU clock, a system call each
+            # side, and one just before the edge made the edge's own path ~3.5 us slower.
             now = time.monotonic()
-            off = (now - before) - (time.thread_time() - cpu)
-            if off > self.stall_threshold_s:
-                # placed at the warm-up's end: one that ends past the deadline covers it
-                # (its own run is a few tens of us of the 150 us before the deadline)
-                gaps.append((now - off, off))
         now = self._spin(deadline, now, gaps)
         self._spins += 1
         if gaps:  # filed at the next sleep: the edge due now goes first
