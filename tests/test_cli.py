@@ -219,7 +219,7 @@ def test_bench_realtime_says_which_late_pulses_met_a_host_stall(
         assert row["unstalled_width_err_max_ms"] == pytest.approx(worst, abs=1e-4)
     for r in rows:
         for k in ("open_stall_ms", "close_stall_ms"):
-            assert not r[k] or float(r[k]) > 0.05  # a stall is over the threshold
+            assert not r[k] or float(r[k]) >= 0.05  # over the threshold (4 decimals)
     help_text = run_cli("bench", "realtime", "--help").out
     assert "late_pulses_stalled" in help_text
     assert "unstalled_width_err_p99_ms" in help_text

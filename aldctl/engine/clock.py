@@ -131,7 +131,8 @@ class LatenessStats:
 
 @dataclass(frozen=True, slots=True)
 class Stall:
-    """A precise sleep during which the thread was not running for a while.
+    """A precise sleep in which the clock saw something: the thread not running while it
+    spun, a late wake-up, or a late call.
 
     ``kind`` "spin": while it spun toward its deadline, two consecutive reads of the
     monotonic clock were ``length_s`` apart (the longest of the sleep's ``gaps`` gaps over
@@ -199,7 +200,7 @@ class StallReport:
     code, or the machine stalling it there, where the clock does not look)."""
     longest_late_wake_s: float
     recent: tuple[Stall, ...]
-    """The most recent stalled sleeps and late wakes, oldest first (at most
+    """The most recent stalled sleeps, late wakes and late calls, oldest first (at most
     :data:`STALL_HISTORY` by default)."""
     dropped: int
     """Older records no longer in ``recent``."""
