@@ -394,7 +394,7 @@ class FaultSpec:
                 Diagnostic(
                     Severity.ERROR,
                     f"--fault {text!r}: no fault kind '{kind.strip()}'",
-                    hint=did_you_mean(kind.strip(), kinds) or "see `aldctl run --help`",
+                    hint=did_you_mean(kind.strip(), kinds) or "`aldctl sim faults` lists them",
                 )
             )
         try:
@@ -410,7 +410,52 @@ class FaultSpec:
             raise UserError(f"--fault {text!r}: {usage}") from None
         if not (0 <= spec.at_s < 1e9) or (spec.duration_s is not None and spec.duration_s <= 0):
             raise UserError(f"--fault {text!r}: times are seconds >= 0 (duration > 0)")
+        from sim.faults import check_params
+
+        try:
+            check_params(spec.kind, spec.params)
+        except ValueError as exc:
+            raise UserError(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"--fault {text!r}: {exc}",
+                    hint="`aldctl sim faults` lists every kind's parameters and ranges",
+                )
+            ) from None
         return spec
+
+    def text(self) -> str:
+        """The spec as ``--fault`` takes it (what the journal records)."""
+        out = self.kind + (f":{self.target}" if self.target else "") + f"@{self.at_s:g}"
+        out += f"+{self.duration_s:g}" if self.duration_s is not None else ""
+        return out + "".join(f",{k}={v:g}" for k, v in self.params.items())
+
+    def check_before_end(self, planned_s: float, latest_s: float) -> str | None:
+        """A fault set for after the run's planned end would never fire: refused when no
+        run of the plan lasts that long (every ``wait_until`` to its timeout: ``latest_s``);
+        a warning (returned) when it fires only if the waits take that long."""
+        if self.at_s >= latest_s:
+            waits = (
+                f"; {latest_s:.0f} s if every wait_until runs to its timeout"
+                if latest_s > planned_s
+                else ""
+            )
+            raise UserError(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"--fault {self.text()}: {self.at_s:g} s is at or after the run's planned "
+                    f"end ({planned_s:.0f} s of process time{waits}): the fault would never "
+                    "fire",
+                    hint=f"give a time before {planned_s:.0f} s (`aldctl plan` shows the timeline)",
+                )
+            )
+        if self.at_s >= planned_s:
+            return (
+                f"--fault {self.text()}: {self.at_s:g} s is after the run's planned end "
+                f"({planned_s:.0f} s when every wait_until is met at once): it fires only if "
+                "the waits take that much longer"
+            )
+        return None
 
     def inject(self, reactor: Any) -> None:
         """Schedule the fault on a simulated reactor, ``at_s`` after its present."""
@@ -481,6 +526,7 @@ def new_run(journal: Journal, req: RunRequest, realtime_detail: str) -> str:
             clock="real" if req.realtime else "virtual",
             realtime=realtime_detail,
             units_total=p.compiled.schedule.units,
+            faults=tuple(f.text() for f in req.faults),
         ),
         tool_key=p.tool_key,
     )

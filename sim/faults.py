@@ -48,6 +48,7 @@ exhaust failure mid-run can be injected like any other fault.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,29 +107,154 @@ COMM_KINDS = frozenset(
     }
 )
 
-_PARAMS: dict[FaultKind, dict[str, float | None]] = {
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One fault parameter: its default (None: decided at onset), the closed range of
+    values that mean something (``low_open``: ``low`` itself excluded), and what it is."""
+
+    default: float | None
+    low: float
+    high: float
+    meaning: str
+    low_open: bool = False
+
+    def check(self, kind: str, name: str, value: float) -> None:
+        """ValueError naming the fault, the parameter and its range, unless ``value`` is a
+        finite number inside the range."""
+        below = value <= self.low if self.low_open else value < self.low
+        if math.isfinite(value) and not below and value <= self.high:
+            return
+        msg = f"fault {kind}: {name}={value:g} is outside {self.range_text()} ({self.meaning})"
+        raise ValueError(msg)
+
+    def range_text(self) -> str:
+        lo = "(" if self.low_open else "["
+        return f"{lo}{self.low:g}, {self.high:g}]"
+
+
+PARAM_SPECS: dict[FaultKind, dict[str, ParamSpec]] = {
     FaultKind.VALVE_STUCK_CLOSED: {},
-    FaultKind.VALVE_STUCK_OPEN: {"leak_fraction": 1.0},
-    FaultKind.VALVE_SLOW: {"factor": 3.0},
-    FaultKind.MFC_LOW: {"max_sccm": None},
-    FaultKind.MFC_STUCK: {"frozen": 1.0, "offset_sccm": 0.0},
+    FaultKind.VALVE_STUCK_OPEN: {
+        "leak_fraction": ParamSpec(1.0, 0.0, 1.0, "1 = wide open, 0.01 = seat leak", True)
+    },
+    FaultKind.VALVE_SLOW: {
+        "factor": ParamSpec(3.0, 1.0, 1000.0, "dead times and stroke multiplied", True)
+    },
+    FaultKind.MFC_LOW: {
+        "max_sccm": ParamSpec(None, 0.0, 1e5, "flow cap, sccm; default half the setpoint at onset")
+    },
+    FaultKind.MFC_STUCK: {
+        "frozen": ParamSpec(1.0, 0.0, 1.0, "1: flow frozen at onset, 0: not"),
+        "offset_sccm": ParamSpec(0.0, -1e5, 1e5, "drift added to the flow, sccm"),
+    },
     FaultKind.HEATER_RUNAWAY: {},
     FaultKind.THERMOCOUPLE_BREAK: {},
-    FaultKind.PRESSURE_SPIKE: {"torr": 1.0, "leak_sccm": 0.0},
-    FaultKind.PUMP_DEGRADATION: {"factor": 0.3},
+    FaultKind.PRESSURE_SPIKE: {
+        "torr": ParamSpec(1.0, 0.0, 1000.0, "burst of carrier added to the chamber, Torr"),
+        "leak_sccm": ParamSpec(0.0, 0.0, 1e5, "lasting leak into the chamber, sccm"),
+    },
+    FaultKind.PUMP_DEGRADATION: {
+        "factor": ParamSpec(0.3, 0.0, 1.0, "pumping speed multiplied (0: pump stopped)")
+    },
     FaultKind.EMPTY_SOURCE: {},
-    FaultKind.COLD_SOURCE: {"drop_k": 30.0},
-    FaultKind.GAUGE_DRIFT: {"offset_torr": 0.05, "rate_torr_per_s": 0.0},
-    FaultKind.QCM_FAILURE: {"noise_hz": 50.0},
+    FaultKind.COLD_SOURCE: {
+        "drop_k": ParamSpec(30.0, 0.0, 500.0, "source temperature drop when unheated, K")
+    },
+    FaultKind.GAUGE_DRIFT: {
+        "offset_torr": ParamSpec(0.05, -1000.0, 1000.0, "reading offset, Torr"),
+        "rate_torr_per_s": ParamSpec(0.0, -10.0, 10.0, "reading drift, Torr/s"),
+    },
+    FaultKind.QCM_FAILURE: {"noise_hz": ParamSpec(50.0, 0.0, 1e6, "frequency noise, Hz")},
     FaultKind.PLASMA_NO_IGNITE: {},
-    FaultKind.PLASMA_HIGH_REFLECTED: {"fraction": 0.5},
+    FaultKind.PLASMA_HIGH_REFLECTED: {
+        "fraction": ParamSpec(0.5, 0.0, 1.0, "reflected/forward power when lit")
+    },
     FaultKind.COMM_TIMEOUT: {},
-    FaultKind.CORRUPT_FRAME: {"probability": 0.2},
-    FaultKind.TIMING_JITTER: {"jitter_ms": 5.0},
+    FaultKind.CORRUPT_FRAME: {
+        "probability": ParamSpec(0.2, 0.0, 1.0, "chance each frame is corrupted", True)
+    },
+    FaultKind.TIMING_JITTER: {
+        "jitter_ms": ParamSpec(5.0, 0.0, 10_000.0, "uniform extra command latency, ms", True)
+    },
     FaultKind.DISCONNECT: {},
     FaultKind.TOXIC_GAS_ALARM: {},
     FaultKind.EXHAUST_FLOW_LOSS: {},
 }
+"""Every kind's parameters: the one source of truth for ``inject``'s checks, ``aldctl run
+--fault``'s and ``aldctl sim faults``' listing."""
+
+_PARAMS: dict[FaultKind, dict[str, float | None]] = {
+    k: {n: p.default for n, p in ps.items()} for k, ps in PARAM_SPECS.items()
+}
+
+TARGETS: dict[FaultKind, str] = {
+    FaultKind.VALVE_STUCK_CLOSED: "a dose line (TMA, H2O, ...)",
+    FaultKind.VALVE_STUCK_OPEN: "a dose line",
+    FaultKind.VALVE_SLOW: "a dose line",
+    FaultKind.MFC_LOW: "an MFC (carrier, ...)",
+    FaultKind.MFC_STUCK: "an MFC",
+    FaultKind.HEATER_RUNAWAY: "a heater (substrate, ...)",
+    FaultKind.THERMOCOUPLE_BREAK: "a heater",
+    FaultKind.PRESSURE_SPIKE: "chamber",
+    FaultKind.PUMP_DEGRADATION: "pump",
+    FaultKind.EMPTY_SOURCE: "a dose line",
+    FaultKind.COLD_SOURCE: "a dose line",
+    FaultKind.GAUGE_DRIFT: "chamber",
+    FaultKind.QCM_FAILURE: "qcm",
+    FaultKind.PLASMA_NO_IGNITE: "rf",
+    FaultKind.PLASMA_HIGH_REFLECTED: "rf",
+    FaultKind.COMM_TIMEOUT: "a device of the tool (valves, chamber = the gauge, ...)",
+    FaultKind.CORRUPT_FRAME: "a device",
+    FaultKind.TIMING_JITTER: "a device",
+    FaultKind.DISCONNECT: "a device",
+    FaultKind.TOXIC_GAS_ALARM: "interlocks",
+    FaultKind.EXHAUST_FLOW_LOSS: "interlocks",
+}
+"""What each kind hits (its ``:TARGET``)."""
+
+EFFECTS: dict[FaultKind, str] = {
+    FaultKind.VALVE_STUCK_CLOSED: "the valve no longer opens",
+    FaultKind.VALVE_STUCK_OPEN: "the valve no longer closes",
+    FaultKind.VALVE_SLOW: "the valve opens and closes slower",
+    FaultKind.MFC_LOW: "the flow is capped",
+    FaultKind.MFC_STUCK: "the flow no longer follows its setpoint",
+    FaultKind.HEATER_RUNAWAY: "the heater's output is welded at 100 %",
+    FaultKind.THERMOCOUPLE_BREAK: "the temperature reading is lost",
+    FaultKind.PRESSURE_SPIKE: "a burst of gas into the chamber",
+    FaultKind.PUMP_DEGRADATION: "the pump slows",
+    FaultKind.EMPTY_SOURCE: "the source delivers nothing",
+    FaultKind.COLD_SOURCE: "the source cools (unheated) or its heater element opens",
+    FaultKind.GAUGE_DRIFT: "the gauge reads off",
+    FaultKind.QCM_FAILURE: "the crystal reading turns to noise",
+    FaultKind.PLASMA_NO_IGNITE: "the plasma does not strike",
+    FaultKind.PLASMA_HIGH_REFLECTED: "the match reflects power",
+    FaultKind.COMM_TIMEOUT: "the device stops answering",
+    FaultKind.CORRUPT_FRAME: "the device's frames are corrupted",
+    FaultKind.TIMING_JITTER: "commands to the device are delayed",
+    FaultKind.DISCONNECT: "the device's link is closed",
+    FaultKind.TOXIC_GAS_ALARM: "the toxic-gas detector's input reads alarm",
+    FaultKind.EXHAUST_FLOW_LOSS: "the exhaust flow switch's input reads no flow",
+}
+
+
+def check_params(kind: FaultKind | str, params: dict[str, float | None]) -> None:
+    """ValueError unless every parameter is one ``kind`` takes, finite and in its range."""
+    kind = FaultKind(kind)
+    specs = PARAM_SPECS[kind]
+    unknown = sorted(set(params) - set(specs))
+    if unknown:
+        takes = sorted(specs) or "none"
+        msg = f"fault {kind}: unknown parameter(s) {unknown}; it takes {takes}"
+        raise ValueError(msg)
+    for name, value in params.items():
+        if value is None:
+            if specs[name].default is None:
+                continue
+            msg = f"fault {kind}: {name} needs a value"
+            raise ValueError(msg)
+        specs[name].check(str(kind), name, float(value))
+
 
 _DEFAULT_TARGET: dict[FaultKind, str] = {
     FaultKind.PRESSURE_SPIKE: "chamber",
@@ -246,10 +372,7 @@ class FaultInjector:
                 raise ValueError(msg)
             target = _DEFAULT_TARGET[kind]
         allowed = _PARAMS[kind]
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            msg = f"fault {kind}: unknown parameter(s) {unknown}; it takes {sorted(allowed)}"
-            raise ValueError(msg)
+        check_params(kind, params)
         self._reactor._check_fault_target(kind, target)
         if after_actuations is not None:
             actuations_of = actuations_of or target
@@ -437,3 +560,21 @@ class FaultInjector:
             }
             for f in self._data.faults
         ]
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every fault kind, what it hits and does, and its parameters (for listings)."""
+    return [
+        {
+            "kind": str(k),
+            "target": TARGETS[k],
+            "default_target": _DEFAULT_TARGET.get(k),
+            "effect": EFFECTS[k],
+            "communication": k in COMM_KINDS,
+            "params": {
+                n: {"default": p.default, "range": p.range_text(), "meaning": p.meaning}
+                for n, p in PARAM_SPECS[k].items()
+            },
+        }
+        for k in FaultKind
+    ]

@@ -430,6 +430,11 @@ class Reactor(FaultEffects):
         now = self._s.now
         return {ln.cfg.name: max(ln.valve.position(now), ln.leak) >= 0.5 for ln in self._s.lines}
 
+    def valves_commanded(self) -> dict[str, bool]:
+        """What each dose valve was last commanded (True: open), whatever its stem does: a
+        stuck valve's command and position differ."""
+        return {ln.cfg.name: ln.valve.commanded for ln in self._s.lines}
+
     def read_pump_isolation(self) -> bool:
         """Whether the pump isolation valve is open (the chamber is pumped)."""
         return bool(self._s.pump_open)

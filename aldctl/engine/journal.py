@@ -43,7 +43,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,7 @@ _RUN_COLUMNS = (
     ("owner_token", "TEXT"),
     ("pid_start", "TEXT"),
     ("lease_until", "REAL"),
+    ("faults", "TEXT"),
 )
 
 ACTIVE = "running"
@@ -185,6 +186,9 @@ class RunMeta:
     clock: str
     realtime: str
     units_total: int
+    faults: tuple[str, ...] = ()
+    """Simulator faults injected into the run (``aldctl run --fault``), as given: a record
+    of a faulted run must not pass for one of a real failure."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,8 @@ class RunRecord:
     units_done: int
     process_s: float
     summary: dict[str, Any]
+    faults: list[str] = field(default_factory=list)
+    """Simulator faults injected into the run (``aldctl run --fault``)."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +344,7 @@ class Journal:
         self.path = data_dir / "journal.sqlite"
         self.readonly = readonly
         self.damaged: str | None = None
+        self._missing_cols: set[str] = set()
         self.notice: str | None = None
         """What opening it did that the user should hear of (a one-off migration)."""
         self.broken: str | None = None
@@ -545,8 +552,8 @@ class Journal:
                     "INSERT INTO runs (id, recipe_path, recipe_name, recipe_text, recipe_sha256,"
                     " includes, overrides, params, config_path, config_text, tool, user, host,"
                     " pid, aldctl_version, clock, realtime, started_at, outcome, units_total,"
-                    " owner_token, pid_start, lease_until)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " owner_token, pid_start, lease_until, faults)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         run_id,
                         meta.recipe_path,
@@ -571,6 +578,7 @@ class Journal:
                         owner.token,
                         owner.pid_start,
                         owner.lease_until,
+                        json.dumps(list(meta.faults)) if meta.faults else None,
                     ),
                 )
         except sqlite3.DatabaseError as exc:
@@ -883,8 +891,8 @@ class Journal:
         row = self.db.execute(
             "SELECT id, recipe_path, recipe_name, recipe_text, recipe_sha256, includes, overrides,"
             " params, config_path, config_text, tool, user, host, pid, clock, realtime,"
-            " started_at, ended_at, outcome, reason, units_total, process_s, summary"
-            " FROM runs WHERE id=?",
+            " started_at, ended_at, outcome, reason, units_total, process_s, summary,"
+            f" {self._faults_col()} FROM runs WHERE id=?",
             (full,),
         ).fetchone()
         return self._record(row)
@@ -924,14 +932,19 @@ class Journal:
             units_done=int(done),
             process_s=max(float(row[21]), float(last_t)),
             summary=json.loads(row[22]),
+            faults=json.loads(row[23]) if row[23] else [],
         )
+
+    def _faults_col(self) -> str:
+        # a journal of an earlier aldctl opened read-only has no such column
+        return "NULL" if "faults" in self._missing_cols else "faults"
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
         rows = self.db.execute(
             "SELECT id, recipe_path, recipe_name, recipe_text, recipe_sha256, includes, overrides,"
             " params, config_path, config_text, tool, user, host, pid, clock, realtime,"
-            " started_at, ended_at, outcome, reason, units_total, process_s, summary"
-            " FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
+            " started_at, ended_at, outcome, reason, units_total, process_s, summary,"
+            f" {self._faults_col()} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [self._record(r) for r in rows]

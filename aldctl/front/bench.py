@@ -942,7 +942,15 @@ def bench_faults(
                     error = repr(exc)
                 rec = journal.get(run_id)
                 journal_ok = rec.outcome not in ("", "running") and bool(rec.reason)
-                safe, why = _reactor_safe(reactor[0] if reactor else None, fault, spec.target)
+                check = _reactor_safe(
+                    reactor[0] if reactor else None,
+                    fault,
+                    spec.target,
+                    prep.tool,
+                    safe_errors,
+                    not_verified,
+                )
+                verdict = _verdict(check, "NOT verified safe" in reason)
                 detected = outcome != "complete" or bool(alarms)
                 why_not = NOT_OBSERVABLE.get((kind, phase), "")
                 rows.append(
@@ -959,25 +967,40 @@ def bench_faults(
                         "detected": detected,
                         "observable": not why_not,
                         "not_observable_because": why_not,
-                        "safe": safe,
-                        "unsafe_because": why,
+                        # the engine commanded the safe state and every command of it
+                        # took effect (safe_state_errors empty)
+                        "engine_safe_state": not check["engine"],
+                        "engine_not_safe": check["engine"],
+                        # the model, 10 s later: nothing open, lit, on or running away
+                        "physically_safe": not check["unsafe"],
+                        "unsafe_because": check["unsafe"],
+                        "held_by_fault": check["held"],
+                        "unsafe_unreported": check["unsaid"],
+                        "verdict": verdict,
                         "safe_state_errors": safe_errors,
                         # what the engine read back (after teardown or the abort)
                         "read_back": read_back,
                         "not_verified_safe": not_verified,
                         "journal_complete": journal_ok,
-                        "survived": safe and journal_ok and not error,
+                        "survived": verdict != "UNSAFE" and journal_ok and not error,
                     }
                 )
         finally:
             journal.close()
     n_survived = sum(1 for r in rows if r["survived"])
+    n_engine = sum(1 for r in rows if r["engine_safe_state"])
+    n_physical = sum(1 for r in rows if r["physically_safe"])
+    n_held = sum(1 for r in rows if r["verdict"] == "fault-held")
     n_detected = sum(1 for r in rows if r["detected"])
     n_observable = sum(1 for r in rows if r["observable"])
     return {
         "rows": rows,
         "runs": len(rows),
         "survived": n_survived,
+        "engine_safe_state": n_engine,
+        "physically_safe": n_physical,
+        "fault_held_reported": n_held,
+        "unsafe": sum(1 for r in rows if not r["survived"]),
         "detected": n_detected,
         "observable": n_observable,
         "detected_of_observable": sum(1 for r in rows if r["detected"] and r["observable"]),
@@ -986,21 +1009,115 @@ def bench_faults(
     }
 
 
-def _reactor_safe(reactor: Any, kind: str, target: str | None) -> tuple[bool, str]:
-    """After the run: every dose valve closed (but for one a stuck-open fault holds) and
-    the plasma off, judged on the model 10 s later (what a person would find)."""
-    if reactor is None:
-        return False, "no reactor"
+FAULT_HOLDS: dict[str, tuple[str, ...]] = {
+    "valve_stuck_open": ("valve", "pressure"),
+    "heater_runaway": ("heater",),
+    "pressure_spike": ("pressure",),
+    "pump_degradation": ("pressure",),
+}
+"""What each fault kind itself keeps unsafe, whatever the engine commands: a stuck-open
+valve (and the chamber pressure its gas holds up), a welded heater output, a leak or a weak
+pump holding the pressure up. For the valve and the heater, only the fault's own target."""
+
+
+def _reactor_safe(
+    sim: Any,
+    kind: str,
+    target: str | None,
+    tool: Any,
+    safe_state_errors: dict[str, str],
+    not_verified: dict[str, str],
+) -> dict[str, Any]:
+    """What the safe state promises, checked on the model after the run (10 s later, what a
+    person would find; heaters again 10 s after that, to see which way they go).
+
+    ``engine``: what the engine commanded that the safe state forbids (a dose valve
+    commanded open, RF or ozone on, a heater not at its safe-state setting as configured)
+    and the safe-state commands that failed. ``unsafe``: what the reactor physically is
+    (a dose valve open, plasma power, the ozone generator on, a heater above its setpoint
+    and rising or loop-off and heating, the chamber above its hold limit). ``held``: the
+    part of ``unsafe`` the injected fault itself holds (see :data:`FAULT_HOLDS`);
+    ``unsaid``: the part of ``unsafe`` the engine's read-back did not name."""
+    if sim is None:
+        return {"engine": ["no reactor"], "unsafe": ["no reactor"], "held": [], "unsaid": []}
     # through the simulation, so the valve module's watchdog acts at its time on the way
-    t = reactor.advance_to(reactor.reactor.now_ns + 10 * 10**9).truth()
-    open_lines = [
-        ln
-        for ln, pos in t.valve_positions.items()
-        if pos > 0.0 and not (kind == "valve_stuck_open" and ln == target)
+    r = sim.advance_to(sim.reactor.now_ns + 10 * 10**9)
+    t10 = r.truth()
+    engine: list[str] = [f"{dev}: safe-state command failed" for dev in safe_state_errors]
+    engine += [f"valve {ln} commanded open" for ln, c in r.valves_commanded().items() if c]
+    unsafe: dict[str, str] = {
+        f"valve {ln}": f"valve {ln} open ({pos:.0%})"
+        for ln, pos in t10.valve_positions.items()
+        if pos > 0.0
+    }
+    if r.has_plasma:
+        rf = r.read_plasma()
+        if rf.on:
+            engine.append("RF commanded on")
+        if rf.forward_w > 0.0:
+            unsafe["plasma"] = f"plasma: {rf.forward_w:.0f} W forward"
+    if r.has_ozone:
+        oz = r.read_ozone()
+        if oz.on:
+            engine.append("ozone generator commanded on")
+            unsafe["ozone"] = "ozone generator on"
+    hold = tool.limits.pressure.hold_above or tool.limits.pressure.max
+    if t10.pressure_torr > hold:
+        unsafe["pressure"] = f"chamber pressure {t10.pressure_torr:.2f} Torr above {hold:g} Torr"
+    setpoints = {h: r.read_heater(h).setpoint_c for h in r.heaters}
+    t20 = sim.advance_to(r.now_ns + 10 * 10**9).truth()
+    off = tool.safety.heaters_on_safe_state == "off"
+    over = tool.limits.over_temperature
+    for h, sp in setpoints.items():
+        if off and sp is not None:
+            engine.append(f"heater {h} at {sp:g} degC, not off (heaters_on_safe_state: off)")
+        a, b = t10.temperatures_c[h], t20.temperatures_c[h]
+        rising = b - a > 0.05
+        if (rising and (sp is None or b > sp + 1.0)) or (sp is not None and b > sp + over):
+            what = "and rising " if rising else ""
+            unsafe[f"heater {h}"] = f"heater {h} {b:.1f} degC {what}with its setpoint " + (
+                "off" if sp is None else f"{sp:g} degC"
+            )
+    holds = FAULT_HOLDS.get(kind, ())
+    held = [
+        k
+        for k in unsafe
+        if (k == "pressure" and "pressure" in holds)
+        or (k.split(" ")[0] in holds and k.split(" ", 1)[-1] == target)
     ]
-    if open_lines:
-        return False, "valve open: " + ", ".join(open_lines)
-    return True, ""
+
+    def named(k: str) -> bool:
+        if k == "pressure" or k in ("plasma", "ozone"):
+            return k in not_verified
+        dev = k.split(" ", 1)[1]
+        return any(
+            k in key or k in why or key == dev or (k.startswith("valve") and key == "valves")
+            for key, why in not_verified.items()
+        )
+
+    return {
+        "engine": engine,
+        "unsafe": list(unsafe.values()),
+        "held": [unsafe[k] for k in held],
+        "unsaid": [unsafe[k] for k in unsafe if not named(k)],
+    }
+
+
+def _verdict(check: dict[str, Any], said_reason: bool) -> str:
+    """``safe``: everything the engine commands is safe and the reactor is physically safe
+    (a safe-state command that failed on a bad link is allowed when the reactor is safe
+    all the same: retried, or closed by the valve module's watchdog; it shows as the
+    engine not having reached its safe state); ``fault-held``: unsafe only where the
+    injected fault itself holds it (a stuck-open valve, a welded heater output),
+    everything the engine commands safe, and the engine said so (not verified safe,
+    naming each); ``UNSAFE``: anything else."""
+    if any("safe-state command failed" not in e for e in check["engine"]):
+        return "UNSAFE"
+    if not check["unsafe"]:
+        return "safe"
+    if len(check["held"]) == len(check["unsafe"]) and not check["unsaid"] and said_reason:
+        return "fault-held"
+    return "UNSAFE"
 
 
 def format_fault_table(report: dict[str, Any]) -> str:
@@ -1021,7 +1138,9 @@ def format_fault_table(report: dict[str, Any]) -> str:
         if r["outcome"] == "complete" and not r["alarms"]:
             what = "-" if r.get("observable", True) else "n/o"
         nv = " NV" if r.get("not_verified_safe") else ""
-        return what + nv + ("" if r["survived"] else " UNSAFE")
+        if not r["survived"]:
+            return what + nv + " UNSAFE"
+        return what + nv + (" HELD" if r["verdict"] == "fault-held" else "")
 
     width = max(len(k) for k in kinds) + 2
     lines = ["fault".ljust(width) + "".join(p[:12].ljust(14) for p in phases)]
@@ -1035,10 +1154,15 @@ def format_fault_table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         "abort/fail: the run ended to the safe state; alarm: the run raised an alarm and went "
-        "on; -: not detected (the run completed without an alarm); UNSAFE: a valve left open "
-        "or the journal without its outcome; n/o: not observable in this phase (reasons below); "
-        "NV: the engine's read-back of the safe state (after the abort or teardown) did not "
-        "verify it safe, and the run's reason says why"
+        "on; -: not detected (the run completed without an alarm); n/o: not observable in "
+        "this phase (reasons below); NV: the engine's read-back of the safe state (after the "
+        "abort or teardown) did not verify it safe, and the run's reason says why; HELD: the "
+        "reactor is NOT physically safe because the fault itself prevents it (a stuck-open "
+        "valve and the pressure its gas holds up, a welded heater output), everything the "
+        "engine commands is safe, and the engine said so (NV, naming each); UNSAFE: the engine "
+        "left something unsafe commanded (a dose valve open, RF or ozone on, a heater not at "
+        "its safe-state setting), or the reactor is unsafe and the engine did not say so, or "
+        "the journal lacks the outcome or its reason"
     )
     reasons = dict.fromkeys(
         r["not_observable_because"] for r in rows if r.get("not_observable_because")
@@ -1047,8 +1171,20 @@ def format_fault_table(report: dict[str, Any]) -> str:
         kinds_of = sorted({r["fault"] for r in rows if r.get("not_observable_because") == why})
         lines.append(f"n/o ({', '.join(kinds_of)}): {why}")
     lines.append(
-        f"survived {report['survived']} of {report['runs']} (reactor safe, journal complete "
-        f"with its reason); detected {report['detected_of_observable']} of "
+        f"survived {report['survived']} of {report['runs']} (journal complete with its "
+        f"reason, and: reactor physically safe, or held unsafe by the fault itself and the "
+        f"engine said so); UNSAFE {report['unsafe']}"
+    )
+    lines.append(
+        f"  engine reached its safe state (commanded, every command answered) "
+        f"{report['engine_safe_state']} of {report['runs']}; reactor physically safe 10 s "
+        f"later (dose valves closed, no plasma, no ozone, no heater running away, pressure "
+        f"under the hold limit) {report['physically_safe']} of {report['runs']}; not safe "
+        f"because the fault itself prevents it, said by the engine (HELD) "
+        f"{report['fault_held_reported']} of {report['runs']}"
+    )
+    lines.append(
+        f"detected {report['detected_of_observable']} of "
         f"{report['observable']} observable ({report['runs'] - report['observable']} not "
         f"observable in their phase); internal "
         f"errors {report['internal_errors']}; {report['wall_s']:.1f} s"

@@ -444,9 +444,10 @@ def _execute_run(
     multiple=True,
     metavar="KIND[:TARGET][@T]",
     help="Inject a fault into the built-in simulated reactor, T seconds of process time "
-    "after the start (repeatable), e.g. valve_stuck_open:TMA@600, comm_timeout:gauge@700+5, "
-    "heater_runaway:substrate@300. Kinds: those of `aldctl sim serve --fault` "
-    "(README, Fault injection).",
+    "after the start (repeatable; before the planned end), e.g. valve_stuck_open:TMA@600, "
+    "comm_timeout:chamber@200+5, pressure_spike@100,torr=2. `aldctl sim faults` lists the "
+    "kinds, their targets and parameters (README, Fault injection). The run's record "
+    "keeps the faults injected.",
 )
 @data_dir_option
 def run(
@@ -498,6 +499,24 @@ def run(
                 "--fault injects into the built-in simulated reactor; with --config use "
                 "`aldctl sim serve --fault` and the real drivers"
             )
+        if fault_specs:
+            from aldctl.recipe.plan import plan
+
+            planned = plan(prepared.compiled.schedule, prepared.tool)
+            # with wait_until steps the plan's duration is a lower bound; the run lasts at
+            # most that plus every wait's timeout (holds aside)
+            latest = planned.duration_s + (planned.wait_timeouts_s if planned.lower_bound else 0)
+            for spec in fault_specs:
+                late = spec.check_before_end(planned.duration_s, latest)
+                if late is not None:
+                    click.echo(f"warning: {late}", err=True)
+            # the targets are checked on a reactor of this tool before the run is recorded
+            from aldctl.tool import build
+
+            probe = getattr(build(prepared.tool, seed=seed).simulation, "reactor", None)
+            if probe is not None:
+                for spec in fault_specs:
+                    spec.inject(probe)
     except UserError as exc:
         _fail(exc.diagnostics)
     if detach:
@@ -889,6 +908,7 @@ def _run_json(r: Any) -> dict[str, Any]:
         "process_s": r.process_s,
         "params": r.params,
         "overrides": r.overrides,
+        "faults": r.faults,
         "summary": r.summary,
     }
 
@@ -962,6 +982,11 @@ def runs_show(run_id: str, as_json: bool, plot: Path | None, data_dir: Path | No
     echo(f"  units {r.units_done}/{r.units_total}, process time {format_duration(r.process_s)}")
     if r.params:
         echo("  params: " + ", ".join(f"{k}={v}" for k, v in r.params.items()))
+    if r.faults:
+        echo(
+            "  injected faults (simulator, aldctl run --fault; not a hardware failure): "
+            + ", ".join(r.faults)
+        )
     for line, d in lines.items():
         area = d["mean_area_torr_s"]
         echo(
@@ -1398,6 +1423,44 @@ def sim_profile(
         echo(f"# saturation dose time on the model: {sp.true_saturation(ch, r):.4g} s", err=True)
 
 
+@sim.command("faults")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def sim_faults(as_json: bool) -> None:
+    """List the faults the simulator can inject: each kind, its target, what it does, and
+    its parameters with their defaults and ranges.
+
+    Give them to `aldctl run --fault` (the built-in simulated reactor, virtual time) or
+    `aldctl sim serve --fault` (the emulators behind the real drivers) as
+    KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...]; a kind whose target is a fixed
+    word (chamber, pump, rf, qcm, interlocks) takes it by default.
+
+    \b
+    Examples:
+      aldctl sim faults
+      aldctl run recipes/al2o3_tma_h2o.yaml --fault valve_stuck_open:TMA@300
+      aldctl run recipes/al2o3_tma_h2o.yaml --fault pressure_spike@100,torr=2
+      aldctl run recipes/al2o3_tma_h2o.yaml --fault comm_timeout:chamber@200+5
+    """
+    from sim.faults import catalogue
+
+    rows = catalogue()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["kind"]) for r in rows) + 2
+    for r in rows:
+        target = r["target"] + (" (default)" if r["default_target"] else "")
+        click.echo(f"{r['kind'].ljust(width)}:TARGET = {target}")
+        click.echo(f"{''.ljust(width)}{r['effect']}")
+        for name, p in r["params"].items():
+            default = "none" if p["default"] is None else f"{p['default']:g}"
+            click.echo(f"{''.ljust(width)}  {name}={default}  in {p['range']}: {p['meaning']}")
+    click.echo(
+        "\nas --fault KIND[:TARGET][@SECONDS][+DURATION][,PARAM=VALUE...], e.g. "
+        "valve_stuck_open:TMA@300 or pressure_spike@100,torr=2 (`aldctl run --help`)"
+    )
+
+
 @sim.command("serve")
 @config_option
 @click.option(
@@ -1416,7 +1479,8 @@ def sim_profile(
     multiple=True,
     metavar="KIND[:TARGET][@S][+DUR][,P=V]",
     help="Inject a simulator fault, e.g. comm_timeout:chamber@30+10 or "
-    "pressure_spike@20,torr=0,leak_sccm=90. Repeatable.",
+    "pressure_spike@20,torr=0,leak_sccm=90. Repeatable. `aldctl sim faults` lists the kinds, "
+    "their targets and parameters.",
 )
 def sim_serve(
     config: Path | None, state_dir: Path | None, seed: int, faults: tuple[str, ...]

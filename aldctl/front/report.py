@@ -67,6 +67,9 @@ class Data:
         return dict(json.loads(s)) if isinstance(s, str) else dict(s)
 
 
+FAULTS_WORDS = "simulator faults (aldctl run --fault), not a hardware failure: "
+
+
 def load(journal: Journal, run_id: str) -> Data:
     full = journal.resolve(run_id)
     rec = journal.get(full)
@@ -81,6 +84,7 @@ def load(journal: Journal, run_id: str) -> Data:
     run = dict(zip(names, cur.fetchone(), strict=True))
     run["outcome"], run["reason"] = rec.outcome, rec.reason
     run["units_done"], run["process_s"] = rec.units_done, rec.process_s
+    run["faults"] = rec.faults
     events = db.execute(
         "SELECT t, kind, state, message FROM events WHERE run_id=? ORDER BY seq", (full,)
     ).fetchall()
@@ -567,6 +571,11 @@ def _summary_html(d: Data) -> str:
             f"{_e(r['reason'])}",
         ),
         ("safe state read back", _e(read_back_text(s))),
+        *(
+            [("injected faults", _e(FAULTS_WORDS + ", ".join(r["faults"])))]
+            if r.get("faults")
+            else []
+        ),
         (
             "duration",
             f"planned {_dur(planned)}{bound}, actual {_dur(actual)} of process time"
@@ -706,6 +715,11 @@ def pdf_report(d: Data, path: Path) -> None:
             "",
             f"outcome: {r['outcome']}: {r['reason']}",
             f"safe state read back: {read_back_text(s)}",
+            *(
+                [f"injected faults: {FAULTS_WORDS}{', '.join(r['faults'])}"]
+                if r.get("faults")
+                else []
+            ),
             f"units of main: {r['units_done']} / {r['units_total']}",
             f"process time: {_dur(r['process_s'])} (planned {_dur(d.plan.get('duration_s'))})",
             f"resumes: {resumes}, holds: {nholds}",

@@ -13,9 +13,12 @@ import pytest
 
 from aldctl.front.bench import (
     FAULT_PHASES,
+    FAULT_RECIPE,
     FAULT_TARGETS,
     FAULT_VARIANTS,
     NOT_OBSERVABLE,
+    _reactor_safe,
+    _verdict,
     bench_faults,
     format_fault_table,
 )
@@ -109,7 +112,17 @@ def test_fault_campaign(campaign: bool) -> None:
     assert report["internal_errors"] == 0
     for r in rows:
         assert r["journal_complete"], r  # every run's outcome and reason are journaled
-        assert r["safe"], r
+        # the reactor physically safe, or unsafe only where the fault itself holds it and
+        # the engine said so; nothing unsafe commanded, nothing unsafe left unsaid
+        assert r["survived"], r
+        assert r["verdict"] in ("safe", "fault-held"), r
+        assert not r["unsafe_unreported"], r
+        if r["fault"] in ("valve_stuck_open", "heater_runaway"):
+            # on 0b233ca counted "survived (reactor safe)": TMA open at 4.31 Torr, the
+            # substrate at 178 degC and rising
+            assert not r["physically_safe"], r
+            assert r["verdict"] == "fault-held", r
+            assert "NOT verified safe" in r["reason"], r
         if r["fault"] in MUST_DETECT and r["phase"] != "teardown":
             assert r["outcome"] in ("aborted", "failed"), r
             assert r["reason"], r
@@ -186,6 +199,7 @@ def test_run_fault_refuses_bad_specs(
     assert res.code == 2
     assert message in res.err
     assert "internal" not in res.err
+    assert _runs(run_cli, tmp_path) == []  # refused before the run was recorded
 
 
 def test_a_fault_in_teardowns_last_seconds_leaves_the_run_not_verified_safe(
@@ -213,3 +227,169 @@ def test_a_fault_in_teardowns_last_seconds_leaves_the_run_not_verified_safe(
     shown = run_cli("runs", "show", out["run_id"], "--data-dir", str(tmp_path))
     assert "NOT verified safe after teardown (chamber pressure" in shown.out
     assert "alarm.alarm" in shown.out
+
+
+def _campaign_sim(tmp_path: Path) -> Any:
+    from aldctl.session import prepare
+    from aldctl.tool import build
+
+    path = tmp_path / "campaign.yaml"
+    path.write_text(FAULT_RECIPE)
+    tool = prepare(path, None, ()).tool
+    return build(tool, seed=0).simulation, tool
+
+
+def test_the_safe_criterion_checks_the_plasma_and_the_heaters(tmp_path: Path) -> None:
+    """A plasma left lit is unsafe (on 0b233ca the criterion, "dose valves closed", called
+    it safe although its docstring promised the plasma); a heater at its safe-state
+    setting is safe; the same reactor with a commanded-open valve the engine did not
+    report is UNSAFE, not "held by the fault"."""
+    sim, tool = _campaign_sim(tmp_path)
+    quiet = _reactor_safe(sim, "qcm_failure", None, tool, {}, {})
+    assert quiet == {"engine": [], "unsafe": [], "held": [], "unsaid": []}
+    assert _verdict(quiet, said_reason=False) == "safe"
+
+    sim.reactor.set_rf(True, 200.0)
+    lit = _reactor_safe(sim, "plasma_high_reflected", None, tool, {}, {})
+    assert "RF commanded on" in lit["engine"]
+    assert any(u.startswith("plasma: 200 W forward") for u in lit["unsafe"])
+    assert _verdict(lit, said_reason=False) == "UNSAFE"
+    sim.reactor.set_rf(False, 0.0)
+
+    # a welded heater output: held by the fault, but only when the engine said so
+    sim.reactor.faults.inject("heater_runaway", "substrate")
+    hot = _reactor_safe(sim, "heater_runaway", "substrate", tool, {}, {})
+    assert hot["held"] == hot["unsafe"]
+    assert "rising" in hot["unsafe"][0]
+    assert _verdict(hot, said_reason=False) == "UNSAFE"  # unsafe and unsaid
+    said = {"substrate": "heater substrate: 190 degC and rising"}
+    hot = _reactor_safe(sim, "heater_runaway", "substrate", tool, {}, said)
+    assert _verdict(hot, said_reason=True) == "fault-held"
+    # the same heater, but the campaign's fault was another: not the fault's to hold
+    other = _reactor_safe(sim, "qcm_failure", None, tool, {}, said)
+    assert other["held"] == []
+    assert _verdict(other, said_reason=True) == "UNSAFE"
+
+
+def test_the_table_reports_engine_physical_and_held_apart() -> None:
+    report = bench_faults(cells=[("valve_stuck_open", "purge"), ("qcm_failure", "purge")])
+    stuck, qcm = report["rows"]
+    assert stuck["verdict"] == "fault-held"
+    assert stuck["engine_safe_state"]  # every valve commanded closed and answered
+    assert any(u.startswith("valve TMA open") for u in stuck["unsafe_because"])
+    assert qcm["verdict"] == "safe"
+    assert qcm["physically_safe"]
+    table = format_fault_table(report)
+    assert "abort NV HELD" in table
+    assert "survived 2 of 2" in table
+    assert "reactor physically safe 10 s later" in table
+    assert ") 1 of 2; not safe because the fault itself prevents it" in table
+    assert "(HELD) 1 of 2" in table
+
+
+def _runs(run_cli: Callable[..., Any], data: Path) -> list[Any]:
+    res = run_cli("runs", "list", "--json", "--data-dir", str(data))
+    return json.loads(res.out) if res.code == 0 and res.out.strip() else []
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("pressure_spike@100,torr=nan", "torr=nan is outside [0, 1000]"),
+        ("pressure_spike@100,torr=-5", "torr=-5 is outside"),
+        ("valve_slow:TMA@100,factor=0", "factor=0 is outside (1, 1000]"),
+        ("valve_stuck_open:TMA@100,leak_fraction=inf", "leak_fraction=inf is outside"),
+        ("corrupt_frame:valves@100,probability=2", "probability=2 is outside"),
+        ("valve_slow:TMA@100,speed=2", "unknown parameter(s) ['speed']; it takes ['factor']"),
+    ],
+)
+def test_run_fault_refuses_bad_parameters_before_the_run(
+    tmp_path: Path, run_cli: Callable[..., Any], fault: str, message: str
+) -> None:
+    """On 0b233ca these were accepted (torr=nan surfaced mid-run as "device 'gauge' stopped
+    answering: ValueError")."""
+    res = run_cli("run", str(RECIPE), "--fault", fault, "--data-dir", str(tmp_path))
+    assert res.code == 2, res.out + res.err
+    assert message in res.err
+    assert "aldctl sim faults" in res.err  # where the ranges are listed
+    assert _runs(run_cli, tmp_path) == []  # refused before any record
+
+
+def test_run_fault_after_the_planned_end_is_refused_or_warned(
+    tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    """cycles=2 plans 502 s (a lower bound: the recipe waits on conditions, 2700 s
+    at most). On 0b233ca @99999 and @600 were accepted; neither fired, rc 0, nothing said."""
+    args = ("run", str(RECIPE), "--set", "cycles=2", "--data-dir", str(tmp_path))
+    res = run_cli(*args, "--fault", "valve_stuck_open:TMA@99999")
+    assert res.code == 2
+    assert "at or after the run's planned end (502 s of process time" in res.err
+    assert "the fault would never fire" in res.err
+    assert _runs(run_cli, tmp_path) == []
+    res = run_cli(*args, "--fault", "valve_stuck_open:TMA@600", "--json")
+    assert "warning: --fault valve_stuck_open:TMA@600: 600 s is after the run's planned end" in (
+        res.err
+    )
+    assert json.loads(res.out)["outcome"] == "complete"
+
+
+def test_run_fault_is_kept_in_the_runs_record(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+    """On 0b233ca the journal kept no trace of an injected fault: its record read like a
+    real hardware failure."""
+    from aldctl.engine.journal import Journal
+    from aldctl.front import report
+
+    res = run_cli(
+        "run",
+        str(RECIPE),
+        "--set",
+        "cycles=2",
+        "--fault",
+        "pressure_spike@100,torr=0.5",
+        "--fault",
+        "comm_timeout:chamber@200+3",
+        "--json",
+        "--data-dir",
+        str(tmp_path),
+    )
+    run_id = json.loads(res.out)["run_id"]
+    want = ["pressure_spike@100,torr=0.5", "comm_timeout:chamber@200+3"]
+    shown = run_cli("runs", "show", run_id, "--data-dir", str(tmp_path))
+    assert (
+        "injected faults (simulator, aldctl run --fault; not a hardware failure): "
+        + (", ".join(want))
+        in shown.out
+    )
+    as_json = run_cli("runs", "show", run_id, "--json", "--data-dir", str(tmp_path))
+    assert json.loads(as_json.out)["faults"] == want
+    journal = Journal(tmp_path, readonly=True)
+    try:
+        html = report._summary_html(report.load(journal, run_id))
+    finally:
+        journal.close()
+    assert "injected faults" in html
+    assert "comm_timeout:chamber@200+3" in html
+    plain = run_cli("run", str(RECIPE), "--set", "cycles=1", "--json", "--data-dir", str(tmp_path))
+    other = run_cli("runs", "show", json.loads(plain.out)["run_id"], "--data-dir", str(tmp_path))
+    assert "injected faults" not in other.out
+
+
+def test_sim_faults_lists_every_kind_with_its_parameters(run_cli: Callable[..., Any]) -> None:
+    from sim.faults import PARAM_SPECS, FaultKind
+
+    res = run_cli("sim", "faults", "--json")
+    assert res.code == 0
+    rows = {r["kind"]: r for r in json.loads(res.out)}
+    assert set(rows) == {k.value for k in FaultKind}
+    for kind, specs in PARAM_SPECS.items():
+        assert set(rows[kind.value]["params"]) == set(specs)
+    assert rows["pressure_spike"]["params"]["torr"]["default"] == 1.0
+    assert rows["pressure_spike"]["default_target"] == "chamber"
+    text = run_cli("sim", "faults").out
+    assert "torr=1  in [0, 1000]" in text
+    assert "valve_stuck_open" in text
+    # the pointer of `run --help` leads somewhere
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "## Fault injection" in readme or "### Fault injection" in readme
+    assert "aldctl sim faults" in readme
+    assert "aldctl sim faults" in run_cli("run", "--help").out
