@@ -664,6 +664,15 @@ class Safety:
                     f"heater {ch}: {tr.pv_c:.1f} degC and rising ({pv0:.1f} degC when "
                     f"{self.verify_from}) with its setpoint {spt}"
                 )
+            elif tsp is not None and tr.pv_c > tsp + lim.over_temperature and tr.pv_c >= pv0:
+                # Over the limit the run aborts for, and not cooling since the read-back
+                # began: not safe yet (a welded output climbs ~0.7 K/s, under the rise a
+                # poll apart that tells a runaway; a heater that is cooling passes)
+                out[ch] = (
+                    f"heater {ch}: {tr.pv_c:.1f} degC, more than {lim.over_temperature:g} K "
+                    f"above its {tsp:g} degC setpoint and not cooling ({pv0:.1f} degC when "
+                    f"{self.verify_from})"
+                )
             elif climbing and tr.pv_c > low + VERIFY_RISE_K:
                 pending.add(ch)  # more than noise: watch on before calling it safe
         if tool.gauge is not None:
