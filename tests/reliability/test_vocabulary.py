@@ -148,7 +148,7 @@ def test_a_junk_factor_anywhere_in_a_recipe_is_a_located_error(
     assert not any("internal" in x for x in msgs), msgs
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_a_junk_factor_anywhere_in_a_tool_config_is_an_error_at_its_line(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
@@ -232,7 +232,7 @@ def _respelt(draw: st.DrawFn, spelling: str) -> str:
     return draw(st.sampled_from(["", " "])) + out + draw(st.sampled_from(["", " "]))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.sampled_from(SPELLINGS).flatmap(lambda cs: st.tuples(st.just(cs[0]), _respelt(cs[1]))))
 def test_every_spelling_of_every_known_substrate_is_that_substrate(case: tuple[str, str]) -> None:
     canon, spelt = case
@@ -246,7 +246,7 @@ def _recipe(tmp: Path, material: str, t: str = "250 degC") -> Path:
     return r
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from([s for c, s in SPELLINGS if c == "Li-metal"] + LI_REVIEW).flatmap(_respelt))
 def test_the_li_metal_limit_holds_for_every_accepted_spelling(
     tmp_path_factory: pytest.TempPathFactory, spelt: str
@@ -343,3 +343,135 @@ def test_the_simulators_substrates_are_in_the_vocabulary() -> None:
     for name in kinetics.substrates():
         assert library.match_substrate(name) == name
     assert unicodedata.normalize("NFKC", "Ｌｉ") == "Li"
+
+
+# ---------------------------------------------------------------------- tool-config words
+
+YAML_BOOLEANS = ["no", "NO", "false", "yes", "on", "n"]
+
+
+@st.composite
+def _any_case(draw: st.DrawFn, word: str) -> str:
+    out = "".join(c.upper() if draw(st.booleans()) else c.lower() for c in word)
+    return _fullwidth(out) if draw(st.booleans()) else out
+
+
+def _load_lab(tmp: Path, old: str, new: str) -> Any:
+    from aldctl import config
+
+    c = tmp / "tool.yaml"
+    text = LAB.read_text()
+    assert old in text
+    c.write_text(text.replace(old, new, 1))
+    return config.load_tool(c)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["hold", "off"]).flatmap(lambda w: st.tuples(st.just(w), _any_case(w))))
+def test_heaters_on_safe_state_in_any_case(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[str, str]
+) -> None:
+    """``off`` unquoted as the README writes it, ``Hold`` as well as ``Off``."""
+    word, spelt = case
+    tool = _load_lab(
+        tmp_path_factory.mktemp("c"),
+        "heaters_on_safe_state: hold",
+        f"heaters_on_safe_state: {spelt}",
+    )
+    assert tool.safety.heaters_on_safe_state == word
+
+
+@pytest.mark.parametrize("quote", ["", "'"])
+@pytest.mark.parametrize("word", YAML_BOOLEANS)
+def test_a_yaml_boolean_is_not_a_safe_state(tmp_path: Path, word: str, quote: str) -> None:
+    """On 0b233ca ``no`` and ``false`` silently meant off."""
+    with pytest.raises(UserError) as exc:
+        _load_lab(
+            tmp_path, "heaters_on_safe_state: hold", f"heaters_on_safe_state: {quote}{word}{quote}"
+        )
+    (d,) = exc.value.diagnostics
+    assert str(d.location).startswith(f"{tmp_path / 'tool.yaml'}:109:"), d.format()
+    assert d.hint == "write hold or off", d.format()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.sampled_from(
+        [
+            ("heaters_on_safe_state: hold", "heaters_on_safe_state: {}", "hold", "off"),
+            ("fails: open}", "fails: {}}}", "open", "closed"),
+        ]
+    ),
+    st.data(),
+)
+def test_a_near_miss_of_a_closed_word_says_did_you_mean(
+    tmp_path_factory: pytest.TempPathFactory, field: tuple[str, str, str, str], data: st.DataObject
+) -> None:
+    old, new, word, other = field
+    i = data.draw(st.integers(0, len(word) - 1))
+    typo = data.draw(
+        st.sampled_from(
+            [
+                word[:i] + word[i + 1 :],
+                word[:i] + "x" + word[i:],
+                word[:i] + word[i] * 2 + word[i + 1 :],
+            ]
+        )
+    )
+    typo = data.draw(_any_case(typo))
+    with pytest.raises(UserError) as exc:
+        _load_lab(tmp_path_factory.mktemp("c"), old, new.format(typo))
+    (d,) = exc.value.diagnostics
+    assert d.hint in (f"did you mean '{word}'?", f"did you mean '{other}'?"), d.format()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["open", "closed"]).flatmap(lambda w: st.tuples(st.just(w), _any_case(w))))
+def test_a_valves_fail_position_in_any_case(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[str, str]
+) -> None:
+    from aldctl import config
+
+    word, spelt = case
+    if word == "closed":
+        # A pump isolation valve that fails closed needs a carrier shut-off; the model
+        # alone is what reads the word.
+        spec = config.ValveChannel.model_validate({"valve": "valves:15", "fails": spelt})
+        assert spec.fails == word
+        return
+    tool = _load_lab(tmp_path_factory.mktemp("c"), "fails: open}", f"fails: {spelt}}}")
+    assert tool.pump_isolation is not None
+    assert tool.pump_isolation.fails == word
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "words"),
+    [
+        ("OperatorSpec", "watchers", ("owner", "group", "any")),
+        ("LimitSpec", "action", ("hold", "abort", "warn")),
+    ],
+)
+def test_the_other_closed_words_of_the_config_read_alike(
+    model: str, field: str, words: tuple[str, ...]
+) -> None:
+    from pydantic import ValidationError
+
+    from aldctl import config
+
+    cls = getattr(config, model)
+    for word in words:
+        assert str(cls.model_validate({field: word.upper()}).model_dump()[field]) == word
+        with pytest.raises(ValidationError) as exc:
+            cls.model_validate({field: word[:-1] + "x" + word[-1]})
+        assert _word_error(exc.value).hint == f"did you mean '{word}'?"
+    with pytest.raises(ValidationError) as exc:
+        cls.model_validate({field: False})
+    assert "YAML boolean" in _word_error(exc.value).message
+
+
+def _word_error(exc: Any) -> Any:
+    from aldctl.config import WordError
+
+    cause = exc.errors()[0]["ctx"]["error"]
+    assert isinstance(cause, WordError)
+    return cause
