@@ -10,6 +10,8 @@ and provisions one line per chemical the recipe names (:func:`aldctl.session.pro
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -87,7 +89,52 @@ class ChannelRef(_Model):
 
 Channel = Annotated[ChannelRef, BeforeValidator(ChannelRef.parse)]
 
-FailPosition = Literal["closed", "open"]
+
+class WordError(ValueError):
+    """A word outside a closed vocabulary, with its hint (did you mean)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def _closed(*choices: str) -> BeforeValidator:
+    """A closed vocabulary: any case and width (NFKC), nothing else. A YAML 1.1 boolean
+    (``no``, ``false``, ``on``) is refused, not read as one of the words: parse_tool turns an
+    unquoted ``off`` back into the word where ``off`` is one (:data:`_OFF_WORD_FIELDS`)."""
+    listed = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+
+    def conv(v: object) -> object:
+        if isinstance(v, bool):
+            raise WordError(
+                f"a YAML boolean (unquoted yes, no, true, false, on, off) is not {listed}",
+                f"write {listed}",
+            )
+        if not isinstance(v, str):
+            raise WordError(f"'{shown(v)}' is not {listed}", f"write {listed}")
+        word = unicodedata.normalize("NFKC", v).strip().casefold()
+        if word in choices:
+            return word
+        if word in _YAML_BOOLEAN_WORDS:
+            raise WordError(
+                f"'{shown(v)}' is not {listed} (unquoted, YAML reads it as a boolean)",
+                f"write {listed}",
+            )
+        raise WordError(
+            f"'{shown(v)}' is not {listed}", did_you_mean(word, choices) or f"write {listed}"
+        )
+
+    return BeforeValidator(conv)
+
+
+_YAML_BOOLEAN_WORDS = frozenset({"yes", "no", "y", "n", "true", "false", "on", "off"})
+_OFF_WORD_FIELDS = (("safety", "heaters_on_safe_state"),)
+"""Closed-word settings with the word ``off``: YAML 1.1 reads an unquoted ``off`` as false,
+so parse_tool hands these the text as written (``off`` works unquoted, as the README writes
+it; ``no`` and ``false`` stay booleans and are refused)."""
+
+FailPosition = Annotated[Literal["closed", "open"], _closed("closed", "open")]
 """Where a valve goes de-energised: when its output drops (the I/O module's watchdog fired
 because the controller died, the module lost power, a cable was pulled)."""
 
@@ -210,7 +257,9 @@ class ChamberSpec(_Model):
     """Chamber gas residence time tau = V/S at process pressure (measure it from a pulse decay)."""
     purge_factor: float = Field(default=DEFAULT_PURGE_FACTOR, gt=0)
     """A purge shorter than this many residence times gets a warning."""
-    expose_carrier: Literal["stop", "reduce", "keep"] = "stop"
+    expose_carrier: Annotated[
+        Literal["stop", "reduce", "keep"], _closed("stop", "reduce", "keep")
+    ] = "stop"
     """What the carrier does while an ``expose`` step isolates the chamber from the pump,
     as the hardware does it: ``stop`` (its MFC to 0: the usual stop-flow), ``reduce`` (to
     ``expose_carrier_flow``) or ``keep`` (it keeps flowing and fills the chamber; only for
@@ -246,14 +295,14 @@ class LimitAction(StrEnum):
 class LimitSpec(_Model):
     max: float | None = None
     min: float | None = None
-    action: LimitAction = LimitAction.ABORT
+    action: Annotated[LimitAction, _closed(*LimitAction)] = LimitAction.ABORT
     for_: Seconds = Field(default=0.0, alias="for")
     """The value must stay out of band this long before the action fires."""
 
 
 class PressureLimit(_Model):
     max: Torr = 5.0
-    action: LimitAction = LimitAction.ABORT
+    action: Annotated[LimitAction, _closed(*LimitAction)] = LimitAction.ABORT
     hold_above: Torr | None = None
     """Hold (close dose valves, keep carrier) above this; abort above ``max``."""
     for_: Seconds = Field(default=0.0, alias="for")
@@ -282,16 +331,6 @@ class Limits(_Model):
     a hold restarts the unit, so a dose that always trips it would be retried for ever)."""
 
 
-def _yaml_word(v: Any) -> Any:
-    """YAML 1.1 reads an unquoted ``off``/``on``/``no``/``yes`` as a boolean; a closed
-    vocabulary that has the word ``off`` means the word."""
-    if v is False:
-        return "off"
-    if v is True:
-        return "on"
-    return v
-
-
 class SafetySpec(_Model):
     poll_interval: Seconds = 1.0
     watchdog_polls: int = Field(default=3, ge=1)
@@ -299,7 +338,7 @@ class SafetySpec(_Model):
     pressure_interval: Seconds | None = None
     """Read the chamber gauge alone this often between the polls and hold on a burst above
     ``limits.pressure.hold_above`` (None: the poll and the pulse monitor's reads only)."""
-    heaters_on_safe_state: Annotated[Literal["hold", "off"], BeforeValidator(_yaml_word)] = "hold"
+    heaters_on_safe_state: Annotated[Literal["hold", "off"], _closed("hold", "off")] = "hold"
     safe_state_timeout: Seconds = 5.0
     verify_time: Seconds = 30.0
     """After teardown the engine reads the tool back (dose valves closed, flows at their
@@ -327,7 +366,9 @@ class OperatorSpec(_Model):
 
     group: str | None = None
     """Members of this Unix group may command runs of this tool (besides their owner)."""
-    watchers: Literal["owner", "group", "any"] = "owner"
+    watchers: Annotated[Literal["owner", "group", "any"], _closed("owner", "group", "any")] = (
+        "owner"
+    )
     """Who may connect to watch: the owner only, the group, or anyone on the host."""
 
 
@@ -805,6 +846,24 @@ def _index(part: str) -> int | str:
     return int(part) if part.isdigit() else part
 
 
+def _off_words(tree: yamlsrc.Map, plain: dict[str, Any]) -> None:
+    """The text of an unquoted boolean where a word is meant: YAML 1.1 reads ``off`` and
+    ``no`` alike as false; the word's validator accepts ``off`` and refuses ``no``."""
+    for path in _OFF_WORD_FIELDS:
+        node: yamlsrc.Node | None = tree
+        where: Any = plain
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, yamlsrc.Map) else None
+            where = where.get(part) if isinstance(where, dict) else None
+        leaf = node.get(path[-1]) if isinstance(node, yamlsrc.Map) else None
+        if (
+            isinstance(leaf, yamlsrc.Scalar)
+            and isinstance(leaf.value, bool)
+            and isinstance(where, dict)
+        ):
+            where[path[-1]] = leaf.text
+
+
 def to_plain(node: yamlsrc.Node | None) -> Any:
     if node is None:
         return None
@@ -831,6 +890,11 @@ def validation_diagnostics(
         path = ".".join(shown(p) for p in err["loc"] if p != "for_") or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")
         hint = ""
+        if isinstance(cause, WordError):
+            msg, hint = cause.message, cause.hint
+        elif err["type"] in ("literal_error", "enum"):
+            expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            hint = did_you_mean(str(err.get("input", "")), expected)
         if err["type"] == "extra_forbidden":
             msg = unknown_key(err["loc"][-1])
             hint = "check the spelling; see the config reference in README.md"
@@ -899,8 +963,11 @@ def parse_tool(
             "a tool config is a YAML mapping with 'devices:' and optional 'lines:', "
             "'name:', 'limits:', ... (see the config reference in README.md)",
         )
+    plain = to_plain(tree)
+    if isinstance(tree, yamlsrc.Map) and isinstance(plain, dict):
+        _off_words(tree, plain)
     try:
-        tool = ToolConfig.model_validate(to_plain(tree))
+        tool = ToolConfig.model_validate(plain)
     except ValidationError as exc:
         validation_diagnostics(exc, tree, file, diags)
         diags.raise_if_errors()

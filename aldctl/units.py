@@ -51,10 +51,13 @@ class Kind(Enum):
 class UnitError(ValueError):
     """A value with a missing, unknown or wrong-dimension unit."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", *, specific: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.specific = specific
+        """The value has this kind's dimension and is wrong for it (a junk factor): the
+        error to show when a caller tries several kinds."""
 
 
 _NUMBER_UNIT = re.compile(
@@ -62,10 +65,14 @@ _NUMBER_UNIT = re.compile(
 )
 _DELTA_KINDS = (Kind.TEMPERATURE_DELTA, Kind.TEMPERATURE_RATE)
 
+_PINT_ERRORS = (ArithmeticError, LookupError, AttributeError, TypeError, ValueError, AssertionError)
+"""What pint raises, besides its own PintError, on a well-shaped but meaningless unit."""
+
 MAX_UNIT_CHARS = 40
 """Longest unit expression read ("mg/(cm**2*min)" is 14): pint's parser is super-linear
 (a 50 kB unit string took ~18 s), so length and token shape are checked before it runs."""
 _UNIT_WORD = r"(?:[A-Za-z_µμ°Ω][A-Za-z0-9_µμ°Ω]*|%)"
+_WORD = re.compile(_UNIT_WORD)
 _UNIT_TOKEN = re.compile(rf"\s*(?:{_UNIT_WORD}|\d+(?:\.\d+)?|\*\*|\*|/|\^|\(|\)|-)\s*")
 MIN_TIME_S = 1e-6
 """Shortest nonzero duration: the engine's timeline is in nanoseconds and no valve moves in
@@ -111,20 +118,24 @@ def _split(text: str) -> _Parsed:
     return _Parsed(float(m["num"]), m["unit"])
 
 
-def _check_unit_shape(unit: str, text: str, kind: Kind) -> None:
+def _check_unit_shape(unit: str, text: str, kind: Kind) -> list[str]:
     """A unit is whole tokens (names, exponents, ``* / ** ^``, balanced parentheses):
-    ``15 'ms`` and ``15 ms#`` are errors, not 15 ms with the junk dropped."""
+    ``15 'ms`` and ``15 ms#`` are errors, not 15 ms with the junk dropped. Returns the
+    unit's words (``ms``, ``%``), in order."""
     example = f"a {kind.label} is written like '{kind.example}'"
     if len(unit) > MAX_UNIT_CHARS:
         raise UnitError(f"the unit in '{text[:60]}' is too long", example)
     pos = 0
     depth = 0
+    words: list[str] = []
     while pos < len(unit):
         m = _UNIT_TOKEN.match(unit, pos)
         if m is None or m.end() == pos:
             bad = unit[pos]
             raise UnitError(f"unexpected character {bad!r} in the unit of '{text}'", example)
         tok = m.group().strip()
+        if _WORD.fullmatch(tok):
+            words.append(tok)
         if tok == "(":
             depth += 1
         elif tok == ")":
@@ -134,6 +145,7 @@ def _check_unit_shape(unit: str, text: str, kind: Kind) -> None:
         pos = m.end()
     if depth:
         raise UnitError(f"unbalanced '(' in the unit of '{text}'", example)
+    return words
 
 
 @lru_cache(maxsize=4096)
@@ -147,7 +159,9 @@ def parse(text: str, kind: Kind) -> float:
         raise UnitError(
             f"'{text}' has no unit; a {kind.label} needs one", f"write e.g. '{kind.example}'"
         )
-    _check_unit_shape(unit, text, kind)
+    words = _check_unit_shape(unit, text, kind)
+    if kind is Kind.FRACTION:
+        _check_fraction_unit(unit, words, text)
     if kind in _DELTA_KINDS:
         unit = re.sub(r"\bdeg(C|F)\b", r"delta_deg\1", unit)
     ureg = registry()
@@ -158,15 +172,7 @@ def parse(text: str, kind: Kind) -> float:
     try:
         units = ureg.parse_units(unit)
         dims = units.dimensionality
-    except (
-        pint.PintError,
-        ArithmeticError,
-        LookupError,
-        AttributeError,
-        TypeError,
-        ValueError,
-        AssertionError,
-    ) as exc:
+    except (pint.PintError, *_PINT_ERRORS) as exc:
         raise UnitError(
             f"unknown unit '{parsed.unit}' in '{text}'",
             f"a {kind.label} is written like '{kind.example}'",
@@ -177,6 +183,8 @@ def parse(text: str, kind: Kind) -> float:
             f"'{text}' is not a {kind.label}",
             f"a {kind.label} is written like '{kind.example}'",
         )
+    if kind is not Kind.FRACTION:
+        _check_no_pure_numbers(words, text, kind, ureg)
     try:
         q = ureg.Quantity(parsed.number, units)
         value = float(q.to(kind.unit).magnitude)
@@ -184,6 +192,43 @@ def parse(text: str, kind: Kind) -> float:
         raise UnitError(f"cannot read '{text}' as a {kind.label}: {exc}") from exc
     _check_magnitude(value, text, kind)
     return value
+
+
+FRACTION_UNITS = ("%", "percent", "ppm")
+"""The words a fraction is written in: one of them, alone."""
+
+
+def _check_fraction_unit(unit: str, words: list[str], text: str) -> None:
+    """A fraction is one fraction word: pint reads ``10 %%`` as 0.1 % and ``10 deg`` as
+    17 %, but an angle (deg, rad, turn) or a constant (pi) is not a share of anything."""
+    if unit.strip() in FRACTION_UNITS:
+        return
+    raise UnitError(
+        f"'{text}' is not a fraction: its unit must be one of "
+        + ", ".join(f"'{w}'" for w in FRACTION_UNITS),
+        "a fraction is written like '10 %'",
+        specific=any(w in FRACTION_UNITS for w in words),
+    )
+
+
+def _check_no_pure_numbers(words: list[str], text: str, kind: Kind, ureg: Any) -> None:
+    import pint
+
+    """A quantity with a dimension has no dimensionless factor: pint reads ``5 s%`` as
+    0.05 s, ``5 s ppm`` as 5 us and ``5 s/turn`` as 0.8 s, and ``%``, ``ppm``, ``deg``
+    (an angle), ``rad``, ``turn`` and ``pi`` all pass a dimension check."""
+    for word in words:
+        try:
+            dims = ureg.parse_units(word).dimensionality
+        except (pint.PintError, *_PINT_ERRORS):  # the whole expression parsed; a word alone may not
+            continue
+        if not dims:
+            raise UnitError(
+                f"'{text}': '{word}' is not a unit of {kind.label}",
+                f"'{word}' is a pure number that would scale the value; "
+                f"a {kind.label} is written like '{kind.example}'",
+                specific=True,
+            )
 
 
 def _check_magnitude(value: float, text: str, kind: Kind) -> None:

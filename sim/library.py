@@ -22,8 +22,11 @@ optional interaction table: a subcycle that follows a subcycle of another kind g
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
+import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -355,6 +358,108 @@ def substrate_limits() -> dict[str, float]:
     """Maximum temperature of each substrate the papers coat, degC (where they give one)."""
     raw = _read("processes.yaml")["substrate_limits"]
     return {k: float(v["max_T"]) for k, v in raw.items() if "max_T" in v}
+
+
+SUBSTRATE_FORM_WORDS = frozenset(
+    {
+        "foil",
+        "foils",
+        "metal",
+        "metals",
+        "metallic",
+        "anode",
+        "anodes",
+        "electrode",
+        "electrodes",
+        "sheet",
+        "sheets",
+        "disc",
+        "discs",
+        "disk",
+        "disks",
+        "chip",
+        "chips",
+        "ribbon",
+        "ribbons",
+        "strip",
+        "strips",
+        "film",
+        "films",
+        "wafer",
+        "wafers",
+        "substrate",
+        "substrates",
+        "piece",
+        "pieces",
+        "plate",
+        "plates",
+        "coupon",
+        "coupons",
+    }
+)
+"""Words that name a form, not a material: ``Li metal anode`` and ``Li foil`` are Li-metal."""
+
+
+def substrate_words(name: str) -> list[str]:
+    """``name``'s words after NFKC (fullwidth ``Ｌｉ`` is ``Li``) and case folding; every run
+    of characters other than letters and digits separates words."""
+    return re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", name).casefold())
+
+
+def fold_substrate(name: str) -> str:
+    """The spelling-free key of a substrate name: ``li_metal``, ``Li-Metal``, ``LI METAL``
+    and ``Li-metal`` all fold to ``limetal``."""
+    return "".join(substrate_words(name))
+
+
+@cache
+def substrate_vocabulary() -> dict[str, str]:
+    """Folded spelling -> canonical name, for every substrate the library names and every
+    alias it gives (``lithium`` -> Li-metal). An alias naming two substrates is a data
+    error, raised here rather than matching one of them by accident."""
+    raw = _read("processes.yaml")["substrate_limits"]
+    out: dict[str, str] = {}
+    for canon, spec in raw.items():
+        for spelling in (canon, *spec.get("aliases", ())):
+            key = fold_substrate(str(spelling))
+            if out.get(key, canon) != canon:
+                msg = f"substrate spelling {spelling!r} names both {out[key]} and {canon}"
+                raise ValueError(msg)
+            out[key] = str(canon)
+    return out
+
+
+def match_substrate(name: str) -> str | None:
+    """The canonical substrate ``name`` spells, or None when the library does not know it."""
+    vocab = substrate_vocabulary()
+    words = substrate_words(name)
+    material = [w for w in words if w not in SUBSTRATE_FORM_WORDS]
+    for spelt in ("".join(words), "".join(material)):
+        key = spelt
+        # Form words written without a separator ("lithiummetal", "LiFoil") end the key.
+        while key and key not in vocab:
+            form = next((f for f in SUBSTRATE_FORM_WORDS if key.endswith(f)), None)
+            if form is None:
+                break
+            key = key[: -len(form)]
+        if key and key in vocab:
+            return vocab[key]
+    return None
+
+
+def substrate_near_misses(name: str, *, limited_only: bool = False) -> list[str]:
+    """Canonical substrates ``name`` is probably a misspelling of (closest first), or whose
+    name or alias is one of its words (``Li ribbon``: Li-metal). ``limited_only``: only
+    those with a temperature limit."""
+    vocab = substrate_vocabulary()
+    if limited_only:
+        limits = substrate_limits()
+        vocab = {k: v for k, v in vocab.items() if v in limits}
+    words = substrate_words(name)
+    out = [vocab[w] for w in words if w in vocab]
+    close = difflib.get_close_matches(fold_substrate(name), list(vocab), n=3, cutoff=0.75)
+    out += [vocab[k] for k in close]
+    return list(dict.fromkeys(out))
 
 
 def find_cycle(chemicals: Iterable[str]) -> tuple[Process, str] | None:

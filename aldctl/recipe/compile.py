@@ -191,9 +191,12 @@ class _Compiler:
         sub = self.recipe.substrate
         if sub is None:
             return None, ""
-        if sub.max_temperature_c is not None:
-            return sub.max_temperature_c, f"the substrate's max_temperature ({sub.material})"
         limit = library.substrate_limits().get(sub.material)
+        declared = sub.max_temperature_c
+        # A recipe may lower the library's limit, never raise it: Li melts at 180.5 degC
+        # whatever max_temperature says.
+        if declared is not None and (limit is None or declared < limit):
+            return declared, f"the substrate's max_temperature ({sub.material})"
         if limit is not None:
             return limit, f"the {sub.material} substrate limit from the process library"
         return None, ""

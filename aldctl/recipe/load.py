@@ -10,7 +10,6 @@ is parsed for the field that uses it, so ``T: 225 degC`` can feed a temperature 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import errno
 import os
 import re
@@ -447,37 +446,51 @@ class _Parser:
         mp = self.mapping(node, "substrate", ("material", "max_temperature"), ("material",))
         if mp is None:
             return None
-        material = self._material(mp.get("material"), "substrate material") or "unknown"
+        material = (
+            self._material(
+                mp.get("material"), "substrate material", declared="max_temperature" in mp
+            )
+            or "unknown"
+        )
         tmax = self.quantity(
             mp.get("max_temperature"), Kind.TEMPERATURE, "substrate max_temperature", positive=False
         )
         return m.Substrate(material, tmax, mp.loc)
 
-    def _material(self, node: Node | None, what: str) -> str | None:
-        """A substrate material, canonical when the process library knows it.
+    def _material(self, node: Node | None, what: str, *, declared: bool = False) -> str | None:
+        """A substrate material from the process library's closed vocabulary.
 
         The library's materials carry temperature limits (Li-metal: 150 degC), so spelling
-        must not drop one: ``li-metal``, ``Li metal`` and ``LI_METAL`` are Li-metal, and a
-        near miss (``Li-metl``) is an error naming it. Other materials (Si, glass) are free
-        text without a limit."""
+        must not drop one: case, width (NFKC), separators, the library's aliases and words
+        naming a form are ignored (``lithium``, ``Li foil``, ``li_metal_anode`` are
+        Li-metal). Any other material is an error with "did you mean", unless the recipe
+        ``declared`` it with its own ``max_temperature``; even then a name that is close to,
+        or has a word naming, a substrate with a limit (``Li ribbon``) is refused."""
         name = self.word(node, what)
         if name is None or node is None:
             return name
-        known = library.substrate_limits()
-        folded = {_fold(k): k for k in known}
-        canonical = folded.get(_fold(name))
+        canonical = library.match_substrate(name)
         if canonical is not None:
             return canonical
-        close = difflib.get_close_matches(_fold(name), list(folded), n=1, cutoff=0.75)
-        if close:
-            self.err(
-                f"unknown {what} '{name}'",
-                node.loc,
-                f"did you mean '{folded[close[0]]}'? (the process library's substrates with "
-                f"limits: {', '.join(sorted(known))})",
+        near = library.substrate_near_misses(name, limited_only=declared)
+        if declared and not near:
+            return name
+        known = sorted(set(library.substrate_vocabulary().values()), key=str.casefold)
+        listing = f"the process library's substrates: {', '.join(known)}"
+        if declared and near:
+            hint = (
+                f"'{name}' reads as {near[0]}, whose limit a recipe cannot raise: write "
+                f"{near[0]}, or name a different material so it cannot be taken for it"
             )
-            return None
-        return name
+        elif near:
+            hint = f"did you mean '{near[0]}'? ({listing})"
+        else:
+            hint = (
+                f"{listing}; declare another material with its limit: "
+                f"substrate: {{material: {name}, max_temperature: 300 degC}}"
+            )
+        self.err(f"unknown {what} '{name}'", node.loc, hint)
+        return None
 
     def _cycles(self, node: Node | None) -> dict[str, m.Cycle]:
         out: dict[str, m.Cycle] = {}
@@ -646,6 +659,10 @@ class _Parser:
                 self.err(f"setpoint of {channel} is below absolute zero", node.loc)
                 return None
             return m.Setpoint(channel, value, vkind, node.loc)
+        specific = [e for e in errors if e.specific]
+        if specific:  # the right dimension with a junk factor ('200 degC%')
+            self.err(f"setpoint of {channel}: {specific[0].message}", node.loc, specific[0].hint)
+            return None
         first = errors[0]
         if (
             "unit" in first.message
@@ -1037,11 +1054,6 @@ class _Parser:
         self.includes.append(target)
         self.includes.extend(sub.includes)
         return m.Include(sub, loc)
-
-
-def _fold(name: str) -> str:
-    """Case, spaces, hyphens and underscores do not make another material."""
-    return re.sub(r"[\s_\-]+", "", name).casefold()
 
 
 def _uses_cycle(steps: tuple[m.Step, ...], name: str) -> bool:
