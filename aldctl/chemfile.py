@@ -63,6 +63,74 @@ _ASSUMED_P_TORR = 0.1
 _R = 8.314462618
 
 
+@dataclass(frozen=True)
+class Range:
+    """Where a physical quantity of a chemistry file makes sense, in its canonical unit
+    (degC, Torr, g/mol, g/cm**3, angstrom, or a plain number): the file's numbers reach the
+    simulator's formulas (1/T, log p, thickness / growth), so a value outside is refused at
+    its own line before any of them runs."""
+
+    lo: float
+    hi: float
+    lo_open: bool
+    unit: str
+    hint: str
+
+    def holds(self, v: float) -> bool:
+        return (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+
+    def text(self) -> str:
+        lo = "above" if self.lo_open else "at least"
+        return f"{lo} {self.lo:g} {self.unit} and at most {self.hi:g} {self.unit}".strip()
+
+
+ABS_ZERO_C = -273.15
+T_MAX_C = 2000.0
+TEMPERATURE = Range(
+    ABS_ZERO_C,
+    T_MAX_C,
+    True,
+    "degC",
+    "a temperature is above absolute zero (0 K = -273.15 degC); none of ALD's is above "
+    "2000 degC. Did you mean degC where you wrote K?",
+)
+SOURCE_T_LO_C, SOURCE_T_HI_C = -100.0, 500.0
+SOURCE_TEMPERATURE = Range(
+    SOURCE_T_LO_C,
+    SOURCE_T_HI_C,
+    False,
+    "degC",
+    "a source is chilled to -100 degC at the coldest and heated to 500 degC at most (most "
+    "run between 15 and 200 degC)",
+)
+VAPOUR_PRESSURE = Range(
+    0.0, 1e5, True, "Torr", "a vapour pressure is positive and below 1e5 Torr (130 atm)"
+)
+MOLAR_MASS = Range(
+    1.0, 10000.0, False, "g/mol", "H2 is 2 g/mol; the heaviest ALD precursors are ~1,000 g/mol"
+)
+DENSITY = Range(0.0, 30.0, True, "g/cm**3", "a solid film is denser than 0 and below 30 g/cm**3")
+GROWTH = Range(
+    0.0,
+    100.0,
+    True,
+    "angstrom",
+    "growth per cycle is positive and below 100 angstrom (ALD: 0.1-3, MLD up to ~20)",
+)
+SUPERCYCLE_GROWTH = Range(
+    0.0,
+    1000.0,
+    True,
+    "angstrom",
+    "growth per supercycle is positive and below 1000 angstrom (100 nm)",
+)
+CATIONS = Range(0.0, 100.0, True, "", "cations per formula unit: {Hf: 1}, {Li: 2, Si: 1}")
+RATIO = Range(1.0, 1000.0, False, "", "subcycles per supercycle: whole numbers 1..1000")
+INTERACTION = Range(
+    0.0, 100.0, True, "", "a growth factor after another subcycle, around 1 (0.5, 1.5)"
+)
+
+
 def default_path() -> Path | None:
     """The user file in effect: $ALDCTL_CHEMISTRY, or the platform config dir's."""
     env = os.environ.get(ENV)
@@ -154,19 +222,38 @@ class _Parser:
             self.err(f"{what}: missing '{key}'", node.loc)
         return v
 
-    def quantity(self, node: yamlsrc.Node | None, kind: Kind, what: str) -> float | None:
+    def quantity(
+        self, node: yamlsrc.Node | None, kind: Kind, what: str, rng: Range | None = None
+    ) -> float | None:
         if node is None:
             return None
         if not isinstance(node, yamlsrc.Scalar):
             self.err(f"{what}: expected a {kind.label} like '{kind.example}'", node.loc)
             return None
+        if rng is None and kind is Kind.TEMPERATURE:
+            rng = TEMPERATURE
         try:
-            return units.parse_value(node.value, kind)
+            v = units.parse_value(node.value, kind)
         except units.UnitError as exc:
-            self.err(f"{what}: {exc.message}", node.loc, exc.hint)
+            self.err(f"{what}: {exc.message}", node.loc, exc.hint or (rng.hint if rng else ""))
             return None
+        return self.within(v, node, what, rng)
 
-    def number(self, node: yamlsrc.Node | None, what: str, positive: bool = True) -> float | None:
+    def within(self, v: float, node: yamlsrc.Node, what: str, rng: Range | None) -> float | None:
+        """``v`` if ``rng`` holds it, else an error at ``node``'s own line."""
+        if rng is None or rng.holds(v):
+            return v
+        shown = node.value if isinstance(node, yamlsrc.Scalar) else v
+        self.err(f"{what}: '{shown}' is out of range: {rng.text()}", node.loc, rng.hint)
+        return None
+
+    def number(
+        self,
+        node: yamlsrc.Node | None,
+        what: str,
+        positive: bool = True,
+        rng: Range | None = None,
+    ) -> float | None:
         if node is None:
             return None
         if (
@@ -176,9 +263,14 @@ class _Parser:
             or not math.isfinite(node.value)
             or (positive and node.value <= 0)
         ):
-            self.err(f"{what}: expected a {'positive ' if positive else ''}number", node.loc)
+            self.err(
+                f"{what}: expected a {'positive ' if positive else ''}number"
+                + (f", not '{node.value}'" if isinstance(node, yamlsrc.Scalar) else ""),
+                node.loc,
+                rng.hint if rng is not None else "a plain number, like 1.5",
+            )
             return None
-        return float(node.value)
+        return self.within(float(node.value), node, what, rng)
 
     def text(self, node: yamlsrc.Node | None, what: str) -> str | None:
         if node is None:
@@ -265,18 +357,38 @@ def parse(tree: yamlsrc.Node | None, file: str) -> UserChemistry:
                     out.processes.append(got)
     del elements
     p.d.raise_if_errors()
-    _check_builds(p, out, procs)
+    _check_builds(p, out, chems, procs)
     return out
 
 
-def _check_builds(p: _Parser, out: UserChemistry, procs: yamlsrc.Node | None) -> None:
-    """Build every process with the file's data installed: what the checks above cannot
-    see (a ratio naming a subcycle the process does not have) is found here, located."""
-    from sim import library, userdata
+def _check_builds(
+    p: _Parser, out: UserChemistry, chems: yamlsrc.Node | None, procs: yamlsrc.Node | None
+) -> None:
+    """Build and use every entry with the file's data installed: what the checks above
+    cannot see (a ratio naming a subcycle the process does not have, a curve that
+    overflows) is found here. Whatever a chemical or process raises while being built or
+    evaluated becomes an error at that entry, never an internal error of every command
+    (the default chemistry file is read by all of them)."""
+    from sim import chemistry, library, userdata
+
+    def at(node: yamlsrc.Node | None, key: str) -> Location:
+        loc = node.key_loc(key) if isinstance(node, yamlsrc.Map) else None
+        return loc or Location(p.file, 1, 1)
 
     before = (dict(userdata.chemicals()), list(userdata.processes()), dict(userdata.phases()))
     try:
         userdata.install(out.chemicals, out.processes, out.phases)
+        for name, cspec in out.chemicals.items():
+            try:
+                _exercise_chemical(chemistry.build(name, cspec))
+            except Exception as exc:  # the entry's own data broke a formula: say where
+                p.err(
+                    f"chemicals.{name}: {_why(exc)}",
+                    at(chems, name),
+                    "check this chemical's numbers (source_T, vapour) for a slip",
+                )
+        if p.d.errors:
+            p.d.raise_if_errors()
         for spec, params in out.processes:
             pid = str(spec["id"])
             try:
@@ -285,15 +397,52 @@ def _check_builds(p: _Parser, out: UserChemistry, procs: yamlsrc.Node | None) ->
                     for k in pub.ratio or {}:
                         if k not in proc.cycles:
                             raise KeyError(f"ratio names '{k}', not a subcycle")
-            except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
-                loc = procs.key_loc(pid) if isinstance(procs, yamlsrc.Map) else None
+                _exercise_process(proc)
+            except (KeyError, ValueError, TypeError) as exc:
+                p.err(f"processes.{pid}: incomplete process description ({exc})", at(procs, pid))
+            except Exception as exc:  # the entry's own data broke a formula: say where
                 p.err(
-                    f"processes.{pid}: incomplete process description ({exc})",
-                    loc or Location(p.file, 1, 1),
+                    f"processes.{pid}: {_why(exc)}",
+                    at(procs, pid),
+                    "check this process's numbers (gpc, window, T) for a slip",
                 )
     finally:
         userdata.install(*before)
     p.d.raise_if_errors()
+
+
+def _why(exc: BaseException) -> str:
+    return f"its data cannot be used ({type(exc).__name__}: {exc})"
+
+
+def _exercise_chemical(c: Any) -> None:
+    """What the planner and the simulator compute from a chemical, over the temperatures
+    a source can have: a curve that overflows or goes negative raises here."""
+    if c.vapour is None:
+        return
+    temps = [SOURCE_T_LO_C, 25.0, SOURCE_T_HI_C]
+    if c.source_t_min is not None:
+        temps.append(c.source_t_min)
+    for t in temps:
+        v = c.vapour_pressure_torr(t)
+        if not (math.isfinite(v) and v >= 0):
+            msg = f"its vapour pressure at {t:g} degC is {v} Torr"
+            raise ValueError(msg)
+
+
+def _exercise_process(proc: Any) -> None:
+    lo, hi = proc.valid_range
+    temps = {lo, hi, proc.nominal_t, 25.0, 500.0}
+    for kind in proc.cycles.values():
+        temps.update(t for t, _ in kind.points)
+    for kind in proc.cycles:
+        for t in sorted(temps):
+            g = proc.gpc(t, kind)
+            if not (math.isfinite(g) and g >= 0):
+                msg = f"its growth per cycle at {t:g} degC is {g} angstrom"
+                raise ValueError(msg)
+    if proc.is_supercycle:
+        proc.sequence_growth(list(proc.cycles), proc.nominal_t)
 
 
 _CHEM_KEYS = (
@@ -331,10 +480,10 @@ def _chemical(
             p.need(node, key, what)
     role = role or (shipped.role.value if shipped else None)
     state = state or (shipped.state.value if shipped else None)
-    mass = p.quantity(node.get("molar_mass"), Kind.MOLAR_MASS, f"{what}.molar_mass")
-    if mass is not None and mass <= 0:
-        p.err(f"{what}.molar_mass: must be positive", node.loc)
-    src_t = p.quantity(node.get("source_T"), Kind.TEMPERATURE, f"{what}.source_T")
+    mass = p.quantity(node.get("molar_mass"), Kind.MOLAR_MASS, f"{what}.molar_mass", MOLAR_MASS)
+    src_t = p.quantity(
+        node.get("source_T"), Kind.TEMPERATURE, f"{what}.source_T", SOURCE_TEMPERATURE
+    )
     hazards = p.words(node.get("hazards"), f"{what}.hazards")
     if hazards is not None:
         from aldctl.hazards import CLASSES
@@ -385,7 +534,9 @@ def _chemical(
             spec["vapour"] = curve
             spec["vapour_assumed"] = False
     elif state in ("liquid", "solid") and "vapour" not in spec:
-        if src_t is None:
+        if src_t is None and node.get("source_T") is not None:
+            pass  # source_T itself is wrong, and said so at its line
+        elif src_t is None:
             p.err(
                 f"{what}: a {state} source needs its vapour pressure: 'vapour:' (points or "
                 "a curve) or at least 'source_T:'",
@@ -453,7 +604,8 @@ def _vapour(p: _Parser, node: yamlsrc.Node, what: str) -> dict[str, list[float]]
             coefs = [p.number(n, f"{where}.{form}", positive=False) for n in sub]
             if any(c is None for c in coefs):
                 return None
-            return {form: [float(c) for c in coefs if c is not None]}
+            curve = {form: [float(c) for c in coefs if c is not None]}
+            return curve if _curve_ok(p, curve, sub, where) else None
         p.err(f"{where}: expected points or {{antoine: [A, B, C]}} or {{cc: [A, B]}}", node.loc)
         return None
     if not isinstance(node, yamlsrc.Seq) or len(node) < 2:
@@ -470,10 +622,7 @@ def _vapour(p: _Parser, node: yamlsrc.Node, what: str) -> dict[str, list[float]]
             continue
         p.keys(item, ("T", "p"), where)
         t = p.quantity(p.need(item, "T", where), Kind.TEMPERATURE, f"{where}.T")
-        pr = p.quantity(p.need(item, "p", where), Kind.PRESSURE, f"{where}.p")
-        if pr is not None and pr <= 0:
-            p.err(f"{where}.p: a vapour pressure is positive", item.loc)
-            continue
+        pr = p.quantity(p.need(item, "p", where), Kind.PRESSURE, f"{where}.p", VAPOUR_PRESSURE)
         if t is not None and pr is not None:
             pts.append((t, pr))
     if len(pts) < len(node):
@@ -490,7 +639,58 @@ def _vapour(p: _Parser, node: yamlsrc.Node, what: str) -> dict[str, list[float]]
     if slope >= 0:
         p.err(f"{where}: vapour pressure must rise with temperature", node.loc)
         return None
-    return {"cc": [my - slope * mx, -slope]}
+    curve = {"cc": [my - slope * mx, -slope]}
+    return curve if _curve_ok(p, curve, node, where) else None
+
+
+_LOG10_P_RANGE = (-300.0, 12.0)
+"""log10(p/Torr) a curve may reach over the source temperatures: beyond, 10**x overflows
+a float or underflows to 0, and no vapour is denser than 1e12 Torr."""
+
+
+def _curve_ok(p: _Parser, curve: dict[str, list[float]], node: yamlsrc.Node, where: str) -> bool:
+    """The curve rises with temperature and stays a number over every temperature a source
+    can have (-100 .. 500 degC): the simulator evaluates it there."""
+    if "antoine" in curve:
+        a, b, c = curve["antoine"]
+        if c + SOURCE_T_LO_C <= 0:
+            p.err(
+                f"{where}.antoine: C = {c:g} puts the curve's pole (T = -C) inside the "
+                f"source temperatures {SOURCE_T_LO_C:g} .. {SOURCE_T_HI_C:g} degC",
+                node.loc,
+                "Antoine's C (T in degC) is typically 150-270; check the form: "
+                "{antoine: [A, B, C]} is log10(p/Torr) = A - B/(C + T/degC)",
+            )
+            return False
+
+        def log_p(t: float) -> float:
+            return a - b / (c + t)
+    else:
+        a, b = curve["cc"]
+
+        def log_p(t: float) -> float:
+            return a - b / (t - ABS_ZERO_C)
+
+    if b <= 0:
+        p.err(
+            f"{where}: B = {b:g}: vapour pressure must rise with temperature (B > 0)",
+            node.loc,
+            "log10(p/Torr) = A - B/T: B is positive",
+        )
+        return False
+    lo, hi = _LOG10_P_RANGE
+    for t in (SOURCE_T_LO_C, SOURCE_T_HI_C):
+        x = log_p(t)
+        if not lo <= x <= hi:
+            p.err(
+                f"{where}: the curve gives 10**{x:.1f} Torr at {t:g} degC (a source's "
+                f"temperatures are {SOURCE_T_LO_C:g} .. {SOURCE_T_HI_C:g} degC)",
+                node.loc,
+                "a vapour pressure curve stays between 1e-300 and 1e12 Torr there; check A "
+                "and B (log10 of Torr, T in K for cc, in degC for antoine)",
+            )
+            return False
+    return True
 
 
 def _decomposition(p: _Parser, node: yamlsrc.Node, what: str) -> dict[str, Any] | None:
@@ -541,10 +741,7 @@ def _points(
             continue
         p.keys(item, ("T", value_key), where)
         t = p.quantity(p.need(item, "T", where), Kind.TEMPERATURE, f"{where}.T")
-        g = p.quantity(p.need(item, value_key, where), Kind.GROWTH, f"{where}.{value_key}")
-        if g is not None and g <= 0:
-            p.err(f"{where}.{value_key}: growth per cycle is positive", item.loc)
-            continue
+        g = p.quantity(p.need(item, value_key, where), Kind.GROWTH, f"{where}.{value_key}", GROWTH)
         if t is not None and g is not None:
             out.append({"T": t, value_key: g})
     ts = [pt["T"] for pt in out]
@@ -574,13 +771,15 @@ def _phase(
         return None
     p.keys(node, ("formula", "density", "molar_mass", "cations"), where)
     formula = p.text(p.need(node, "formula", where), f"{where}.formula")
-    dens = p.quantity(p.need(node, "density", where), Kind.DENSITY, f"{where}.density")
-    mm = p.quantity(p.need(node, "molar_mass", where), Kind.MOLAR_MASS, f"{where}.molar_mass")
+    dens = p.quantity(p.need(node, "density", where), Kind.DENSITY, f"{where}.density", DENSITY)
+    mm = p.quantity(
+        p.need(node, "molar_mass", where), Kind.MOLAR_MASS, f"{where}.molar_mass", MOLAR_MASS
+    )
     cat = p.need(node, "cations", where)
     cations: dict[str, float] = {}
     if isinstance(cat, yamlsrc.Map):
         for k, v in cat.entries:
-            n = p.number(v, f"{where}.cations.{k.value}")
+            n = p.number(v, f"{where}.cations.{k.value}", rng=CATIONS)
             if n is not None:
                 cations[str(k.value)] = n
     elif cat is not None:
@@ -791,11 +990,24 @@ def _ratio_points(p: _Parser, node: yamlsrc.Node, what: str, spec: dict[str, Any
         ratio: dict[str, int] = {}
         if isinstance(r, yamlsrc.Map):
             for k, v in r.entries:
-                n = p.number(v, f"{where}.ratio.{k.value}")
-                if n is not None:
+                n = p.number(v, f"{where}.ratio.{k.value}", rng=RATIO)
+                if n is not None and n != int(n):
+                    p.err(
+                        f"{where}.ratio.{k.value}: '{n:g}' is not a whole number", v.loc, RATIO.hint
+                    )
+                elif n is not None:
                     ratio[str(k.value)] = int(n)
-        g = p.quantity(p.need(item, "value", where), Kind.GROWTH, f"{where}.value")
+            if not r.entries:
+                p.err(f"{where}.ratio: name at least one subcycle, like {{A: 1, B: 3}}", r.loc)
+        elif r is not None:
+            p.err(f"{where}.ratio: expected {{A: 1, B: 3}} (subcycle: count)", r.loc)
         per = p.choice(item.get("per"), ("cycle", "supercycle"), f"{where}.per") or "supercycle"
+        g = p.quantity(
+            p.need(item, "value", where),
+            Kind.GROWTH,
+            f"{where}.value",
+            GROWTH if per == "cycle" else SUPERCYCLE_GROWTH,
+        )
         if ratio and g is not None:
             pts.append({"ratio": ratio, "value": g, "per": per})
     spec["gpc_vs_ratio"] = pts
@@ -811,7 +1023,7 @@ def _interaction(
     out: dict[str, float] = {}
     for k, v in node.entries:
         kind, sep, prev = str(k.value).partition(" after ")
-        n = p.number(v, f"{where}.{k.value}")
+        n = p.number(v, f"{where}.{k.value}", rng=INTERACTION)
         if not sep:
             p.err(f"{where}: write the key as 'KIND after PREVIOUS'", k.loc)
         elif n is not None:

@@ -7,10 +7,12 @@ the vapour-pressure functions the source model and the planner share.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import yaml
 
@@ -120,31 +122,33 @@ def catalogue() -> dict[str, Chemical]:
     text = resources.files("sim.data").joinpath("chemicals.yaml").read_text(encoding="utf-8")
     raw = dict(yaml.load(text, Loader=_LOADER)["chemicals"])
     raw.update(userdata.chemicals())  # a lab's own entries, replacing shipped ones by name
-    out: dict[str, Chemical] = {}
-    for name, spec in raw.items():
-        dec = spec.get("decomposition")
-        out[name] = Chemical(
-            name=name,
-            formula=spec["formula"],
-            long_name=spec["name"],
-            role=Role(spec["role"]),
-            state=State(spec["state"]),
-            molar_mass=float(spec["mass"]),
-            source_t_min=float(spec["source_T"]) if "source_T" in spec else None,
-            source_t_assumed=spec.get("source_T_from", "assumed") != "data",
-            vapour=_parse_vapour(spec.get("vapour")),
-            element=spec.get("element"),
-            hazards=tuple(spec.get("hazards", ())),
-            feed_gas=spec.get("gas"),
-            decomposition_onset_c=float(dec["onset"]) if dec else None,
-            decomposition_from=str(dec.get("from", "")) if dec else "",
-            decomposition_note=str(dec.get("note", "")) if dec else "",
-            origin=str(spec.get("origin", "")),
-            source=str(spec.get("source", "")),
-            # chemicals.yaml: the "cc"/"antoine" curves are sourced, a "ref" point assumed
-            vapour_assumed=bool(spec.get("vapour_assumed", "ref" in (spec.get("vapour") or {}))),
-        )
-    return out
+    return {name: build(name, spec) for name, spec in raw.items()}
+
+
+def build(name: str, spec: Mapping[str, Any]) -> Chemical:
+    """One catalogue entry from its spec (the shapes of ``chemicals.yaml``)."""
+    dec = spec.get("decomposition")
+    return Chemical(
+        name=name,
+        formula=spec["formula"],
+        long_name=spec["name"],
+        role=Role(spec["role"]),
+        state=State(spec["state"]),
+        molar_mass=float(spec["mass"]),
+        source_t_min=float(spec["source_T"]) if "source_T" in spec else None,
+        source_t_assumed=spec.get("source_T_from", "assumed") != "data",
+        vapour=_parse_vapour(spec.get("vapour")),
+        element=spec.get("element"),
+        hazards=tuple(spec.get("hazards", ())),
+        feed_gas=spec.get("gas"),
+        decomposition_onset_c=float(dec["onset"]) if dec else None,
+        decomposition_from=str(dec.get("from", "")) if dec else "",
+        decomposition_note=str(dec.get("note", "")) if dec else "",
+        origin=str(spec.get("origin", "")),
+        source=str(spec.get("source", "")),
+        # chemicals.yaml: the "cc"/"antoine" curves are sourced, a "ref" point assumed
+        vapour_assumed=bool(spec.get("vapour_assumed", "ref" in (spec.get("vapour") or {}))),
+    )
 
 
 def get(name: str) -> Chemical:
