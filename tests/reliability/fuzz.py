@@ -52,6 +52,60 @@ SEED_RECIPES = [
 ]
 SEED_CONFIGS = [ROOT / "config" / "example-lab.yaml", ROOT / "config" / "hil.yaml"]
 
+
+def readme_chemistry() -> str:
+    """The README's chemistry-file example (section "Your own chemicals and processes"):
+    what a lab copies first, so the seed the chemistry mutations start from."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Your own chemicals and processes")
+    block = text.index("```yaml\n", start) + len("```yaml\n")
+    return text[block : text.index("```", block)]
+
+
+SUPERCYCLE_CHEMISTRY = """\
+processes:
+  LiAlO-lab:
+    film: LiAlOx
+    kind: supercycle
+    subcycles:
+      Li2O: {doses: [LiOtBu, H2O], phase: Li2O, gpc: [{T: 225 degC, gpc: 1.1 angstrom}]}
+      Al2O3: {doses: [TMA, H2O], phase: Al2O3, gpc: [{T: 225 degC, gpc: 1.0 angstrom}]}
+    gpc_vs_ratio: [{ratio: {Li2O: 1, Al2O3: 3}, value: 4.2 angstrom, per: supercycle}]
+    T: 225 degC
+    interaction: {"Al2O3 after Li2O": 1.5}
+    source: "our ellipsometry, 2026-11"
+chemicals:
+  H2O: {source_T: 20 degC, vapour: {antoine: [8.07131, 1730.63, 233.426]}}
+  TMA: {vapour: {cc: [8.224, 2134.83]}, decomposition: {onset: 350 degC, from: assumed}}
+"""
+"""A supercycle process and overrides of shipped chemicals by curve: the parts of the
+chemistry-file grammar the README's example does not use."""
+
+HFO2_RECIPE = """\
+name: HfO2 from TEMAHf and H2O
+params:
+  T: 250 degC
+substrate: {material: Si}
+setup:
+  - set: {carrier: 20 sccm, walls: 150 degC, substrate: $T}
+  - set: {source.TEMAHf: 75 degC, line.TEMAHf: 90 degC}
+  - wait_until: {substrate: {within: 2 K, for: 30 s}, timeout: 45 min}
+cycles:
+  HfO2:
+    - pulse: {TEMAHf: 400 ms}
+    - purge: 5 s
+    - pulse: {H2O: 30 ms}
+    - purge: 5 s
+main:
+  - cycle: {name: HfO2, target: 2 nm}
+teardown:
+  - set: {substrate: off, source.TEMAHf: off, line.TEMAHf: off}
+"""
+"""A recipe that doses the README example's new chemical and grows to a ``target:`` from
+its new process's growth per cycle: a mutated chemistry file reaches the compiler and the
+planner through it (and through the shipped Al2O3 recipe, whose process the README
+example recalibrates)."""
+
 HOSTILE_SCALARS: list[Any] = [
     "15 'ms",
     "15 ms#",
@@ -138,6 +192,56 @@ SYNTAX_SPLICES = [
     "\U0001f4a9",
 ]
 
+CHEM_SCALARS: list[Any] = [
+    *HOSTILE_SCALARS,
+    # the physical edges of a chemistry file: absolute zero, poles, overflowing curves
+    "0 K",
+    "0.0 K",
+    "-273.15 degC",
+    "-273.14 degC",
+    "1e-9 K",
+    "1e12 K",
+    "2000 degC",
+    "-100 degC",
+    "500 degC",
+    "0 Torr",
+    "1e-300 Torr",
+    "1e12 Torr",
+    "0 g/mol",
+    "1e-12 g/mol",
+    "0 g/cm**3",
+    "0 angstrom",
+    "1e-12 angstrom",
+    "1 km",
+    "-1 angstrom",
+    "1e308",
+    -1e308,
+    1e-308,
+    -273.15,
+    233.426,
+    -233.426,
+    "cc",
+    "antoine",
+    {"cc": [1000, 2000]},
+    {"cc": [8.2, 0]},
+    {"antoine": [8.07, 1730.6, -100.0]},
+    {"antoine": [1e300, 1e300, 1e300]},
+    {"T": "0 K", "p": "0.1 Torr"},
+    {"T": "75 degC", "value": "0 angstrom"},
+    [{"T": "75 degC", "p": "0.1 Torr"}, {"T": "75.0000001 degC", "p": "0.1 Torr"}],
+    {"Li2O": 0, "Al2O3": 3},
+    {"nosuch": 1},
+    {"Hf": 0},
+    "supercycle",
+    "TEMAHf",
+    "Li2O",
+    "HfO2",
+    "precursor",
+    "plasma",
+    "gas",
+    "solid",
+]
+
 
 WALL_FACTOR = 10.0
 
@@ -176,9 +280,12 @@ def _get(tree: Any, path: tuple[Any, ...]) -> Any:
     return tree
 
 
-def _mutate_tree(tree: Any, data: st.DataObject, n: int) -> Any:
-    """Apply ``n`` structure-aware mutations to a copy of a YAML tree."""
+def _mutate_tree(tree: Any, data: st.DataObject, n: int, scalars: list[Any] | None = None) -> Any:
+    """Apply ``n`` structure-aware mutations to a copy of a YAML tree (``scalars``: the
+    hostile values to put in, :data:`HOSTILE_SCALARS` by default)."""
     import copy
+
+    pool = HOSTILE_SCALARS if scalars is None else scalars
 
     tree = copy.deepcopy(tree)
     for _ in range(n):
@@ -191,7 +298,7 @@ def _mutate_tree(tree: Any, data: st.DataObject, n: int) -> Any:
             if isinstance(value, str) and _QUANTITY.match(value) and data.draw(st.booleans()):
                 parent[path[-1]] = _tweak_quantity(value, data)
             else:
-                parent[path[-1]] = copy.deepcopy(data.draw(st.sampled_from(HOSTILE_SCALARS)))
+                parent[path[-1]] = copy.deepcopy(data.draw(st.sampled_from(pool)))
             continue
         path = data.draw(st.sampled_from(paths))
         op = data.draw(
@@ -207,7 +314,7 @@ def _mutate_tree(tree: Any, data: st.DataObject, n: int) -> Any:
             parent[key] = copy.deepcopy(
                 data.draw(
                     st.one_of(
-                        st.sampled_from(HOSTILE_SCALARS),
+                        st.sampled_from(pool),
                         st.text(max_size=30),
                         st.integers(),
                         st.floats(),
@@ -218,7 +325,7 @@ def _mutate_tree(tree: Any, data: st.DataObject, n: int) -> Any:
             del parent[key]
         elif op == "rename" and isinstance(parent, dict):
             new = data.draw(
-                st.one_of(st.sampled_from([str(x) for x in HOSTILE_SCALARS]), st.text(max_size=12))
+                st.one_of(st.sampled_from([str(x) for x in pool]), st.text(max_size=12))
             )
             parent[new] = parent.pop(key)
         elif op == "wrap":
@@ -339,6 +446,53 @@ class Campaign:
             config_text if config_text is not None else text,
         )
 
+    def chemistry(self, text: str, recipe_text: str) -> None:
+        """A chemistry file through the real loader (``$ALDCTL_CHEMISTRY``, as every
+        command reads it), what ``aldctl chemicals`` computes from it, then a recipe that
+        uses it compiled and planned."""
+        from aldctl import chemfile
+        from aldctl.diagnostics import UserError
+        from aldctl.recipe.plan import plan
+        from aldctl.session import prepare
+        from sim import chemistry, library
+
+        self._n_chem = getattr(self, "_n_chem", 0) + 1
+        # A new name each time: the loader reloads a file only when its path or mtime
+        # changes, and two writes can share an mtime.
+        path = self.workdir / f"chemistry-{self._n_chem}.yaml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        recipe = self.workdir / "chem-recipe.yaml"
+        recipe.write_text(recipe_text, encoding="utf-8")
+
+        def call() -> str:
+            os.environ[chemfile.ENV] = str(path)
+            try:
+                try:
+                    chemfile.ensure()
+                except UserError as exc:
+                    for d in exc.diagnostics:
+                        d.format()
+                    return "user-error"
+                for c in chemistry.catalogue().values():  # `aldctl chemicals`
+                    if c.vapour is not None and c.source_t_min is not None:
+                        c.vapour_pressure_torr(c.source_t_min)
+                for proc in library.processes().values():  # `aldctl processes`
+                    for kind in proc.cycles:
+                        proc.gpc(proc.nominal_t, kind)
+                try:
+                    prepared = prepare(recipe, None, ())
+                except UserError as exc:
+                    for d in exc.diagnostics:
+                        d.format()
+                    return "recipe-error"
+                plan(prepared.compiled.schedule, prepared.tool)
+                return "accepted"
+            finally:
+                os.environ[chemfile.ENV] = ""
+                path.unlink(missing_ok=True)
+
+        self._guard("chemistry", call, text)
+
 
 # ---------------------------------------------------------------------- frames
 
@@ -353,7 +507,12 @@ FRAME_DRIVERS: list[tuple[str, dict[str, Any], str, bytes]] = [
     ("eurotherm3200", {"address": 1}, "read_temperature", b""),
     ("watlow-pm", {"address": 2}, "read_temperature", b""),
     ("ozone-modbus", {"address": 10}, "read_ozone", b""),
+    # Modbus TCP: the WAGO-style valve module, through a proxy in front of its emulator
+    # (see _tcp_frame_inputs); its options and calls are there, the terminator unused
+    ("modbus-dio", {"watchdog": 60.0, "pulse_outputs": True}, "read_valves", b""),
 ]
+
+TCP_DRIVERS = ("modbus-dio",)
 
 
 MODBUS_DRIVERS = ("eurotherm3200", "watlow-pm", "ozone-modbus")
@@ -432,6 +591,176 @@ async def _frame_inputs(
         port.close()
 
 
+async def _tcp_frame_inputs(
+    driver: str,
+    options: dict[str, Any],
+    answers: list[tuple[str, int, bytes]],
+    campaign: Campaign,
+) -> None:
+    """The ``modbus-dio`` driver over real TCP sockets, through pymodbus as in use. A proxy
+    sits between the driver and the module's emulator (:mod:`sim.devices.modbus_dio`, the
+    WAGO-style datastore and watchdog): every request goes to the module, and for the
+    input under test the module's valid reply is replaced by a hostile one (the reply
+    mutated: a byte flipped, cut short, lengthened, its MBAP transaction id, protocol id,
+    length or unit changed, an exception with any code, a reply twice; or random bytes,
+    nothing at all, the connection closed). One input is one driver call (read the
+    outputs, set a valve, heartbeat, read the limit switches, pulse, safe state, connect)
+    whose first request meets the hostile reply; the rest of that call gets valid ones."""
+    from drivers import registry
+    from drivers.base import DeviceError, DriverContext
+    from sim.devices.modbus_dio import ModbusDioModule
+    from sim.reactor import Reactor, ReactorConfig
+    from sim.realtime import RealtimePlant
+
+    cfg = ReactorConfig.for_lines(["TMA", "H2O"], substrate_c=200.0, walls_c=150.0)
+    plant = RealtimePlant(Reactor(cfg, seed=7))
+    module = ModbusDioModule(plant, {0: "TMA", 1: "H2O", 15: "__pump__"}, port=0)
+    await module.start()
+    pending: list[tuple[str, int, bytes]] = []
+    links: set[asyncio.StreamWriter] = set()
+
+    def hostile(reply: bytes, how: tuple[str, int, bytes]) -> bytes | None:
+        op, k, junk = how
+        if op == "random":
+            return junk
+        if op == "silent":
+            return b""
+        if op == "close":
+            return None
+        b = bytearray(reply)
+        if op == "flip":
+            b[k % len(b)] ^= junk[0] or 1
+        elif op == "cut":
+            del b[k % len(b) :]
+        elif op == "grow":
+            b += junk
+        elif op in ("tid", "proto", "length"):
+            at = {"tid": 0, "proto": 2, "length": 4}[op]
+            b[at : at + 2] = junk[:2].ljust(2, b"\xff")
+        elif op == "unit":
+            b[6] = junk[0]
+        elif op == "exception":
+            b[4:6] = (3).to_bytes(2, "big")
+            b[7] |= 0x80
+            del b[8:]
+            b.append(junk[0])
+        elif op == "function":
+            b[7] = junk[0]
+        elif op == "twice":
+            b += reply
+        return bytes(b)
+
+    async def frame(r: asyncio.StreamReader) -> bytes:
+        head = await r.readexactly(6)
+        return head + await r.readexactly(int.from_bytes(head[4:6], "big"))
+
+    async def proxy(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        links.add(cw)
+        mr, mw = await asyncio.open_connection("127.0.0.1", module.port)
+        try:
+            while True:
+                mw.write(await frame(cr))
+                reply = await frame(mr)
+                if pending:
+                    out = hostile(reply, pending.pop())
+                    if out is None:
+                        break
+                    reply = out
+                cw.write(reply)
+                await cw.drain()
+        except (OSError, asyncio.IncompleteReadError, IndexError):
+            pass
+        finally:
+            for w in (cw, mw):
+                w.close()
+            links.discard(cw)
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    factory = registry.factory(driver)
+    opts = {**options, "host": "127.0.0.1", "port": port, "timeout": 0.05, "retries": 1}
+    dev = factory("valves", opts, DriverContext())
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        ("read_valves", dev.read_valves),
+        ("set_valve", lambda: dev.set_valve(0, True)),
+        ("set_valve", lambda: dev.set_valve(1, False)),
+        ("heartbeat", dev.heartbeat),
+        ("pulse", lambda: dev.pulse(1, 0.015)),
+        ("safe_state", dev.safe_state),
+        ("connect", dev.connect),
+    ]
+    try:
+        await dev.connect()
+        for i, answer in enumerate(answers):
+            name, call = calls[i % len(calls)]
+            pending[:] = [answer]
+            campaign.counts["tried"] += 1
+            campaign.counts[f"frame:{driver}:tried"] += 1
+            outcome = "accepted"
+            try:
+                await asyncio.wait_for(call(), campaign.time_limit_s)
+            except DeviceError:
+                outcome = "device-error"
+            except TimeoutError:
+                outcome = "hang"
+            except Exception:
+                outcome = "internal"
+            pending.clear()
+            campaign.counts[f"frame:{driver}:{outcome}"] += 1
+            if outcome in ("hang", "internal"):
+                campaign.counts[outcome] += 1
+                if len(campaign.failures) < 10:
+                    campaign.failures.append(
+                        {
+                            "target": f"frame:{driver}",
+                            "outcome": outcome,
+                            "input": f"{name}: {answer!r}",
+                            "traceback": traceback.format_exc(limit=6),
+                        }
+                    )
+    finally:
+        with contextlib.suppress(Exception):
+            await dev.close()
+        for w in list(links):
+            w.close()
+        for _ in range(100):  # the proxies see EOF and end on their own
+            if not links:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+        await module.shutdown()
+
+
+TCP_FRAME_OPS = (
+    "random",
+    "flip",
+    "flip",
+    "cut",
+    "grow",
+    "tid",
+    "proto",
+    "length",
+    "unit",
+    "exception",
+    "function",
+    "twice",
+    "silent",
+    "close",
+)
+
+
+def tcp_frame_answers(rng: random.Random, n: int) -> list[tuple[str, int, bytes]]:
+    """Hostile replies for a Modbus TCP device: (how, a position, junk bytes)."""
+    return [
+        (
+            rng.choice(TCP_FRAME_OPS),
+            rng.randrange(64),
+            bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))),
+        )
+        for _ in range(n)
+    ]
+
+
 def frame_answers(rng: random.Random, n: int) -> list[bytes]:
     out: list[bytes] = []
     for _ in range(n):
@@ -460,13 +789,17 @@ def run(n_inputs: int, n_frames: int, seed: int, time_limit_s: float) -> dict[st
     configs = [(p, p.read_text()) for p in SEED_CONFIGS]
     rtrees = [yaml.safe_load(t) for _, t in recipes]
     ctrees = [yaml.safe_load(t) for _, t in configs]
+    chems = [readme_chemistry(), SUPERCYCLE_CHEMISTRY]
+    chtrees = [yaml.safe_load(t) for t in chems]
+    chem_recipes = [HFO2_RECIPE, recipes[0][1]]
     base_recipe = recipes[0][1]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aldctl-fuzz-") as tmp:
         work = Path(tmp)
         campaign = Campaign(work, time_limit_s)
         n_config = n_inputs // 4
-        n_recipe = n_inputs - n_config
+        n_chem = n_inputs // 5
+        n_recipe = n_inputs - n_config - n_chem
 
         @settings(
             max_examples=max(1, n_recipe),
@@ -501,12 +834,31 @@ def run(n_inputs: int, n_frames: int, seed: int, time_limit_s: float) -> dict[st
                 text = _mutate_text(configs[i][1], data, data.draw(st.integers(1, 3)))
             campaign.recipe(base_recipe, text)
 
+        @settings(
+            max_examples=max(1, n_chem),
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(st.data())
+        def chemistry_case(data: st.DataObject) -> None:
+            i = data.draw(st.integers(0, len(chems) - 1))
+            if data.draw(st.integers(0, 3)) > 0:
+                tree = _mutate_tree(chtrees[i], data, data.draw(st.integers(1, 3)), CHEM_SCALARS)
+                text = _dump(tree)
+            else:
+                text = _mutate_text(chems[i], data, data.draw(st.integers(1, 3)))
+            campaign.chemistry(text, chem_recipes[data.draw(st.integers(0, 1))])
+
         from hypothesis import seed as hseed
 
         if n_recipe > 0:
             hseed(seed)(recipe_case)()
         if n_config > 0:
             hseed(seed + 1)(config_case)()
+        if n_chem > 0:
+            hseed(seed + 2)(chemistry_case)()
 
         if n_frames:
             rng = random.Random(seed)
@@ -514,6 +866,10 @@ def run(n_inputs: int, n_frames: int, seed: int, time_limit_s: float) -> dict[st
 
             async def frames() -> None:
                 for driver, options, method, term in FRAME_DRIVERS:
+                    if driver in TCP_DRIVERS:
+                        answers = tcp_frame_answers(rng, per)
+                        await _tcp_frame_inputs(driver, options, answers, campaign)
+                        continue
                     await _frame_inputs(
                         driver, options, method, term, frame_answers(rng, per), campaign, work
                     )
@@ -546,6 +902,7 @@ def main() -> None:
     # an input that makes aldctl allocate without bound meets MemoryError.
     import aldctl.session  # noqa: F401
     import drivers.registry  # noqa: F401
+    import sim.devices.modbus_dio
     import sim.devices.pty  # noqa: F401
 
     soft = resource.getrlimit(resource.RLIMIT_AS)
