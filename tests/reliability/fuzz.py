@@ -605,7 +605,8 @@ async def _tcp_frame_inputs(
     length or unit changed, an exception with any code, a reply twice; or random bytes,
     nothing at all, the connection closed). One input is one driver call (read the
     outputs, set a valve, heartbeat, read the limit switches, pulse, safe state, connect)
-    whose first request meets the hostile reply; the rest of that call gets valid ones."""
+    whose first request (every other input: also its retry) meets the hostile reply; the
+    rest of that call gets valid ones."""
     from drivers import registry
     from drivers.base import DeviceError, DriverContext
     from sim.devices.modbus_dio import ModbusDioModule
@@ -693,7 +694,9 @@ async def _tcp_frame_inputs(
         await dev.connect()
         for i, answer in enumerate(answers):
             name, call = calls[i % len(calls)]
-            pending[:] = [answer]
+            # every other input mangles the retry's reply too, so that the hostile reply
+            # reaches the caller, not only the driver's retry and reconnect
+            pending[:] = [answer] * (1 + i % 2)
             campaign.counts["tried"] += 1
             campaign.counts[f"frame:{driver}:tried"] += 1
             outcome = "accepted"
