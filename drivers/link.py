@@ -67,9 +67,19 @@ async def transact(
             await asyncio.sleep(delay)
             delay = min(delay * 2, policy.backoff_max_s)
             if reconnect is not None and isinstance(last, CommunicationError | DeviceTimeout):
+                # bounded like an attempt: a peer whose TCP stack takes no connection (SYNs
+                # dropped) would otherwise hold the caller, and the bus lock, for the
+                # library's own connect timeout (pymodbus: 30 s here)
                 try:
-                    await reconnect()
+                    async with asyncio.timeout(policy.timeout_s):
+                        await reconnect()
                     health.reconnects += 1
+                except TimeoutError:
+                    last = DeviceTimeout(
+                        device, f"reconnect: no connection within {policy.timeout_s:g} s"
+                    )
+                    health.record_failure(last)
+                    continue
                 except (OSError, DeviceError) as exc:
                     last = CommunicationError(device, f"reconnect failed: {exc}")
                     health.record_failure(last)
