@@ -129,6 +129,7 @@ async def test_manual_valve_toggle_is_refused_by_the_interlock(tmp_path: Path) -
 
     doc = yaml.safe_load(builtin_text())
     doc["limits"]["pressure"] = {"max": "50 Torr", "hold_above": "40 Torr", "action": "abort"}
+    doc["gauges"]["chamber"]["max"] = "100 Torr"  # a limit above the gauge's range is refused
     config = tmp_path / "roomy.yaml"
     config.write_text(yaml.safe_dump(doc))
     app = Console(data_dir=tmp_path, recipe=RECIPE, config=config)
