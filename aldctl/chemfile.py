@@ -103,6 +103,14 @@ SOURCE_TEMPERATURE = Range(
     "a source is chilled to -100 degC at the coldest and heated to 500 degC at most (most "
     "run between 15 and 200 degC)",
 )
+DECOMPOSITION_ONSET = Range(
+    0.0,
+    1000.0,
+    False,
+    "degC",
+    "a precursor that decomposed below 0 degC could not be kept in its bottle, and none of "
+    "ALD's lasts above 1000 degC (TMA: ~370 degC, LiOtBu: ~300 degC)",
+)
 VAPOUR_PRESSURE = Range(
     0.0, 1e5, True, "Torr", "a vapour pressure is positive and below 1e5 Torr (130 atm)"
 )
@@ -699,7 +707,9 @@ def _decomposition(p: _Parser, node: yamlsrc.Node, what: str) -> dict[str, Any] 
         p.err(f"{where}: expected {{onset: 275 degC, from: literature, note: ...}}", node.loc)
         return None
     p.keys(node, ("onset", "from", "note"), where)
-    onset = p.quantity(p.need(node, "onset", where), Kind.TEMPERATURE, f"{where}.onset")
+    onset = p.quantity(
+        p.need(node, "onset", where), Kind.TEMPERATURE, f"{where}.onset", DECOMPOSITION_ONSET
+    )
     origin = p.choice(p.need(node, "from", where), ORIGINS, f"{where}.from")
     note = p.text(node.get("note"), f"{where}.note") or ""
     if origin in ("literature", "measured") and not note:
